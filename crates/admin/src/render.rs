@@ -1,0 +1,130 @@
+//! Text renderings of the data plane's state in Envoy's and Prometheus' formats.
+
+use std::fmt::Write;
+
+use proxy::{Metric, MetricKind, Runtime};
+use serde_json::{Value, json};
+
+/// Envoy's `/clusters`: `cluster::host::stat::value` lines.
+pub(crate) fn clusters_text(runtime: &Runtime) -> String {
+    let mut out = String::new();
+    for (cluster, c) in runtime.snapshot.clusters.iter().zip(&runtime.clusters) {
+        let name = &cluster.name;
+        let _ = writeln!(out, "{name}::observability_name::{name}");
+        let s = c.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "{name}::default_priority::max_connections::1024");
+        let _ = writeln!(out, "{name}::added_via_api::true");
+        let connections = c.connections();
+        for e in c.endpoints() {
+            let h = e.address;
+            let open = connections.iter().filter(|x| x.endpoint == h).count();
+            let _ = writeln!(out, "{name}::{h}::cx_active::{open}");
+            let _ = writeln!(out, "{name}::{h}::cx_idle::{}", e.idle);
+            let _ = writeln!(out, "{name}::{h}::rq_active::{}", e.active_requests);
+            let _ = writeln!(out, "{name}::{h}::health_flags::healthy");
+            let _ = writeln!(out, "{name}::{h}::weight::1");
+        }
+        let _ = writeln!(out, "{name}::cx_total::{}", load(&s.upstream_cx_total));
+    }
+    out
+}
+
+pub(crate) fn clusters_json(runtime: &Runtime) -> Value {
+    let statuses: Vec<Value> = runtime
+        .snapshot
+        .clusters
+        .iter()
+        .zip(&runtime.clusters)
+        .map(|(cluster, c)| {
+            let connections = c.connections();
+            let hosts: Vec<Value> = c
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    let open: Vec<Value> = connections
+                        .iter()
+                        .filter(|x| x.endpoint == e.address)
+                        .map(|x| json!({"id": x.id, "local_address": x.local.map(|a| a.to_string())}))
+                        .collect();
+                    json!({
+                        "address": {"socket_address": {"address": e.address.ip().to_string(), "port_value": e.address.port()}},
+                        "stats": [
+                            {"name": "cx_active", "value": open.len().to_string(), "type": "GAUGE"},
+                            {"name": "cx_idle", "value": e.idle.to_string(), "type": "GAUGE"},
+                            {"name": "rq_active", "value": e.active_requests.to_string(), "type": "GAUGE"},
+                        ],
+                        "health_status": {"eds_health_status": "HEALTHY"},
+                        "weight": 1,
+                        "connections": open,
+                    })
+                })
+                .collect();
+            json!({"name": cluster.name, "observability_name": cluster.name, "added_via_api": true, "host_statuses": hosts})
+        })
+        .collect();
+    json!({ "cluster_statuses": statuses })
+}
+
+/// Envoy's `/stats`: `name: value` lines, optionally filtered by a regex.
+pub(crate) fn stats_text(metrics: &[Metric], filter: Option<&str>) -> Result<String, String> {
+    let re = match filter.filter(|f| !f.is_empty()) {
+        Some(f) => Some(regex::Regex::new(f).map_err(|e| format!("Invalid regex: {e}"))?),
+        None => None,
+    };
+    let mut out = String::new();
+    for m in metrics {
+        if re.as_ref().is_none_or(|r| r.is_match(&m.name)) {
+            let _ = writeln!(out, "{}: {}", m.name, m.value);
+        }
+    }
+    Ok(out)
+}
+
+/// The Prometheus text format, with Envoy's naming (`envoy_cluster_upstream_cx_total{envoy_cluster_name="..."}`).
+pub(crate) fn prometheus(metrics: &[Metric]) -> String {
+    let mut families: std::collections::BTreeMap<String, (MetricKind, Vec<&Metric>)> = Default::default();
+    for m in metrics {
+        let family = match &m.cluster {
+            Some(_) => format!("envoy_cluster_{}", m.family),
+            None => format!("envoy_http_{}", m.family),
+        };
+        families
+            .entry(family)
+            .or_insert_with(|| (m.kind, Vec::new()))
+            .1
+            .push(m);
+    }
+    let mut out = String::new();
+    for (family, (kind, items)) in families {
+        let ty = match kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+        };
+        let _ = writeln!(out, "# TYPE {family} {ty}");
+        for m in items {
+            match &m.cluster {
+                Some(c) => {
+                    let _ = writeln!(
+                        out,
+                        "{family}{{envoy_cluster_name=\"{}\"}} {}",
+                        escape(c),
+                        m.value
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{family}{{envoy_http_conn_manager_prefix=\"http\"}} {}",
+                        m.value
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,288 @@
+//! Validation of the kinds that come from the ecosystem crates, and the list of what the data
+//! plane does not implement yet. BackendConfigPolicy's own checks live beside its types.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use crate::error::FieldError;
+use crate::objects::Object;
+use crate::{ObjectMeta, backend_config_policy};
+
+const NOT_YET: &str = "not supported yet by kgateway-rs: remove the field (the data plane does not implement it, \
+                       so it would have no effect)";
+
+/// What the API server would refuse: schema and semantic checks.
+pub fn validate(object: &Object) -> Vec<FieldError> {
+    let mut errors = validate_meta(object.meta());
+    match object {
+        Object::BackendConfigPolicy(p) => errors.extend(backend_config_policy::validate(p)),
+        Object::Gateway(g) => {
+            if g.spec.gateway_class_name.is_empty() {
+                errors.push(FieldError::required(
+                    "spec.gatewayClassName",
+                    "set the GatewayClass, e.g. kgateway",
+                ));
+            }
+            if g.spec.listeners.is_empty() || g.spec.listeners.len() > 64 {
+                errors.push(FieldError::invalid(
+                    "spec.listeners",
+                    &g.spec.listeners.len(),
+                    "a Gateway needs between 1 and 64 listeners",
+                ));
+            }
+            let mut names = HashSet::new();
+            for (i, l) in g.spec.listeners.iter().enumerate() {
+                let at = format!("spec.listeners[{i}]");
+                if !names.insert(l.name.as_str()) {
+                    errors.push(FieldError::invalid(
+                        format!("{at}.name"),
+                        &l.name,
+                        "listener names must be unique within a Gateway",
+                    ));
+                }
+                if !(1..=65535).contains(&l.port) {
+                    errors.push(FieldError::invalid(
+                        format!("{at}.port"),
+                        &l.port,
+                        "port must be between 1 and 65535",
+                    ));
+                }
+                if !["HTTP", "HTTPS", "TLS", "TCP", "UDP"].contains(&l.protocol.as_str())
+                    && !l.protocol.contains('/')
+                {
+                    errors.push(FieldError::unsupported(
+                        format!("{at}.protocol"),
+                        &l.protocol,
+                        &["HTTP", "HTTPS", "TLS", "TCP", "UDP"],
+                    ));
+                }
+            }
+            for (i, a) in g.spec.addresses.iter().flatten().enumerate() {
+                let ty = a.r#type.as_deref().unwrap_or("IPAddress");
+                if ty == "IPAddress" {
+                    let v = a.value.as_deref().unwrap_or("");
+                    if v.parse::<IpAddr>().is_err() {
+                        errors.push(FieldError::invalid(
+                            format!("spec.addresses[{i}].value"),
+                            &v,
+                            "an IPAddress address must be an IPv4 or IPv6 address, e.g. 127.0.0.1",
+                        ));
+                    }
+                }
+            }
+        }
+        Object::HTTPRoute(r) => {
+            for (i, rule) in r.spec.rules.iter().flatten().enumerate() {
+                for (j, m) in rule.matches.iter().flatten().enumerate() {
+                    if let Some(p) = &m.path {
+                        let v = p.value.as_deref().unwrap_or("/");
+                        if !v.starts_with('/') {
+                            errors.push(FieldError::invalid(
+                                format!("spec.rules[{i}].matches[{j}].path.value"),
+                                &v,
+                                "must be an absolute path (start with /)",
+                            ));
+                        }
+                    }
+                }
+                for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
+                    if let Some(w) = b.weight
+                        && !(0..=1_000_000).contains(&w)
+                    {
+                        errors.push(FieldError::invalid(
+                            format!("spec.rules[{i}].backendRefs[{j}].weight"),
+                            &w,
+                            "weight must be between 0 and 1000000",
+                        ));
+                    }
+                    let is_service = b.group.as_deref().unwrap_or("").is_empty()
+                        && b.kind.as_deref().unwrap_or("Service") == "Service";
+                    if is_service && b.port.is_none() {
+                        errors.push(FieldError::required(
+                            format!("spec.rules[{i}].backendRefs[{j}].port"),
+                            "must be specified when referencing a Service",
+                        ));
+                    }
+                }
+            }
+        }
+        Object::Service(s) => {
+            for (i, p) in s.spec.iter().flat_map(|s| s.ports.iter().flatten()).enumerate() {
+                if !(1..=65535).contains(&p.port) {
+                    errors.push(FieldError::invalid(
+                        format!("spec.ports[{i}].port"),
+                        &p.port,
+                        "port must be between 1 and 65535",
+                    ));
+                }
+            }
+        }
+        Object::EndpointSlice(e) => {
+            if !["IPv4", "IPv6", "FQDN"].contains(&e.address_type.as_str()) {
+                errors.push(FieldError::unsupported(
+                    "addressType",
+                    &e.address_type,
+                    &["IPv4", "IPv6", "FQDN"],
+                ));
+            }
+            for (i, ep) in e.endpoints.iter().flatten().enumerate() {
+                for (j, a) in ep.addresses.iter().enumerate() {
+                    let ok = match e.address_type.as_str() {
+                        "IPv4" => a.parse::<std::net::Ipv4Addr>().is_ok(),
+                        "IPv6" => a.parse::<std::net::Ipv6Addr>().is_ok(),
+                        _ => true,
+                    };
+                    if !ok {
+                        errors.push(FieldError::invalid(
+                            format!("endpoints[{i}].addresses[{j}]"),
+                            a,
+                            format!("must be a valid {} address", e.address_type),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// Valid input that the data plane cannot honour yet: refused at apply time so that nothing
+/// ever claims an effect that does not happen.
+pub fn unsupported(object: &Object) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    match object {
+        Object::BackendConfigPolicy(p) => out.extend(backend_config_policy::unsupported_fields(&p.spec)),
+        Object::Gateway(g) => {
+            for (i, l) in g.spec.listeners.iter().enumerate() {
+                if l.protocol != "HTTP" {
+                    out.push(FieldError::forbidden(
+                        format!("spec.listeners[{i}].protocol"),
+                        format!("protocol {} is {NOT_YET}; use HTTP", l.protocol),
+                    ));
+                }
+                if l.tls.is_some() {
+                    out.push(FieldError::forbidden(format!("spec.listeners[{i}].tls"), NOT_YET));
+                }
+            }
+            for (i, a) in g.spec.addresses.iter().flatten().enumerate() {
+                if a.r#type.as_deref().unwrap_or("IPAddress") != "IPAddress" {
+                    out.push(FieldError::forbidden(
+                        format!("spec.addresses[{i}].type"),
+                        format!("only IPAddress addresses are supported; {NOT_YET}"),
+                    ));
+                }
+            }
+            if g.spec.tls.is_some() {
+                out.push(FieldError::forbidden("spec.tls", NOT_YET));
+            }
+            if g.spec.infrastructure.is_some() {
+                out.push(FieldError::forbidden("spec.infrastructure", NOT_YET));
+            }
+        }
+        Object::HTTPRoute(r) => {
+            for (i, rule) in r.spec.rules.iter().flatten().enumerate() {
+                let at = format!("spec.rules[{i}]");
+                if rule.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+                    out.push(FieldError::forbidden(format!("{at}.filters"), NOT_YET));
+                }
+                if rule.timeouts.is_some() {
+                    out.push(FieldError::forbidden(format!("{at}.timeouts"), NOT_YET));
+                }
+                for (j, m) in rule.matches.iter().flatten().enumerate() {
+                    use gateway_api::httproutes::{
+                        HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
+                    };
+                    if matches!(
+                        m.path.as_ref().and_then(|p| p.r#type.as_ref()),
+                        Some(HttpRouteRulesMatchesPathType::RegularExpression)
+                    ) {
+                        out.push(FieldError::forbidden(
+                            format!("{at}.matches[{j}].path.type"),
+                            format!("RegularExpression is {NOT_YET}; use Exact or PathPrefix"),
+                        ));
+                    }
+                    for (k, h) in m.headers.iter().flatten().enumerate() {
+                        if matches!(
+                            h.r#type,
+                            Some(HttpRouteRulesMatchesHeadersType::RegularExpression)
+                        ) {
+                            out.push(FieldError::forbidden(
+                                format!("{at}.matches[{j}].headers[{k}].type"),
+                                format!("RegularExpression is {NOT_YET}; use Exact"),
+                            ));
+                        }
+                    }
+                    if m.query_params.as_ref().is_some_and(|q| !q.is_empty()) {
+                        out.push(FieldError::forbidden(
+                            format!("{at}.matches[{j}].queryParams"),
+                            NOT_YET,
+                        ));
+                    }
+                }
+                for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
+                    let is_service = b.group.as_deref().unwrap_or("").is_empty()
+                        && b.kind.as_deref().unwrap_or("Service") == "Service";
+                    if !is_service {
+                        out.push(FieldError::forbidden(
+                            format!("{at}.backendRefs[{j}].kind"),
+                            format!("only Service backends are supported; {NOT_YET}"),
+                        ));
+                    }
+                    if b.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+                        out.push(FieldError::forbidden(
+                            format!("{at}.backendRefs[{j}].filters"),
+                            NOT_YET,
+                        ));
+                    }
+                }
+            }
+        }
+        Object::EndpointSlice(e) => {
+            if e.address_type == "FQDN" {
+                out.push(FieldError::forbidden(
+                    "addressType",
+                    format!("FQDN is {NOT_YET}; use IPv4 or IPv6"),
+                ));
+            }
+        }
+        Object::Service(_) => {}
+    }
+    out
+}
+
+fn validate_meta(meta: &ObjectMeta) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    match meta.name.as_deref() {
+        None | Some("") => errors.push(FieldError::required("metadata.name", "name is required")),
+        Some(name) if !is_dns_subdomain(name) => errors.push(FieldError::invalid(
+            "metadata.name",
+            &name,
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', \
+             and must start and end with an alphanumeric character",
+        )),
+        Some(_) => {}
+    }
+    if let Some(ns) = meta.namespace.as_deref()
+        && !ns.is_empty()
+        && !(ns.len() <= 63 && is_dns_subdomain(ns) && !ns.contains('.'))
+    {
+        errors.push(FieldError::invalid(
+            "metadata.namespace",
+            &ns,
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'",
+        ));
+    }
+    errors
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}

@@ -1,0 +1,300 @@
+//! `kgw apply|get|delete`: kubectl's workflow against a running gateway's admin API.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// The admin address of the running gateway.
+    #[arg(long, default_value = "127.0.0.1:19000", env = "KGW_SERVER")]
+    server: String,
+    /// Bearer token, when the gateway was started with --admin-token.
+    #[arg(long, env = "KGW_ADMIN_TOKEN")]
+    token: Option<String>,
+}
+
+async fn call(
+    server: &ServerArgs,
+    method: Method,
+    path: &str,
+    body: Option<(String, &str)>,
+) -> anyhow::Result<(StatusCode, String)> {
+    let address = server.server.trim_start_matches("http://").trim_end_matches('/');
+    let stream = tokio::net::TcpStream::connect(address).await.with_context(|| {
+        format!("cannot reach the gateway at {address}: is `kgw run` running? (set --server to its --admin-address)")
+    })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, address);
+    if let Some(t) = &server.token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let payload = match body {
+        Some((text, origin)) => {
+            req = req
+                .header("x-kgw-source", origin)
+                .header(http::header::CONTENT_TYPE, "application/yaml");
+            Bytes::from(text)
+        }
+        None => Bytes::new(),
+    };
+    let resp = sender.send_request(req.body(Full::new(payload))?).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).trim_end().to_string()))
+}
+
+/// Reads `-f` arguments: `-` is stdin, a directory is its *.yaml|*.yml|*.json files.
+fn read_sources(files: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for f in files {
+        if f == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the manifest from stdin")?;
+            out.push(("STDIN".to_string(), text));
+            continue;
+        }
+        let path = Path::new(f);
+        if path.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read the directory {f}"))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    matches!(
+                        p.extension().and_then(|e| e.to_str()),
+                        Some("yaml" | "yml" | "json")
+                    )
+                })
+                .collect();
+            entries.sort();
+            for p in entries {
+                let text =
+                    std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                out.push((p.display().to_string(), text));
+            }
+        } else {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("the path \"{f}\" does not exist or cannot be read"))?;
+            out.push((f.clone(), text));
+        }
+    }
+    Ok(out)
+}
+
+pub async fn apply(server: &ServerArgs, files: &[String]) -> anyhow::Result<()> {
+    let mut failed = false;
+    for (origin, text) in read_sources(files)? {
+        let (status, body) = call(server, Method::POST, "/apis/apply", Some((text, &origin))).await?;
+        if status.is_success() {
+            if !body.is_empty() {
+                println!("{body}");
+            }
+        } else {
+            eprintln!("{body}");
+            failed = true;
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+pub async fn delete(
+    server: &ServerArgs,
+    kind: Option<&str>,
+    names: &[String],
+    namespace: &str,
+    files: &[String],
+) -> anyhow::Result<()> {
+    let mut targets: Vec<(String, String, String)> = Vec::new();
+    if !files.is_empty() {
+        for (origin, text) in read_sources(files)? {
+            let objects = api::parse_manifests(&text, &origin).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for o in objects {
+                let k = o.key();
+                targets.push((k.kind.as_str().to_ascii_lowercase(), k.namespace, k.name));
+            }
+        }
+    } else {
+        let Some(kind) = kind else {
+            bail!("error: you must specify KIND NAME, or -f FILE")
+        };
+        if names.is_empty() {
+            bail!(
+                "error: resource(s) were provided, but no name was specified: kgw delete {kind} NAME -n NAMESPACE"
+            );
+        }
+        for n in names {
+            targets.push((kind.to_string(), namespace.to_string(), n.clone()));
+        }
+    }
+    let mut failed = false;
+    for (kind, ns, name) in targets {
+        let (status, body) = call(server, Method::DELETE, &format!("/apis/{kind}/{ns}/{name}"), None).await?;
+        if status.is_success() {
+            println!("{body}");
+        } else {
+            eprintln!("{body}");
+            failed = true;
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+pub async fn get(
+    server: &ServerArgs,
+    kind: &str,
+    name: Option<&str>,
+    namespace: Option<&str>,
+    output: Option<&str>,
+) -> anyhow::Result<()> {
+    let path = match (namespace, name) {
+        (Some(ns), Some(n)) => format!("/apis/{kind}/{ns}/{n}"),
+        (Some(ns), None) => format!("/apis/{kind}/{ns}"),
+        (None, Some(n)) => {
+            bail!("error: a resource cannot be retrieved by name across all namespaces ({n}); use -n")
+        }
+        (None, None) => format!("/apis/{kind}"),
+    };
+    let (status, body) = call(server, Method::GET, &path, None).await?;
+    if !status.is_success() {
+        eprintln!("{body}");
+        std::process::exit(1);
+    }
+    let list: Value = serde_json::from_str(&body).context("the gateway sent an unreadable answer")?;
+    let items = list
+        .get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let shown = if name.is_some() && items.len() == 1 {
+        items[0].clone()
+    } else {
+        list.clone()
+    };
+    match output {
+        Some("json") => println!("{}", serde_json::to_string_pretty(&shown)?),
+        Some("yaml") => print!("{}", serde_yaml_ng::to_string(&shown)?),
+        Some("name") => {
+            for i in &items {
+                let kind = i
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                println!(
+                    "{kind}/{}",
+                    i.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+                );
+            }
+        }
+        Some(other) => bail!(
+            "error: unable to match a printer suitable for the output format \"{other}\", allowed formats are: json,name,yaml"
+        ),
+        None => table(&items, namespace.is_none(), namespace.unwrap_or("")),
+    }
+    Ok(())
+}
+
+/// kubectl's default table: NAME, a status column, AGE.
+fn table(items: &[Value], all_namespaces: bool, namespace: &str) {
+    if items.is_empty() {
+        if all_namespaces {
+            eprintln!("No resources found");
+        } else {
+            eprintln!("No resources found in {namespace} namespace.");
+        }
+        return;
+    }
+    let mut rows = vec![];
+    for i in items {
+        let ns = i
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let name = i
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let age = i
+            .pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| human_age(jiff::Timestamp::now().as_second() - t.as_second()))
+            .unwrap_or_else(|| "<unknown>".into());
+        rows.push((ns, name, status_summary(i), age));
+    }
+    let w_ns = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(9);
+    let w_name = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(4);
+    let w_status = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(6);
+    if all_namespaces {
+        print!("{:<w_ns$}   ", "NAMESPACE");
+    }
+    println!("{:<w_name$}   {:<w_status$}   AGE", "NAME", "STATUS");
+    for (ns, name, status, age) in rows {
+        if all_namespaces {
+            print!("{ns:<w_ns$}   ");
+        }
+        println!("{name:<w_name$}   {status:<w_status$}   {age}");
+    }
+}
+
+/// The object's conditions in one word list: `Accepted,Attached`, or what is False.
+fn status_summary(item: &Value) -> String {
+    let mut conditions: Vec<&Value> = Vec::new();
+    if let Some(c) = item.pointer("/status/conditions").and_then(Value::as_array) {
+        conditions.extend(c);
+    }
+    for list in ["/status/ancestors", "/status/parents"] {
+        for a in item.pointer(list).and_then(Value::as_array).into_iter().flatten() {
+            conditions.extend(
+                a.get("conditions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+    }
+    if conditions.is_empty() {
+        return "-".into();
+    }
+    let mut words: Vec<String> = Vec::new();
+    for c in conditions {
+        let ty = c.get("type").and_then(Value::as_str).unwrap_or("");
+        let ok = c.get("status").and_then(Value::as_str) == Some("True");
+        let word = if ok { ty.to_string() } else { format!("Not{ty}") };
+        if !words.contains(&word) && ty != "Conflicted" {
+            words.push(word);
+        }
+    }
+    words.join(",")
+}
+
+fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}

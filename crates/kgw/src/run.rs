@@ -1,0 +1,262 @@
+//! `kgw run` and `kgw quickstart`: store -> translate -> data plane, and the admin API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use proxy::{AccessLog, DataPlane, ProxyOptions};
+use store::Store;
+use tokio::sync::watch;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Manifest files or directories to read and watch (repeatable).
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<PathBuf>,
+    /// Where objects applied with `kgw apply` are kept [default: $XDG_STATE_HOME/kgw or ~/.local/state/kgw].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Address of the admin API (/config_dump, /stats, and what kgw apply/get/delete call).
+    #[arg(long, default_value = "127.0.0.1:19000")]
+    pub admin_address: SocketAddr,
+    /// Accept admin writes from non-loopback clients that send this bearer token.
+    #[arg(long, env = "KGW_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Access log: `-` for stdout, a file path, or `off`.
+    #[arg(long, default_value = "-")]
+    pub access_log: String,
+    /// How long a request waits for the upstream's response headers (Envoy's route default).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub route_timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct QuickstartArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Where the sample httpbin backend listens; the httpbin Service's EndpointSlice points here.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub backend_address: SocketAddr,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let nanos = api::duration::parse_go_duration(s)
+        .ok_or_else(|| format!("invalid duration {s:?} (e.g. 15s, 1m)"))?;
+    u64::try_from(nanos)
+        .map(Duration::from_nanos)
+        .map_err(|_| format!("duration {s:?} must not be negative"))
+}
+
+pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
+    let backend = crate::sample_backend::start(args.backend_address)
+        .await
+        .with_context(|| format!("cannot start the sample backend on {}", args.backend_address))?;
+    tracing_init();
+    tracing::info!(address = %backend, "sample httpbin backend serving");
+    let manifest = sample_manifest(backend);
+    run(args.run, Some(manifest)).await
+}
+
+/// What kgateway's "Sample app" guide sets up, with the httpbin Service's endpoint on loopback.
+fn sample_manifest(backend: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: http
+  namespace: kgateway-system
+spec:
+  gatewayClassName: kgateway
+  listeners:
+  - protocol: HTTP
+    port: 8080
+    name: http
+    allowedRoutes:
+      namespaces:
+        from: All
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: httpbin
+  namespace: httpbin
+  labels:
+    app: httpbin
+    service: httpbin
+spec:
+  ports:
+  - name: http
+    port: 8000
+    targetPort: {port}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: httpbin-sample
+  namespace: httpbin
+  labels:
+    kubernetes.io/service-name: httpbin
+addressType: {family}
+endpoints:
+- addresses:
+  - "{ip}"
+  conditions:
+    ready: true
+ports:
+- name: http
+  port: {port}
+  protocol: TCP
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: httpbin
+  namespace: httpbin
+  labels:
+    example: httpbin-route
+spec:
+  parentRefs:
+  - name: http
+    namespace: kgateway-system
+  hostnames:
+  - "www.example.com"
+  rules:
+  - backendRefs:
+    - name: httpbin
+      port: 8000
+"#,
+        ip = backend.ip(),
+        port = backend.port(),
+        family = if backend.is_ipv4() { "IPv4" } else { "IPv6" },
+    )
+}
+
+static TRACING: std::sync::Once = std::sync::Once::new();
+
+fn tracing_init() {
+    TRACING.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("KGW_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    });
+}
+
+pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
+    tracing_init();
+    let started = Instant::now();
+    let state_dir = args.state_dir.clone().unwrap_or_else(crate::default_state_dir);
+    let store = Arc::new(Store::open(Some(&state_dir)).map_err(|e| anyhow::anyhow!("{e}"))?);
+    tracing::info!(state_dir = %state_dir.display(), "state directory");
+
+    // Bind the admin port first: a second kgw on the same port fails here, before serving.
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_address)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on the admin address {} (is another kgw running? use --admin-address)",
+                args.admin_address
+            )
+        })?;
+
+    if let Some(manifest) = sample {
+        let applied = store
+            .apply(&manifest, "quickstart")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for a in applied {
+            tracing::info!("{}/{} {}", a.key.kind.resource(), a.key.name, a.action);
+        }
+    }
+    let file_errors = store::watch_files(store.clone(), args.files.clone()).await;
+    if !file_errors.is_empty() {
+        bail!("{}", file_errors.join("\n"));
+    }
+
+    let access_log = match args.access_log.as_str() {
+        "off" => AccessLog::disabled(),
+        "-" => AccessLog::to_writer(Box::new(std::io::stdout())),
+        path => AccessLog::to_writer(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the access log {path}"))?,
+        )),
+    };
+    let options = ProxyOptions {
+        route_timeout: args.route_timeout,
+        ..ProxyOptions::default()
+    };
+    let data_plane = DataPlane::new(options, access_log);
+    let (served_tx, served_rx) = watch::channel(0u64);
+
+    // The control loop: every change of the store makes one translation; changes that arrive
+    // while translating are coalesced into the next one.
+    let mut changes = store.subscribe();
+    let loop_store = store.clone();
+    let loop_plane = data_plane.clone();
+    let first = Arc::new(tokio::sync::Notify::new());
+    let first_done = first.clone();
+    tokio::spawn(async move {
+        let mut version = 0u64;
+        loop {
+            let generation = *changes.borrow_and_update();
+            let resources = loop_store.resources();
+            version += 1;
+            let t = Instant::now();
+            let (snapshot, statuses) = translate::translate(&resources, version, SystemTime::now());
+            let failed = loop_plane.update(Arc::new(snapshot));
+            for (addr, why) in failed {
+                tracing::error!(%addr, "listener not bound: {why}");
+            }
+            loop_store.set_statuses(statuses);
+            tracing::debug!(version, objects = resources.len(), elapsed = ?t.elapsed(), "snapshot served");
+            let _ = served_tx.send(generation);
+            if version == 1 {
+                first_done.notify_one();
+            }
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    first.notified().await;
+
+    let admin = Arc::new(admin::Admin {
+        store: store.clone(),
+        data_plane: data_plane.clone(),
+        served: served_rx,
+        token: args.admin_token.clone(),
+    });
+    tokio::spawn(admin::serve(admin, admin_listener));
+    tracing::info!(admin = %args.admin_address, elapsed = ?started.elapsed(), "ready");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,231 @@
+//! A cluster's live state: its settings, endpoints with their idle connection pools, every
+//! open connection's socket (so new keepalive settings reach them), and its counters.
+//! Pools are per cluster and per endpoint, so two clusters never share a socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use snapshot::{Cluster, TcpKeepalive};
+
+use crate::stats::{self, ClusterStats};
+use crate::upstream::{self, Connection};
+
+/// What a cluster's connections are opened with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub connect_timeout: Duration,
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+pub struct ClusterRuntime {
+    name: String,
+    settings: ArcSwap<Settings>,
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    next: AtomicUsize,
+    stats: ClusterStats,
+    /// Every open connection's socket, by connection id.
+    live: Mutex<HashMap<u64, Live>>,
+    ids: AtomicU64,
+}
+
+struct Live {
+    endpoint: SocketAddr,
+    socket: socket2::Socket,
+    applied: Option<TcpKeepalive>,
+}
+
+/// One upstream address and its idle connections (most recently used last).
+pub struct Endpoint {
+    pub address: SocketAddr,
+    idle: Mutex<Vec<Connection>>,
+    pub(crate) active_requests: AtomicU64,
+}
+
+/// An open upstream connection, for `/clusters` and tests.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub id: u64,
+    pub endpoint: SocketAddr,
+    pub local: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointInfo {
+    pub address: SocketAddr,
+    pub idle: usize,
+    pub active_requests: u64,
+}
+
+impl ClusterRuntime {
+    pub fn new(cluster: &Cluster) -> ClusterRuntime {
+        let rt = ClusterRuntime {
+            name: cluster.name.clone(),
+            settings: ArcSwap::from_pointee(settings_of(cluster)),
+            endpoints: ArcSwap::from_pointee(Vec::new()),
+            next: AtomicUsize::new(0),
+            stats: ClusterStats::default(),
+            live: Mutex::new(HashMap::new()),
+            ids: AtomicU64::new(0),
+        };
+        rt.set_endpoints(&cluster.endpoints);
+        rt
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn stats(&self) -> &ClusterStats {
+        &self.stats
+    }
+
+    pub(crate) fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// Takes a new version of the cluster from a Snapshot.
+    pub(crate) fn update(&self, cluster: &Cluster) {
+        let new = settings_of(cluster);
+        if **self.settings.load() != new {
+            let keepalive = new.tcp_keepalive;
+            self.settings.store(Arc::new(new));
+            // setsockopt on a live socket is allowed: idle pooled connections and those in use
+            // get the new keepalive now, with no reconnect.
+            let mut live = self.lock_live();
+            for (id, conn) in live.iter_mut() {
+                if conn.applied != keepalive {
+                    if let Err(e) = upstream::apply_keepalive(&conn.socket, keepalive.as_ref()) {
+                        tracing::warn!(cluster = %self.name, id, "cannot update keepalive on a live socket: {e}");
+                    }
+                    conn.applied = keepalive;
+                }
+            }
+        }
+        let current: Vec<SocketAddr> = self.endpoints.load().iter().map(|e| e.address).collect();
+        if current != cluster.endpoints {
+            self.set_endpoints(&cluster.endpoints);
+        }
+    }
+
+    fn set_endpoints(&self, addresses: &[SocketAddr]) {
+        let old = self.endpoints.load_full();
+        let new: Vec<Arc<Endpoint>> = addresses
+            .iter()
+            .map(|a| match old.iter().find(|e| e.address == *a) {
+                Some(e) => e.clone(),
+                None => Arc::new(Endpoint {
+                    address: *a,
+                    idle: Mutex::new(Vec::new()),
+                    active_requests: AtomicU64::new(0),
+                }),
+            })
+            .collect();
+        self.endpoints.store(Arc::new(new));
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Round robin over the endpoints; None when there are none.
+    pub(crate) fn pick(&self) -> Option<Arc<Endpoint>> {
+        let endpoints = self.endpoints.load();
+        if endpoints.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
+        Some(endpoints[i].clone())
+    }
+
+    /// An idle pooled connection to this endpoint that is still open, if any.
+    pub(crate) fn take_idle(&self, endpoint: &Endpoint) -> Option<Connection> {
+        let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(conn) = idle.pop() {
+            stats::dec(&self.stats.upstream_cx_pool_idle);
+            if conn.is_usable() {
+                return Some(conn);
+            }
+            // closed by the peer while idle: dropping it ends its task, which counts it
+        }
+        None
+    }
+
+    pub(crate) fn put_idle(&self, endpoint: &Endpoint, mut conn: Connection) {
+        if !conn.is_usable() {
+            return;
+        }
+        conn.idle_since = Instant::now();
+        let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.push(conn);
+        stats::inc(&self.stats.upstream_cx_pool_idle);
+    }
+
+    /// Registers a new connection's socket; the id is released by `forget`.
+    pub(crate) fn register(
+        &self,
+        endpoint: SocketAddr,
+        socket: socket2::Socket,
+        applied: Option<TcpKeepalive>,
+    ) -> u64 {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock_live().insert(
+            id,
+            Live {
+                endpoint,
+                socket,
+                applied,
+            },
+        );
+        // A policy change may have landed between reading the settings and registering.
+        let now = self.settings.load().tcp_keepalive;
+        if now != applied {
+            let mut live = self.lock_live();
+            if let Some(l) = live.get_mut(&id) {
+                let _ = upstream::apply_keepalive(&l.socket, now.as_ref());
+                l.applied = now;
+            }
+        }
+        id
+    }
+
+    pub(crate) fn forget(&self, id: u64) {
+        self.lock_live().remove(&id);
+    }
+
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let live = self.lock_live();
+        let mut out: Vec<ConnectionInfo> = live
+            .iter()
+            .map(|(id, l)| ConnectionInfo {
+                id: *id,
+                endpoint: l.endpoint,
+                local: l.socket.local_addr().ok().and_then(|a| a.as_socket()),
+            })
+            .collect();
+        out.sort_by_key(|c| c.id);
+        out
+    }
+
+    pub fn endpoints(&self) -> Vec<EndpointInfo> {
+        self.endpoints
+            .load()
+            .iter()
+            .map(|e| EndpointInfo {
+                address: e.address,
+                idle: e.idle.lock().map(|i| i.len()).unwrap_or(0),
+                active_requests: e.active_requests.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}
+
+fn settings_of(cluster: &Cluster) -> Settings {
+    Settings {
+        connect_timeout: cluster.connect_timeout,
+        tcp_keepalive: cluster.tcp_keepalive,
+    }
+}

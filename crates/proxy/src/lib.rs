@@ -1,0 +1,102 @@
+//! The data plane. It knows the Snapshot, nothing else: a new Snapshot is swapped in atomically
+//! and requests in flight finish on the one they started with. Follow one request:
+//! `listener.rs` (accept, HTTP/1.1) -> `router.rs` (virtual host, route) -> `cluster.rs`
+//! (endpoint pick, pool) -> `upstream.rs` (connect, socket options, the upstream exchange).
+
+mod access_log;
+mod cluster;
+mod listener;
+mod router;
+mod stats;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use snapshot::Snapshot;
+
+pub use access_log::AccessLog;
+pub use cluster::{ClusterRuntime, ConnectionInfo, EndpointInfo};
+pub use stats::{ClusterStats, ListenerStats, Metric, MetricKind};
+
+/// Settings of the data plane that do not come from the Snapshot.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// How long a request may wait for the upstream's response headers (Envoy's route default).
+    pub route_timeout: Duration,
+    /// How long an idle downstream keep-alive connection is kept open.
+    pub downstream_idle_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            route_timeout: Duration::from_secs(15),
+            downstream_idle_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What the data plane runs: the Snapshot and, index for index, each cluster's live state.
+pub struct Runtime {
+    pub snapshot: Arc<Snapshot>,
+    pub clusters: Vec<Arc<ClusterRuntime>>,
+}
+
+pub struct DataPlane {
+    runtime: ArcSwap<Runtime>,
+    options: ProxyOptions,
+    access_log: AccessLog,
+    listeners: Mutex<BTreeMap<SocketAddr, listener::Bound>>,
+    pub(crate) downstream: ListenerStats,
+}
+
+impl DataPlane {
+    pub fn new(options: ProxyOptions, access_log: AccessLog) -> Arc<DataPlane> {
+        Arc::new(DataPlane {
+            runtime: ArcSwap::from_pointee(Runtime {
+                snapshot: Arc::new(Snapshot::empty()),
+                clusters: Vec::new(),
+            }),
+            options,
+            access_log,
+            listeners: Mutex::new(BTreeMap::new()),
+            downstream: ListenerStats::default(),
+        })
+    }
+
+    /// The Snapshot being served, for the admin API.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Serves a new Snapshot: cluster state (pools, counters) carries over by cluster name, new
+    /// keepalive settings reach every live socket of the cluster, and listeners are bound or
+    /// closed to match. Returns the listener addresses that could not be bound, with why.
+    pub fn update(self: &Arc<Self>, snapshot: Arc<Snapshot>) -> Vec<(SocketAddr, String)> {
+        let old = self.runtime.load_full();
+        let clusters = snapshot
+            .clusters
+            .iter()
+            .map(|c| match old.clusters.iter().find(|o| o.name() == c.name) {
+                Some(existing) => {
+                    existing.update(c);
+                    existing.clone()
+                }
+                None => Arc::new(ClusterRuntime::new(c)),
+            })
+            .collect();
+        self.runtime.store(Arc::new(Runtime {
+            snapshot: snapshot.clone(),
+            clusters,
+        }));
+        listener::reconcile(self, &snapshot)
+    }
+
+    pub fn listener_stats(&self) -> &ListenerStats {
+        &self.downstream
+    }
+}

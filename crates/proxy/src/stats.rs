@@ -1,0 +1,124 @@
+//! Counters kept on the request path as plain atomics (no lock, no map lookup per request),
+//! and listed as metrics with Envoy's names for `/stats` and `/stats/prometheus`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+/// One value, named as Envoy names it (`cluster.<name>.upstream_cx_total`).
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub name: String,
+    pub kind: MetricKind,
+    pub value: u64,
+    /// For Prometheus: the metric family without the cluster, and the cluster as a label.
+    pub family: &'static str,
+    pub cluster: Option<String>,
+}
+
+macro_rules! counters {
+    ($name:ident { $($field:ident : $kind:ident),* $(,)? }) => {
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $(pub $field: AtomicU64,)*
+        }
+        impl $name {
+            pub fn list(&self) -> Vec<(&'static str, MetricKind, u64)> {
+                vec![$((stringify!($field), MetricKind::$kind, self.$field.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters!(ClusterStats {
+    upstream_cx_total: Counter,
+    upstream_cx_active: Gauge,
+    upstream_cx_connect_fail: Counter,
+    upstream_cx_connect_timeout: Counter,
+    upstream_cx_destroy: Counter,
+    upstream_cx_destroy_local: Counter,
+    upstream_cx_destroy_remote: Counter,
+    upstream_cx_none_healthy: Counter,
+    upstream_rq_total: Counter,
+    upstream_rq_active: Gauge,
+    upstream_rq_timeout: Counter,
+    upstream_rq_2xx: Counter,
+    upstream_rq_3xx: Counter,
+    upstream_rq_4xx: Counter,
+    upstream_rq_5xx: Counter,
+    upstream_cx_pool_idle: Gauge,
+});
+
+counters!(ListenerStats {
+    downstream_cx_total: Counter,
+    downstream_cx_active: Gauge,
+    downstream_rq_total: Counter,
+    downstream_rq_2xx: Counter,
+    downstream_rq_3xx: Counter,
+    downstream_rq_4xx: Counter,
+    downstream_rq_5xx: Counter,
+});
+
+pub(crate) fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn dec(c: &AtomicU64) {
+    c.fetch_sub(1, Ordering::Relaxed);
+}
+
+impl ClusterStats {
+    pub(crate) fn count_status(&self, status: u16) {
+        inc(match status {
+            200..=299 => &self.upstream_rq_2xx,
+            300..=399 => &self.upstream_rq_3xx,
+            400..=499 => &self.upstream_rq_4xx,
+            _ => &self.upstream_rq_5xx,
+        });
+    }
+}
+
+impl ListenerStats {
+    pub(crate) fn count_status(&self, status: u16) {
+        inc(&self.downstream_rq_total);
+        inc(match status {
+            200..=299 => &self.downstream_rq_2xx,
+            300..=399 => &self.downstream_rq_3xx,
+            400..=499 => &self.downstream_rq_4xx,
+            _ => &self.downstream_rq_5xx,
+        });
+    }
+}
+
+impl crate::DataPlane {
+    /// Every metric, sorted by name as Envoy's `/stats` lists them.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let mut out = Vec::new();
+        for (field, kind, value) in self.downstream.list() {
+            out.push(Metric {
+                name: format!("http.http.{field}"),
+                kind,
+                value,
+                family: field,
+                cluster: None,
+            });
+        }
+        for c in &self.runtime().clusters {
+            for (field, kind, value) in c.stats().list() {
+                out.push(Metric {
+                    name: format!("cluster.{}.{field}", c.name()),
+                    kind,
+                    value,
+                    family: field,
+                    cluster: Some(c.name().to_string()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}

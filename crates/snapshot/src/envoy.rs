@@ -1,0 +1,391 @@
+//! Envoy's admin `/config_dump`, rendered from the Snapshot with proto3 JSON rules: proto field
+//! names in snake_case, Durations as `"5s"`, wrapped integers bare, defaults left out.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value, json};
+
+use crate::{Cluster, Listener, PathMatch, Route, RouteAction, Snapshot, VirtualHost};
+
+const ADMIN: &str = "type.googleapis.com/envoy.admin.v3.";
+
+/// The query parameters Envoy's `/config_dump` takes.
+#[derive(Debug, Clone, Default)]
+pub struct DumpOptions {
+    pub include_eds: bool,
+    /// Only this repeated field of one of the dumps, e.g. `dynamic_active_clusters`.
+    pub resource: Option<String>,
+    /// A field mask (comma-separated paths) applied to each config, or each resource.
+    pub mask: Option<String>,
+    /// Keep only resources whose name matches.
+    pub name_regex: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DumpError {
+    BadRequest(String),
+}
+
+impl std::fmt::Display for DumpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DumpError::BadRequest(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Renders the whole dump (or the part `options` asks for).
+pub fn config_dump(snapshot: &Snapshot, options: &DumpOptions) -> Result<Value, DumpError> {
+    let name_filter = match options.name_regex.as_deref() {
+        Some(r) if !r.is_empty() => Some(
+            regex::Regex::new(&format!("^(?:{r})$"))
+                .map_err(|e| DumpError::BadRequest(format!("Error while parsing name_regex {r}: {e}")))?,
+        ),
+        _ => None,
+    };
+    let keep = |name: &str| name_filter.as_ref().is_none_or(|re| re.is_match(name));
+    let version = snapshot.version.to_string();
+    let updated = timestamp(snapshot.created);
+
+    let clusters: Vec<Value> = snapshot
+        .clusters
+        .iter()
+        .filter(|c| keep(&c.name))
+        .map(|c| json!({"version_info": version, "cluster": cluster(c), "last_updated": updated}))
+        .collect();
+    let endpoints: Vec<Value> = snapshot
+        .clusters
+        .iter()
+        .filter(|c| keep(&c.name))
+        .map(|c| json!({"version_info": version, "endpoint_config": load_assignment(c), "last_updated": updated}))
+        .collect();
+    let listeners: Vec<Value> = snapshot
+        .listeners
+        .iter()
+        .filter(|l| keep(&l.name))
+        .map(|l| {
+            json!({"name": l.name, "active_state": {
+                "version_info": version, "listener": listener(l), "last_updated": updated}})
+        })
+        .collect();
+    let routes: Vec<Value> = snapshot
+        .listeners
+        .iter()
+        .filter(|l| keep(&l.name))
+        .map(|l| json!({"version_info": version, "route_config": route_config(l), "last_updated": updated}))
+        .collect();
+
+    // (dump type, repeated field, resource @type, items), in Envoy's order.
+    let mut sections: Vec<(&str, &str, &str, Vec<Value>)> = vec![(
+        "ClustersConfigDump",
+        "dynamic_active_clusters",
+        "ClustersConfigDump.DynamicCluster",
+        clusters,
+    )];
+    if options.include_eds {
+        sections.push((
+            "EndpointsConfigDump",
+            "dynamic_endpoint_configs",
+            "EndpointsConfigDump.DynamicEndpointConfig",
+            endpoints,
+        ));
+    }
+    sections.push((
+        "ListenersConfigDump",
+        "dynamic_listeners",
+        "ListenersConfigDump.DynamicListener",
+        listeners,
+    ));
+    sections.push((
+        "RoutesConfigDump",
+        "dynamic_route_configs",
+        "RoutesConfigDump.DynamicRouteConfig",
+        routes,
+    ));
+
+    let mask = options.mask.as_deref().filter(|m| !m.is_empty()).map(parse_mask);
+    let mut configs = Vec::new();
+    match options.resource.as_deref().filter(|r| !r.is_empty()) {
+        Some(resource) => {
+            let Some((_, _, item_type, items)) = sections.into_iter().find(|s| s.1 == resource) else {
+                return Err(DumpError::BadRequest(format!(
+                    "{resource} not found in config dump (the repeated fields are dynamic_active_clusters, \
+                     dynamic_endpoint_configs with include_eds, dynamic_listeners, dynamic_route_configs)"
+                )));
+            };
+            for item in items {
+                let mut item = apply_mask(item, mask.as_deref());
+                if let Value::Object(m) = &mut item {
+                    let mut typed = Map::new();
+                    typed.insert("@type".into(), Value::String(format!("{ADMIN}{item_type}")));
+                    typed.extend(std::mem::take(m));
+                    *m = typed;
+                }
+                configs.push(item);
+            }
+        }
+        None => {
+            for (dump_type, field, _, items) in sections {
+                let mut body = Map::new();
+                if !items.is_empty() {
+                    body.insert(field.into(), Value::Array(items));
+                }
+                let body = apply_mask(Value::Object(body), mask.as_deref());
+                let mut typed = Map::new();
+                typed.insert("@type".into(), Value::String(format!("{ADMIN}{dump_type}")));
+                if let Value::Object(b) = body {
+                    typed.extend(b);
+                }
+                configs.push(Value::Object(typed));
+            }
+        }
+    }
+    Ok(json!({ "configs": configs }))
+}
+
+fn cluster(c: &Cluster) -> Value {
+    let mut v = Map::new();
+    v.insert(
+        "@type".into(),
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+    );
+    v.insert("name".into(), c.name.clone().into());
+    // Endpoints arrive separately from the cluster, as Envoy's EDS clusters get them.
+    v.insert("type".into(), "EDS".into());
+    v.insert(
+        "eds_cluster_config".into(),
+        json!({"eds_config": {"ads": {}, "resource_api_version": "V3"}}),
+    );
+    v.insert(
+        "connect_timeout".into(),
+        format_duration(c.connect_timeout).into(),
+    );
+    if let Some(k) = &c.tcp_keepalive {
+        let mut ka = Map::new();
+        if let Some(p) = k.probes {
+            ka.insert("keepalive_probes".into(), p.into());
+        }
+        if let Some(t) = k.time {
+            ka.insert("keepalive_time".into(), t.into());
+        }
+        if let Some(i) = k.interval {
+            ka.insert("keepalive_interval".into(), i.into());
+        }
+        v.insert("upstream_connection_options".into(), json!({"tcp_keepalive": ka}));
+    }
+    Value::Object(v)
+}
+
+fn load_assignment(c: &Cluster) -> Value {
+    let mut v = Map::new();
+    v.insert(
+        "@type".into(),
+        "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment".into(),
+    );
+    v.insert("cluster_name".into(), c.name.clone().into());
+    if !c.endpoints.is_empty() {
+        let lb: Vec<Value> = c
+            .endpoints
+            .iter()
+            .map(|a| {
+                json!({"endpoint": {"address": {"socket_address": {
+                    "address": a.ip().to_string(), "port_value": a.port()}}}})
+            })
+            .collect();
+        v.insert(
+            "endpoints".into(),
+            json!([{"lb_endpoints": lb, "load_balancing_weight": 1}]),
+        );
+    }
+    Value::Object(v)
+}
+
+fn listener(l: &Listener) -> Value {
+    let bind = l.bind_addresses();
+    let address = |a: &std::net::SocketAddr| {
+        let mut sa = Map::new();
+        sa.insert("address".into(), a.ip().to_string().into());
+        if a.ip().is_unspecified() && a.is_ipv6() {
+            sa.insert("ipv4_compat".into(), true.into());
+        }
+        sa.insert("port_value".into(), a.port().into());
+        json!({ "socket_address": sa })
+    };
+    let mut v = Map::new();
+    v.insert(
+        "@type".into(),
+        "type.googleapis.com/envoy.config.listener.v3.Listener".into(),
+    );
+    v.insert("name".into(), l.name.clone().into());
+    v.insert("address".into(), address(&bind[0]));
+    if bind.len() > 1 {
+        let extra: Vec<Value> = bind[1..]
+            .iter()
+            .map(|a| json!({ "address": address(a) }))
+            .collect();
+        v.insert("additional_addresses".into(), Value::Array(extra));
+    }
+    v.insert(
+        "filter_chains".into(),
+        json!([{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "http",
+                "rds": {"config_source": {"ads": {}, "resource_api_version": "V3"}, "route_config_name": l.name},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                "use_remote_address": true
+            }
+        }]}]),
+    );
+    Value::Object(v)
+}
+
+fn route_config(l: &Listener) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        "name": l.name,
+        "virtual_hosts": l.virtual_hosts.iter().map(virtual_host).collect::<Vec<_>>(),
+        "ignore_port_in_host_matching": true,
+    })
+}
+
+fn virtual_host(vh: &VirtualHost) -> Value {
+    json!({
+        "name": vh.name,
+        "domains": vh.domains,
+        "routes": vh.routes.iter().map(route).collect::<Vec<_>>(),
+    })
+}
+
+fn route(r: &Route) -> Value {
+    let mut m = Map::new();
+    match &r.path {
+        PathMatch::Exact(p) => {
+            m.insert("path".into(), p.clone().into());
+        }
+        PathMatch::Prefix(p) if p == "/" => {
+            m.insert("prefix".into(), "/".into());
+        }
+        PathMatch::Prefix(p) => {
+            m.insert("path_separated_prefix".into(), p.trim_end_matches('/').into());
+        }
+    }
+    let mut headers: Vec<Value> = Vec::new();
+    if let Some(method) = &r.method {
+        headers.push(json!({"name": ":method", "string_match": {"exact": method.as_str()}}));
+    }
+    for (name, value) in &r.headers {
+        headers.push(json!({"name": name.as_str(), "string_match": {"exact": value}}));
+    }
+    if !headers.is_empty() {
+        m.insert("headers".into(), Value::Array(headers));
+    }
+    let mut v = Map::new();
+    v.insert("name".into(), r.name.clone().into());
+    v.insert("match".into(), Value::Object(m));
+    match &r.action {
+        RouteAction::Forward(clusters) if clusters.len() == 1 => {
+            v.insert("route".into(), json!({"cluster": clusters[0].name}));
+        }
+        RouteAction::Forward(clusters) => {
+            let list: Vec<Value> = clusters
+                .iter()
+                .map(|c| json!({"name": c.name, "weight": c.weight}))
+                .collect();
+            v.insert("route".into(), json!({"weighted_clusters": {"clusters": list}}));
+        }
+        RouteAction::Direct { status, body } => {
+            v.insert(
+                "direct_response".into(),
+                json!({"status": status, "body": {"inline_string": body}}),
+            );
+        }
+    }
+    Value::Object(v)
+}
+
+/// A proto3 JSON Duration: whole seconds as `"5s"`, fractions with 3, 6 or 9 digits.
+pub fn format_duration(d: Duration) -> String {
+    let nanos = d.subsec_nanos();
+    if nanos == 0 {
+        format!("{}s", d.as_secs())
+    } else if nanos % 1_000_000 == 0 {
+        format!("{}.{:03}s", d.as_secs(), nanos / 1_000_000)
+    } else if nanos % 1_000 == 0 {
+        format!("{}.{:06}s", d.as_secs(), nanos / 1_000)
+    } else {
+        format!("{}.{:09}s", d.as_secs(), nanos)
+    }
+}
+
+fn timestamp(t: SystemTime) -> String {
+    match jiff::Timestamp::try_from(t) {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        Err(_) => "1970-01-01T00:00:00Z".into(),
+    }
+}
+
+fn parse_mask(mask: &str) -> Vec<Vec<String>> {
+    mask.split(',')
+        .map(|p| p.trim().split('.').map(str::to_string).collect())
+        .collect()
+}
+
+/// Keeps only the masked paths, as Envoy's FieldMask does; an `Any` is looked through.
+fn apply_mask(value: Value, mask: Option<&[Vec<String>]>) -> Value {
+    let Some(paths) = mask else { return value };
+    let mut out = Value::Object(Map::new());
+    for path in paths {
+        copy_path(&value, &mut out, path);
+    }
+    out
+}
+
+fn copy_path(src: &Value, dst: &mut Value, path: &[String]) {
+    let (Value::Object(s), Value::Object(d)) = (src, &mut *dst) else {
+        return;
+    };
+    let Some((head, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(child) = s.get(head) else { return };
+    if rest.is_empty() {
+        d.insert(head.clone(), child.clone());
+        return;
+    }
+    match child {
+        Value::Array(items) => {
+            let existing = d
+                .entry(head.clone())
+                .or_insert_with(|| Value::Array(vec![Value::Object(Map::new()); items.len()]));
+            if let Value::Array(targets) = existing {
+                for (item, target) in items.iter().zip(targets.iter_mut()) {
+                    copy_path(item, target, rest);
+                }
+            }
+        }
+        Value::Object(_) => {
+            let target = d.entry(head.clone()).or_insert_with(|| Value::Object(Map::new()));
+            copy_path(child, target, rest);
+            // an Any keeps its type so that the result still parses
+            if let (Some(t), Value::Object(tm)) = (child.get("@type"), target) {
+                tm.entry("@type").or_insert_with(|| t.clone());
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(format_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(format_duration(Duration::from_millis(250)), "0.250s");
+        assert_eq!(format_duration(Duration::from_micros(1_500_001)), "1.500001s");
+    }
+}

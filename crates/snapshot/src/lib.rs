@@ -1,0 +1,143 @@
+//! The Snapshot: what the gateway runs, as one immutable value. The data plane serves from it
+//! and the admin API renders it as Envoy's `/config_dump`, so the dump cannot claim anything the
+//! proxy does not do.
+
+mod envoy;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+pub use envoy::{DumpError, DumpOptions, config_dump, format_duration};
+
+/// Everything the data plane needs, computed once per configuration change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Increases with every translation; shown as `version_info`.
+    pub version: u64,
+    /// When this snapshot was made; shown as `last_updated`.
+    pub created: SystemTime,
+    pub listeners: Vec<Listener>,
+    /// Sorted by name; routes refer to them by index.
+    pub clusters: Vec<Cluster>,
+}
+
+impl Snapshot {
+    pub fn empty() -> Self {
+        Snapshot {
+            version: 0,
+            created: SystemTime::UNIX_EPOCH,
+            listeners: Vec::new(),
+            clusters: Vec::new(),
+        }
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.clusters[i])
+    }
+}
+
+/// One port the gateway listens on, with the routes of every Gateway listener on that port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// Envoy-style `listener~<port>`; also the name of its route configuration.
+    pub name: String,
+    pub port: u16,
+    /// Addresses to bind; empty means every address (`[::]` dual stack), as Envoy does.
+    pub addresses: Vec<IpAddr>,
+    /// In match order: exact hostnames first, then wildcards by length, then `*`.
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+impl Listener {
+    pub fn bind_addresses(&self) -> Vec<SocketAddr> {
+        if self.addresses.is_empty() {
+            vec![SocketAddr::new(
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                self.port,
+            )]
+        } else {
+            self.addresses
+                .iter()
+                .map(|a| SocketAddr::new(*a, self.port))
+                .collect()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualHost {
+    pub name: String,
+    /// Lower-case hostnames: `www.example.com`, `*.example.com`, or `*`.
+    pub domains: Vec<String>,
+    /// In Gateway API precedence order; the first that matches wins.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    pub path: PathMatch,
+    pub method: Option<http::Method>,
+    /// Exact header matches; names are lower case.
+    pub headers: Vec<(http::HeaderName, String)>,
+    pub action: RouteAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    /// Gateway API PathPrefix: matches whole path segments (`/foo` matches `/foo/bar`, not `/foobar`).
+    Prefix(String),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => {
+                let p = p.trim_end_matches('/');
+                p.is_empty()
+                    || (path.starts_with(p) && matches!(path.as_bytes().get(p.len()), None | Some(b'/')))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteAction {
+    /// Forward to clusters, picked by weight.
+    Forward(Vec<WeightedCluster>),
+    /// No usable backend (none given, all weights 0, or a reference that does not resolve):
+    /// answer with this status directly, as Envoy's direct_response.
+    Direct { status: u16, body: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedCluster {
+    pub name: String,
+    /// Index into `Snapshot::clusters`.
+    pub index: usize,
+    pub weight: u32,
+}
+
+/// An upstream: a Service port (`kube_<ns>_<svc>_<port>`) with its endpoints and policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    pub connect_timeout: Duration,
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// TCP keepalive for every upstream socket of a cluster. `None` fields keep the kernel default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpKeepalive {
+    pub probes: Option<u32>,
+    /// Seconds idle before the first probe (TCP_KEEPIDLE).
+    pub time: Option<u32>,
+    /// Seconds between probes (TCP_KEEPINTVL).
+    pub interval: Option<u32>,
+}

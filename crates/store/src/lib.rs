@@ -1,0 +1,277 @@
+//! The resource store: every object the gateway knows, from its sources (watched files and
+//! `kgw apply`), with the statuses the last translation gave them.
+//!
+//! Objects applied from the command line persist in the state directory, written atomically,
+//! so they survive a restart. Objects from files are owned by their files: a file that does not
+//! parse keeps what it held until it does.
+
+mod files;
+mod persist;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use api::{Kind, Object, ObjectKey};
+use serde_json::Value;
+use tokio::sync::watch;
+use translate::{Resources, Statuses};
+
+pub use files::watch_files;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The manifest was refused; nothing changed.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("cannot save the state in {path}: {source}")]
+    Persist { path: PathBuf, source: std::io::Error },
+}
+
+/// What `apply` did to each object, in kubectl's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub key: ObjectKey,
+    pub action: &'static str,
+}
+
+#[derive(Default)]
+struct State {
+    /// Objects from `kgw apply`, persisted.
+    applied: BTreeMap<ObjectKey, Object>,
+    /// Objects from each watched file (its last version that parsed).
+    files: BTreeMap<PathBuf, Vec<Object>>,
+    statuses: Statuses,
+}
+
+pub struct Store {
+    state: Mutex<State>,
+    state_dir: Option<PathBuf>,
+    /// Bumped on every change of the resources; the translation loop waits on it.
+    generation: watch::Sender<u64>,
+}
+
+impl Store {
+    /// A store that persists applied objects in `state_dir` (loading what is there).
+    pub fn open(state_dir: Option<&Path>) -> Result<Store, StoreError> {
+        let mut state = State::default();
+        if let Some(dir) = state_dir {
+            for object in persist::load(dir)? {
+                state.applied.insert(object.key(), object);
+            }
+        }
+        Ok(Store {
+            state: Mutex::new(state),
+            state_dir: state_dir.map(Path::to_path_buf),
+            generation: watch::channel(0).0,
+        })
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-changed: every change is
+        // prepared first and then assigned. So a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Every object, files first, then applied objects (which win on the same identity).
+    pub fn resources(&self) -> Resources {
+        let state = self.lock();
+        let mut out = Resources::new();
+        for objects in state.files.values() {
+            for o in objects {
+                out.insert(o.key(), o.clone());
+            }
+        }
+        for (k, o) in &state.applied {
+            out.insert(k.clone(), o.clone());
+        }
+        out
+    }
+
+    /// `kgw apply`: all documents or none. Validation, then the data plane's limits.
+    pub fn apply(&self, text: &str, origin: &str) -> Result<Vec<Applied>, StoreError> {
+        let objects = admit(text, origin)?;
+        let mut state = self.lock();
+        let mut applied = state.applied.clone();
+        let mut result = Vec::new();
+        for mut object in objects {
+            let key = object.key();
+            let previous = applied
+                .get(&key)
+                .or_else(|| state.files.values().flatten().find(|o| o.key() == key));
+            let action = match previous {
+                None => {
+                    stamp_creation(&mut object, None);
+                    "created"
+                }
+                Some(prev) => {
+                    stamp_creation(&mut object, Some(prev));
+                    if same_content(prev, &object) {
+                        "unchanged"
+                    } else {
+                        "configured"
+                    }
+                }
+            };
+            applied.insert(key.clone(), object);
+            result.push(Applied { key, action });
+        }
+        if result.iter().all(|a| a.action == "unchanged") {
+            return Ok(result);
+        }
+        if let Some(dir) = &self.state_dir {
+            persist::save(dir, &applied)?;
+        }
+        state.applied = applied;
+        drop(state);
+        self.changed();
+        Ok(result)
+    }
+
+    /// `kgw delete KIND NAME -n NS`.
+    pub fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if !state.applied.contains_key(key) {
+            if let Some((path, _)) = state
+                .files
+                .iter()
+                .find(|(_, objs)| objs.iter().any(|o| &o.key() == key))
+            {
+                return Err(StoreError::Conflict(format!(
+                    "{} \"{}\" is defined in the watched file {}: remove it from that file instead",
+                    key.kind.resource(),
+                    key.name,
+                    path.display()
+                )));
+            }
+            return Err(StoreError::NotFound(format!(
+                "{} \"{}\" not found in namespace \"{}\"",
+                key.kind.resource(),
+                key.name,
+                key.namespace
+            )));
+        }
+        let mut applied = state.applied.clone();
+        applied.remove(key);
+        if let Some(dir) = &self.state_dir {
+            persist::save(dir, &applied)?;
+        }
+        state.applied = applied;
+        drop(state);
+        self.changed();
+        Ok(())
+    }
+
+    /// Replaces what one watched file holds (None: the file is gone).
+    pub fn set_file(&self, path: &Path, objects: Option<Vec<Object>>) {
+        let mut state = self.lock();
+        let previous = state.files.get(path);
+        let mut objects = objects;
+        if let Some(list) = objects.as_mut() {
+            for o in list.iter_mut() {
+                let prev = previous.and_then(|p| p.iter().find(|x| x.key() == o.key()));
+                stamp_creation(o, prev);
+            }
+        }
+        let changed = match (&objects, previous) {
+            (None, None) => false,
+            (Some(new), Some(old)) => new != old,
+            _ => true,
+        };
+        if !changed {
+            return;
+        }
+        match objects {
+            Some(list) => state.files.insert(path.to_path_buf(), list),
+            None => state.files.remove(path),
+        };
+        drop(state);
+        self.changed();
+    }
+
+    pub fn set_statuses(&self, statuses: Statuses) {
+        self.lock().statuses = statuses;
+    }
+
+    /// `kgw get`: objects of a kind with their status, sorted by namespace and name.
+    pub fn get(&self, kind: Kind, namespace: Option<&str>, name: Option<&str>) -> Vec<Value> {
+        let resources = self.resources();
+        let state = self.lock();
+        resources
+            .iter()
+            .filter(|(k, _)| k.kind == kind)
+            .filter(|(k, _)| namespace.is_none_or(|ns| k.namespace == ns))
+            .filter(|(k, _)| name.is_none_or(|n| k.name == n))
+            .map(|(k, o)| {
+                let mut v = o.to_value();
+                if let (Some(status), Value::Object(m)) = (state.statuses.get(k), &mut v) {
+                    m.insert("status".into(), status.clone());
+                }
+                v
+            })
+            .collect()
+    }
+}
+
+/// Parses and validates a manifest, then refuses what the data plane cannot do yet.
+pub fn admit(text: &str, origin: &str) -> Result<Vec<Object>, StoreError> {
+    let objects = api::parse_manifests(text, origin).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let mut problems = Vec::new();
+    for o in &objects {
+        let errors = api::unsupported(o);
+        if !errors.is_empty() {
+            let key = o.key();
+            problems.push(
+                api::InvalidObject {
+                    kind: key.kind.to_string(),
+                    name: format!("{}/{}", key.namespace, key.name),
+                    errors,
+                }
+                .to_string(),
+            );
+        }
+    }
+    if problems.is_empty() {
+        Ok(objects)
+    } else {
+        Err(StoreError::Invalid(
+            problems
+                .into_iter()
+                .map(|p| format!("error validating {origin}: {p}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ))
+    }
+}
+
+/// Sets `metadata.creationTimestamp` the first time an object is seen, and keeps it after.
+fn stamp_creation(object: &mut Object, previous: Option<&Object>) {
+    let keep = previous.and_then(|p| p.meta().creation_timestamp.clone());
+    let meta = object.meta_mut();
+    match keep {
+        Some(t) => meta.creation_timestamp = Some(t),
+        None => {
+            if meta.creation_timestamp.is_none() {
+                let now = jiff::Timestamp::now();
+                let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
+                meta.creation_timestamp = Some(api::Time(now));
+            }
+        }
+    }
+}
+
+fn same_content(a: &Object, b: &Object) -> bool {
+    a == b
+}

@@ -1,0 +1,171 @@
+//! `translate`: the resources a user wrote -> the Snapshot the gateway runs, plus the status of
+//! every object. A pure function: same input, same output; no I/O, no clock (time and version
+//! come in as arguments), so it is tested with golden files.
+
+mod policy;
+mod routes;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use api::{EndpointSlice, Kind, Object, ObjectKey, Service};
+use serde_json::Value;
+use snapshot::{Cluster, Snapshot};
+
+/// Everything the store holds, by identity.
+pub type Resources = BTreeMap<ObjectKey, Object>;
+
+/// The `status` of each object that has one, as the API would show it.
+pub type Statuses = BTreeMap<ObjectKey, Value>;
+
+/// kgateway's controller name, written into every status we own.
+pub const CONTROLLER_NAME: &str = "kgateway.dev/kgateway";
+
+/// Envoy's and kgateway's connect timeout when no policy sets one.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+pub fn translate(resources: &Resources, version: u64, now: SystemTime) -> (Snapshot, Statuses) {
+    let mut statuses = Statuses::new();
+    let mut clusters = service_clusters(resources);
+    policy::attach(resources, &mut clusters, &mut statuses, now);
+    let clusters: Vec<Cluster> = clusters.into_values().map(|c| c.cluster).collect();
+    let listeners = routes::listeners(resources, &clusters, &mut statuses, now);
+    (
+        Snapshot {
+            version,
+            created: now,
+            listeners,
+            clusters,
+        },
+        statuses,
+    )
+}
+
+/// A cluster while it is being built, with the Service port it came from.
+pub(crate) struct ClusterDraft {
+    pub cluster: Cluster,
+    pub namespace: String,
+    pub service: String,
+}
+
+pub(crate) fn cluster_name(namespace: &str, service: &str, port: i32) -> String {
+    format!("kube_{namespace}_{service}_{port}")
+}
+
+pub(crate) fn objects(resources: &Resources, kind: Kind) -> impl Iterator<Item = (&ObjectKey, &Object)> {
+    let start = ObjectKey {
+        kind,
+        namespace: String::new(),
+        name: String::new(),
+    };
+    resources.range(start..).take_while(move |(k, _)| k.kind == kind)
+}
+
+fn service_clusters(resources: &Resources) -> BTreeMap<String, ClusterDraft> {
+    let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for (key, object) in objects(resources, Kind::EndpointSlice) {
+        if let Object::EndpointSlice(slice) = object
+            && let Some(svc) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        {
+            slices
+                .entry((key.namespace.as_str(), svc.as_str()))
+                .or_default()
+                .push(slice);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (key, object) in objects(resources, Kind::Service) {
+        let Object::Service(service) = object else {
+            continue;
+        };
+        let own_slices = slices.get(&(key.namespace.as_str(), key.name.as_str()));
+        for port in service.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
+            let name = cluster_name(&key.namespace, &key.name, port.port);
+            let endpoints = own_slices
+                .map(|s| ready_endpoints(s, service, port))
+                .unwrap_or_default();
+            out.insert(
+                name.clone(),
+                ClusterDraft {
+                    cluster: Cluster {
+                        name,
+                        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                        tcp_keepalive: None,
+                        endpoints,
+                    },
+                    namespace: key.namespace.clone(),
+                    service: key.name.clone(),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Ready addresses of the slices' port that carries this Service port (matched by name, as
+/// kube-proxy does), sorted and without duplicates.
+fn ready_endpoints(
+    slices: &[&EndpointSlice],
+    _service: &Service,
+    port: &api::k8s_openapi::api::core::v1::ServicePort,
+) -> Vec<SocketAddr> {
+    let wanted = port.name.as_deref().unwrap_or("");
+    let mut out = Vec::new();
+    for slice in slices {
+        let Some(slice_port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or("") == wanted)
+            .and_then(|p| p.port)
+        else {
+            continue;
+        };
+        let Ok(slice_port) = u16::try_from(slice_port) else {
+            continue;
+        };
+        for endpoint in slice.endpoints.iter().flatten() {
+            // A nil `ready` means ready, per the EndpointSlice API.
+            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                if let Ok(ip) = address.parse::<IpAddr>() {
+                    out.push(SocketAddr::new(ip, slice_port));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A status condition in metav1.Condition's JSON shape.
+pub(crate) fn condition(kind: &str, ok: bool, reason: &str, message: &str, now: &str) -> Value {
+    serde_json::json!({
+        "type": kind,
+        "status": if ok { "True" } else { "False" },
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    })
+}
+
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    jiff::Timestamp::from_second(secs as i64)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
+}

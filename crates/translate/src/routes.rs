@@ -1,0 +1,462 @@
+//! Gateways and HTTPRoutes -> listeners, virtual hosts and ordered routes, with the statuses of
+//! both. Work the data plane would otherwise do per request (ordering, host grouping, cluster
+//! lookup) is done here, once.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use api::gateway_api::gateways::GatewayListenersAllowedRoutesNamespacesFrom as From;
+use api::gateway_api::httproutes::{HttpRouteRulesMatches, HttpRouteRulesMatchesPathType};
+use api::{Gateway, HttpRoute, Kind, Object, ObjectKey};
+use serde_json::{Value, json};
+use snapshot::{Cluster, Listener, PathMatch, Route, RouteAction, VirtualHost, WeightedCluster};
+
+use crate::{CONTROLLER_NAME, Statuses, cluster_name, condition, objects, rfc3339};
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// One Gateway listener a route may attach to.
+struct GatewayListener<'a> {
+    gateway: &'a ObjectKey,
+    gw: &'a Gateway,
+    index: usize,
+    attached: usize,
+}
+
+/// A route rule's match, made ready for sorting by Gateway API precedence.
+struct Candidate {
+    host: String,
+    route: Route,
+    /// Sort key: exact path first, longer path, method, more headers, older route, rule order.
+    order: (
+        u8,
+        std::cmp::Reverse<usize>,
+        u8,
+        std::cmp::Reverse<usize>,
+        Option<i64>,
+        String,
+        usize,
+        usize,
+    ),
+}
+
+pub(crate) fn listeners(
+    resources: &crate::Resources,
+    clusters: &[Cluster],
+    statuses: &mut Statuses,
+    now: SystemTime,
+) -> Vec<Listener> {
+    let now_text = rfc3339(now);
+    let mut gw_listeners: Vec<GatewayListener> = Vec::new();
+    for (key, object) in objects(resources, Kind::Gateway) {
+        if let Object::Gateway(gw) = object {
+            for index in 0..gw.spec.listeners.len() {
+                gw_listeners.push(GatewayListener {
+                    gateway: key,
+                    gw,
+                    index,
+                    attached: 0,
+                });
+            }
+        }
+    }
+
+    let mut candidates: BTreeMap<u16, Vec<Candidate>> = BTreeMap::new();
+    for (key, object) in objects(resources, Kind::HTTPRoute) {
+        let Object::HTTPRoute(route) = object else {
+            continue;
+        };
+        let (actions, resolved) = rule_actions(key, route, clusters);
+        let mut parents = Vec::new();
+        for parent in route.spec.parent_refs.iter().flatten() {
+            let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
+            let kind = parent.kind.as_deref().unwrap_or("Gateway");
+            let namespace = parent.namespace.clone().unwrap_or_else(|| key.namespace.clone());
+            let mut accepted = 0;
+            let mut reason = (
+                "NoMatchingParent",
+                format!("Gateway {namespace}/{} not found", parent.name),
+            );
+            if group == GATEWAY_GROUP && kind == "Gateway" {
+                for gl in gw_listeners.iter_mut() {
+                    if gl.gateway.namespace != namespace || gl.gateway.name != parent.name {
+                        continue;
+                    }
+                    let l = &gl.gw.spec.listeners[gl.index];
+                    if parent.section_name.as_deref().is_some_and(|s| s != l.name)
+                        || parent.port.is_some_and(|p| p != l.port)
+                    {
+                        reason = ("NoMatchingParent", "no listener matches sectionName/port".into());
+                        continue;
+                    }
+                    if !namespace_allowed(gl, &key.namespace) {
+                        reason = (
+                            "NotAllowedByListeners",
+                            format!(
+                                "listener {} does not allow routes from namespace {}",
+                                l.name, key.namespace
+                            ),
+                        );
+                        continue;
+                    }
+                    let Some(hosts) =
+                        effective_hostnames(l.hostname.as_deref(), route.spec.hostnames.as_deref())
+                    else {
+                        reason = (
+                            "NoMatchingListenerHostname",
+                            "no hostname intersects the listener's".into(),
+                        );
+                        continue;
+                    };
+                    let Ok(port) = u16::try_from(l.port) else { continue };
+                    gl.attached += 1;
+                    accepted += 1;
+                    let list = candidates.entry(port).or_default();
+                    for host in &hosts {
+                        add_rules(list, host, key, route, &actions, port);
+                    }
+                }
+            } else {
+                reason = (
+                    "NoMatchingParent",
+                    format!("parentRef kind {group}/{kind} is not a Gateway"),
+                );
+            }
+            let mut conditions = vec![if accepted > 0 {
+                condition(
+                    "Accepted",
+                    true,
+                    "Accepted",
+                    "Successfully accepted Route",
+                    &now_text,
+                )
+            } else {
+                condition("Accepted", false, reason.0, &reason.1, &now_text)
+            }];
+            conditions.push(match &resolved {
+                Ok(()) => condition(
+                    "ResolvedRefs",
+                    true,
+                    "ResolvedRefs",
+                    "Successfully resolved all references",
+                    &now_text,
+                ),
+                Err((r, m)) => condition("ResolvedRefs", false, r, m, &now_text),
+            });
+            let mut parent_ref = serde_json::to_value(parent).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut parent_ref {
+                m.entry("group").or_insert_with(|| GATEWAY_GROUP.into());
+                m.entry("kind").or_insert_with(|| "Gateway".into());
+            }
+            parents.push(
+                json!({"parentRef": parent_ref, "controllerName": CONTROLLER_NAME, "conditions": conditions}),
+            );
+        }
+        statuses.insert(key.clone(), json!({ "parents": parents }));
+    }
+
+    gateway_statuses(&gw_listeners, statuses, &now_text);
+
+    // One listener per port; it binds every address unless each Gateway on it names addresses.
+    let mut by_port: BTreeMap<u16, Vec<IpAddr>> = BTreeMap::new();
+    let mut all_addresses: BTreeMap<u16, bool> = BTreeMap::new();
+    for gl in &gw_listeners {
+        let Ok(port) = u16::try_from(gl.gw.spec.listeners[gl.index].port) else {
+            continue;
+        };
+        let addrs: Vec<IpAddr> = gl
+            .gw
+            .spec
+            .addresses
+            .iter()
+            .flatten()
+            .filter(|a| a.r#type.as_deref().unwrap_or("IPAddress") == "IPAddress")
+            .filter_map(|a| a.value.as_deref()?.parse().ok())
+            .collect();
+        *all_addresses.entry(port).or_default() |= addrs.is_empty();
+        by_port.entry(port).or_default().extend(addrs);
+    }
+    by_port
+        .into_iter()
+        .map(|(port, mut addresses)| {
+            if all_addresses[&port] {
+                addresses.clear();
+            }
+            addresses.sort();
+            addresses.dedup();
+            let name = format!("listener~{port}");
+            let virtual_hosts = virtual_hosts(&name, candidates.remove(&port).unwrap_or_default());
+            Listener {
+                name,
+                port,
+                addresses,
+                virtual_hosts,
+            }
+        })
+        .collect()
+}
+
+fn namespace_allowed(gl: &GatewayListener, route_namespace: &str) -> bool {
+    let from = gl.gw.spec.listeners[gl.index]
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.clone())
+        .unwrap_or(From::Same);
+    match from {
+        From::All => true,
+        From::Same => gl.gateway.namespace == route_namespace,
+        // Namespace labels are not known in standalone mode.
+        From::Selector => false,
+    }
+}
+
+/// Hostnames a route serves on a listener (Gateway API intersection); None when they do not meet.
+fn effective_hostnames(listener: Option<&str>, route: Option<&[String]>) -> Option<Vec<String>> {
+    let route: Vec<String> = route
+        .unwrap_or_default()
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let listener = listener.map(str::to_ascii_lowercase);
+    match (listener, route.is_empty()) {
+        (None, true) => Some(vec!["*".into()]),
+        (None, false) => Some(route),
+        (Some(l), true) => Some(vec![l]),
+        (Some(l), false) => {
+            let hosts: Vec<String> = route
+                .into_iter()
+                .filter_map(|r| {
+                    if host_matches(&l, &r) {
+                        Some(r)
+                    } else if host_matches(&r, &l) {
+                        Some(l.clone())
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            (!hosts.is_empty()).then_some(hosts)
+        }
+    }
+}
+
+/// Does `pattern` (exact or `*.suffix`) cover `host`?
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
+        None => pattern == host,
+    }
+}
+
+/// Per rule: the route action, and whether every backend reference resolved.
+type Resolved = Result<(), (&'static str, String)>;
+
+fn rule_actions(key: &ObjectKey, route: &HttpRoute, clusters: &[Cluster]) -> (Vec<RouteAction>, Resolved) {
+    let mut resolved: Resolved = Ok(());
+    let mut actions = Vec::new();
+    for rule in route.spec.rules.iter().flatten() {
+        let mut forward = Vec::new();
+        let mut any_invalid = false;
+        for b in rule.backend_refs.iter().flatten() {
+            let namespace = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
+            if namespace != key.namespace {
+                any_invalid = true;
+                resolved = Err((
+                    "RefNotPermitted",
+                    format!(
+                        "backendRef to {namespace}/{} crosses namespaces; ReferenceGrant is not supported yet",
+                        b.name
+                    ),
+                ));
+                continue;
+            }
+            let name = cluster_name(&namespace, &b.name, b.port.unwrap_or(0));
+            match clusters.binary_search_by(|c| c.name.as_str().cmp(&name)) {
+                Ok(index) => {
+                    let weight = b.weight.unwrap_or(1).max(0) as u32;
+                    if weight > 0 {
+                        forward.push(WeightedCluster { name, index, weight });
+                    }
+                }
+                Err(_) => {
+                    any_invalid = true;
+                    resolved = Err((
+                        "BackendNotFound",
+                        format!(
+                            "Service {namespace}/{} port {} not found",
+                            b.name,
+                            b.port.unwrap_or(0)
+                        ),
+                    ));
+                }
+            }
+        }
+        actions.push(if !forward.is_empty() {
+            RouteAction::Forward(forward)
+        } else if any_invalid {
+            // Gateway API: requests to a rule whose backends are all invalid get a 500.
+            RouteAction::Direct {
+                status: 500,
+                body: String::new(),
+            }
+        } else {
+            RouteAction::Direct {
+                status: 500,
+                body: String::new(),
+            }
+        });
+    }
+    (actions, resolved)
+}
+
+fn add_rules(
+    list: &mut Vec<Candidate>,
+    host: &str,
+    key: &ObjectKey,
+    route: &HttpRoute,
+    actions: &[RouteAction],
+    port: u16,
+) {
+    let created = route
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second());
+    for (rule_index, rule) in route.spec.rules.iter().flatten().enumerate() {
+        let default_match = [HttpRouteRulesMatches::default()];
+        let matches = match rule.matches.as_deref() {
+            Some(m) if !m.is_empty() => m,
+            _ => &default_match[..],
+        };
+        for (match_index, m) in matches.iter().enumerate() {
+            let value = m
+                .path
+                .as_ref()
+                .and_then(|p| p.value.clone())
+                .unwrap_or_else(|| "/".into());
+            let exact = matches!(
+                m.path.as_ref().and_then(|p| p.r#type.as_ref()),
+                Some(HttpRouteRulesMatchesPathType::Exact)
+            );
+            let path = if exact {
+                PathMatch::Exact(value.clone())
+            } else {
+                PathMatch::Prefix(value.clone())
+            };
+            let method = m
+                .method
+                .as_ref()
+                .and_then(|x| serde_json::to_value(x).ok())
+                .and_then(|v| {
+                    v.as_str()
+                        .and_then(|s| http::Method::from_bytes(s.as_bytes()).ok())
+                });
+            let headers: Vec<(http::HeaderName, String)> = m
+                .headers
+                .iter()
+                .flatten()
+                .filter_map(|h| {
+                    Some((
+                        http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()).ok()?,
+                        h.value.clone(),
+                    ))
+                })
+                .collect();
+            let name = format!(
+                "listener~{port}~{}-route-{rule_index}-httproute-{}-{}-{rule_index}-{match_index}-matcher-0",
+                host_label(host),
+                key.name,
+                key.namespace
+            );
+            let order = (
+                u8::from(!exact),
+                std::cmp::Reverse(value.len()),
+                u8::from(method.is_none()),
+                std::cmp::Reverse(headers.len()),
+                created,
+                format!("{}/{}", key.namespace, key.name),
+                rule_index,
+                match_index,
+            );
+            list.push(Candidate {
+                host: host.to_string(),
+                route: Route {
+                    name,
+                    path,
+                    method,
+                    headers,
+                    action: actions[rule_index].clone(),
+                },
+                order,
+            });
+        }
+    }
+}
+
+fn host_label(host: &str) -> String {
+    host.replace('.', "_")
+}
+
+fn virtual_hosts(listener: &str, mut candidates: Vec<Candidate>) -> Vec<VirtualHost> {
+    candidates.sort_by(|a, b| a.order.cmp(&b.order));
+    let mut by_host: BTreeMap<String, Vec<Route>> = BTreeMap::new();
+    for c in candidates {
+        by_host.entry(c.host).or_default().push(c.route);
+    }
+    let mut hosts: Vec<VirtualHost> = by_host
+        .into_iter()
+        .map(|(host, routes)| VirtualHost {
+            name: format!("{listener}~{}", host_label(&host)),
+            domains: vec![host],
+            routes,
+        })
+        .collect();
+    // Exact hostnames first, then longer wildcards, then the catch-all.
+    hosts.sort_by_key(|vh| {
+        let d = &vh.domains[0];
+        (
+            d == "*",
+            d.starts_with('*'),
+            std::cmp::Reverse(d.len()),
+            d.clone(),
+        )
+    });
+    hosts
+}
+
+fn gateway_statuses(gw_listeners: &[GatewayListener], statuses: &mut Statuses, now: &str) {
+    let mut by_gateway: BTreeMap<&ObjectKey, Vec<&GatewayListener>> = BTreeMap::new();
+    for gl in gw_listeners {
+        by_gateway.entry(gl.gateway).or_default().push(gl);
+    }
+    for (key, listeners) in by_gateway {
+        let listener_status: Vec<Value> = listeners
+            .iter()
+            .map(|gl| {
+                json!({
+                    "name": gl.gw.spec.listeners[gl.index].name,
+                    "attachedRoutes": gl.attached,
+                    "supportedKinds": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}],
+                    "conditions": [
+                        condition("Accepted", true, "Accepted", "Successfully accepted Listener", now),
+                        condition("Conflicted", false, "NoConflicts", "Successfully verified that Listener has no conflicts", now),
+                        condition("ResolvedRefs", true, "ResolvedRefs", "Successfully resolved all references", now),
+                        condition("Programmed", true, "Programmed", "Successfully programmed Listener", now),
+                    ],
+                })
+            })
+            .collect();
+        statuses.insert(
+            key.clone(),
+            json!({
+                "conditions": [
+                    condition("Accepted", true, "Accepted", "Successfully accepted Gateway", now),
+                    condition("Programmed", true, "Programmed", "Successfully programmed Gateway", now),
+                ],
+                "listeners": listener_status,
+            }),
+        );
+    }
+}
