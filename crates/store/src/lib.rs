@@ -201,8 +201,16 @@ impl Store {
         self.changed();
     }
 
-    pub fn set_statuses(&self, statuses: Statuses) {
-        self.lock().statuses = statuses;
+    /// Takes the statuses of a new translation. A condition whose status did not change keeps
+    /// its `lastTransitionTime`, as in Kubernetes.
+    pub fn set_statuses(&self, mut statuses: Statuses) {
+        let mut state = self.lock();
+        for (key, status) in statuses.iter_mut() {
+            if let Some(old) = state.statuses.get(key) {
+                keep_transition_times(status, old);
+            }
+        }
+        state.statuses = statuses;
     }
 
     /// `kgw get`: objects of a kind with their status, sorted by namespace and name.
@@ -269,6 +277,39 @@ fn stamp_creation(object: &mut Object, previous: Option<&Object>) {
                 meta.creation_timestamp = Some(api::Time(now));
             }
         }
+    }
+}
+
+/// Walks a new status and, for each `conditions` list, copies the old `lastTransitionTime` of
+/// every condition whose type and status are the same as before.
+fn keep_transition_times(new: &mut Value, old: &Value) {
+    match (new, old) {
+        (Value::Object(n), Value::Object(o)) => {
+            for (k, v) in n.iter_mut() {
+                if k == "conditions"
+                    && let (Value::Array(nc), Some(Value::Array(oc))) = (&mut *v, o.get(k))
+                {
+                    for c in nc.iter_mut() {
+                        let same = oc
+                            .iter()
+                            .find(|x| x.get("type") == c.get("type") && x.get("status") == c.get("status"));
+                        if let (Some(prev), Value::Object(cm)) =
+                            (same.and_then(|x| x.get("lastTransitionTime")), c)
+                        {
+                            cm.insert("lastTransitionTime".into(), prev.clone());
+                        }
+                    }
+                } else if let Some(ov) = o.get(k) {
+                    keep_transition_times(v, ov);
+                }
+            }
+        }
+        (Value::Array(n), Value::Array(o)) => {
+            for (nv, ov) in n.iter_mut().zip(o) {
+                keep_transition_times(nv, ov);
+            }
+        }
+        _ => {}
     }
 }
 
