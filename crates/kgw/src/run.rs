@@ -40,6 +40,9 @@ pub struct QuickstartArgs {
     /// Where the sample httpbin backend listens; the httpbin Service's EndpointSlice points here.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub backend_address: SocketAddr,
+    /// The port of the sample Gateway's `http` listener.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -56,12 +59,12 @@ pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start the sample backend on {}", args.backend_address))?;
     tracing_init();
     tracing::info!(address = %backend, "sample httpbin backend serving");
-    let manifest = sample_manifest(backend);
+    let manifest = sample_manifest(backend, args.port);
     run(args.run, Some(manifest)).await
 }
 
 /// What kgateway's "Sample app" guide sets up, with the httpbin Service's endpoint on loopback.
-fn sample_manifest(backend: SocketAddr) -> String {
+fn sample_manifest(backend: SocketAddr, port: u16) -> String {
     format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -72,7 +75,7 @@ spec:
   gatewayClassName: kgateway
   listeners:
   - protocol: HTTP
-    port: 8080
+    port: {gateway_port}
     name: http
     allowedRoutes:
       namespaces:
@@ -128,6 +131,7 @@ spec:
     - name: httpbin
       port: 8000
 "#,
+        gateway_port = port,
         ip = backend.ip(),
         port = backend.port(),
         family = if backend.is_ipv4() { "IPv4" } else { "IPv6" },
