@@ -274,4 +274,5 @@ spec:
 "#;
 
 pub mod sockets;
+#[allow(unused_imports)]
 pub use sockets::{Keepalive, upstream_keepalive};
