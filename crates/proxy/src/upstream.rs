@@ -86,7 +86,6 @@ pub(crate) async fn connect(
     // A second handle on the same socket, kept by the cluster so that later policy changes
     // can reach this connection while hyper owns the stream.
     let kept = handle.try_clone().map_err(ConnectError::Failed)?;
-    drop(handle);
     stats::inc(&cluster.stats().upstream_cx_total);
     let stream = match tokio::time::timeout(settings.connect_timeout, socket.connect(address)).await {
         Ok(Ok(s)) => s,

@@ -28,17 +28,22 @@ struct GatewayListener<'a> {
 struct Candidate {
     host: String,
     route: Route,
-    /// Sort key: exact path first, longer path, method, more headers, older route, rule order.
-    order: (
-        u8,
-        std::cmp::Reverse<usize>,
-        u8,
-        std::cmp::Reverse<usize>,
-        Option<i64>,
-        String,
-        usize,
-        usize,
-    ),
+    order: Precedence,
+}
+
+/// Gateway API's order between matches, field by field: exact path before prefix, longer path
+/// first, a method match first, more header matches first, then the older route, its
+/// namespace/name, and the rule and match order within it.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Precedence {
+    prefix: bool,
+    path_len: std::cmp::Reverse<usize>,
+    no_method: bool,
+    headers: std::cmp::Reverse<usize>,
+    created: Option<i64>,
+    route: String,
+    rule: usize,
+    matcher: usize,
 }
 
 pub(crate) fn listeners(
@@ -370,16 +375,16 @@ fn add_rules(
                 key.name,
                 key.namespace
             );
-            let order = (
-                u8::from(!exact),
-                std::cmp::Reverse(value.len()),
-                u8::from(method.is_none()),
-                std::cmp::Reverse(headers.len()),
+            let order = Precedence {
+                prefix: !exact,
+                path_len: std::cmp::Reverse(value.len()),
+                no_method: method.is_none(),
+                headers: std::cmp::Reverse(headers.len()),
                 created,
-                format!("{}/{}", key.namespace, key.name),
-                rule_index,
-                match_index,
-            );
+                route: format!("{}/{}", key.namespace, key.name),
+                rule: rule_index,
+                matcher: match_index,
+            };
             list.push(Candidate {
                 host: host.to_string(),
                 route: Route {
