@@ -459,6 +459,7 @@ fn gateway_statuses(gw_listeners: &[GatewayListener], statuses: &mut Statuses, n
                 "conditions": [
                     condition("Accepted", true, "Accepted", "Successfully accepted Gateway", now),
                     condition("Programmed", true, "Programmed", "Successfully programmed Gateway", now),
+                    condition("ResolvedRefs", true, "ResolvedRefs", "Successfully resolved all Gateway references", now),
                 ],
                 "listeners": listener_status,
             }),
