@@ -64,6 +64,11 @@ spec:
     - {{name: a, port: 80, weight: 1}}
     - {{name: b, port: 80, weight: 3}}
   - matches:
+    - path: {{type: PathPrefix, value: /anything/half}}
+    backendRefs:
+    - {{name: b, port: 80, weight: 1}}
+    - {{name: ghost, port: 80, weight: 1}}
+  - matches:
     - path: {{type: PathPrefix, value: /missing}}
     backendRefs:
     - {{name: nothere, port: 80}}
@@ -168,6 +173,15 @@ fn routing_by_host_path_header_method_and_weight() {
     }
     let to_b = gw.stat("cluster.kube_apps_b_80.upstream_rq_total").unwrap() - before;
     assert!((110..=190).contains(&to_b), "weights 1:3 sent {to_b} of 200 to b");
+
+    // Half the weight on a missing Service: that half is answered with 500.
+    let mut errors = 0;
+    for _ in 0..100 {
+        let (status, _) = curl(gw.port, "routes.example.com", "/anything/half");
+        assert!(status == 200 || status == 500, "{status}");
+        errors += usize::from(status == 500);
+    }
+    assert!((25..=75).contains(&errors), "{errors} of 100 got 500");
 
     // The route status says what did not resolve.
     let out = gw.kgw(&["get", "httproute", "routes", "-n", "apps", "-o", "json"], "");

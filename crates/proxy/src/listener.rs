@@ -186,7 +186,14 @@ async fn handle(
             }
         };
         let target = pick_weighted(targets);
-        let cluster = &runtime.clusters[target.index];
+        let Some(index) = target.index else {
+            break 'proxy Err(LocalReply {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                flag: "NC",
+                body: String::new(),
+            });
+        };
+        let cluster = &runtime.clusters[index];
         cluster_name = &target.name;
         stats::inc(&cluster.stats().upstream_rq_total);
         let Some(endpoint) = cluster.pick() else {

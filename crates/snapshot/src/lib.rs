@@ -118,8 +118,9 @@ pub enum RouteAction {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WeightedCluster {
     pub name: String,
-    /// Index into `Snapshot::clusters`.
-    pub index: usize,
+    /// Index into `Snapshot::clusters`; None when the backend does not resolve, so its share of
+    /// the traffic is answered with 500.
+    pub index: Option<usize>,
     pub weight: u32,
 }
 

@@ -40,7 +40,8 @@ struct Precedence {
     path_len: std::cmp::Reverse<usize>,
     no_method: bool,
     headers: std::cmp::Reverse<usize>,
-    created: Option<i64>,
+    /// A route without a creation time counts as the newest.
+    created: (bool, Option<i64>),
     route: String,
     rule: usize,
     matcher: usize,
@@ -263,11 +264,11 @@ fn rule_actions(key: &ObjectKey, route: &HttpRoute, clusters: &[Cluster]) -> (Ve
     let mut actions = Vec::new();
     for rule in route.spec.rules.iter().flatten() {
         let mut forward = Vec::new();
-        let mut any_invalid = false;
         for b in rule.backend_refs.iter().flatten() {
+            let weight = b.weight.unwrap_or(1).max(0) as u32;
             let namespace = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
-            if namespace != key.namespace {
-                any_invalid = true;
+            let name = cluster_name(&namespace, &b.name, b.port.unwrap_or(0));
+            let index = if namespace != key.namespace {
                 resolved = Err((
                     "RefNotPermitted",
                     format!(
@@ -275,18 +276,10 @@ fn rule_actions(key: &ObjectKey, route: &HttpRoute, clusters: &[Cluster]) -> (Ve
                         b.name
                     ),
                 ));
-                continue;
-            }
-            let name = cluster_name(&namespace, &b.name, b.port.unwrap_or(0));
-            match clusters.binary_search_by(|c| c.name.as_str().cmp(&name)) {
-                Ok(index) => {
-                    let weight = b.weight.unwrap_or(1).max(0) as u32;
-                    if weight > 0 {
-                        forward.push(WeightedCluster { name, index, weight });
-                    }
-                }
-                Err(_) => {
-                    any_invalid = true;
+                None
+            } else {
+                let found = clusters.binary_search_by(|c| c.name.as_str().cmp(&name)).ok();
+                if found.is_none() {
                     resolved = Err((
                         "BackendNotFound",
                         format!(
@@ -296,17 +289,18 @@ fn rule_actions(key: &ObjectKey, route: &HttpRoute, clusters: &[Cluster]) -> (Ve
                         ),
                     ));
                 }
+                found
+            };
+            // An invalid backend keeps its share of the traffic, answered with 500 (Gateway
+            // API); a weight of 0 takes no traffic at all.
+            if weight > 0 {
+                forward.push(WeightedCluster { name, index, weight });
             }
         }
-        actions.push(if !forward.is_empty() {
+        actions.push(if forward.iter().any(|w| w.index.is_some()) {
             RouteAction::Forward(forward)
-        } else if any_invalid {
-            // Gateway API: requests to a rule whose backends are all invalid get a 500.
-            RouteAction::Direct {
-                status: 500,
-                body: String::new(),
-            }
         } else {
+            // No backend, all weights 0, or none valid: every request gets a 500.
             RouteAction::Direct {
                 status: 500,
                 body: String::new(),
@@ -380,7 +374,7 @@ fn add_rules(
                 path_len: std::cmp::Reverse(value.len()),
                 no_method: method.is_none(),
                 headers: std::cmp::Reverse(headers.len()),
-                created,
+                created: (created.is_none(), created),
                 route: format!("{}/{}", key.namespace, key.name),
                 rule: rule_index,
                 matcher: match_index,
