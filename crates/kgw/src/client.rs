@@ -214,7 +214,7 @@ pub async fn get(
     Ok(())
 }
 
-/// kubectl's default table: NAME, a status column, AGE.
+/// kubectl's default table for the kind: the columns its CRD or kubectl prints.
 fn table(items: &[Value], all_namespaces: bool, namespace: &str) {
     if items.is_empty() {
         if all_namespaces {
@@ -224,70 +224,139 @@ fn table(items: &[Value], all_namespaces: bool, namespace: &str) {
         }
         return;
     }
-    let mut rows = vec![];
-    for i in items {
-        let ns = i
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let name = i
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let age = i
-            .pointer("/metadata/creationTimestamp")
-            .and_then(Value::as_str)
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .map(|t| human_age(jiff::Timestamp::now().as_second() - t.as_second()))
-            .unwrap_or_else(|| "<unknown>".into());
-        rows.push((ns, name, status_summary(i), age));
-    }
-    let w_ns = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(9);
-    let w_name = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(4);
-    let w_status = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(6);
+    let kind = items[0].get("kind").and_then(Value::as_str).unwrap_or("");
+    let mut header: Vec<&str> = Vec::new();
     if all_namespaces {
-        print!("{:<w_ns$}   ", "NAMESPACE");
+        header.push("NAMESPACE");
     }
-    println!("{:<w_name$}   {:<w_status$}   AGE", "NAME", "STATUS");
-    for (ns, name, status, age) in rows {
+    header.push("NAME");
+    header.extend(match kind {
+        "BackendConfigPolicy" => vec!["ACCEPTED", "ATTACHED"],
+        "Gateway" => vec!["CLASS", "ADDRESS", "PROGRAMMED"],
+        "HTTPRoute" => vec!["HOSTNAMES"],
+        "Service" => vec!["TYPE", "PORT(S)"],
+        "EndpointSlice" => vec!["ADDRESSTYPE", "PORTS", "ENDPOINTS"],
+        _ => vec![],
+    });
+    header.push("AGE");
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for i in items {
+        let text = |ptr: &str| i.pointer(ptr).and_then(Value::as_str).unwrap_or("").to_string();
+        let mut row = Vec::new();
         if all_namespaces {
-            print!("{ns:<w_ns$}   ");
+            row.push(text("/metadata/namespace"));
         }
-        println!("{name:<w_name$}   {status:<w_status$}   {age}");
+        row.push(text("/metadata/name"));
+        match kind {
+            "BackendConfigPolicy" => {
+                row.push(ancestor_condition(i, "Accepted"));
+                row.push(ancestor_condition(i, "Attached"));
+            }
+            "Gateway" => {
+                row.push(text("/spec/gatewayClassName"));
+                let addresses: Vec<String> = list(i, "/spec/addresses")
+                    .iter()
+                    .map(|a| str_of(a, "value"))
+                    .collect();
+                row.push(addresses.join(","));
+                let programmed = list(i, "/status/conditions")
+                    .iter()
+                    .find(|c| c.get("type").and_then(Value::as_str) == Some("Programmed"))
+                    .map(|c| str_of(c, "status"))
+                    .unwrap_or_default();
+                row.push(programmed);
+            }
+            "HTTPRoute" => {
+                let hosts: Vec<String> = list(i, "/spec/hostnames")
+                    .iter()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect();
+                row.push(format!("[\"{}\"]", hosts.join("\",\"")).replace("[\"\"]", ""));
+            }
+            "Service" => {
+                row.push(
+                    i.pointer("/spec/type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("ClusterIP")
+                        .to_string(),
+                );
+                let ports: Vec<String> = list(i, "/spec/ports")
+                    .iter()
+                    .map(|p| {
+                        let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                        format!("{}/{proto}", p.get("port").and_then(Value::as_i64).unwrap_or(0))
+                    })
+                    .collect();
+                row.push(ports.join(","));
+            }
+            "EndpointSlice" => {
+                row.push(text("/addressType"));
+                let ports: Vec<String> = list(i, "/ports")
+                    .iter()
+                    .filter_map(|p| p.get("port").and_then(Value::as_i64).map(|n| n.to_string()))
+                    .collect();
+                row.push(ports.join(","));
+                let addresses: Vec<String> = list(i, "/endpoints")
+                    .iter()
+                    .flat_map(|e| {
+                        e.get("addresses")
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .filter_map(|a| a.as_str().map(str::to_string))
+                    .collect();
+                row.push(addresses.join(","));
+            }
+            _ => {}
+        }
+        row.push(
+            i.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| human_age(jiff::Timestamp::now().as_second() - t.as_second()))
+                .unwrap_or_else(|| "<unknown>".into()),
+        );
+        rows.push(
+            row.into_iter()
+                .map(|c| if c.is_empty() { "<none>".into() } else { c })
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", line.join("   ").trim_end());
     }
 }
 
-/// The object's conditions in one word list: `Accepted,Attached`, or what is False.
-fn status_summary(item: &Value) -> String {
-    let mut conditions: Vec<&Value> = Vec::new();
-    if let Some(c) = item.pointer("/status/conditions").and_then(Value::as_array) {
-        conditions.extend(c);
-    }
-    for list in ["/status/ancestors", "/status/parents"] {
-        for a in item.pointer(list).and_then(Value::as_array).into_iter().flatten() {
-            conditions.extend(
-                a.get("conditions")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten(),
-            );
-        }
-    }
-    if conditions.is_empty() {
-        return "-".into();
-    }
-    let mut words: Vec<String> = Vec::new();
-    for c in conditions {
-        let ty = c.get("type").and_then(Value::as_str).unwrap_or("");
-        let ok = c.get("status").and_then(Value::as_str) == Some("True");
-        let word = if ok { ty.to_string() } else { format!("Not{ty}") };
-        if !words.contains(&word) && ty != "Conflicted" {
-            words.push(word);
-        }
-    }
-    words.join(",")
+fn list(item: &Value, ptr: &str) -> Vec<Value> {
+    item.pointer(ptr)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn str_of(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// `.status.ancestors[*].conditions[?(@.type==TYPE)].status`, as the CRD's printer column.
+fn ancestor_condition(item: &Value, ty: &str) -> String {
+    let values: Vec<String> = list(item, "/status/ancestors")
+        .iter()
+        .flat_map(|a| {
+            a.get("conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|c| c.get("type").and_then(Value::as_str) == Some(ty))
+        .map(|c| str_of(&c, "status"))
+        .collect();
+    values.join(",")
 }
 
 fn human_age(secs: i64) -> String {

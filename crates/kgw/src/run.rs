@@ -213,10 +213,12 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
             let resources = loop_store.resources();
             version += 1;
             let t = Instant::now();
-            let (snapshot, statuses) = translate::translate(&resources, version, SystemTime::now());
+            let now = SystemTime::now();
+            let (snapshot, mut statuses) = translate::translate(&resources, version, now);
             let failed = loop_plane.update(Arc::new(snapshot));
             for (addr, why) in failed {
                 tracing::error!(%addr, "listener not bound: {why}");
+                translate::listener_not_programmed(&resources, &mut statuses, addr.port(), &why, now);
             }
             loop_store.set_statuses(statuses);
             tracing::debug!(version, objects = resources.len(), elapsed = ?t.elapsed(), "snapshot served");

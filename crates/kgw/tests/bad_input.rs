@@ -284,3 +284,36 @@ fn a_watched_file_cut_mid_write_keeps_what_it_held() {
         gw.cluster("kube_default_fourth_80").is_none().then_some(())
     });
 }
+
+#[test]
+fn a_listener_port_in_use_is_not_programmed_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let manifests = dir.path().join("gw.yaml");
+    std::fs::write(&manifests, FIRST.replace("PORT", &port.to_string())).unwrap();
+    let gw = GatewayBuilder::run(dir.path(), port)
+        .arg("-f")
+        .arg(manifests.to_str().unwrap())
+        .start();
+    let out = gw.kgw(&["get", "gateway", "files", "-o", "json"], "");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let programmed = v["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Programmed")
+        .unwrap();
+    assert_eq!(programmed["status"], "False", "{v}");
+    let message = programmed["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("cannot listen on port {port}")),
+        "{message}"
+    );
+    let out = gw.kgw(&["get", "gateways"], "");
+    assert!(
+        stdout(&out).contains("PROGRAMMED") && stdout(&out).contains("False"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -169,3 +169,58 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
         .to_string()
 }
+
+/// The data plane could not bind `port` (for example, it is in use): every Gateway listener on
+/// that port, and its Gateway, are not Programmed, and say why. Bind failures are only known
+/// after translation, so this marks the statuses translate made.
+pub fn listener_not_programmed(
+    resources: &Resources,
+    statuses: &mut Statuses,
+    port: u16,
+    why: &str,
+    now: SystemTime,
+) {
+    let now = rfc3339(now);
+    let message = format!("cannot listen on port {port}: {why}");
+    for (key, object) in objects(resources, Kind::Gateway) {
+        let Object::Gateway(gw) = object else { continue };
+        let names: Vec<&str> = gw
+            .spec
+            .listeners
+            .iter()
+            .filter(|l| l.port == i32::from(port))
+            .map(|l| l.name.as_str())
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        let Some(status) = statuses.get_mut(key) else {
+            continue;
+        };
+        let not_programmed = condition("Programmed", false, "Invalid", &message, &now);
+        if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
+            replace_condition(conditions, not_programmed.clone());
+        }
+        for listener in status
+            .get_mut("listeners")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if names
+                .iter()
+                .any(|n| listener.get("name").and_then(Value::as_str) == Some(n))
+                && let Some(conditions) = listener.get_mut("conditions").and_then(Value::as_array_mut)
+            {
+                replace_condition(conditions, not_programmed.clone());
+            }
+        }
+    }
+}
+
+fn replace_condition(conditions: &mut Vec<Value>, new: Value) {
+    match conditions.iter_mut().find(|c| c.get("type") == new.get("type")) {
+        Some(c) => *c = new,
+        None => conditions.push(new),
+    }
+}
