@@ -31,6 +31,17 @@ pub struct RunArgs {
     /// How long a request waits for the upstream's response headers (Envoy's route default).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub route_timeout: Duration,
+    /// Close upstream connections idle in their pool for this long (Envoy's default: 1h).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
+    /// Do not set TCP_USER_TIMEOUT (keepAliveTime + probes x interval) on sockets of clusters
+    /// with tcpKeepalive. It is our addition to Envoy's behaviour: with it, a request in flight
+    /// on a peer that vanished fails on the keepalive clock instead of after ~15 minutes.
+    #[arg(long)]
+    pub no_tcp_user_timeout: bool,
+    /// Never send a request again after a reused upstream connection failed (the close race).
+    #[arg(long)]
+    pub no_retry: bool,
 }
 
 #[derive(Args)]

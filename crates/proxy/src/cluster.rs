@@ -30,6 +30,8 @@ pub struct ClusterRuntime {
     /// Every open connection's socket, by connection id.
     live: Mutex<HashMap<u64, Live>>,
     ids: AtomicU64,
+    /// Set TCP_USER_TIMEOUT along with keepalive (our addition; `kgw run --no-tcp-user-timeout`).
+    tcp_user_timeout: bool,
 }
 
 struct Live {
@@ -61,7 +63,7 @@ pub struct EndpointInfo {
 }
 
 impl ClusterRuntime {
-    pub fn new(cluster: &Cluster) -> ClusterRuntime {
+    pub fn new(cluster: &Cluster, tcp_user_timeout: bool) -> ClusterRuntime {
         let rt = ClusterRuntime {
             name: cluster.name.clone(),
             settings: ArcSwap::from_pointee(settings_of(cluster)),
@@ -70,6 +72,7 @@ impl ClusterRuntime {
             stats: ClusterStats::default(),
             live: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(0),
+            tcp_user_timeout,
         };
         rt.set_endpoints(&cluster.endpoints);
         rt
@@ -81,6 +84,10 @@ impl ClusterRuntime {
 
     pub fn stats(&self) -> &ClusterStats {
         &self.stats
+    }
+
+    pub(crate) fn tcp_user_timeout(&self) -> bool {
+        self.tcp_user_timeout
     }
 
     pub(crate) fn settings(&self) -> Arc<Settings> {
@@ -98,7 +105,9 @@ impl ClusterRuntime {
             let mut live = self.lock_live();
             for (id, conn) in live.iter_mut() {
                 if conn.applied != keepalive {
-                    if let Err(e) = upstream::apply_keepalive(&conn.socket, keepalive.as_ref()) {
+                    if let Err(e) =
+                        upstream::apply_keepalive(&conn.socket, keepalive.as_ref(), self.tcp_user_timeout)
+                    {
                         tracing::warn!(cluster = %self.name, id, "cannot update keepalive on a live socket: {e}");
                     }
                     conn.applied = keepalive;
@@ -141,27 +150,62 @@ impl ClusterRuntime {
         Some(endpoints[i].clone())
     }
 
-    /// An idle pooled connection to this endpoint that is still open, if any.
+    /// An idle pooled connection to this endpoint that is still open, if any (most recently
+    /// used first, so the others can reach their idle timeout).
     pub(crate) fn take_idle(&self, endpoint: &Endpoint) -> Option<Connection> {
         let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(conn) = idle.pop() {
+        while let Some(mut conn) = idle.pop() {
             stats::dec(&self.stats.upstream_cx_pool_idle);
-            if conn.is_usable() {
+            if conn.is_open() {
+                conn.reused = true;
+                conn.set_busy(true);
                 return Some(conn);
             }
-            // closed by the peer while idle: dropping it ends its task, which counts it
+            // closed by the peer a moment ago; its task is counting it
         }
         None
     }
 
     pub(crate) fn put_idle(&self, endpoint: &Endpoint, mut conn: Connection) {
-        if !conn.is_usable() {
+        conn.set_busy(false);
+        if !conn.is_open() {
             return;
         }
         conn.idle_since = Instant::now();
         let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.push(conn);
         stats::inc(&self.stats.upstream_cx_pool_idle);
+    }
+
+    /// A connection ended: if it sits in the pool, it leaves now.
+    pub(crate) fn evict(&self, address: SocketAddr, id: u64) {
+        let endpoints = self.endpoints.load();
+        let Some(endpoint) = endpoints.iter().find(|e| e.address == address) else {
+            return;
+        };
+        let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = idle.iter().position(|c| c.id == id) {
+            idle.remove(i);
+            stats::dec(&self.stats.upstream_cx_pool_idle);
+        }
+    }
+
+    /// Closes pooled connections idle for longer than `max_idle`.
+    pub(crate) fn expire_idle(&self, max_idle: Duration) {
+        for endpoint in self.endpoints.load().iter() {
+            let expired: Vec<Connection> = {
+                let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let (old, fresh): (Vec<Connection>, Vec<Connection>) = std::mem::take(&mut *idle)
+                    .into_iter()
+                    .partition(|c| c.idle_since.elapsed() >= max_idle);
+                *idle = fresh;
+                old
+            };
+            for conn in expired {
+                stats::dec(&self.stats.upstream_cx_pool_idle);
+                conn.expire();
+            }
+        }
     }
 
     /// Registers a new connection's socket; the id is released by `forget`.
@@ -185,7 +229,7 @@ impl ClusterRuntime {
         if now != applied {
             let mut live = self.lock_live();
             if let Some(l) = live.get_mut(&id) {
-                let _ = upstream::apply_keepalive(&l.socket, now.as_ref());
+                let _ = upstream::apply_keepalive(&l.socket, now.as_ref(), self.tcp_user_timeout);
                 l.applied = now;
             }
         }

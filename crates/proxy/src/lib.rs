@@ -27,15 +27,22 @@ pub use stats::{ClusterStats, ListenerStats, Metric, MetricKind};
 pub struct ProxyOptions {
     /// How long a request may wait for the upstream's response headers (Envoy's route default).
     pub route_timeout: Duration,
-    /// How long an idle downstream keep-alive connection is kept open.
-    pub downstream_idle_timeout: Duration,
+    /// How long an upstream connection may sit idle in its pool (Envoy's default: 1 hour).
+    pub upstream_idle_timeout: Duration,
+    /// Set TCP_USER_TIMEOUT with TCP keepalive (our addition).
+    pub tcp_user_timeout: bool,
+    /// Send a request again, once, when a reused pooled connection fails before the response
+    /// began and that is safe (the request was never written, or it is idempotent with no body).
+    pub retry_on_reused_connection: bool,
 }
 
 impl Default for ProxyOptions {
     fn default() -> Self {
         ProxyOptions {
             route_timeout: Duration::from_secs(15),
-            downstream_idle_timeout: Duration::from_secs(3600),
+            upstream_idle_timeout: Duration::from_secs(3600),
+            tcp_user_timeout: true,
+            retry_on_reused_connection: true,
         }
     }
 }
@@ -86,7 +93,7 @@ impl DataPlane {
                     existing.update(c);
                     existing.clone()
                 }
-                None => Arc::new(ClusterRuntime::new(c)),
+                None => Arc::new(ClusterRuntime::new(c, self.options.tcp_user_timeout)),
             })
             .collect();
         self.runtime.store(Arc::new(Runtime {
@@ -94,6 +101,23 @@ impl DataPlane {
             clusters,
         }));
         listener::reconcile(self, &snapshot)
+    }
+
+    /// Closes pooled connections past their idle timeout, until the data plane is dropped.
+    pub fn spawn_maintenance(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let every = (self.options.upstream_idle_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(dp) = weak.upgrade() else { return };
+                for cluster in &dp.runtime().clusters {
+                    cluster.expire_idle(dp.options.upstream_idle_timeout);
+                }
+            }
+        });
     }
 
     pub fn listener_stats(&self) -> &ListenerStats {

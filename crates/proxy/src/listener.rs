@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -22,7 +22,7 @@ use crate::DataPlane;
 use crate::access_log::Entry;
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::stats::{self};
-use crate::upstream::{self, ConnectError, Connection};
+use crate::upstream::{self, ConnectError, Connection, UpstreamBody};
 
 /// A bound listener address; dropping it stops accepting.
 pub(crate) struct Bound {
@@ -363,51 +363,136 @@ fn prepare_upstream_request(parts: &mut http::request::Parts, peer: SocketAddr) 
     parts.version = http::Version::HTTP_11;
 }
 
-/// Sends the request on a pooled or new connection and waits for the response headers.
+/// Why one attempt on one connection did not give response headers.
+enum Failure {
+    Timeout,
+    /// The connection closed before the request was written: it can go again as it is.
+    NotSent(Request<UpstreamBody>),
+    Failed(hyper::Error),
+}
+
+/// One attempt: waits for the connection, writes the request, reads the response headers.
+async fn attempt(
+    conn: &mut Connection,
+    req: Request<UpstreamBody>,
+    deadline: tokio::time::Instant,
+) -> Result<Response<Incoming>, Failure> {
+    if conn.sender.ready().await.is_err() {
+        return Err(Failure::NotSent(req));
+    }
+    match tokio::time::timeout_at(deadline, conn.sender.try_send_request(req)).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(mut e)) => match e.take_message() {
+            Some(req) => Err(Failure::NotSent(req)),
+            None => Err(Failure::Failed(e.into_error())),
+        },
+    }
+}
+
+fn is_idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
+}
+
+/// Sends the request on a pooled or new connection and waits for the response headers. A
+/// reused connection that fails before the response began (the peer closed it as we wrote:
+/// the close race) gets the request again, once, on a new connection, when that is safe.
 async fn exchange(
     dp: &DataPlane,
     cluster: &Arc<ClusterRuntime>,
     endpoint: &Arc<Endpoint>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, LocalReply> {
+    let deadline = tokio::time::Instant::now() + dp.options.route_timeout;
+    let (parts, body) = req.into_parts();
     let mut conn = match cluster.take_idle(endpoint) {
         Some(c) => c,
         None => new_connection(cluster, endpoint).await?,
     };
-    // A pooled connection may have been closed by the peer since it was checked: the request
-    // has not been written yet, so opening a new one is always safe.
-    if conn.sender.ready().await.is_err() {
-        drop(conn);
-        conn = new_connection(cluster, endpoint).await?;
-        if conn.sender.ready().await.is_err() {
+    let retry = dp.options.retry_on_reused_connection;
+    // Kept only when a retry after the request was written would be safe and possible.
+    let replay = (retry && conn.reused && body.is_end_stream() && is_idempotent(&parts.method)).then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.version,
+            parts.headers.clone(),
+        )
+    });
+    let req = Request::from_parts(parts, Either::Left(body));
+    let failure = match attempt(&mut conn, req, deadline).await {
+        Ok(resp) => return Ok(pooled(resp, conn, cluster, endpoint)),
+        Err(f) => f,
+    };
+    let was_reused = conn.reused;
+    drop(conn);
+    let again = match failure {
+        Failure::Timeout => return Err(timeout()),
+        Failure::NotSent(req) if retry => req,
+        Failure::Failed(e) if was_reused && !upstream::is_timed_out(&e) && replay.is_some() => {
+            tracing::debug!(
+                cluster = cluster.name(),
+                "reused connection failed before the response ({e}); retrying"
+            );
+            let (method, uri, version, headers) = replay.unwrap_or_default();
+            let mut req = Request::new(Either::Right(Empty::new()));
+            *req.method_mut() = method;
+            *req.uri_mut() = uri;
+            *req.version_mut() = version;
+            *req.headers_mut() = headers;
+            req
+        }
+        Failure::NotSent(_) => return Err(termination()),
+        Failure::Failed(e) => {
+            tracing::debug!(cluster = cluster.name(), "upstream request failed: {e}");
             return Err(termination());
         }
-    }
-    let sent = tokio::time::timeout(dp.options.route_timeout, conn.sender.send_request(req)).await;
-    match sent {
-        Err(_) => Err(LocalReply {
-            status: StatusCode::GATEWAY_TIMEOUT,
-            flag: "UT",
-            body: "upstream request timeout".into(),
-        }),
-        Ok(Err(e)) => {
-            tracing::debug!(cluster = cluster.name(), "upstream request failed: {e}");
+    };
+    stats::inc(&cluster.stats().upstream_rq_retry);
+    let mut conn = new_connection(cluster, endpoint).await?;
+    match attempt(&mut conn, again, deadline).await {
+        Ok(resp) => Ok(pooled(resp, conn, cluster, endpoint)),
+        Err(Failure::Timeout) => Err(timeout()),
+        Err(Failure::NotSent(_)) => Err(termination()),
+        Err(Failure::Failed(e)) => {
+            tracing::debug!(cluster = cluster.name(), "upstream request failed on retry: {e}");
             Err(termination())
         }
-        Ok(Ok(resp)) => {
-            let (parts, body) = resp.into_parts();
-            let pooled = PooledBody {
-                inner: body,
-                conn: Some(conn),
-                cluster: cluster.clone(),
-                endpoint: endpoint.clone(),
-            };
-            let mut pooled = pooled;
-            if pooled.inner.is_end_stream() {
-                pooled.release();
-            }
-            Ok(Response::from_parts(parts, Either::Right(pooled)))
-        }
+    }
+}
+
+fn pooled(
+    resp: Response<Incoming>,
+    conn: Connection,
+    cluster: &Arc<ClusterRuntime>,
+    endpoint: &Arc<Endpoint>,
+) -> Response<ProxyBody> {
+    let (parts, body) = resp.into_parts();
+    let mut pooled = PooledBody {
+        inner: body,
+        conn: Some(conn),
+        cluster: cluster.clone(),
+        endpoint: endpoint.clone(),
+    };
+    if pooled.inner.is_end_stream() {
+        pooled.release();
+    }
+    Response::from_parts(parts, Either::Right(pooled))
+}
+
+fn timeout() -> LocalReply {
+    LocalReply {
+        status: StatusCode::GATEWAY_TIMEOUT,
+        flag: "UT",
+        body: "upstream request timeout".into(),
     }
 }
 
