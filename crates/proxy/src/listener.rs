@@ -367,7 +367,7 @@ fn prepare_upstream_request(parts: &mut http::request::Parts, peer: SocketAddr) 
 enum Failure {
     Timeout,
     /// The connection closed before the request was written: it can go again as it is.
-    NotSent(Request<UpstreamBody>),
+    NotSent(Box<Request<UpstreamBody>>),
     Failed(hyper::Error),
 }
 
@@ -378,13 +378,13 @@ async fn attempt(
     deadline: tokio::time::Instant,
 ) -> Result<Response<Incoming>, Failure> {
     if conn.sender.ready().await.is_err() {
-        return Err(Failure::NotSent(req));
+        return Err(Failure::NotSent(Box::new(req)));
     }
     match tokio::time::timeout_at(deadline, conn.sender.try_send_request(req)).await {
         Err(_) => Err(Failure::Timeout),
         Ok(Ok(resp)) => Ok(resp),
         Ok(Err(mut e)) => match e.take_message() {
-            Some(req) => Err(Failure::NotSent(req)),
+            Some(req) => Err(Failure::NotSent(Box::new(req))),
             None => Err(Failure::Failed(e.into_error())),
         },
     }
@@ -436,7 +436,7 @@ async fn exchange(
     drop(conn);
     let again = match failure {
         Failure::Timeout => return Err(timeout()),
-        Failure::NotSent(req) if retry => req,
+        Failure::NotSent(req) if retry => *req,
         Failure::Failed(e) if was_reused && !upstream::is_timed_out(&e) && replay.is_some() => {
             tracing::debug!(
                 cluster = cluster.name(),
