@@ -205,9 +205,12 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
     };
     let options = ProxyOptions {
         route_timeout: args.route_timeout,
-        ..ProxyOptions::default()
+        upstream_idle_timeout: args.upstream_idle_timeout,
+        tcp_user_timeout: !args.no_tcp_user_timeout,
+        retry_on_reused_connection: !args.no_retry,
     };
     let data_plane = DataPlane::new(options, access_log);
+    data_plane.spawn_maintenance();
     let (served_tx, served_rx) = watch::channel(0u64);
 
     // The control loop: every change of the store makes one translation; changes that arrive

@@ -273,6 +273,7 @@ spec:
     keepAliveInterval: 5s
 "#;
 
+pub mod netns;
 pub mod sockets;
 #[allow(unused_imports)]
 pub use sockets::{Keepalive, upstream_keepalive};

@@ -15,6 +15,8 @@ pub struct Keepalive {
     pub idle_secs: u64,
     pub interval_secs: u64,
     pub probes: u32,
+    /// TCP_USER_TIMEOUT in milliseconds (0: not set).
+    pub user_timeout_ms: u128,
 }
 
 /// Established connections of process `pid` whose remote port is `remote_port`.
@@ -49,6 +51,11 @@ pub fn upstream_keepalive(pid: u32, remote_port: u16) -> Vec<Keepalive> {
             idle_secs: socket.tcp_keepalive_time().unwrap().as_secs(),
             interval_secs: socket.tcp_keepalive_interval().unwrap().as_secs(),
             probes: socket.tcp_keepalive_retries().unwrap(),
+            user_timeout_ms: socket
+                .tcp_user_timeout()
+                .unwrap()
+                .map(|d| d.as_millis())
+                .unwrap_or(0),
         });
     }
     out.sort_by_key(|k| k.local_port);
