@@ -93,6 +93,8 @@ fn tcp_keepalive_guide() {
         idle_secs: 30,
         interval_secs: 5,
         probes: 3,
+        // ours: keepAliveTime + probes x interval = 30 + 3 x 5 s
+        user_timeout_ms: 45_000,
     };
     assert_eq!(sockets[0], guide);
 
