@@ -113,27 +113,35 @@ fn open_connections(gw: &Gateway, host: &BackendHost) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn a_stale_idle_connection_is_found_and_closed_by_keepalive() {
+/// Policy `time`/`interval`/`probes`: one request pools a connection, the backend vanishes, and
+/// the gateway must close that connection within the kernel's bound (time + probes x interval)
+/// plus 0.5 s; once the backend is back, the next request succeeds at once on a new connection.
+fn stale_idle_connection(time: u32, interval: u32, probes: u32) {
     let dir = tempfile::tempdir().unwrap();
-    let p = policy("    keepAliveTime: 1s\n    keepAliveInterval: 1s\n    keepAliveProbes: 2\n");
+    let p = policy(&format!(
+        "    keepAliveTime: {time}s\n    keepAliveInterval: {interval}s\n    keepAliveProbes: {probes}\n"
+    ));
     let (host, gw) = setup(dir.path(), Some(&p), &[]);
     assert_eq!(gw.curl("fault.example.com", "/get").0, 200);
     assert_eq!(open_connections(&gw, &host), 1);
 
     let vanished = Instant::now();
     host.blackhole();
+    let bound = Duration::from_secs(u64::from(time + probes * interval));
     let found = wait_for(
         "the keepalive to find the dead peer",
-        Duration::from_secs(10),
+        bound + Duration::from_secs(5),
         || (stat(&gw, "upstream_cx_destroy_keepalive_timeout") == 1).then(|| vanished.elapsed()),
     );
-    eprintln!("1s/1s/2: dead connection closed {found:?} after the backend vanished (kernel bound 3 s)");
+    eprintln!(
+        "{time}s/{interval}s/{probes}: dead connection closed {found:?} after the backend vanished (kernel bound {bound:?})"
+    );
     assert!(
-        found <= Duration::from_millis(3500),
-        "closed after {found:?}, bound 1 + 2x1 + 0.5 s"
+        found <= bound + Duration::from_millis(500),
+        "closed after {found:?}, bound {bound:?} + 0.5 s"
     );
     assert_eq!(open_connections(&gw, &host), 0, "gone from /clusters");
+    assert_eq!(stat(&gw, "upstream_cx_pool_idle"), 0, "gone from the pool");
 
     host.lift();
     let t = Instant::now();
@@ -142,6 +150,21 @@ fn a_stale_idle_connection_is_found_and_closed_by_keepalive() {
     assert_eq!(stat(&gw, "upstream_cx_total"), 2, "on a new connection");
     drop(gw);
     host.close();
+}
+
+#[test]
+fn a_stale_idle_connection_is_found_and_closed_by_keepalive() {
+    stale_idle_connection(1, 1, 2);
+}
+
+#[test]
+fn detection_2s_1s_3() {
+    stale_idle_connection(2, 1, 3);
+}
+
+#[test]
+fn detection_5s_2s_2() {
+    stale_idle_connection(5, 2, 2);
 }
 
 #[test]
