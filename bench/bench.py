@@ -1,0 +1,593 @@
+#!/usr/bin/env python3
+"""kgw side by side with nginx and HAProxy, in one run, on this machine.
+
+Every proxy gets the same backend and the same load, with CPUs pinned: the proxy on core 0,
+the load generator and the backend on core 1. Writes BENCHMARKS.md (see --out).
+
+Run it with `bash bench/run` (installs nginx, HAProxy, wrk and oha first).
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KGW = ROOT / "target" / "release" / "kgw"
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, host="127.0.0.1", timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+class Proc:
+    """A process pinned to a CPU, killed at the end."""
+
+    def __init__(self, args, cpu, log, netns=None):
+        cmd = ["taskset", "-c", cpu] + [str(a) for a in args]
+        if netns:
+            cmd = ["ip", "netns", "exec", netns] + cmd
+        self.log = open(log, "wb")
+        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
+
+    def pids(self):
+        """The process and its children (nginx master/worker)."""
+        out = [self.p.pid]
+        try:
+            kids = subprocess.run(["pgrep", "-P", str(self.p.pid)], capture_output=True, text=True).stdout.split()
+            out += [int(k) for k in kids]
+        except OSError:
+            pass
+        return out
+
+    def cpu_seconds(self):
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except (OSError, IndexError):
+                pass
+        return total / tick
+
+    def rss_kib(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+
+
+# ---------------------------------------------------------------- backends and proxies
+
+NGINX_TEMPS = "client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;"
+
+
+def nginx_backend(work, port, keepalive_timeout="75s"):
+    """nginx answering a small 200, with stub_status for the connection count."""
+    d = Path(work) / f"backend-{port}"
+    (d / "logs").mkdir(parents=True, exist_ok=True)
+    conf = d / "nginx.conf"
+    conf.write_text(f"""daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 65536;
+error_log {d}/logs/error.log; pid {d}/nginx.pid;
+events {{ worker_connections 20000; }}
+http {{ access_log off; {NGINX_TEMPS.format(d=d)}
+  keepalive_timeout {keepalive_timeout}; keepalive_requests 10000000;
+  server {{ listen 127.0.0.1:{port} reuseport backlog=4096;
+    location = /nginx_status {{ stub_status; }}
+    location / {{ return 200 "ok\\n"; }} }} }}
+""")
+    p = Proc(["nginx", "-p", d, "-c", conf], LOAD_CPU, d / "stdout.log")
+    wait_port(port)
+    return p
+
+
+def backend_accepts(port):
+    """Connections the backend nginx accepted so far (stub_status)."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /nginx_status HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    m = re.search(rb"\n\s*(\d+)\s+(\d+)\s+(\d+)", data)
+    return int(m.group(1)) if m else 0
+
+
+def kgw_manifest(port, backend_ip, backend_port, keepalive=None):
+    policy = ""
+    if keepalive:
+        t, i, p = keepalive
+        policy = f"""---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: BackendConfigPolicy
+metadata: {{name: be-keepalive, namespace: bench}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: be}}]
+  tcpKeepalive: {{keepAliveTime: {t}s, keepAliveInterval: {i}s, keepAliveProbes: {p}}}
+"""
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: bench}}
+spec:
+  gatewayClassName: kgateway
+  listeners: [{{name: http, protocol: HTTP, port: {port}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: be, namespace: bench}}
+spec:
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: be-1, namespace: bench, labels: {{kubernetes.io/service-name: be}}}}
+addressType: IPv4
+endpoints: [{{addresses: ["{backend_ip}"]}}]
+ports: [{{name: http, port: {backend_port}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: be, namespace: bench}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules: [{{backendRefs: [{{name: be, port: 80}}]}}]
+{policy}"""
+
+
+def start_kgw(work, port, backend_ip, backend_port, keepalive=None):
+    d = Path(work) / f"kgw-{port}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "gw.yaml").write_text(kgw_manifest(port, backend_ip, backend_port, keepalive))
+    admin = free_port()
+    p = Proc([KGW, "run", "-f", d / "gw.yaml", "--state-dir", d / "state", "--admin-address",
+              f"127.0.0.1:{admin}", "--access-log", "off"], PROXY_CPU, d / "kgw.log")
+    wait_port(port)
+    p.admin = admin
+    return p
+
+
+def start_nginx_proxy(work, port, backend_ip, backend_port, keepalive=None):
+    d = Path(work) / f"nginx-proxy-{port}"
+    (d / "logs").mkdir(parents=True, exist_ok=True)
+    # nginx has no per-upstream keepalive timing: proxy_socket_keepalive turns SO_KEEPALIVE on
+    # with the kernel's defaults.
+    ka = "proxy_socket_keepalive on;" if keepalive else ""
+    conf = d / "nginx.conf"
+    conf.write_text(f"""daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 65536;
+error_log {d}/logs/error.log; pid {d}/nginx.pid;
+events {{ worker_connections 20000; }}
+http {{ access_log off; {NGINX_TEMPS.format(d=d)}
+  keepalive_timeout 3600s; keepalive_requests 10000000;
+  upstream be {{ server {backend_ip}:{backend_port}; keepalive 1024; keepalive_timeout 3600s; keepalive_requests 10000000; }}
+  server {{ listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; {ka} }} }} }}
+""")
+    p = Proc(["nginx", "-p", d, "-c", conf], PROXY_CPU, d / "stdout.log")
+    wait_port(port)
+    return p
+
+
+def start_haproxy(work, port, backend_ip, backend_port, keepalive=None):
+    d = Path(work) / f"haproxy-{port}"
+    d.mkdir(parents=True, exist_ok=True)
+    ka = ""
+    if keepalive:
+        t, i, c = keepalive
+        ka = f"option srvtcpka\n    srvtcpka-idle {t}s\n    srvtcpka-intvl {i}s\n    srvtcpka-cnt {c}"
+    conf = d / "haproxy.cfg"
+    conf.write_text(f"""global
+    nbthread 1
+    maxconn 40000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 3600s
+    timeout server 3600s
+    timeout http-keep-alive 3600s
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    http-reuse always
+    {ka}
+    server s1 {backend_ip}:{backend_port} pool-max-conn 2000 pool-purge-delay 3600s
+""")
+    p = Proc(["haproxy", "-f", conf, "-db"], PROXY_CPU, d / "haproxy.log")
+    wait_port(port)
+    return p
+
+
+PROXIES = {"kgw": start_kgw, "nginx": start_nginx_proxy, "haproxy": start_haproxy}
+
+
+# ---------------------------------------------------------------- load
+
+def wrk(port, seconds, connections=32):
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+                          "-H", "Host: bench.example.com", f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    return rps, total, errors
+
+
+def oha_fixed_rate(port, rate, seconds, connections=32):
+    oha = shutil.which("oha") or str(Path.home() / ".cargo/bin/oha")
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, oha, "--no-tui", "--output-format", "json", "-z", f"{seconds}s",
+                          "-q", str(rate), "-c", str(connections), "--latency-correction",
+                          "-H", "Host: bench.example.com", f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    pct = data["latencyPercentiles"]
+    return {k: pct[k] * 1000 for k in ("p50", "p99", "p99.9")}
+
+
+def close_race(port, clients=20, requests=30):
+    """20 clients, each a request about every second on a new connection: errors seen."""
+    errors = []
+
+    def client(c):
+        jitter = (0x9E3779B9 * (c + 1)) & 0xFFFFFFFFFFFFFFFF
+        for _ in range(requests):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: race.example.com\r\nConnection: close\r\n\r\n")
+                    data = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                status = int(data.split(b" ", 2)[1]) if data else 0
+                if status != 200:
+                    errors.append(status)
+            except (OSError, ValueError, IndexError) as e:
+                errors.append(str(e))
+            jitter = (jitter * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+            time.sleep((970 + (jitter >> 33) % 60) / 1000)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def idle_connections(port, count, path=b"/"):
+    """Opens `count` keep-alive connections, each with one request answered, left open."""
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        socks.append(s)
+    req = b"GET " + path + b" HTTP/1.1\r\nHost: bench.example.com\r\n\r\n"
+    for s in socks:
+        s.sendall(req)
+    for s in socks:
+        s.recv(65536)
+    return socks
+
+
+# ---------------------------------------------------------------- network namespace for detection
+
+class BackendHost:
+    def __init__(self, n):
+        self.ns = f"kgwbench{n}"
+        self.veth = f"kgwb{n}a"
+        self.gw_ip = f"10.214.{n}.1"
+        self.ip = f"10.214.{n}.2"
+        self.cleanup()
+        sh = lambda *a: subprocess.run(["ip", *a], check=True, capture_output=True)
+        sh("netns", "add", self.ns)
+        sh("link", "add", self.veth, "type", "veth", "peer", "name", f"kgwb{n}b")
+        sh("link", "set", f"kgwb{n}b", "netns", self.ns)
+        sh("addr", "add", f"{self.gw_ip}/30", "dev", self.veth)
+        sh("link", "set", self.veth, "up")
+        sh("netns", "exec", self.ns, "ip", "addr", "add", f"{self.ip}/30", "dev", f"kgwb{n}b")
+        sh("netns", "exec", self.ns, "ip", "link", "set", f"kgwb{n}b", "up")
+        sh("netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
+
+    def blackhole(self, on):
+        subprocess.run(["ip", "netns", "exec", self.ns, "ip", "route", "add" if on else "del", "blackhole",
+                        f"{self.gw_ip}/32"], check=True)
+
+    def cleanup(self):
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+
+
+def established_to(ip, port):
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"dst {ip}:{port}"], capture_output=True, text=True).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def detection(work, name, start, keepalive, n):
+    """Seconds until the proxy closes a pooled connection whose backend vanished (None: not in 30 s)."""
+    host = BackendHost(n)
+    backend = proxy = None
+    try:
+        backend = Proc([KGW, "sample-backend", "--listen", f"{host.ip}:8080"], LOAD_CPU,
+                       Path(work) / f"ns-backend-{n}.log", netns=host.ns)
+        wait_port(8080, host.ip)
+        port = free_port()
+        proxy = start(work, port, host.ip, 8080, keepalive)
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"GET /get HTTP/1.1\r\nHost: bench.example.com\r\nConnection: close\r\n\r\n")
+            while s.recv(65536):
+                pass
+        if established_to(host.ip, 8080) < 1:
+            return "no pooled connection"
+        t0 = time.time()
+        host.blackhole(True)
+        limit = keepalive[0] + keepalive[1] * keepalive[2] + 20
+        while time.time() - t0 < limit:
+            if established_to(host.ip, 8080) == 0:
+                return time.time() - t0
+            time.sleep(0.02)
+        return None
+    finally:
+        if proxy:
+            proxy.stop()
+        if backend:
+            backend.stop()
+        host.cleanup()
+
+
+# ---------------------------------------------------------------- the run
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--only", default="throughput,latency,memory,race,detection")
+    ap.add_argument("--json", default=None, help="also write the raw results here")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    raise_nofile()
+    work = tempfile.mkdtemp(prefix="kgw-bench-")
+    results = {name: {} for name in PROXIES}
+    procs = []
+    try:
+        if only & {"throughput", "latency"}:
+            bport = free_port()
+            backend = nginx_backend(work, bport)
+            procs.append(backend)
+            rps, total, errors = wrk(bport, args.seconds)
+            results["direct"] = {"rps": rps, "errors": errors}
+            print(f"direct: {rps:.0f} req/s", flush=True)
+            for name, start in PROXIES.items():
+                port = free_port()
+                proxy = start(work, port, "127.0.0.1", bport)
+                procs.append(proxy)
+                wrk(port, 2)  # warm up: pools filled
+                accepts0 = backend_accepts(bport)
+                cpu0 = proxy.cpu_seconds()
+                rps, total, errors = wrk(port, args.seconds)
+                cpu = proxy.cpu_seconds() - cpu0
+                opened = backend_accepts(bport) - accepts0 - 1  # minus our own status request
+                r = results[name]
+                r.update(rps=rps, errors=errors, cpu_us_per_rq=cpu / total * 1e6,
+                         upstream_per_100k=max(opened, 0) / total * 100000)
+                print(f"{name}: {rps:.0f} req/s, {r['cpu_us_per_rq']:.1f} us CPU/req, "
+                      f"{r['upstream_per_100k']:.2f} upstream connections per 100k", flush=True)
+                proxy.stop()
+                procs.remove(proxy)
+            if "latency" in only:
+                rate = int(min(results[n]["rps"] for n in PROXIES) * 0.5)
+                results["latency_rate"] = rate
+                for name, start in PROXIES.items():
+                    port = free_port()
+                    proxy = start(work, port, "127.0.0.1", bport)
+                    procs.append(proxy)
+                    wrk(port, 1)
+                    results[name]["latency"] = oha_fixed_rate(port, rate, args.seconds)
+                    print(f"{name} at {rate} req/s: {results[name]['latency']}", flush=True)
+                    proxy.stop()
+                    procs.remove(proxy)
+            backend.stop()
+            procs.remove(backend)
+
+        if "memory" in only:
+            bport = free_port()
+            backend = Proc([KGW, "sample-backend", "--listen", f"127.0.0.1:{bport}"], LOAD_CPU, Path(work) / "mem-backend.log")
+            procs.append(backend)
+            wait_port(bport)
+            for name, start in PROXIES.items():
+                port = free_port()
+                proxy = start(work, port, "127.0.0.1", bport)
+                procs.append(proxy)
+                time.sleep(0.5)
+                idle = proxy.rss_kib()
+                # 1,000 requests at once that each hold an upstream connection for 1 s: the
+                # proxy opens 1,000 upstream connections and pools them when they are done.
+                burst = idle_connections(port, 1000, b"/delay/1")
+                for s in burst:
+                    s.close()
+                held = idle_connections(port, 10000)
+                time.sleep(0.5)
+                loaded = proxy.rss_kib()
+                pooled = established_to("127.0.0.1", bport)
+                results[name].update(rss_idle_kib=idle, rss_loaded_kib=loaded, pooled_upstream=pooled)
+                print(f"{name}: RSS idle {idle} KiB, with 10k idle downstream + pool {loaded} KiB "
+                      f"({pooled} upstream connections open)", flush=True)
+                for s in held:
+                    s.close()
+                proxy.stop()
+                procs.remove(proxy)
+            backend.stop()
+            procs.remove(backend)
+
+        if "race" in only:
+            for name, start in PROXIES.items():
+                bport = free_port()
+                backend = nginx_backend(work, bport, keepalive_timeout="1s")
+                port = free_port()
+                proxy = start(work, port, "127.0.0.1", bport)
+                errors = close_race(port)
+                results[name]["race_errors"] = len(errors)
+                print(f"{name}: close race, {len(errors)} errors of 600 ({errors[:5]})", flush=True)
+                proxy.stop()
+                backend.stop()
+
+        if "detection" in only and os.geteuid() == 0:
+            n = 1
+            for ka in [(1, 1, 2), (2, 1, 3), (5, 2, 2)]:
+                for name, start in PROXIES.items():
+                    took = detection(work, name, start, ka, n)
+                    n += 1
+                    results[name].setdefault("detection", {})["/".join(map(str, ka))] = took
+                    print(f"{name}: keepalive {ka} detection {took}", flush=True)
+    finally:
+        for p in procs:
+            p.stop()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    write_report(Path(args.out), results, args)
+
+
+def versions():
+    def first_line(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+    return {
+        "kgw": first_line([str(KGW), "--version"]),
+        "nginx": first_line(["nginx", "-v"]),
+        "haproxy": first_line(["haproxy", "-v"]),
+        "wrk": first_line(["wrk", "--version"]),
+        "oha": first_line([shutil.which("oha") or str(Path.home() / ".cargo/bin/oha"), "--version"]),
+    }
+
+
+def write_report(path, r, args):
+    names = list(PROXIES)
+    lines = ["# Benchmarks", "",
+             "Generated by `bash bench/run` (which runs `python3 bench/bench.py`); re-run it to reproduce.",
+             "One run, one machine: each proxy on CPU 0 (`taskset -c 0`), the load generator and the backend",
+             "(nginx returning a small 200 over keep-alive) on CPU 1. Ratios are against the best peer",
+             "(nginx or HAProxy): above 1.0 is better for throughput, below 1.0 is better for costs and latency.", ""]
+
+    def ratio(name, key, higher_better):
+        peers = [r[n][key] for n in ("nginx", "haproxy") if key in r[n]]
+        if not peers or key not in r[name]:
+            return ""
+        best = max(peers) if higher_better else min(peers)
+        return f"{r[name][key] / best:.2f}" if best else ""
+
+    if "rps" in r["kgw"]:
+        lines += ["## Throughput (32 connections, %d s, wrk)" % args.seconds, "",
+                  "| path | requests/s | errors | vs best peer |", "|---|---:|---:|---:|"]
+        if "direct" in r:
+            lines.append(f"| direct to the backend (the limit) | {r['direct']['rps']:.0f} | {r['direct']['errors']} | |")
+        for n in names:
+            lines.append(f"| {n} | {r[n]['rps']:.0f} | {r[n]['errors']} | {ratio(n, 'rps', True)} |")
+        lines += ["", "## Proxy CPU time per request (user+system from /proc, during the throughput run)", "",
+                  "| proxy | µs per request | vs best peer |", "|---|---:|---:|"]
+        for n in names:
+            lines.append(f"| {n} | {r[n]['cpu_us_per_rq']:.2f} | {ratio(n, 'cpu_us_per_rq', False)} |")
+        lines += ["", "## Upstream connections opened per 100,000 requests (after a 2 s warm-up)", "",
+                  "| proxy | connections | |", "|---|---:|---|"]
+        for n in names:
+            lines.append(f"| {n} | {r[n]['upstream_per_100k']:.2f} | |")
+    if "latency" in r["kgw"]:
+        lines += ["", f"## Latency at a fixed {r['latency_rate']} requests/s (half the slowest proxy's maximum), "
+                  "32 connections, oha with coordinated-omission correction", "",
+                  "| proxy | p50 ms | p99 ms | p99.9 ms | p99 vs best peer |", "|---|---:|---:|---:|---:|"]
+        for n in names:
+            lat = r[n]["latency"]
+            r[n]["p99"] = lat["p99"]
+            lines.append(f"| {n} | {lat['p50']:.3f} | {lat['p99']:.3f} | {lat['p99.9']:.3f} | {ratio(n, 'p99', False)} |")
+    if "rss_idle_kib" in r["kgw"]:
+        lines += ["", "## Resident memory", "",
+                  "| proxy | idle KiB | 10,000 idle downstream + pooled upstream KiB | upstream connections kept |",
+                  "|---|---:|---:|---:|"]
+        for n in names:
+            lines.append(f"| {n} | {r[n]['rss_idle_kib']} | {r[n]['rss_loaded_kib']} | {r[n]['pooled_upstream']} |")
+        lines += ["", "The pooled-upstream figure is what each proxy keeps after 1,000 concurrent 1 s requests: "
+                  "nginx keeps at most its `keepalive` setting (1024 here), HAProxy `pool-max-conn` (2000), kgw all."]
+    if "race_errors" in r["kgw"]:
+        lines += ["", "## Close race (backend nginx with `keepalive_timeout 1s`; 20 clients x 30 requests ~1 s apart)", "",
+                  "| proxy | failed requests of 600 |", "|---|---:|"]
+        for n in names:
+            lines.append(f"| {n} | {r[n]['race_errors']} |")
+    if "detection" in r["kgw"]:
+        lines += ["", "## Dead upstream detection (backend blackholed in its own network namespace)", "",
+                  "Seconds from the blackhole until the proxy closed its idle pooled connection; "
+                  "kernel bound = time + probes x interval. nginx cannot set keepalive timing per upstream "
+                  "(`proxy_socket_keepalive on` uses the kernel defaults, 7200 s idle), so it does not detect "
+                  "within the window; HAProxy uses `srvtcpka-idle/intvl/cnt`.", "",
+                  "| keepalive time/interval/probes | bound s | " + " | ".join(names) + " |",
+                  "|---|---:|" + "---:|" * len(names)]
+        for ka in r["kgw"]["detection"]:
+            t, i, p = map(int, ka.split("/"))
+            cells = []
+            for n in names:
+                v = r[n]["detection"].get(ka)
+                cells.append(f"{v:.2f}" if isinstance(v, float) else ("not detected" if v is None else str(v)))
+            lines.append(f"| {ka} | {t + p * i} | " + " | ".join(cells) + " |")
+    v = versions()
+    lines += ["", "## Machine and versions", "",
+              f"- {platform.platform()}, {os.cpu_count()} CPUs: "
+              + (re.search(r"model name\s*:\s*(.*)", Path('/proc/cpuinfo').read_text()) or [None, "?"])[1],
+              *[f"- {k}: {val}" for k, val in v.items()],
+              "", "Command: `bash bench/run`", ""]
+    path.write_text("\n".join(lines))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
