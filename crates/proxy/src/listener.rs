@@ -93,11 +93,14 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
         tokio::spawn(async move {
             stats::inc(&dp.downstream.downstream_cx_total);
             stats::inc(&dp.downstream.downstream_cx_active);
+            // The client's address as x-forwarded-for carries it, made once per connection.
+            let client = client_address(peer);
             let service = {
                 let dp = dp.clone();
                 service_fn(move |req| {
                     let dp = dp.clone();
-                    async move { Ok::<_, Infallible>(handle(dp, port, peer, req).await) }
+                    let client = client.clone();
+                    async move { Ok::<_, Infallible>(handle(dp, port, client, req).await) }
                 })
             };
             let result = hyper::server::conn::http1::Builder::new()
@@ -133,10 +136,19 @@ struct Logged {
     authority: String,
 }
 
+/// `peer`'s IP as a header value (IPv4-mapped IPv6 addresses shown as IPv4).
+fn client_address(peer: SocketAddr) -> HeaderValue {
+    let ip = match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 async fn handle(
     dp: Arc<DataPlane>,
     port: u16,
-    peer: SocketAddr,
+    client: HeaderValue,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
@@ -205,7 +217,7 @@ async fn handle(
             });
         };
         upstream_host = Some(endpoint.address);
-        prepare_upstream_request(&mut parts, peer);
+        prepare_upstream_request(&mut parts, client);
         let upstream_req = Request::from_parts(parts, body);
         stats::inc(&cluster.stats().upstream_rq_active);
         stats::inc(&endpoint.active_requests);
@@ -309,7 +321,7 @@ fn fast_random() -> u64 {
 
 /// Hop-by-hop headers go no further (RFC 9110 7.6.1); the client's address is appended to
 /// x-forwarded-for, as Envoy does with use_remote_address.
-fn prepare_upstream_request(parts: &mut http::request::Parts, peer: SocketAddr) {
+fn prepare_upstream_request(parts: &mut http::request::Parts, client: HeaderValue) {
     let headers = &mut parts.headers;
     if let Some(listed) = headers.get(header::CONNECTION).cloned()
         && let Ok(listed) = listed.to_str()
@@ -335,16 +347,16 @@ fn prepare_upstream_request(parts: &mut http::request::Parts, peer: SocketAddr) 
     ] {
         headers.remove(name);
     }
-    let ip = match peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
-    let forwarded = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            let joined = format!("{prev}, {}", client.to_str().unwrap_or(""));
+            if let Ok(v) = HeaderValue::from_str(&joined) {
+                headers.insert(X_FORWARDED_FOR.clone(), v);
+            }
+        }
+        None => {
+            headers.insert(X_FORWARDED_FOR.clone(), client);
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     // origin-form towards the upstream; the Host header carries the authority
