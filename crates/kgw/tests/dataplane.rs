@@ -355,3 +355,42 @@ fn admin_endpoints() {
     let out = gw.kgw(&["get", "backendconfigpolicy", "-n", "httpbin"], "");
     assert!(!stdout(&out).contains("httpbin-keepalive"));
 }
+
+#[test]
+fn hop_by_hop_headers_stop_at_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::quickstart(dir.path()).start();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            "host: www.example.com",
+            "-H",
+            "Connection: keep-alive, X-Hop",
+            "-H",
+            "X-Hop: 1",
+        ])
+        .args([
+            "-H",
+            "Proxy-Connection: keep-alive",
+            "-H",
+            "TE: trailers",
+            "-H",
+            "X-Kept: yes",
+        ])
+        .args(["-H", "X-Forwarded-For: 192.0.2.7"])
+        .arg(format!("http://127.0.0.1:{}/headers", gw.port))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let headers = v["headers"].as_object().unwrap();
+    for gone in ["X-Hop", "Proxy-Connection", "Te"] {
+        assert!(!headers.contains_key(gone), "{gone} was forwarded: {headers:?}");
+    }
+    assert_eq!(headers["X-Kept"], "yes");
+    assert_eq!(
+        headers["X-Forwarded-For"], "192.0.2.7, 127.0.0.1",
+        "the client's address is appended"
+    );
+    assert_eq!(headers["X-Forwarded-Proto"], "http");
+}
