@@ -555,8 +555,9 @@ def write_report(path, r, args):
                   "32 connections, oha with coordinated-omission correction", "",
                   "| proxy | p50 ms | p99 ms | p99.9 ms | p99 vs best peer |", "|---|---:|---:|---:|---:|"]
         for n in names:
+            r[n]["p99"] = r[n]["latency"]["p99"]
+        for n in names:
             lat = r[n]["latency"]
-            r[n]["p99"] = lat["p99"]
             lines.append(f"| {n} | {lat['p50']:.3f} | {lat['p99']:.3f} | {lat['p99.9']:.3f} | {ratio(n, 'p99', False)} |")
     if "rss_idle_kib" in r["kgw"]:
         lines += ["", "## Resident memory", "",
