@@ -134,6 +134,13 @@ impl ClusterRuntime {
             })
             .collect();
         self.endpoints.store(Arc::new(new));
+        // Endpoints that left: their idle connections close now, and leave the gauge.
+        for gone in old.iter().filter(|e| !addresses.contains(&e.address)) {
+            let idle = std::mem::take(&mut *gone.idle.lock().unwrap_or_else(|e| e.into_inner()));
+            for _ in &idle {
+                stats::dec(&self.stats.upstream_cx_pool_idle);
+            }
+        }
     }
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
