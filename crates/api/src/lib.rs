@@ -5,6 +5,7 @@
 //! `kubectl apply --validate=strict`) and every error names the object, the field and the fix.
 
 pub mod backend_config_policy;
+pub mod crd;
 pub mod duration;
 pub mod error;
 mod objects;

@@ -2,6 +2,7 @@
 //! kubectl talks to a cluster (`kgw apply|get|delete`). Wiring only; the work is in the crates.
 
 mod client;
+mod crds;
 mod run;
 mod sample_backend;
 
@@ -60,6 +61,8 @@ enum Command {
         #[command(flatten)]
         server: client::ServerArgs,
     },
+    /// Print the CustomResourceDefinitions kgw needs: `kgw crds | kubectl apply -f -`.
+    Crds,
     /// Serve the httpbin-compatible sample backend alone.
     SampleBackend {
         #[arg(long, default_value = "127.0.0.1:8000")]
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
                 server,
             } => client::delete(&server, kind.as_deref(), &names, &namespace, &files).await,
             Command::SampleBackend { listen } => sample_backend::serve_forever(listen).await,
+            Command::Crds => crds::print(),
         }
     });
     match result {

@@ -42,6 +42,14 @@ pub struct RunArgs {
     /// Never send a request again after a reused upstream connection failed (the close race).
     #[arg(long)]
     pub no_retry: bool,
+    /// Read Gateways, HTTPRoutes, Services, EndpointSlices and BackendConfigPolicies from a
+    /// Kubernetes API server (KUBECONFIG, ~/.kube/config, or the in-cluster service account, as
+    /// kubectl finds it) and write their status back.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// With --kubernetes: watch only this namespace.
+    #[arg(long, requires = "kubernetes")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Args)]
@@ -187,6 +195,27 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
             tracing::info!("{}/{} {}", a.key.kind.resource(), a.key.name, a.action);
         }
     }
+    let status_writer = if args.kubernetes {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot reach Kubernetes (set KUBECONFIG, or run in a cluster)")?;
+        store::kubernetes::watch_cluster(store.clone(), client.clone(), args.namespace.clone());
+        Some(Arc::new(store::kubernetes::StatusWriter::new(client)))
+    } else {
+        None
+    };
+    let (status_tx, mut status_rx) = watch::channel(Arc::new(translate::Statuses::new()));
+    if let Some(writer) = status_writer {
+        let store = store.clone();
+        // Statuses are written from their own task, coalesced: the control loop never waits on
+        // the API server.
+        tokio::spawn(async move {
+            while status_rx.changed().await.is_ok() {
+                let statuses = status_rx.borrow_and_update().clone();
+                writer.write(&store, &statuses).await;
+            }
+        });
+    }
     let file_errors = store::watch_files(store.clone(), args.files.clone()).await;
     if !file_errors.is_empty() {
         bail!("{}", file_errors.join("\n"));
@@ -234,7 +263,8 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
                 tracing::error!(%addr, "listener not bound: {why}");
                 translate::listener_not_programmed(&resources, &mut statuses, addr.port(), &why, now);
             }
-            loop_store.set_statuses(statuses);
+            let statuses = loop_store.set_statuses(statuses);
+            let _ = status_tx.send(statuses);
             tracing::debug!(version, objects = resources.len(), elapsed = ?t.elapsed(), "snapshot served");
             let _ = served_tx.send(generation);
             if version == 1 {

@@ -6,6 +6,7 @@
 //! parse keeps what it held until it does.
 
 mod files;
+pub mod kubernetes;
 mod persist;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,8 @@ struct State {
     applied: BTreeMap<ObjectKey, Object>,
     /// Objects from each watched file (its last version that parsed).
     files: BTreeMap<PathBuf, Vec<Object>>,
+    /// Objects from the Kubernetes API server (`kgw run --kubernetes`).
+    cluster: BTreeMap<ObjectKey, Object>,
     statuses: Statuses,
 }
 
@@ -93,6 +96,9 @@ impl Store {
             for o in objects {
                 out.insert(o.key(), o.clone());
             }
+        }
+        for (k, o) in &state.cluster {
+            out.insert(k.clone(), o.clone());
         }
         for (k, o) in &state.applied {
             out.insert(k.clone(), o.clone());
@@ -203,14 +209,59 @@ impl Store {
 
     /// Takes the statuses of a new translation. A condition whose status did not change keeps
     /// its `lastTransitionTime`, as in Kubernetes.
-    pub fn set_statuses(&self, mut statuses: Statuses) {
+    /// Kubernetes source: every object of `kind` the API server has now.
+    pub fn replace_cluster_kind(&self, kind: Kind, objects: Vec<Object>) {
+        let mut state = self.lock();
+        let mut next: BTreeMap<ObjectKey, Object> = state
+            .cluster
+            .iter()
+            .filter(|(k, _)| k.kind != kind)
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        for o in objects {
+            next.insert(o.key(), o);
+        }
+        if next != state.cluster {
+            state.cluster = next;
+            drop(state);
+            self.changed();
+        }
+    }
+
+    /// Kubernetes source: one object added or changed.
+    pub fn upsert_cluster(&self, object: Object) {
+        let mut state = self.lock();
+        let key = object.key();
+        if state.cluster.get(&key) != Some(&object) {
+            state.cluster.insert(key, object);
+            drop(state);
+            self.changed();
+        }
+    }
+
+    /// Kubernetes source: one object deleted.
+    pub fn delete_cluster(&self, key: &ObjectKey) {
+        let mut state = self.lock();
+        if state.cluster.remove(key).is_some() {
+            drop(state);
+            self.changed();
+        }
+    }
+
+    pub fn cluster_keys(&self) -> std::collections::BTreeSet<ObjectKey> {
+        self.lock().cluster.keys().cloned().collect()
+    }
+
+    /// Returns the statuses as kept (with the transition times carried over).
+    pub fn set_statuses(&self, mut statuses: Statuses) -> std::sync::Arc<Statuses> {
         let mut state = self.lock();
         for (key, status) in statuses.iter_mut() {
             if let Some(old) = state.statuses.get(key) {
                 keep_transition_times(status, old);
             }
         }
-        state.statuses = statuses;
+        state.statuses = statuses.clone();
+        std::sync::Arc::new(statuses)
     }
 
     /// `kgw get`: objects of a kind with their status, sorted by namespace and name.

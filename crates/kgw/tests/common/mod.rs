@@ -72,6 +72,8 @@ pub struct GatewayBuilder {
     pub state_dir: PathBuf,
     pub quickstart: bool,
     pub backend_port: u16,
+    /// Extra environment for the kgw process.
+    pub env: Vec<(String, String)>,
 }
 
 impl GatewayBuilder {
@@ -84,6 +86,7 @@ impl GatewayBuilder {
             state_dir: dir.join("state"),
             quickstart: true,
             backend_port: free_port(),
+            env: Vec::new(),
         }
     }
 
@@ -96,6 +99,7 @@ impl GatewayBuilder {
             state_dir: dir.join("state"),
             quickstart: false,
             backend_port: 0,
+            env: Vec::new(),
         }
     }
 
@@ -120,6 +124,7 @@ impl GatewayBuilder {
             .arg("--state-dir")
             .arg(&self.state_dir);
         cmd.args(&self.args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let log = self.state_dir.with_extension(format!("{}.log", free_port()));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let out = std::fs::File::create(&log).unwrap();

@@ -1,0 +1,290 @@
+//! The Kubernetes source: watches the kinds kgw serves in a cluster and keeps the store's
+//! cluster objects equal to what the API server has; writes the statuses kgw computes back.
+//!
+//! Objects come through the same strict decoding and validation as files and `kgw apply`, so the
+//! translation sees the same resources whichever source they came from.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use api::{Kind, Object, ObjectKey};
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde_json::Value;
+
+use crate::Store;
+
+/// Controller name of the GatewayClasses whose Gateways kgw serves.
+pub const CONTROLLER_NAME: &str = "kgateway.dev/kgateway";
+
+fn resource(kind: Kind) -> ApiResource {
+    let (group, version, plural) = match kind {
+        Kind::Gateway => ("gateway.networking.k8s.io", "v1", "gateways"),
+        Kind::HTTPRoute => ("gateway.networking.k8s.io", "v1", "httproutes"),
+        Kind::Service => ("", "v1", "services"),
+        Kind::EndpointSlice => ("discovery.k8s.io", "v1", "endpointslices"),
+        Kind::BackendConfigPolicy => ("gateway.kgateway.dev", "v1alpha1", "backendconfigpolicies"),
+    };
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind.as_str()), plural)
+}
+
+fn gateway_class_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "GatewayClass"),
+        "gatewayclasses",
+    )
+}
+
+/// Gateways are served only when their GatewayClass is ours: both are tracked here and the store
+/// gets the Gateways that qualify.
+#[derive(Default)]
+struct Classes {
+    ours: BTreeSet<String>,
+    gateways: BTreeMap<ObjectKey, Object>,
+}
+
+impl Classes {
+    fn serving(&self) -> Vec<Object> {
+        self.gateways
+            .values()
+            .filter(|o| match o {
+                Object::Gateway(g) => self.ours.contains(&g.spec.gateway_class_name),
+                _ => false,
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Starts one watch per kind (cluster-wide, or in `namespace`). Watches that fail are retried
+/// with backoff; what the store holds keeps serving meanwhile.
+pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<String>) {
+    let classes = Arc::new(Mutex::new(Classes::default()));
+    for kind in Kind::ALL {
+        let store = store.clone();
+        let classes = classes.clone();
+        let client = client.clone();
+        let namespace = namespace.clone();
+        tokio::spawn(async move {
+            let ar = served_resource(&client, kind).await;
+            let api: Api<DynamicObject> = match &namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+            };
+            let mut stream = watcher::watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            let mut listing: Vec<Object> = Vec::new();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(Event::Init) => listing.clear(),
+                    Ok(Event::InitApply(o)) => listing.extend(decode(&ar, o)),
+                    Ok(Event::InitDone) => {
+                        let objects = std::mem::take(&mut listing);
+                        if kind == Kind::Gateway {
+                            let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
+                            c.gateways = objects.into_iter().map(|o| (o.key(), o)).collect();
+                            store.replace_cluster_kind(kind, c.serving());
+                        } else {
+                            store.replace_cluster_kind(kind, objects);
+                        }
+                    }
+                    Ok(Event::Apply(o)) => {
+                        let Some(object) = decode(&ar, o) else { continue };
+                        if kind == Kind::Gateway {
+                            let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
+                            c.gateways.insert(object.key(), object);
+                            store.replace_cluster_kind(kind, c.serving());
+                        } else {
+                            store.upsert_cluster(object);
+                        }
+                    }
+                    Ok(Event::Delete(o)) => {
+                        let key = ObjectKey {
+                            kind,
+                            namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                            name: o.metadata.name.clone().unwrap_or_default(),
+                        };
+                        if kind == Kind::Gateway {
+                            let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
+                            c.gateways.remove(&key);
+                            store.replace_cluster_kind(kind, c.serving());
+                        } else {
+                            store.delete_cluster(&key);
+                        }
+                    }
+                    Err(e) => tracing::warn!(kind = %kind, "watch failed, retrying: {e}"),
+                }
+            }
+        });
+    }
+    // GatewayClasses: which class names are ours.
+    let api: Api<DynamicObject> = Api::all_with(client, &gateway_class_resource());
+    tokio::spawn(async move {
+        let mut stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut all: BTreeMap<String, bool> = BTreeMap::new();
+        let mut listing: BTreeMap<String, bool> = BTreeMap::new();
+        while let Some(event) = stream.next().await {
+            let changed = match event {
+                Ok(Event::Init) => {
+                    listing.clear();
+                    false
+                }
+                Ok(Event::InitApply(o)) => {
+                    listing.insert(o.metadata.name.clone().unwrap_or_default(), is_ours(&o));
+                    false
+                }
+                Ok(Event::InitDone) => {
+                    all = std::mem::take(&mut listing);
+                    true
+                }
+                Ok(Event::Apply(o)) => {
+                    all.insert(o.metadata.name.clone().unwrap_or_default(), is_ours(&o));
+                    true
+                }
+                Ok(Event::Delete(o)) => {
+                    all.remove(o.metadata.name.as_deref().unwrap_or_default());
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!("watch of GatewayClasses failed, retrying: {e}");
+                    false
+                }
+            };
+            if changed {
+                let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
+                c.ours = all
+                    .iter()
+                    .filter(|(_, ours)| **ours)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                store.replace_cluster_kind(Kind::Gateway, c.serving());
+            }
+        }
+    });
+}
+
+/// The resource to watch for `kind`. API servers before 1.21 serve EndpointSlices only as
+/// `discovery.k8s.io/v1beta1`; those are read and converted to v1.
+async fn served_resource(client: &kube::Client, kind: Kind) -> ApiResource {
+    if kind == Kind::EndpointSlice
+        && client
+            .list_api_group_resources("discovery.k8s.io/v1")
+            .await
+            .is_err()
+    {
+        tracing::info!("the API server has no discovery.k8s.io/v1: reading EndpointSlices as v1beta1");
+        return ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("discovery.k8s.io", "v1beta1", "EndpointSlice"),
+            "endpointslices",
+        );
+    }
+    resource(kind)
+}
+
+fn is_ours(class: &DynamicObject) -> bool {
+    class.data.pointer("/spec/controllerName").and_then(Value::as_str) == Some(CONTROLLER_NAME)
+}
+
+/// API object -> our validated Object; what does not validate is reported and left out.
+fn decode(ar: &ApiResource, object: DynamicObject) -> Option<Object> {
+    let name = format!(
+        "{}/{}",
+        object.metadata.namespace.as_deref().unwrap_or(""),
+        object.metadata.name.as_deref().unwrap_or("")
+    );
+    let mut value = serde_json::to_value(&object).ok()?;
+    drop_nulls(&mut value);
+    let mut api_version = ar.api_version.clone();
+    if api_version == "discovery.k8s.io/v1beta1" {
+        // v1beta1 -> v1: the same fields, less the deprecated per-endpoint `topology`.
+        api_version = "discovery.k8s.io/v1".into();
+        for endpoint in value
+            .get_mut("endpoints")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Value::Object(e) = endpoint {
+                e.remove("topology");
+            }
+        }
+    }
+    if let Value::Object(map) = &mut value {
+        map.insert("apiVersion".into(), Value::String(api_version));
+        map.insert("kind".into(), Value::String(ar.kind.clone()));
+    }
+    match api::decode_object(value) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::warn!(kind = %ar.kind, object = %name, "not served: {e}");
+            None
+        }
+    }
+}
+
+/// In the API, a null field is an unset field: nulls are removed, except `group`, where null is
+/// how some API servers (kube-apiserver 1.20 as built for our tests) store the core group "".
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.get("group") == Some(&Value::Null) {
+                map.insert("group".into(), Value::String(String::new()));
+            }
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+/// Writes statuses back to the API server, each only when it differs from what was written.
+pub struct StatusWriter {
+    client: kube::Client,
+    written: Mutex<BTreeMap<ObjectKey, Value>>,
+}
+
+impl StatusWriter {
+    pub fn new(client: kube::Client) -> StatusWriter {
+        StatusWriter {
+            client,
+            written: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Patches the status subresource of every cluster object whose status changed.
+    pub async fn write(&self, store: &Store, statuses: &translate::Statuses) {
+        let cluster = store.cluster_keys();
+        let todo: Vec<(ObjectKey, Value)> = {
+            let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            statuses
+                .iter()
+                .filter(|(k, _)| cluster.contains(*k))
+                .filter(|(k, v)| written.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        for (key, status) in todo {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &key.namespace, &resource(key.kind));
+            let patch = serde_json::json!({ "status": status });
+            match api
+                .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    self.written
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, status);
+                }
+                Err(e) => tracing::warn!(object = %key, "cannot write status: {e}"),
+            }
+        }
+    }
+}
