@@ -187,9 +187,17 @@ fn keepalive_in_dump(gw: &Gateway) -> Option<serde_json::Value> {
         .and_then(|c| c.get("upstream_connection_options").cloned())
 }
 
-#[test]
-fn the_guide_with_kubectl() {
-    let Some(api) = ApiServer::start() else { return };
+/// The API server with kgw's CRDs and the sample app, a sample backend, and `kgw run --kubernetes`.
+struct Setup {
+    api: ApiServer,
+    gw: Gateway,
+    backend_port: u16,
+    _backend: Proc,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Option<Setup> {
+    let api = ApiServer::start()?;
     let crds = Command::new(KGW).arg("crds").output().unwrap();
     assert!(crds.status.success(), "{}", String::from_utf8_lossy(&crds.stderr));
     api.apply(&String::from_utf8_lossy(&crds.stdout));
@@ -201,7 +209,7 @@ fn the_guide_with_kubectl() {
     });
 
     let backend_port = free_port();
-    let _backend = {
+    let backend = {
         let child = Command::new(KGW)
             .args(["sample-backend", "--listen", &format!("127.0.0.1:{backend_port}")])
             .stdout(Stdio::null())
@@ -231,16 +239,33 @@ fn the_guide_with_kubectl() {
         .env
         .push(("KUBECONFIG".into(), api.kubeconfig.display().to_string()));
     let gw = builder.start();
-    let (status, body) = wait_for("the sample route to serve", Duration::from_secs(10), || {
-        let r = gw.curl("www.example.com", "/headers");
-        (r.0 == 200).then_some(r)
+    wait_for("the sample route to serve", Duration::from_secs(10), || {
+        (gw.curl("www.example.com", "/headers").0 == 200).then_some(())
     });
-    assert_eq!(status, 200, "{body}");
+    Some(Setup {
+        api,
+        gw,
+        backend_port,
+        _backend: backend,
+        _dir: dir,
+    })
+}
+
+#[test]
+fn the_guide_with_kubectl() {
+    let Some(setup) = setup() else { return };
+    let Setup {
+        api,
+        gw,
+        backend_port,
+        ..
+    } = &setup;
+    let backend_port = *backend_port;
 
     // The guide's YAML through kubectl.
     api.apply(GUIDE_POLICY);
     let shown = wait_for("the dump to show the policy", Duration::from_secs(2), || {
-        keepalive_in_dump(&gw)
+        keepalive_in_dump(gw)
     });
     assert_eq!(
         shown,
@@ -295,6 +320,14 @@ fn the_guide_with_kubectl() {
         v["status"]["ancestors"][0]["controllerName"],
         "kgateway.dev/kgateway"
     );
+    // and the route's
+    let out = api.kubectl(
+        &["get", "httproute", "-n", "httpbin", "httpbin", "-o", "json"],
+        "",
+    );
+    let route: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(route["status"]["parents"][0]["conditions"][0]["type"], "Accepted");
+    assert_eq!(route["status"]["parents"][0]["conditions"][0]["status"], "True");
 
     // Delete: gone from the dump within 2 s.
     let out = api.kubectl(
@@ -309,6 +342,65 @@ fn the_guide_with_kubectl() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for("the dump to drop the policy", Duration::from_secs(2), || {
-        keepalive_in_dump(&gw).is_none().then_some(())
+        keepalive_in_dump(gw).is_none().then_some(())
     });
+}
+
+#[test]
+fn traffic_flows_while_the_api_server_is_away() {
+    let Some(setup) = setup() else { return };
+    let Setup { api, gw, .. } = &setup;
+    let pid_file = api.dir.path().join("apiserver.pid");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into())
+        .collect();
+    assert!(
+        Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // 10 s without the API server: every request is served, /ready stays LIVE.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut sent = 0;
+    while std::time::Instant::now() < until {
+        let (status, body) = gw.curl("www.example.com", "/get");
+        assert_eq!(status, 200, "request {sent} while the API server is away: {body}");
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http(gw.admin, "GET", "/ready", "").0, 200);
+    eprintln!("{sent} requests served while the API server was away");
+
+    // It comes back (same etcd, same flags); a change made then reaches the dump, no restart.
+    let log = std::fs::File::create(api.dir.path().join("apiserver-2.log")).unwrap();
+    let child = Command::new(&args[0])
+        .args(&args[1..])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::fs::write(&pid_file, child.id().to_string()).unwrap();
+    wait_for("the API server to come back", Duration::from_secs(60), || {
+        api.kubectl(&["get", "--raw", "/readyz"], "")
+            .status
+            .success()
+            .then_some(())
+    });
+    api.apply(GUIDE_POLICY);
+    let t = std::time::Instant::now();
+    wait_for("kgw to pick up the change", Duration::from_secs(60), || {
+        keepalive_in_dump(gw)
+    });
+    eprintln!("change picked up {:?} after kubectl apply", t.elapsed());
 }
