@@ -383,7 +383,8 @@ fn traffic_flows_while_the_api_server_is_away() {
     eprintln!("{sent} requests served while the API server was away");
 
     // It comes back (same etcd, same flags); a change made then reaches the dump, no restart.
-    let log = std::fs::File::create(api.dir.path().join("apiserver-2.log")).unwrap();
+    let log_path = api.dir.path().join("apiserver-2.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(&args[0])
         .args(&args[1..])
         .stdout(log.try_clone().unwrap())
@@ -391,6 +392,7 @@ fn traffic_flows_while_the_api_server_is_away() {
         .spawn()
         .unwrap();
     std::fs::write(&pid_file, child.id().to_string()).unwrap();
+    let _restarted = Proc { child, log: log_path };
     wait_for("the API server to come back", Duration::from_secs(60), || {
         api.kubectl(&["get", "--raw", "/readyz"], "")
             .status
