@@ -50,6 +50,12 @@ pub struct RunArgs {
     /// With --kubernetes: watch only this namespace.
     #[arg(long, requires = "kubernetes")]
     pub namespace: Option<String>,
+    /// With --kubernetes: the Lease whose holder writes statuses (replicas elect one).
+    #[arg(long, default_value = "kgw-status-writer", requires = "kubernetes")]
+    pub lease_name: String,
+    /// With --kubernetes: how long a status writer's Lease lasts without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, requires = "kubernetes")]
+    pub lease_duration: Duration,
 }
 
 #[derive(Args)]
@@ -200,7 +206,17 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
             .await
             .context("cannot reach Kubernetes (set KUBECONFIG, or run in a cluster)")?;
         store::kubernetes::watch_cluster(store.clone(), client.clone(), args.namespace.clone());
-        Some(Arc::new(store::kubernetes::StatusWriter::new(client)))
+        let lease_namespace = args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let leader = store::kubernetes::elect(
+            client.clone(),
+            lease_namespace,
+            args.lease_name.clone(),
+            args.lease_duration,
+        );
+        Some(Arc::new(store::kubernetes::StatusWriter::new(client, leader)))
     } else {
         None
     };
@@ -210,7 +226,12 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
         // Statuses are written from their own task, coalesced: the control loop never waits on
         // the API server.
         tokio::spawn(async move {
-            while status_rx.changed().await.is_ok() {
+            loop {
+                tokio::select! {
+                    changed = status_rx.changed() => if changed.is_err() { return },
+                    // A replica that just took over the Lease writes what it has, changed or not.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => if !writer.must_resync() { continue },
+                }
                 let statuses = status_rx.borrow_and_update().clone();
                 writer.write(&store, &statuses).await;
             }

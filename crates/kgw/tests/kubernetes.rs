@@ -187,10 +187,25 @@ fn keepalive_in_dump(gw: &Gateway) -> Option<serde_json::Value> {
         .and_then(|c| c.get("upstream_connection_options").cloned())
 }
 
+/// `kgw run --kubernetes` against `api`, serving the Gateway's `port`, with a short Lease.
+fn replica(api: &ApiServer, dir: &Path, port: u16) -> Gateway {
+    let mut builder = GatewayBuilder::run(dir, port)
+        .arg("--kubernetes")
+        .arg("--lease-duration")
+        .arg(LEASE_SECONDS.to_string() + "s");
+    builder
+        .env
+        .push(("KUBECONFIG".into(), api.kubeconfig.display().to_string()));
+    builder.start()
+}
+
+const LEASE_SECONDS: u64 = 6;
+
 /// The API server with kgw's CRDs and the sample app, a sample backend, and `kgw run --kubernetes`.
 struct Setup {
     api: ApiServer,
     gw: Gateway,
+    port: u16,
     backend_port: u16,
     _backend: Proc,
     _dir: tempfile::TempDir,
@@ -234,17 +249,14 @@ fn setup() -> Option<Setup> {
     };
     api.apply(&sample_app(port, backend_port, slice_version));
 
-    let mut builder = GatewayBuilder::run(dir.path(), port).arg("--kubernetes");
-    builder
-        .env
-        .push(("KUBECONFIG".into(), api.kubeconfig.display().to_string()));
-    let gw = builder.start();
+    let gw = replica(&api, dir.path(), port);
     wait_for("the sample route to serve", Duration::from_secs(10), || {
         (gw.curl("www.example.com", "/headers").0 == 200).then_some(())
     });
     Some(Setup {
         api,
         gw,
+        port,
         backend_port,
         _backend: backend,
         _dir: dir,
@@ -405,4 +417,124 @@ fn traffic_flows_while_the_api_server_is_away() {
         keepalive_in_dump(gw)
     });
     eprintln!("change picked up {:?} after kubectl apply", t.elapsed());
+}
+
+fn clusters_of(gw: &Gateway) -> serde_json::Value {
+    let dump = gw.dump("GET", "?include_eds&mask=cluster,endpoint_config");
+    let mut v = dump["configs"].clone();
+    // version and time differ between replicas; what they serve must not
+    for c in v.as_array_mut().unwrap() {
+        for list in ["dynamic_active_clusters", "dynamic_endpoint_configs"] {
+            for item in c
+                .get_mut(list)
+                .and_then(|l| l.as_array_mut())
+                .into_iter()
+                .flatten()
+            {
+                if let Some(m) = item.as_object_mut() {
+                    m.remove("version_info");
+                    m.remove("last_updated");
+                }
+            }
+        }
+    }
+    v
+}
+
+fn lease_holder(api: &ApiServer) -> String {
+    let out = api.kubectl(
+        &[
+            "get",
+            "lease",
+            "kgw-status-writer",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        "",
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn two_replicas_one_status_writer() {
+    let Some(setup) = setup() else { return };
+    let Setup {
+        api, gw: first, port, ..
+    } = &setup;
+    let dir = tempfile::tempdir().unwrap();
+    let second = replica(api, dir.path(), *port);
+
+    api.apply(GUIDE_POLICY);
+    wait_for(
+        "both replicas to serve the policy",
+        Duration::from_secs(5),
+        || (keepalive_in_dump(first).is_some() && keepalive_in_dump(&second).is_some()).then_some(()),
+    );
+    assert_eq!(
+        clusters_of(first),
+        clusters_of(&second),
+        "both replicas serve the same dump"
+    );
+
+    let holder = wait_for("a lease holder", Duration::from_secs(10), || {
+        Some(lease_holder(api)).filter(|h| !h.is_empty())
+    });
+    let (leader, follower) = if holder.ends_with(&format!("-{}", first.pid())) {
+        (first, &second)
+    } else {
+        (&second, first)
+    };
+    assert!(holder.ends_with(&format!("-{}", leader.pid())), "holder {holder}");
+    wait_for(
+        "the leader to write the policy status",
+        Duration::from_secs(10),
+        || leader.proc.log_text().contains("status written").then_some(()),
+    );
+    assert!(
+        !follower.proc.log_text().contains("status written"),
+        "only the leader writes statuses"
+    );
+
+    // The leader goes away: the other replica takes the Lease and writes the next status.
+    let killed = std::time::Instant::now();
+    let leader_pid = leader.pid();
+    let _ = Command::new("kill")
+        .arg("-9")
+        .arg(leader_pid.to_string())
+        .status();
+    let second_policy = GUIDE_POLICY.replace("name: httpbin-keepalive", "name: httpbin-second");
+    api.apply(&second_policy);
+    wait_for(
+        "the other replica to write the new policy's status",
+        Duration::from_secs(3 * LEASE_SECONDS),
+        || {
+            let out = api.kubectl(
+                &[
+                    "get",
+                    "backendconfigpolicy",
+                    "-n",
+                    "httpbin",
+                    "httpbin-second",
+                    "-o",
+                    "yaml",
+                ],
+                "",
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .contains("type: Attached")
+                .then_some(())
+        },
+    );
+    let took = killed.elapsed();
+    eprintln!(
+        "status writing moved to the other replica {took:?} after the leader was killed (lease {LEASE_SECONDS} s)"
+    );
+    assert!(
+        took <= Duration::from_secs(LEASE_SECONDS + LEASE_SECONDS / 3 + 2),
+        "{took:?}"
+    );
+    assert!(follower.proc.log_text().contains("status written"));
+    assert!(lease_holder(api).ends_with(&format!("-{}", follower.pid())));
 }

@@ -67,6 +67,9 @@ pub(crate) fn reconcile(dp: &Arc<DataPlane>, snapshot: &Snapshot) -> Vec<(Socket
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    // As Envoy's enable_reuse_port (its default on Linux): several kgw processes (replicas on one
+    // host, or an old and a new one during a restart) can serve the same port.
+    socket.set_reuse_port(true)?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         // `[::]` with IPv4 mapped in, as Envoy's `::` listener with ipv4_compat.
         socket.set_only_v6(false)?;

@@ -5,11 +5,15 @@
 //! translation sees the same resources whichever source they came from.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use api::{Kind, Object, ObjectKey};
 use futures::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
@@ -243,22 +247,137 @@ fn drop_nulls(value: &mut Value) {
     }
 }
 
-/// Writes statuses back to the API server, each only when it differs from what was written.
+/// Which replica writes statuses: the holder of a coordination.k8s.io Lease. Every replica
+/// serves traffic; only the holder writes, so replicas never fight over a status.
+pub struct Leader {
+    leading: AtomicBool,
+    /// Set when leadership was gained, so the new leader writes every status once.
+    gained: AtomicBool,
+    pub identity: String,
+}
+
+impl Leader {
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, leading: bool) {
+        let was = self.leading.swap(leading, Ordering::Relaxed);
+        if leading && !was {
+            tracing::info!(identity = %self.identity, "leading: this replica writes statuses");
+            self.gained.store(true, Ordering::Relaxed);
+        } else if was && !leading {
+            tracing::info!(identity = %self.identity, "no longer leading: another replica writes statuses");
+        }
+    }
+}
+
+/// Takes part in the election for Lease `namespace/name`: renews it every third of `duration`
+/// while holding it, takes it over when its holder has not renewed it for `duration`.
+pub fn elect(client: kube::Client, namespace: String, name: String, duration: Duration) -> Arc<Leader> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let identity = format!("{}-{}", host.trim(), std::process::id());
+    let leader = Arc::new(Leader {
+        leading: AtomicBool::new(false),
+        gained: AtomicBool::new(false),
+        identity,
+    });
+    let me = leader.clone();
+    tokio::spawn(async move {
+        let api: Api<Lease> = Api::namespaced(client, &namespace);
+        let seconds = i32::try_from(duration.as_secs()).unwrap_or(15).max(1);
+        loop {
+            let now = MicroTime(jiff::Timestamp::now());
+            let outcome = match api.get_opt(&name).await {
+                Ok(None) => {
+                    let lease = Lease {
+                        metadata: kube::api::ObjectMeta {
+                            name: Some(name.clone()),
+                            ..Default::default()
+                        },
+                        spec: Some(LeaseSpec {
+                            holder_identity: Some(me.identity.clone()),
+                            lease_duration_seconds: Some(seconds),
+                            acquire_time: Some(now.clone()),
+                            renew_time: Some(now),
+                            lease_transitions: Some(0),
+                            ..Default::default()
+                        }),
+                    };
+                    api.create(&PostParams::default(), &lease).await.map(|_| true)
+                }
+                Ok(Some(mut lease)) => {
+                    let spec = lease.spec.get_or_insert_with(Default::default);
+                    let holder = spec.holder_identity.clone().unwrap_or_default();
+                    let held_for = i64::from(spec.lease_duration_seconds.unwrap_or(seconds));
+                    let expired = spec
+                        .renew_time
+                        .as_ref()
+                        .is_none_or(|t| jiff::Timestamp::now().as_second() > t.0.as_second() + held_for);
+                    if holder == me.identity || expired || holder.is_empty() {
+                        if holder != me.identity {
+                            spec.holder_identity = Some(me.identity.clone());
+                            spec.acquire_time = Some(now.clone());
+                            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                        }
+                        spec.lease_duration_seconds = Some(seconds);
+                        spec.renew_time = Some(now);
+                        // resourceVersion makes this a compare-and-swap: of two replicas taking
+                        // over at once, one gets a conflict.
+                        api.replace(&name, &PostParams::default(), &lease)
+                            .await
+                            .map(|_| true)
+                    } else {
+                        Ok(false)
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(leading) => me.set(leading),
+                Err(e) => {
+                    // Without a renewal the lease runs out: stop writing before another takes over.
+                    tracing::warn!("lease {namespace}/{name}: {e}");
+                    me.set(false);
+                }
+            }
+            tokio::time::sleep(duration / 3).await;
+        }
+    });
+    leader
+}
+
+/// Writes statuses back to the API server, each only when it differs from what was written,
+/// and only while this replica leads.
 pub struct StatusWriter {
     client: kube::Client,
+    leader: Arc<Leader>,
     written: Mutex<BTreeMap<ObjectKey, Value>>,
 }
 
 impl StatusWriter {
-    pub fn new(client: kube::Client) -> StatusWriter {
+    pub fn new(client: kube::Client, leader: Arc<Leader>) -> StatusWriter {
         StatusWriter {
             client,
+            leader,
             written: Mutex::new(BTreeMap::new()),
         }
     }
 
+    /// True when this replica just became the leader and has not written yet.
+    pub fn must_resync(&self) -> bool {
+        self.leader.is_leading() && self.leader.gained.load(Ordering::Relaxed)
+    }
+
     /// Patches the status subresource of every cluster object whose status changed.
     pub async fn write(&self, store: &Store, statuses: &translate::Statuses) {
+        if !self.leader.is_leading() {
+            return;
+        }
+        if self.leader.gained.swap(false, Ordering::Relaxed) {
+            // Another replica may have written since we last did.
+            self.written.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
         let cluster = store.cluster_keys();
         let todo: Vec<(ObjectKey, Value)> = {
             let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
@@ -269,6 +388,7 @@ impl StatusWriter {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         };
+        tracing::debug!(changed = todo.len(), "writing statuses");
         for (key, status) in todo {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), &key.namespace, &resource(key.kind));
@@ -278,6 +398,7 @@ impl StatusWriter {
                 .await
             {
                 Ok(_) => {
+                    tracing::info!(object = %key, "status written");
                     self.written
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
