@@ -5,6 +5,7 @@ mod client;
 mod crds;
 mod run;
 mod sample_backend;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -50,6 +50,16 @@ pub struct RunArgs {
     /// With --kubernetes: watch only this namespace.
     #[arg(long, requires = "kubernetes")]
     pub namespace: Option<String>,
+    /// Serve the validating admission webhook (`POST /validate`, TLS) on this address, so the API
+    /// server refuses what `kgw apply` would refuse. Needs --webhook-cert and --webhook-key.
+    #[arg(long, requires_all = ["webhook_cert", "webhook_key"])]
+    pub webhook_address: Option<SocketAddr>,
+    /// The webhook's TLS certificate chain (PEM).
+    #[arg(long)]
+    pub webhook_cert: Option<PathBuf>,
+    /// The webhook's TLS private key (PEM).
+    #[arg(long)]
+    pub webhook_key: Option<PathBuf>,
     /// With --kubernetes: the Lease whose holder writes statuses (replicas elect one).
     #[arg(long, default_value = "kgw-status-writer", requires = "kubernetes")]
     pub lease_name: String,
@@ -200,6 +210,11 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
         for a in applied {
             tracing::info!("{}/{} {}", a.key.kind.resource(), a.key.name, a.action);
         }
+    }
+    if let (Some(address), Some(cert), Some(key)) =
+        (args.webhook_address, &args.webhook_cert, &args.webhook_key)
+    {
+        crate::webhook::serve(address, cert, key).await?;
     }
     let status_writer = if args.kubernetes {
         let client = kube::Client::try_default()

@@ -538,3 +538,139 @@ fn two_replicas_one_status_writer() {
     assert!(follower.proc.log_text().contains("status written"));
     assert!(lease_holder(api).ends_with(&format!("-{}", follower.pid())));
 }
+
+#[test]
+fn kubectl_apply_of_a_bad_policy_is_refused_by_the_webhook() {
+    let Some(api) = ApiServer::start() else { return };
+    let crds = Command::new(KGW).arg("crds").output().unwrap();
+    api.apply(&String::from_utf8_lossy(&crds.stdout));
+    wait_for("the CRDs to be established", Duration::from_secs(30), || {
+        api.kubectl(&["get", "backendconfigpolicies", "-A"], "")
+            .status
+            .success()
+            .then_some(())
+    });
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: httpbin\n");
+
+    // A certificate for 127.0.0.1, as cert-manager would provide in a cluster.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kgw-webhook",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let webhook = format!("127.0.0.1:{}", free_port());
+    let mut builder = GatewayBuilder::run(dir.path(), free_port())
+        .arg("--kubernetes")
+        .arg("--webhook-address")
+        .arg(&webhook)
+        .arg("--webhook-cert")
+        .arg(cert.to_str().unwrap())
+        .arg("--webhook-key")
+        .arg(key.to_str().unwrap());
+    builder
+        .env
+        .push(("KUBECONFIG".into(), api.kubeconfig.display().to_string()));
+    let gw = builder.start();
+
+    let ca = base64(&std::fs::read(&cert).unwrap());
+    api.apply(&format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: kgw
+webhooks:
+- name: validate.gateway.kgateway.dev
+  clientConfig:
+    url: https://{webhook}/validate
+    caBundle: {ca}
+  rules:
+  - apiGroups: ["gateway.kgateway.dev"]
+    apiVersions: ["v1alpha1"]
+    operations: ["CREATE", "UPDATE"]
+    resources: ["backendconfigpolicies"]
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 5
+"#
+    ));
+    let before = clusters_of(&gw);
+
+    let bad = [
+        (
+            GUIDE_POLICY.replace("keepAliveTime: 30s", "keepAliveTime: 500ms"),
+            "keepAliveTime must be at least 1 second",
+        ),
+        (
+            GUIDE_POLICY.replace("keepAliveProbes: 3", "keepAliveProbes: 200"),
+            "between 1 and 127",
+        ),
+        (
+            GUIDE_POLICY.replace(
+                "keepAliveInterval: 5s",
+                "keepAliveInterval: 5s\n    keepAliveTme: 30s",
+            ),
+            "keepAliveTme",
+        ),
+    ];
+    for (doc, words) in &bad {
+        let out = wait_for("the webhook to answer", Duration::from_secs(10), || {
+            let out = api.kubectl(&["apply", "-f", "-"], doc);
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            // until the webhook configuration is live, a bad policy may still go through
+            if out.status.success() {
+                let _ = api.kubectl(
+                    &[
+                        "delete",
+                        "backendconfigpolicy",
+                        "-n",
+                        "httpbin",
+                        "httpbin-keepalive",
+                    ],
+                    "",
+                );
+                return None;
+            }
+            Some(err)
+        });
+        assert!(out.contains(words), "refused with our message ({words}): {out}");
+        eprintln!("kubectl apply refused: {}", out.trim());
+    }
+    assert_eq!(clusters_of(&gw), before, "nothing changed in the dump");
+    // And the guide's policy itself is admitted.
+    api.apply(GUIDE_POLICY);
+}
+
+/// Standard base64, for the webhook's caBundle.
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
