@@ -674,3 +674,54 @@ fn base64(data: &[u8]) -> String {
     }
     out
 }
+
+#[test]
+fn the_committed_crds_are_what_kgw_crds_prints() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let committed = std::fs::read_to_string(root.join("deploy/kustomize/crds.yaml")).unwrap();
+    let out = Command::new(KGW).arg("crds").output().unwrap();
+    assert!(
+        committed == String::from_utf8_lossy(&out.stdout),
+        "deploy/kustomize/crds.yaml is stale: run `cargo run -p kgw -- crds > deploy/kustomize/crds.yaml`"
+    );
+}
+
+#[test]
+fn the_install_manifests_apply_to_a_real_api_server() {
+    let Some(api) = ApiServer::start() else { return };
+    let crds = Command::new(KGW).arg("crds").output().unwrap();
+    api.apply(&String::from_utf8_lossy(&crds.stdout));
+    wait_for("the CRDs to be established", Duration::from_secs(30), || {
+        api.kubectl(&["get", "gatewayclasses"], "")
+            .status
+            .success()
+            .then_some(())
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let rendered = api.kubectl(
+        &["kustomize", root.join("deploy/kustomize").to_str().unwrap()],
+        "",
+    );
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let manifests = String::from_utf8_lossy(&rendered.stdout).to_string();
+    // A server-side dry run creates nothing, so objects in the namespace need it to exist.
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kgateway-system\n");
+    let out = api.kubectl(&["apply", "--dry-run=server", "-f", "-"], &manifests);
+    assert!(
+        out.status.success(),
+        "kubectl apply --dry-run=server of the kustomize base: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied = String::from_utf8_lossy(&out.stdout);
+    for object in [
+        "deployment.apps/kgw",
+        "service/kgw",
+        "clusterrole.rbac.authorization.k8s.io/kgw",
+    ] {
+        assert!(applied.contains(object), "{object} in {applied}");
+    }
+}
