@@ -881,10 +881,15 @@ fn scale_2000_services_2000_routes_500_policies() {
     }
     latencies.sort();
     let (p50, p99) = (latencies[latencies.len() / 2], latencies[latencies.len() - 1]);
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     eprintln!(
         "scale: {SERVICES} services + slices + routes, {POLICIES} policies: created through the API in {created:?}; \
          the dump showed all {shown:?} after the first create; one policy change to the dump: p50 {p50:?}, \
-         p99 (max of 20) {p99:?}; kgw RSS {rss_loaded} MiB, CPU {cpu_load:.1} s while loading (debug build)"
+         p99 (max of 20) {p99:?}; kgw RSS {rss_loaded} MiB, CPU {cpu_load:.1} s while loading ({profile} build)"
     );
     assert!(
         p99 < Duration::from_secs(2),

@@ -203,6 +203,16 @@ fn decode(ar: &ApiResource, object: DynamicObject) -> Option<Object> {
     );
     let mut value = serde_json::to_value(&object).ok()?;
     drop_nulls(&mut value);
+    // What changes when kgw writes a status (the status itself, resourceVersion, managedFields)
+    // is not input to the translation: without it, the echo of our own status write is not a
+    // change, and does not cost a translation.
+    if let Value::Object(map) = &mut value {
+        map.remove("status");
+        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
+    }
     let mut api_version = ar.api_version.clone();
     if api_version == "discovery.k8s.io/v1beta1" {
         // v1beta1 -> v1: the same fields, less the deprecated per-endpoint `topology`.
