@@ -85,13 +85,16 @@ impl DataPlane {
     /// closed to match. Returns the listener addresses that could not be bound, with why.
     pub fn update(self: &Arc<Self>, snapshot: Arc<Snapshot>) -> Vec<(SocketAddr, String)> {
         let old = self.runtime.load_full();
+        // By name: thousands of clusters make a linear search per cluster quadratic.
+        let by_name: std::collections::HashMap<&str, &Arc<ClusterRuntime>> =
+            old.clusters.iter().map(|c| (c.name(), c)).collect();
         let clusters = snapshot
             .clusters
             .iter()
-            .map(|c| match old.clusters.iter().find(|o| o.name() == c.name) {
+            .map(|c| match by_name.get(c.name.as_str()) {
                 Some(existing) => {
                     existing.update(c);
-                    existing.clone()
+                    Arc::clone(existing)
                 }
                 None => Arc::new(ClusterRuntime::new(c, self.options.tcp_user_timeout)),
             })

@@ -42,7 +42,12 @@ pub(crate) fn attach(
         let (found, missing) = targets(resources, key, policy);
         let settings = Settings::from_policy(policy);
         for service in &found {
-            for (name, draft) in clusters.iter_mut() {
+            // Cluster names of a Service port start with `kube_<ns>_<svc>_`: a range, not a scan.
+            let prefix = format!("kube_{}_{}_", key.namespace, service);
+            for (name, draft) in clusters
+                .range_mut(prefix.clone()..)
+                .take_while(|(n, _)| n.starts_with(&prefix))
+            {
                 if draft.namespace != key.namespace || &draft.service != service {
                     continue;
                 }
