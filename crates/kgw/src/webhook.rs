@@ -122,7 +122,7 @@ pub fn review_response(review: &Value) -> Value {
 fn validate(object: &Value) -> Result<(), String> {
     let mut object = object.clone();
     // As the watch does: a null group is the core group (see store::kubernetes).
-    null_groups_to_empty(&mut object);
+    store::kubernetes::drop_nulls(&mut object);
     let text = serde_json::to_string(&object).unwrap_or_default();
     store::admit(&text, "the admission request")
         .map(|_| ())
@@ -134,18 +134,4 @@ fn validate(object: &Value) -> Result<(), String> {
                 .collect::<Vec<_>>()
                 .join("; ")
         })
-}
-
-fn null_groups_to_empty(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            if map.get("group") == Some(&Value::Null) {
-                map.insert("group".into(), Value::String(String::new()));
-            }
-            map.retain(|_, v| !v.is_null());
-            map.values_mut().for_each(null_groups_to_empty);
-        }
-        Value::Array(items) => items.iter_mut().for_each(null_groups_to_empty),
-        _ => {}
-    }
 }

@@ -243,7 +243,7 @@ fn decode(ar: &ApiResource, object: DynamicObject) -> Option<Object> {
 
 /// In the API, a null field is an unset field: nulls are removed, except `group`, where null is
 /// how some API servers (kube-apiserver 1.20 as built for our tests) store the core group "".
-fn drop_nulls(value: &mut Value) {
+pub fn drop_nulls(value: &mut Value) {
     match value {
         Value::Object(map) => {
             if map.get("group") == Some(&Value::Null) {
