@@ -289,19 +289,22 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
         let mut version = 0u64;
         loop {
             let generation = *changes.borrow_and_update();
-            let resources = loop_store.resources();
-            version += 1;
             let t = Instant::now();
+            let resources = loop_store.resources();
+            let t_res = t.elapsed();
+            version += 1;
             let now = SystemTime::now();
             let (snapshot, mut statuses) = translate::translate(&resources, version, now);
+            let t_tr = t.elapsed();
             let failed = loop_plane.update(Arc::new(snapshot));
+            let t_up = t.elapsed();
             for (addr, why) in failed {
                 tracing::error!(%addr, "listener not bound: {why}");
                 translate::listener_not_programmed(&resources, &mut statuses, addr.port(), &why, now);
             }
             let statuses = loop_store.set_statuses(statuses);
             let _ = status_tx.send(statuses);
-            tracing::debug!(version, objects = resources.len(), elapsed = ?t.elapsed(), "snapshot served");
+            tracing::debug!(version, objects = resources.len(), ?t_res, ?t_tr, ?t_up, elapsed = ?t.elapsed(), "snapshot served");
             let _ = served_tx.send(generation);
             if version == 1 {
                 first_done.notify_one();

@@ -891,6 +891,10 @@ fn scale_2000_services_2000_routes_500_policies() {
          the dump showed all {shown:?} after the first create; one policy change to the dump: p50 {p50:?}, \
          p99 (max of 20) {p99:?}; kgw RSS {rss_loaded} MiB, CPU {cpu_load:.1} s while loading ({profile} build)"
     );
+    let log = gw.proc.log_text();
+    for line in log.lines().filter(|l| l.contains("snapshot served")).rev().take(25) {
+        eprintln!("{line}");
+    }
     assert!(
         p99 < Duration::from_secs(2),
         "a change reached the dump after {p99:?}"

@@ -11,7 +11,7 @@ mod persist;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use api::{Kind, Object, ObjectKey};
 use serde_json::Value;
@@ -43,12 +43,14 @@ pub struct Applied {
 #[derive(Default)]
 struct State {
     /// Objects from `kgw apply`, persisted.
-    applied: BTreeMap<ObjectKey, Object>,
+    /// Objects are shared (`Arc`) with the translations that read them: handing the resources
+    /// to a translation copies pointers, not objects.
+    applied: BTreeMap<ObjectKey, Arc<Object>>,
     /// Objects from each watched file (its last version that parsed).
-    files: BTreeMap<PathBuf, Vec<Object>>,
+    files: BTreeMap<PathBuf, Vec<Arc<Object>>>,
     /// Objects from the Kubernetes API server (`kgw run --kubernetes`).
-    cluster: BTreeMap<ObjectKey, Object>,
-    statuses: Statuses,
+    cluster: BTreeMap<ObjectKey, Arc<Object>>,
+    statuses: Arc<Statuses>,
 }
 
 pub struct Store {
@@ -64,7 +66,7 @@ impl Store {
         let mut state = State::default();
         if let Some(dir) = state_dir {
             for object in persist::load(dir)? {
-                state.applied.insert(object.key(), object);
+                state.applied.insert(object.key(), Arc::new(object));
             }
         }
         Ok(Store {
@@ -131,7 +133,7 @@ impl Store {
                     }
                 }
             };
-            applied.insert(key.clone(), object);
+            applied.insert(key.clone(), Arc::new(object));
             result.push(Applied { key, action });
         }
         if result.iter().all(|a| a.action == "unchanged") {
@@ -184,13 +186,15 @@ impl Store {
     pub fn set_file(&self, path: &Path, objects: Option<Vec<Object>>) {
         let mut state = self.lock();
         let previous = state.files.get(path);
-        let mut objects = objects;
-        if let Some(list) = objects.as_mut() {
-            for o in list.iter_mut() {
-                let prev = previous.and_then(|p| p.iter().find(|x| x.key() == o.key()));
-                stamp_creation(o, prev);
-            }
-        }
+        let objects: Option<Vec<Arc<Object>>> = objects.map(|list| {
+            list.into_iter()
+                .map(|mut o| {
+                    let prev = previous.and_then(|p| p.iter().find(|x| x.key() == o.key()));
+                    stamp_creation(&mut o, prev.map(|p| &**p));
+                    Arc::new(o)
+                })
+                .collect()
+        });
         let changed = match (&objects, previous) {
             (None, None) => false,
             (Some(new), Some(old)) => new != old,
@@ -212,14 +216,14 @@ impl Store {
     /// Kubernetes source: every object of `kind` the API server has now.
     pub fn replace_cluster_kind(&self, kind: Kind, objects: Vec<Object>) {
         let mut state = self.lock();
-        let mut next: BTreeMap<ObjectKey, Object> = state
+        let mut next: BTreeMap<ObjectKey, Arc<Object>> = state
             .cluster
             .iter()
             .filter(|(k, _)| k.kind != kind)
             .map(|(k, o)| (k.clone(), o.clone()))
             .collect();
         for o in objects {
-            next.insert(o.key(), o);
+            next.insert(o.key(), Arc::new(o));
         }
         if next != state.cluster {
             state.cluster = next;
@@ -232,8 +236,8 @@ impl Store {
     pub fn upsert_cluster(&self, object: Object) {
         let mut state = self.lock();
         let key = object.key();
-        if state.cluster.get(&key) != Some(&object) {
-            state.cluster.insert(key, object);
+        if state.cluster.get(&key).map(|o| &**o) != Some(&object) {
+            state.cluster.insert(key, Arc::new(object));
             drop(state);
             self.changed();
         }
@@ -253,15 +257,19 @@ impl Store {
     }
 
     /// Returns the statuses as kept (with the transition times carried over).
-    pub fn set_statuses(&self, mut statuses: Statuses) -> std::sync::Arc<Statuses> {
+    pub fn set_statuses(&self, mut statuses: Statuses) -> Arc<Statuses> {
         let mut state = self.lock();
         for (key, status) in statuses.iter_mut() {
             if let Some(old) = state.statuses.get(key) {
                 keep_transition_times(status, old);
             }
         }
-        state.statuses = statuses.clone();
-        std::sync::Arc::new(statuses)
+        let statuses = Arc::new(statuses);
+        let previous = std::mem::replace(&mut state.statuses, statuses.clone());
+        drop(state);
+        // Freed outside the lock: a few thousand statuses take milliseconds to free.
+        drop(previous);
+        statuses
     }
 
     /// `kgw get`: objects of a kind with their status, sorted by namespace and name.

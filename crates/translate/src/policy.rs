@@ -8,7 +8,7 @@ use api::{BackendConfigPolicy, Kind, Object, ObjectKey};
 use serde_json::{Value, json};
 use snapshot::TcpKeepalive;
 
-use crate::{CONTROLLER_NAME, ClusterDraft, Resources, Statuses, condition, objects, rfc3339};
+use crate::{CONTROLLER_NAME, ClusterDraft, Resources, Statuses, condition, json_object, objects, rfc3339};
 
 /// Which top-level fields of a cluster a policy has already set.
 #[derive(Default)]
@@ -68,29 +68,37 @@ pub(crate) fn attach(
         }
         let mut ancestors: Vec<Value> = Vec::new();
         for service in &found {
-            ancestors.push(json!({
-                "ancestorRef": {"group": "", "kind": "Service", "name": service, "namespace": key.namespace},
-                "controllerName": CONTROLLER_NAME,
-                "conditions": [
-                    condition("Accepted", true, "Valid", "Policy accepted", &now_text),
-                    condition("Attached", true, "Attached", "Attached to all targets", &now_text),
-                ],
-            }));
+            ancestors.push(json_object([
+                ("ancestorRef", json!({"group": "", "kind": "Service", "name": service, "namespace": key.namespace})),
+                ("controllerName", CONTROLLER_NAME.into()),
+                (
+                    "conditions",
+                    Value::Array(vec![
+                        condition("Accepted", true, "Valid", "Policy accepted", &now_text),
+                        condition("Attached", true, "Attached", "Attached to all targets", &now_text),
+                    ]),
+                ),
+            ]));
         }
         for (kind, name) in &missing {
-            ancestors.push(json!({
-                "ancestorRef": {"group": if kind == "Service" { "" } else { "gateway.kgateway.dev" },
-                                "kind": kind, "name": name, "namespace": key.namespace},
-                "controllerName": CONTROLLER_NAME,
-                "conditions": [
-                    condition("Accepted", true, "Valid", "Policy accepted", &now_text),
-                    condition("Attached", false, "Pending",
-                        &format!("target {kind} {}/{name} not found; the policy attaches when it exists",
-                                 key.namespace), &now_text),
-                ],
-            }));
+            let group = if kind == "Service" { "" } else { "gateway.kgateway.dev" };
+            let pending = format!(
+                "target {kind} {}/{name} not found; the policy attaches when it exists",
+                key.namespace
+            );
+            ancestors.push(json_object([
+                ("ancestorRef", json!({"group": group, "kind": kind, "name": name, "namespace": key.namespace})),
+                ("controllerName", CONTROLLER_NAME.into()),
+                (
+                    "conditions",
+                    Value::Array(vec![
+                        condition("Accepted", true, "Valid", "Policy accepted", &now_text),
+                        condition("Attached", false, "Pending", &pending, &now_text),
+                    ]),
+                ),
+            ]));
         }
-        statuses.insert(key.clone(), json!({ "ancestors": ancestors }));
+        statuses.insert(key.clone(), json_object([("ancestors", Value::Array(ancestors))]));
     }
 }
 

@@ -12,7 +12,7 @@ use api::{Gateway, HttpRoute, Kind, Object, ObjectKey};
 use serde_json::{Value, json};
 use snapshot::{Cluster, Listener, PathMatch, Route, RouteAction, VirtualHost, WeightedCluster};
 
-use crate::{CONTROLLER_NAME, Statuses, cluster_name, condition, objects, rfc3339};
+use crate::{CONTROLLER_NAME, Statuses, cluster_name, condition, json_object, objects, rfc3339};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
@@ -155,11 +155,13 @@ pub(crate) fn listeners(
                 m.entry("group").or_insert_with(|| GATEWAY_GROUP.into());
                 m.entry("kind").or_insert_with(|| "Gateway".into());
             }
-            parents.push(
-                json!({"parentRef": parent_ref, "controllerName": CONTROLLER_NAME, "conditions": conditions}),
-            );
+            parents.push(json_object([
+                ("parentRef", parent_ref),
+                ("controllerName", CONTROLLER_NAME.into()),
+                ("conditions", Value::Array(conditions)),
+            ]));
         }
-        statuses.insert(key.clone(), json!({ "parents": parents }));
+        statuses.insert(key.clone(), json_object([("parents", Value::Array(parents))]));
     }
 
     gateway_statuses(&gw_listeners, statuses, &now_text);
@@ -434,29 +436,35 @@ fn gateway_statuses(gw_listeners: &[GatewayListener], statuses: &mut Statuses, n
         let listener_status: Vec<Value> = listeners
             .iter()
             .map(|gl| {
-                json!({
-                    "name": gl.gw.spec.listeners[gl.index].name,
-                    "attachedRoutes": gl.attached,
-                    "supportedKinds": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}],
-                    "conditions": [
-                        condition("Accepted", true, "Accepted", "Successfully accepted Listener", now),
-                        condition("Conflicted", false, "NoConflicts", "Successfully verified that Listener has no conflicts", now),
-                        condition("ResolvedRefs", true, "ResolvedRefs", "Successfully resolved all references", now),
-                        condition("Programmed", true, "Programmed", "Successfully programmed Listener", now),
-                    ],
-                })
+                json_object([
+                    ("name", gl.gw.spec.listeners[gl.index].name.as_str().into()),
+                    ("attachedRoutes", gl.attached.into()),
+                    ("supportedKinds", json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}])),
+                    (
+                        "conditions",
+                        Value::Array(vec![
+                            condition("Accepted", true, "Accepted", "Successfully accepted Listener", now),
+                            condition("Conflicted", false, "NoConflicts", "Successfully verified that Listener has no conflicts", now),
+                            condition("ResolvedRefs", true, "ResolvedRefs", "Successfully resolved all references", now),
+                            condition("Programmed", true, "Programmed", "Successfully programmed Listener", now),
+                        ]),
+                    ),
+                ])
             })
             .collect();
         statuses.insert(
             key.clone(),
-            json!({
-                "conditions": [
-                    condition("Accepted", true, "Accepted", "Successfully accepted Gateway", now),
-                    condition("Programmed", true, "Programmed", "Successfully programmed Gateway", now),
-                    condition("ResolvedRefs", true, "ResolvedRefs", "Successfully resolved all Gateway references", now),
-                ],
-                "listeners": listener_status,
-            }),
+            json_object([
+                (
+                    "conditions",
+                    Value::Array(vec![
+                        condition("Accepted", true, "Accepted", "Successfully accepted Gateway", now),
+                        condition("Programmed", true, "Programmed", "Successfully programmed Gateway", now),
+                        condition("ResolvedRefs", true, "ResolvedRefs", "Successfully resolved all Gateway references", now),
+                    ]),
+                ),
+                ("listeners", Value::Array(listener_status)),
+            ]),
         );
     }
 }

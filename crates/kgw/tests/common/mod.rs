@@ -130,7 +130,7 @@ impl GatewayBuilder {
         let out = std::fs::File::create(&log).unwrap();
         cmd.stdout(out.try_clone().unwrap())
             .stderr(out)
-            .env("KGW_LOG", "info,proxy=debug,store=debug");
+            .env("KGW_LOG", "info,proxy=debug,store=debug,kgw=debug");
         let started = Instant::now();
         let child = cmd.spawn().expect("start kgw");
         let mut proc = Proc { child, log };
