@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use proxy::{Metric, MetricKind, Runtime};
+use proxy::{Metric, MetricKind, Runtime, Scope};
 use serde_json::{Value, json};
 
 /// Envoy's `/clusters`: `cluster::host::stat::value` lines.
@@ -85,9 +85,10 @@ pub(crate) fn stats_text(metrics: &[Metric], filter: Option<&str>) -> Result<Str
 pub(crate) fn prometheus(metrics: &[Metric]) -> String {
     let mut families: std::collections::BTreeMap<String, (MetricKind, Vec<&Metric>)> = Default::default();
     for m in metrics {
-        let family = match &m.cluster {
-            Some(_) => format!("envoy_cluster_{}", m.family),
-            None => format!("envoy_http_{}", m.family),
+        let family = match &m.scope {
+            Scope::Cluster(_) => format!("envoy_cluster_{}", m.family),
+            Scope::Http => format!("envoy_http_{}", m.family),
+            Scope::ClusterManager => format!("envoy_cluster_manager_{}", m.family),
         };
         families
             .entry(family)
@@ -103,8 +104,8 @@ pub(crate) fn prometheus(metrics: &[Metric]) -> String {
         };
         let _ = writeln!(out, "# TYPE {family} {ty}");
         for m in items {
-            match &m.cluster {
-                Some(c) => {
+            match &m.scope {
+                Scope::Cluster(c) => {
                     let _ = writeln!(
                         out,
                         "{family}{{envoy_cluster_name=\"{}\"}} {}",
@@ -112,12 +113,15 @@ pub(crate) fn prometheus(metrics: &[Metric]) -> String {
                         m.value
                     );
                 }
-                None => {
+                Scope::Http => {
                     let _ = writeln!(
                         out,
                         "{family}{{envoy_http_conn_manager_prefix=\"http\"}} {}",
                         m.value
                     );
+                }
+                Scope::ClusterManager => {
+                    let _ = writeln!(out, "{family} {}", m.value);
                 }
             }
         }

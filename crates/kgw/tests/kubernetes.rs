@@ -729,7 +729,13 @@ fn the_install_manifests_apply_to_a_real_api_server() {
 /// Creates `objects` through the API, 32 at a time (kubectl's client-side rate limit would take
 /// over 20 minutes for thousands).
 fn create_all(api: &ApiServer, objects: Vec<serde_json::Value>) {
-    use kube::api::{Api, DynamicObject, PostParams};
+    send_all(api, objects, false)
+}
+
+/// Creates (or, with `patch`, merge-patches) objects through the API with kube-rs, 32 at a
+/// time (kubectl's client-side rate limit would make this take minutes).
+fn send_all(api: &ApiServer, objects: Vec<serde_json::Value>, patch: bool) {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -758,7 +764,14 @@ fn create_all(api: &ApiServer, objects: Vec<serde_json::Value>) {
                 tasks.join_next().await.unwrap().unwrap();
             }
             tasks.spawn(async move {
-                api.create(&PostParams::default(), &object).await.unwrap();
+                if patch {
+                    let name = object.metadata.name.clone().unwrap();
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&object))
+                        .await
+                        .unwrap();
+                } else {
+                    api.create(&PostParams::default(), &object).await.unwrap();
+                }
             });
         }
         while let Some(r) = tasks.join_next().await {
@@ -881,6 +894,37 @@ fn scale_2000_services_2000_routes_500_policies() {
     }
     latencies.sort();
     let (p50, p99) = (latencies[latencies.len() / 2], latencies[latencies.len() - 1]);
+
+    // A burst of 1,000 updates (every policy's connect timeout, twice) makes a few snapshots.
+    let snapshots = || -> u64 {
+        let (_, body) = http(gw.admin, "GET", "/stats?filter=^cluster_manager.cds.update_success$", "");
+        body.trim().rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap()
+    };
+    let before = snapshots();
+    let burst_started = std::time::Instant::now();
+    for timeout in ["6s", "7s"] {
+        let patches = (0..POLICIES)
+            .map(|i| serde_json::json!({"apiVersion": "gateway.kgateway.dev/v1alpha1", "kind": "BackendConfigPolicy",
+                "metadata": {"name": format!("policy-{i}"), "namespace": "scale"},
+                "spec": {"connectTimeout": timeout}}))
+            .collect();
+        send_all(api, patches, true);
+    }
+    let sent = burst_started.elapsed();
+    let burst_query = "/config_dump?resource=dynamic_active_clusters&name_regex=kube_scale_.*&mask=cluster.connect_timeout";
+    wait_for("the burst in the dump", Duration::from_secs(60), || {
+        let (_, body) = http(gw.admin, "GET", burst_query, "");
+        (body.matches("\"7s\"").count() == POLICIES).then_some(())
+    });
+    let burst_shown = burst_started.elapsed();
+    let burst_snapshots = snapshots() - before;
+    eprintln!(
+        "burst: 1,000 policy updates sent in {sent:?}, all in the dump after {burst_shown:?}, in {burst_snapshots} snapshots"
+    );
+    assert!(
+        burst_snapshots < 200,
+        "1,000 updates made {burst_snapshots} snapshots: changes are not coalesced"
+    );
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {

@@ -20,7 +20,7 @@ use snapshot::Snapshot;
 
 pub use access_log::AccessLog;
 pub use cluster::{ClusterRuntime, ConnectionInfo, EndpointInfo};
-pub use stats::{ClusterStats, ListenerStats, Metric, MetricKind};
+pub use stats::{ClusterManagerStats, ClusterStats, ListenerStats, Metric, MetricKind, Scope};
 
 /// Settings of the data plane that do not come from the Snapshot.
 #[derive(Debug, Clone)]
@@ -59,6 +59,7 @@ pub struct DataPlane {
     access_log: AccessLog,
     listeners: Mutex<BTreeMap<SocketAddr, listener::Bound>>,
     pub(crate) downstream: ListenerStats,
+    pub(crate) cluster_manager: ClusterManagerStats,
 }
 
 impl DataPlane {
@@ -72,6 +73,7 @@ impl DataPlane {
             access_log,
             listeners: Mutex::new(BTreeMap::new()),
             downstream: ListenerStats::default(),
+            cluster_manager: ClusterManagerStats::default(),
         })
     }
 
@@ -103,6 +105,9 @@ impl DataPlane {
             snapshot: snapshot.clone(),
             clusters,
         }));
+        self.cluster_manager
+            .cds_update_success
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         listener::reconcile(self, &snapshot)
     }
 

@@ -15,9 +15,20 @@ pub struct Metric {
     pub name: String,
     pub kind: MetricKind,
     pub value: u64,
-    /// For Prometheus: the metric family without the cluster, and the cluster as a label.
+    /// For Prometheus: the metric family without its scope, and the cluster as a label.
     pub family: &'static str,
-    pub cluster: Option<String>,
+    pub scope: Scope,
+}
+
+/// Where a metric belongs, as Envoy groups them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The HTTP connection manager of the listeners (`http.http.*`).
+    Http,
+    /// One cluster (`cluster.<name>.*`).
+    Cluster(String),
+    /// The cluster manager, fed by the control plane (`cluster_manager.*`).
+    ClusterManager,
 }
 
 macro_rules! counters {
@@ -33,6 +44,12 @@ macro_rules! counters {
         }
     };
 }
+
+counters!(ClusterManagerStats {
+    // Snapshots the data plane took (Envoy: accepted CDS updates): with coalescing, a burst of
+    // changes makes a few of them, not one per change.
+    cds_update_success: Counter,
+});
 
 counters!(ClusterStats {
     upstream_cx_total: Counter,
@@ -109,17 +126,34 @@ impl crate::DataPlane {
                 kind,
                 value,
                 family: field,
-                cluster: None,
+                scope: Scope::Http,
             });
         }
-        for c in &self.runtime().clusters {
+        let runtime = self.runtime();
+        for (field, kind, value) in self.cluster_manager.list() {
+            out.push(Metric {
+                name: format!("cluster_manager.{}", field.replacen('_', ".", 1)),
+                kind,
+                value,
+                family: field,
+                scope: Scope::ClusterManager,
+            });
+        }
+        out.push(Metric {
+            name: "cluster_manager.active_clusters".into(),
+            kind: MetricKind::Gauge,
+            value: runtime.clusters.len() as u64,
+            family: "active_clusters",
+            scope: Scope::ClusterManager,
+        });
+        for c in &runtime.clusters {
             for (field, kind, value) in c.stats().list() {
                 out.push(Metric {
                     name: format!("cluster.{}.{field}", c.name()),
                     kind,
                     value,
-                    family: field,
-                    cluster: Some(c.name().to_string()),
+                        family: field,
+                    scope: Scope::Cluster(c.name().to_string()),
                 });
             }
         }
