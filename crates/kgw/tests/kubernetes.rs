@@ -732,6 +732,88 @@ fn create_all(api: &ApiServer, objects: Vec<serde_json::Value>) {
     send_all(api, objects, false)
 }
 
+/// Without the webhook the API server stores a policy kgw refuses: kgw keeps serving what it
+/// had, and the policy's status says what is wrong; fixing it makes it Accepted and served.
+#[test]
+fn a_refused_policy_says_why_in_its_status_and_serving_goes_on() {
+    let Some(setup) = setup() else { return };
+    let Setup { api, gw, .. } = &setup;
+    api.apply(GUIDE_POLICY);
+    wait_for("the dump to show the policy", Duration::from_secs(2), || {
+        keepalive_in_dump(gw)
+    });
+    let bad = GUIDE_POLICY.replace("keepAliveTime: 30s", "keepAliveTime: 500ms");
+    assert_ne!(bad, GUIDE_POLICY);
+    api.apply(&bad);
+    let status = wait_for(
+        "the policy status to say it is not accepted",
+        Duration::from_secs(10),
+        || {
+            let out = api.kubectl(
+                &[
+                    "get",
+                    "backendconfigpolicy",
+                    "-n",
+                    "httpbin",
+                    "httpbin-keepalive",
+                    "-o",
+                    "json",
+                ],
+                "",
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let accepted = v["status"]["ancestors"][0]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Accepted")?
+                .clone();
+            (accepted["status"] == "False").then_some(accepted)
+        },
+    );
+    assert_eq!(status["reason"], "Invalid");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.tcpKeepalive.keepAliveTime")
+            && message.contains("500ms")
+            && message.contains("at least 1 second"),
+        "{message}"
+    );
+    // What was accepted before still serves.
+    assert_eq!(
+        keepalive_in_dump(gw),
+        Some(
+            serde_json::json!({"tcp_keepalive": {"keepalive_probes": 3, "keepalive_time": 30, "keepalive_interval": 5}})
+        )
+    );
+    assert_eq!(gw.curl("www.example.com", "/get").0, 200);
+
+    // Fixed: accepted again and served.
+    api.apply(&GUIDE_POLICY.replace("keepAliveTime: 30s", "keepAliveTime: 40s"));
+    wait_for("the fixed policy in the dump", Duration::from_secs(2), || {
+        (keepalive_in_dump(gw)?["tcp_keepalive"]["keepalive_time"] == 40).then_some(())
+    });
+    wait_for("the policy to be accepted again", Duration::from_secs(10), || {
+        let out = api.kubectl(
+            &[
+                "get",
+                "backendconfigpolicy",
+                "-n",
+                "httpbin",
+                "httpbin-keepalive",
+                "-o",
+                "json",
+            ],
+            "",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["status"]["ancestors"][0]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+            .then_some(())
+    });
+}
+
 /// Creates (or, with `patch`, merge-patches) objects through the API with kube-rs, 32 at a
 /// time (kubectl's client-side rate limit would make this take minutes).
 fn send_all(api: &ApiServer, objects: Vec<serde_json::Value>, patch: bool) {
@@ -897,8 +979,17 @@ fn scale_2000_services_2000_routes_500_policies() {
 
     // A burst of 1,000 updates (every policy's connect timeout, twice) makes a few snapshots.
     let snapshots = || -> u64 {
-        let (_, body) = http(gw.admin, "GET", "/stats?filter=^cluster_manager.cds.update_success$", "");
-        body.trim().rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap()
+        let (_, body) = http(
+            gw.admin,
+            "GET",
+            "/stats?filter=^cluster_manager.cds.update_success$",
+            "",
+        );
+        body.trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap()
     };
     let before = snapshots();
     let burst_started = std::time::Instant::now();
@@ -911,7 +1002,8 @@ fn scale_2000_services_2000_routes_500_policies() {
         send_all(api, patches, true);
     }
     let sent = burst_started.elapsed();
-    let burst_query = "/config_dump?resource=dynamic_active_clusters&name_regex=kube_scale_.*&mask=cluster.connect_timeout";
+    let burst_query =
+        "/config_dump?resource=dynamic_active_clusters&name_regex=kube_scale_.*&mask=cluster.connect_timeout";
     wait_for("the burst in the dump", Duration::from_secs(60), || {
         let (_, body) = http(gw.admin, "GET", burst_query, "");
         (body.matches("\"7s\"").count() == POLICIES).then_some(())
@@ -936,7 +1028,12 @@ fn scale_2000_services_2000_routes_500_policies() {
          p99 (max of 20) {p99:?}; kgw RSS {rss_loaded} MiB, CPU {cpu_load:.1} s while loading ({profile} build)"
     );
     let log = gw.proc.log_text();
-    for line in log.lines().filter(|l| l.contains("snapshot served")).rev().take(25) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("snapshot served"))
+        .rev()
+        .take(25)
+    {
         eprintln!("{line}");
     }
     assert!(

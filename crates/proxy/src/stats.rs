@@ -152,7 +152,7 @@ impl crate::DataPlane {
                     name: format!("cluster.{}.{field}", c.name()),
                     kind,
                     value,
-                        family: field,
+                    family: field,
                     scope: Scope::Cluster(c.name().to_string()),
                 });
             }

@@ -18,7 +18,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 
-use crate::Store;
+use crate::{Rejected, Store};
 
 /// Controller name of the GatewayClasses whose Gateways kgw serves.
 pub const CONTROLLER_NAME: &str = "kgateway.dev/kgateway";
@@ -50,6 +50,15 @@ struct Classes {
 }
 
 impl Classes {
+    /// A refused Gateway gets our status only when its class is ours.
+    fn owns(&self, rejected: &Rejected) -> bool {
+        rejected
+            .object
+            .pointer("/spec/gatewayClassName")
+            .and_then(Value::as_str)
+            .is_some_and(|class| self.ours.contains(class))
+    }
+
     fn serving(&self) -> Vec<Object> {
         self.gateways
             .values()
@@ -81,22 +90,46 @@ pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<
                 .default_backoff()
                 .boxed();
             let mut listing: Vec<Object> = Vec::new();
+            let mut listing_rejected: Vec<(ObjectKey, Rejected)> = Vec::new();
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(Event::Init) => listing.clear(),
-                    Ok(Event::InitApply(o)) => listing.extend(decode(&ar, o)),
+                    Ok(Event::Init) => {
+                        listing.clear();
+                        listing_rejected.clear();
+                    }
+                    Ok(Event::InitApply(o)) => match decode(&ar, kind, o) {
+                        Ok(object) => listing.push(object),
+                        Err(refused) => {
+                            if kind != Kind::Gateway
+                                || classes.lock().unwrap_or_else(|e| e.into_inner()).owns(&refused.1)
+                            {
+                                listing_rejected.push(refused)
+                            }
+                        }
+                    },
                     Ok(Event::InitDone) => {
                         let objects = std::mem::take(&mut listing);
+                        let rejected = std::mem::take(&mut listing_rejected);
                         if kind == Kind::Gateway {
                             let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
                             c.gateways = objects.into_iter().map(|o| (o.key(), o)).collect();
-                            store.replace_cluster_kind(kind, c.serving());
+                            store.replace_cluster_kind_with_rejected(kind, c.serving(), rejected);
                         } else {
-                            store.replace_cluster_kind(kind, objects);
+                            store.replace_cluster_kind_with_rejected(kind, objects, rejected);
                         }
                     }
                     Ok(Event::Apply(o)) => {
-                        let Some(object) = decode(&ar, o) else { continue };
+                        let object = match decode(&ar, kind, o) {
+                            Ok(object) => object,
+                            Err((key, rejected)) => {
+                                if kind != Kind::Gateway
+                                    || classes.lock().unwrap_or_else(|e| e.into_inner()).owns(&rejected)
+                                {
+                                    store.reject_cluster(key, rejected);
+                                }
+                                continue;
+                            }
+                        };
                         if kind == Kind::Gateway {
                             let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
                             c.gateways.insert(object.key(), object);
@@ -194,14 +227,15 @@ fn is_ours(class: &DynamicObject) -> bool {
     class.data.pointer("/spec/controllerName").and_then(Value::as_str) == Some(CONTROLLER_NAME)
 }
 
-/// API object -> our validated Object; what does not validate is reported and left out.
-fn decode(ar: &ApiResource, object: DynamicObject) -> Option<Object> {
-    let name = format!(
-        "{}/{}",
-        object.metadata.namespace.as_deref().unwrap_or(""),
-        object.metadata.name.as_deref().unwrap_or("")
-    );
-    let mut value = serde_json::to_value(&object).ok()?;
+/// API object -> our validated Object; what does not validate is logged and returned with its
+/// key, for its status to say why.
+fn decode(ar: &ApiResource, kind: Kind, object: DynamicObject) -> Result<Object, (ObjectKey, Rejected)> {
+    let key = ObjectKey {
+        kind,
+        namespace: object.metadata.namespace.clone().unwrap_or_default(),
+        name: object.metadata.name.clone().unwrap_or_default(),
+    };
+    let mut value = serde_json::to_value(&object).unwrap_or_default();
     drop_nulls(&mut value);
     // What changes when kgw writes a status (the status itself, resourceVersion, managedFields)
     // is not input to the translation: without it, the echo of our own status write is not a
@@ -232,11 +266,18 @@ fn decode(ar: &ApiResource, object: DynamicObject) -> Option<Object> {
         map.insert("apiVersion".into(), Value::String(api_version));
         map.insert("kind".into(), Value::String(ar.kind.clone()));
     }
-    match api::decode_object(value) {
-        Ok(o) => Some(o),
+    match api::decode_object(value.clone()) {
+        Ok(o) => Ok(o),
         Err(e) => {
-            tracing::warn!(kind = %ar.kind, object = %name, "not served: {e}");
-            None
+            tracing::warn!(object = %key, "not served: {e}");
+            let message = e.to_string();
+            Err((
+                key,
+                Rejected {
+                    object: value,
+                    message,
+                },
+            ))
         }
     }
 }

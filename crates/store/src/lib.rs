@@ -51,6 +51,18 @@ struct State {
     /// Objects from the Kubernetes API server (`kgw run --kubernetes`).
     cluster: BTreeMap<ObjectKey, Arc<Object>>,
     statuses: Arc<Statuses>,
+    /// Cluster objects kgw refuses (they fail validation), with why. A refused update leaves
+    /// the last accepted version serving; the object's status says what is wrong.
+    rejected: BTreeMap<ObjectKey, Rejected>,
+}
+
+/// An object from the API server that failed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// The object as the API server has it.
+    pub object: Value,
+    /// The validation error, as `kgw apply` would print it.
+    pub message: String,
 }
 
 pub struct Store {
@@ -215,7 +227,26 @@ impl Store {
     /// its `lastTransitionTime`, as in Kubernetes.
     /// Kubernetes source: every object of `kind` the API server has now.
     pub fn replace_cluster_kind(&self, kind: Kind, objects: Vec<Object>) {
+        self.replace_cluster_kind_with_rejected(kind, objects, Vec::new());
+    }
+
+    /// Kubernetes source: every object of `kind` the API server has now, valid or refused.
+    pub fn replace_cluster_kind_with_rejected(
+        &self,
+        kind: Kind,
+        objects: Vec<Object>,
+        rejected: Vec<(ObjectKey, Rejected)>,
+    ) {
         let mut state = self.lock();
+        let mut next_rejected: BTreeMap<ObjectKey, Rejected> = state
+            .rejected
+            .iter()
+            .filter(|(k, _)| k.kind != kind)
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        next_rejected.extend(rejected);
+        let rejected_changed = next_rejected != state.rejected;
+        state.rejected = next_rejected;
         let mut next: BTreeMap<ObjectKey, Arc<Object>> = state
             .cluster
             .iter()
@@ -225,7 +256,7 @@ impl Store {
         for o in objects {
             next.insert(o.key(), Arc::new(o));
         }
-        if next != state.cluster {
+        if next != state.cluster || rejected_changed {
             state.cluster = next;
             drop(state);
             self.changed();
@@ -236,7 +267,8 @@ impl Store {
     pub fn upsert_cluster(&self, object: Object) {
         let mut state = self.lock();
         let key = object.key();
-        if state.cluster.get(&key).map(|o| &**o) != Some(&object) {
+        let was_rejected = state.rejected.remove(&key).is_some();
+        if state.cluster.get(&key).map(|o| &**o) != Some(&object) || was_rejected {
             state.cluster.insert(key, Arc::new(object));
             drop(state);
             self.changed();
@@ -246,19 +278,46 @@ impl Store {
     /// Kubernetes source: one object deleted.
     pub fn delete_cluster(&self, key: &ObjectKey) {
         let mut state = self.lock();
-        if state.cluster.remove(key).is_some() {
+        let was_rejected = state.rejected.remove(key).is_some();
+        if state.cluster.remove(key).is_some() || was_rejected {
             drop(state);
             self.changed();
         }
     }
 
+    /// Kubernetes source: an object the API server has that fails validation. What was
+    /// accepted before keeps serving.
+    pub fn reject_cluster(&self, key: ObjectKey, rejected: Rejected) {
+        let mut state = self.lock();
+        if state.rejected.get(&key) != Some(&rejected) {
+            state.rejected.insert(key, rejected);
+            drop(state);
+            self.changed();
+        }
+    }
+
+    /// Every object the API server holds that kgw knows of, accepted or refused.
     pub fn cluster_keys(&self) -> std::collections::BTreeSet<ObjectKey> {
-        self.lock().cluster.keys().cloned().collect()
+        let state = self.lock();
+        state
+            .cluster
+            .keys()
+            .chain(state.rejected.keys())
+            .cloned()
+            .collect()
     }
 
     /// Returns the statuses as kept (with the transition times carried over).
+    /// Refused objects get a status that says why, in place of their last accepted version's.
     pub fn set_statuses(&self, mut statuses: Statuses) -> Arc<Statuses> {
         let mut state = self.lock();
+        let now = std::time::SystemTime::now();
+        for (key, rejected) in &state.rejected {
+            match translate::rejected_status(key.kind, &rejected.object, &rejected.message, now) {
+                Some(status) => statuses.insert(key.clone(), status),
+                None => statuses.remove(key),
+            };
+        }
         for (key, status) in statuses.iter_mut() {
             if let Some(old) = state.statuses.get(key) {
                 keep_transition_times(status, old);

@@ -28,7 +28,10 @@ pub(crate) fn load(dir: &Path) -> Result<Vec<Object>, StoreError> {
     })
 }
 
-pub(crate) fn save(dir: &Path, objects: &BTreeMap<ObjectKey, std::sync::Arc<Object>>) -> Result<(), StoreError> {
+pub(crate) fn save(
+    dir: &Path,
+    objects: &BTreeMap<ObjectKey, std::sync::Arc<Object>>,
+) -> Result<(), StoreError> {
     let err = |source| StoreError::Persist {
         path: dir.to_path_buf(),
         source,

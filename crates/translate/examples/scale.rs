@@ -54,5 +54,8 @@ fn main() {
     times.sort();
     let p50 = times[times.len() / 2];
     let max = times.last().copied().unwrap_or(Duration::ZERO);
-    println!("{} objects, {rounds} translations: p50 {p50:?}, max {max:?}", resources.len());
+    println!(
+        "{} objects, {rounds} translations: p50 {p50:?}, max {max:?}",
+        resources.len()
+    );
 }

@@ -236,3 +236,83 @@ fn replace_condition(conditions: &mut Vec<Value>, new: Value) {
         None => conditions.push(new),
     }
 }
+
+/// The status of an object the API server holds but kgw refuses (it fails validation; without
+/// the webhook nothing stops it reaching the cluster): not Accepted, with the validation error,
+/// in the place each kind keeps its conditions. Services and EndpointSlices have none (None).
+pub fn rejected_status(kind: Kind, object: &Value, message: &str, now: SystemTime) -> Option<Value> {
+    let now = rfc3339(now);
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let refs = |field: &str| -> Vec<Value> {
+        object
+            .pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    match kind {
+        Kind::BackendConfigPolicy => {
+            let ancestors = refs("targetRefs")
+                .into_iter()
+                .map(|target| {
+                    let field = |name: &str| target.get(name).cloned().unwrap_or_else(|| "".into());
+                    json_object([
+                        (
+                            "ancestorRef",
+                            json_object([
+                                ("group", field("group")),
+                                ("kind", field("kind")),
+                                ("name", field("name")),
+                                ("namespace", namespace.into()),
+                            ]),
+                        ),
+                        ("controllerName", CONTROLLER_NAME.into()),
+                        (
+                            "conditions",
+                            Value::Array(vec![condition("Accepted", false, "Invalid", message, &now)]),
+                        ),
+                    ])
+                })
+                .collect();
+            Some(json_object([("ancestors", Value::Array(ancestors))]))
+        }
+        Kind::HTTPRoute => {
+            let parents = refs("parentRefs")
+                .into_iter()
+                .map(|mut parent| {
+                    if let Value::Object(m) = &mut parent {
+                        m.entry("group")
+                            .or_insert_with(|| "gateway.networking.k8s.io".into());
+                        m.entry("kind").or_insert_with(|| "Gateway".into());
+                    }
+                    json_object([
+                        ("parentRef", parent),
+                        ("controllerName", CONTROLLER_NAME.into()),
+                        (
+                            "conditions",
+                            Value::Array(vec![condition(
+                                "Accepted",
+                                false,
+                                "UnsupportedValue",
+                                message,
+                                &now,
+                            )]),
+                        ),
+                    ])
+                })
+                .collect();
+            Some(json_object([("parents", Value::Array(parents))]))
+        }
+        Kind::Gateway => Some(json_object([(
+            "conditions",
+            Value::Array(vec![
+                condition("Accepted", false, "UnsupportedValue", message, &now),
+                condition("Programmed", false, "Invalid", message, &now),
+            ]),
+        )])),
+        Kind::Service | Kind::EndpointSlice => None,
+    }
+}

@@ -69,7 +69,10 @@ pub(crate) fn attach(
         let mut ancestors: Vec<Value> = Vec::new();
         for service in &found {
             ancestors.push(json_object([
-                ("ancestorRef", json!({"group": "", "kind": "Service", "name": service, "namespace": key.namespace})),
+                (
+                    "ancestorRef",
+                    json!({"group": "", "kind": "Service", "name": service, "namespace": key.namespace}),
+                ),
                 ("controllerName", CONTROLLER_NAME.into()),
                 (
                     "conditions",
@@ -81,13 +84,20 @@ pub(crate) fn attach(
             ]));
         }
         for (kind, name) in &missing {
-            let group = if kind == "Service" { "" } else { "gateway.kgateway.dev" };
+            let group = if kind == "Service" {
+                ""
+            } else {
+                "gateway.kgateway.dev"
+            };
             let pending = format!(
                 "target {kind} {}/{name} not found; the policy attaches when it exists",
                 key.namespace
             );
             ancestors.push(json_object([
-                ("ancestorRef", json!({"group": group, "kind": kind, "name": name, "namespace": key.namespace})),
+                (
+                    "ancestorRef",
+                    json!({"group": group, "kind": kind, "name": name, "namespace": key.namespace}),
+                ),
                 ("controllerName", CONTROLLER_NAME.into()),
                 (
                     "conditions",

@@ -439,14 +439,41 @@ fn gateway_statuses(gw_listeners: &[GatewayListener], statuses: &mut Statuses, n
                 json_object([
                     ("name", gl.gw.spec.listeners[gl.index].name.as_str().into()),
                     ("attachedRoutes", gl.attached.into()),
-                    ("supportedKinds", json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}])),
+                    (
+                        "supportedKinds",
+                        json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}]),
+                    ),
                     (
                         "conditions",
                         Value::Array(vec![
-                            condition("Accepted", true, "Accepted", "Successfully accepted Listener", now),
-                            condition("Conflicted", false, "NoConflicts", "Successfully verified that Listener has no conflicts", now),
-                            condition("ResolvedRefs", true, "ResolvedRefs", "Successfully resolved all references", now),
-                            condition("Programmed", true, "Programmed", "Successfully programmed Listener", now),
+                            condition(
+                                "Accepted",
+                                true,
+                                "Accepted",
+                                "Successfully accepted Listener",
+                                now,
+                            ),
+                            condition(
+                                "Conflicted",
+                                false,
+                                "NoConflicts",
+                                "Successfully verified that Listener has no conflicts",
+                                now,
+                            ),
+                            condition(
+                                "ResolvedRefs",
+                                true,
+                                "ResolvedRefs",
+                                "Successfully resolved all references",
+                                now,
+                            ),
+                            condition(
+                                "Programmed",
+                                true,
+                                "Programmed",
+                                "Successfully programmed Listener",
+                                now,
+                            ),
                         ]),
                     ),
                 ])
@@ -459,8 +486,20 @@ fn gateway_statuses(gw_listeners: &[GatewayListener], statuses: &mut Statuses, n
                     "conditions",
                     Value::Array(vec![
                         condition("Accepted", true, "Accepted", "Successfully accepted Gateway", now),
-                        condition("Programmed", true, "Programmed", "Successfully programmed Gateway", now),
-                        condition("ResolvedRefs", true, "ResolvedRefs", "Successfully resolved all Gateway references", now),
+                        condition(
+                            "Programmed",
+                            true,
+                            "Programmed",
+                            "Successfully programmed Gateway",
+                            now,
+                        ),
+                        condition(
+                            "ResolvedRefs",
+                            true,
+                            "ResolvedRefs",
+                            "Successfully resolved all Gateway references",
+                            now,
+                        ),
                     ]),
                 ),
                 ("listeners", Value::Array(listener_status)),
