@@ -291,20 +291,22 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
             let generation = *changes.borrow_and_update();
             let t = Instant::now();
             let resources = loop_store.resources();
-            let t_res = t.elapsed();
+            let read_at = t.elapsed();
             version += 1;
             let now = SystemTime::now();
             let (snapshot, mut statuses) = translate::translate(&resources, version, now);
-            let t_tr = t.elapsed();
+            let translated_at = t.elapsed();
             let failed = loop_plane.update(Arc::new(snapshot));
-            let t_up = t.elapsed();
+            let applied_at = t.elapsed();
             for (addr, why) in failed {
                 tracing::error!(%addr, "listener not bound: {why}");
                 translate::listener_not_programmed(&resources, &mut statuses, addr.port(), &why, now);
             }
             let statuses = loop_store.set_statuses(statuses);
             let _ = status_tx.send(statuses);
-            tracing::debug!(version, objects = resources.len(), ?t_res, ?t_tr, ?t_up, elapsed = ?t.elapsed(), "snapshot served");
+            // Timings from the start of this round: resources read, translated, applied by the
+            // data plane, statuses kept.
+            tracing::debug!(version, objects = resources.len(), ?read_at, ?translated_at, ?applied_at, elapsed = ?t.elapsed(), "snapshot served");
             let _ = served_tx.send(generation);
             if version == 1 {
                 first_done.notify_one();

@@ -92,7 +92,14 @@ async fn handle(req: Request<Incoming>) -> Response<Full<Bytes>> {
             json!({"error": "not an AdmissionReview"}),
         );
     };
-    reply(StatusCode::OK, review_response(&review))
+    let started = std::time::Instant::now();
+    let response = review_response(&review);
+    tracing::debug!(
+        allowed = %response["response"]["allowed"],
+        elapsed = ?started.elapsed(),
+        "admission reviewed"
+    );
+    reply(StatusCode::OK, response)
 }
 
 /// AdmissionReview in, AdmissionReview out: allowed, or refused with kgw's validation message.

@@ -341,6 +341,16 @@ fn the_guide_with_kubectl() {
     assert_eq!(route["status"]["parents"][0]["conditions"][0]["type"], "Accepted");
     assert_eq!(route["status"]["parents"][0]["conditions"][0]["status"], "True");
 
+    // What writing statuses cost (`-- --nocapture`): one patch per object whose status changed.
+    for line in gw
+        .proc
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("status written"))
+    {
+        eprintln!("{}", line.rsplit("INFO").next().unwrap_or(line).trim());
+    }
+
     // Delete: gone from the dump within 2 s.
     let out = api.kubectl(
         &[
@@ -655,6 +665,13 @@ webhooks:
     assert_eq!(clusters_of(&gw), before, "nothing changed in the dump");
     // And the guide's policy itself is admitted.
     api.apply(GUIDE_POLICY);
+    // The webhook's own time per review, for the record (`-- --nocapture`).
+    let log = gw.proc.log_text();
+    let reviews: Vec<&str> = log.lines().filter(|l| l.contains("admission reviewed")).collect();
+    assert!(!reviews.is_empty(), "the webhook logs its reviews");
+    for line in reviews {
+        eprintln!("{}", line.rsplit("DEBUG").next().unwrap_or(line).trim());
+    }
 }
 
 /// Standard base64, for the webhook's caBundle.

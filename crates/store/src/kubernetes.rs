@@ -444,12 +444,13 @@ impl StatusWriter {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), &key.namespace, &resource(key.kind));
             let patch = serde_json::json!({ "status": status });
+            let started = std::time::Instant::now();
             match api
                 .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => {
-                    tracing::info!(object = %key, "status written");
+                    tracing::info!(object = %key, elapsed = ?started.elapsed(), "status written");
                     self.written
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
