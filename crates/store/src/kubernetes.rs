@@ -100,6 +100,7 @@ pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<
                     Ok(Event::InitApply(o)) => match decode(&ar, kind, o) {
                         Ok(object) => listing.push(object),
                         Err(refused) => {
+                            let refused = *refused;
                             if kind != Kind::Gateway
                                 || classes.lock().unwrap_or_else(|e| e.into_inner()).owns(&refused.1)
                             {
@@ -121,7 +122,8 @@ pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<
                     Ok(Event::Apply(o)) => {
                         let object = match decode(&ar, kind, o) {
                             Ok(object) => object,
-                            Err((key, rejected)) => {
+                            Err(refused) => {
+                                let (key, rejected) = *refused;
                                 if kind != Kind::Gateway
                                     || classes.lock().unwrap_or_else(|e| e.into_inner()).owns(&rejected)
                                 {
@@ -229,7 +231,7 @@ fn is_ours(class: &DynamicObject) -> bool {
 
 /// API object -> our validated Object; what does not validate is logged and returned with its
 /// key, for its status to say why.
-fn decode(ar: &ApiResource, kind: Kind, object: DynamicObject) -> Result<Object, (ObjectKey, Rejected)> {
+fn decode(ar: &ApiResource, kind: Kind, object: DynamicObject) -> Result<Object, Box<(ObjectKey, Rejected)>> {
     let key = ObjectKey {
         kind,
         namespace: object.metadata.namespace.clone().unwrap_or_default(),
