@@ -273,13 +273,13 @@ fn decode(ar: &ApiResource, kind: Kind, object: DynamicObject) -> Result<Object,
         Err(e) => {
             tracing::warn!(object = %key, "not served: {e}");
             let message = e.to_string();
-            Err((
+            Err(Box::new((
                 key,
                 Rejected {
                     object: value,
                     message,
                 },
-            ))
+            )))
         }
     }
 }
