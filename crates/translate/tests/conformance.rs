@@ -148,7 +148,7 @@ fn load(path: &Path) -> Result<Loaded, String> {
         .map_err(|e| format!("parse_manifests refused the input: {e}"))?;
     let mut resources = Resources::new();
     for object in objects {
-        if let Some(old) = resources.insert(object.key(), object) {
+        if let Some(old) = resources.insert(object.key(), object.into()) {
             return Err(format!("{} appears twice", old.key()));
         }
     }

@@ -21,7 +21,10 @@ fn render(input: &Path) -> String {
     let mut resources = Resources::new();
     for object in objects {
         let key = object.key();
-        assert!(resources.insert(key.clone(), object).is_none(), "{key} twice");
+        assert!(
+            resources.insert(key.clone(), object.into()).is_none(),
+            "{key} twice"
+        );
     }
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let (snapshot, statuses) = translate(&resources, 1, now);
