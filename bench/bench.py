@@ -7,6 +7,7 @@ the load generator and the backend on core 1. Writes BENCHMARKS.md (see --out).
 Run it with `bash bench/run` (installs nginx, HAProxy, wrk and oha first).
 """
 import argparse
+import statistics
 import json
 import os
 import platform
@@ -397,6 +398,7 @@ def detection(work, name, start, keepalive, n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the throughput and latency measures")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--only", default="throughput,latency,memory,race,detection")
     ap.add_argument("--json", default=None, help="also write the raw results here")
@@ -414,35 +416,57 @@ def main():
             rps, total, errors = wrk(bport, args.seconds)
             results["direct"] = {"rps": rps, "errors": errors}
             print(f"direct: {rps:.0f} req/s", flush=True)
-            for name, start in PROXIES.items():
-                port = free_port()
-                proxy = start(work, port, "127.0.0.1", bport)
-                procs.append(proxy)
-                wrk(port, 2)  # warm up: pools filled
-                accepts0 = backend_accepts(bport)
-                cpu0 = proxy.cpu_seconds()
-                rps, total, errors = wrk(port, args.seconds)
-                cpu = proxy.cpu_seconds() - cpu0
-                opened = backend_accepts(bport) - accepts0 - 1  # minus our own status request
+            # This VM's wall-clock figures swing by about 20% between runs of one binary, so each
+            # measure runs in several rounds, the proxies in a rotated order each round, and the
+            # table shows the median with the range.
+            names = list(PROXIES)
+            rounds = {name: [] for name in names}
+            for round_index in range(args.rounds):
+                order = names[round_index % len(names):] + names[:round_index % len(names)]
+                for name in order:
+                    port = free_port()
+                    proxy = PROXIES[name](work, port, "127.0.0.1", bport)
+                    procs.append(proxy)
+                    wrk(port, 2)  # warm up: pools filled
+                    accepts0 = backend_accepts(bport)
+                    cpu0 = proxy.cpu_seconds()
+                    rps, total, errors = wrk(port, args.seconds)
+                    cpu = proxy.cpu_seconds() - cpu0
+                    opened = backend_accepts(bport) - accepts0 - 1  # minus our own status request
+                    one = dict(rps=rps, errors=errors, cpu_us_per_rq=cpu / total * 1e6,
+                               upstream_per_100k=max(opened, 0) / total * 100000)
+                    rounds[name].append(one)
+                    print(f"round {round_index + 1} {name}: {rps:.0f} req/s, {one['cpu_us_per_rq']:.1f} us CPU/req, "
+                          f"{one['upstream_per_100k']:.2f} upstream connections per 100k", flush=True)
+                    proxy.stop()
+                    procs.remove(proxy)
+            for name in names:
                 r = results[name]
-                r.update(rps=rps, errors=errors, cpu_us_per_rq=cpu / total * 1e6,
-                         upstream_per_100k=max(opened, 0) / total * 100000)
-                print(f"{name}: {rps:.0f} req/s, {r['cpu_us_per_rq']:.1f} us CPU/req, "
-                      f"{r['upstream_per_100k']:.2f} upstream connections per 100k", flush=True)
-                proxy.stop()
-                procs.remove(proxy)
+                for key in ("rps", "cpu_us_per_rq", "upstream_per_100k"):
+                    values = [one[key] for one in rounds[name]]
+                    r[key] = statistics.median(values)
+                    r[key + "_range"] = (min(values), max(values))
+                r["errors"] = sum(one["errors"] for one in rounds[name])
             if "latency" in only:
                 rate = int(min(results[n]["rps"] for n in PROXIES) * 0.5)
                 results["latency_rate"] = rate
-                for name, start in PROXIES.items():
-                    port = free_port()
-                    proxy = start(work, port, "127.0.0.1", bport)
-                    procs.append(proxy)
-                    wrk(port, 1)
-                    results[name]["latency"] = oha_fixed_rate(port, rate, args.seconds)
-                    print(f"{name} at {rate} req/s: {results[name]['latency']}", flush=True)
-                    proxy.stop()
-                    procs.remove(proxy)
+                samples = {name: [] for name in names}
+                for round_index in range(args.rounds):
+                    order = names[round_index % len(names):] + names[:round_index % len(names)]
+                    for name in order:
+                        port = free_port()
+                        proxy = PROXIES[name](work, port, "127.0.0.1", bport)
+                        procs.append(proxy)
+                        wrk(port, 1)
+                        samples[name].append(oha_fixed_rate(port, rate, args.seconds))
+                        print(f"round {round_index + 1} {name} at {rate} req/s: {samples[name][-1]}", flush=True)
+                        proxy.stop()
+                        procs.remove(proxy)
+                for name in names:
+                    results[name]["latency"] = {k: statistics.median(s[k] for s in samples[name])
+                                                for k in ("p50", "p99", "p99.9")}
+                    results[name]["latency_p99_range"] = (min(s["p99"] for s in samples[name]),
+                                                          max(s["p99"] for s in samples[name]))
             backend.stop()
             procs.remove(backend)
 
@@ -536,29 +560,32 @@ def write_report(path, r, args):
         return f"{r[name][key] / best:.2f}" if best else ""
 
     if "rps" in r["kgw"]:
-        lines += ["## Throughput (32 connections, %d s, wrk)" % args.seconds, "",
-                  "| path | requests/s | errors | vs best peer |", "|---|---:|---:|---:|"]
+        lines += [f"## Throughput (32 connections, {args.seconds} s, wrk; median of {args.rounds} rounds, range)", "",
+                  "| path | requests/s | range | errors | vs best peer |", "|---|---:|---:|---:|---:|"]
         if "direct" in r:
-            lines.append(f"| direct to the backend (the limit) | {r['direct']['rps']:.0f} | {r['direct']['errors']} | |")
+            lines.append(f"| direct to the backend (the limit) | {r['direct']['rps']:.0f} | | {r['direct']['errors']} | |")
         for n in names:
-            lines.append(f"| {n} | {r[n]['rps']:.0f} | {r[n]['errors']} | {ratio(n, 'rps', True)} |")
-        lines += ["", "## Proxy CPU time per request (user+system from /proc, during the throughput run)", "",
-                  "| proxy | µs per request | vs best peer |", "|---|---:|---:|"]
+            lo, hi = r[n]["rps_range"]
+            lines.append(f"| {n} | {r[n]['rps']:.0f} | {lo:.0f}-{hi:.0f} | {r[n]['errors']} | {ratio(n, 'rps', True)} |")
+        lines += ["", "## Proxy CPU time per request (user+system from /proc, during the throughput runs; median, range)", "",
+                  "| proxy | µs per request | range | vs best peer |", "|---|---:|---:|---:|"]
         for n in names:
-            lines.append(f"| {n} | {r[n]['cpu_us_per_rq']:.2f} | {ratio(n, 'cpu_us_per_rq', False)} |")
+            lo, hi = r[n]["cpu_us_per_rq_range"]
+            lines.append(f"| {n} | {r[n]['cpu_us_per_rq']:.2f} | {lo:.2f}-{hi:.2f} | {ratio(n, 'cpu_us_per_rq', False)} |")
         lines += ["", "## Upstream connections opened per 100,000 requests (after a 2 s warm-up)", "",
                   "| proxy | connections | |", "|---|---:|---|"]
         for n in names:
             lines.append(f"| {n} | {r[n]['upstream_per_100k']:.2f} | |")
     if "latency" in r["kgw"]:
         lines += ["", f"## Latency at a fixed {r['latency_rate']} requests/s (half the slowest proxy's maximum), "
-                  "32 connections, oha with coordinated-omission correction", "",
-                  "| proxy | p50 ms | p99 ms | p99.9 ms | p99 vs best peer |", "|---|---:|---:|---:|---:|"]
+                  f"32 connections, oha with coordinated-omission correction; median of {args.rounds} rounds", "",
+                  "| proxy | p50 ms | p99 ms | p99 range | p99.9 ms | p99 vs best peer |", "|---|---:|---:|---:|---:|---:|"]
         for n in names:
             r[n]["p99"] = r[n]["latency"]["p99"]
         for n in names:
             lat = r[n]["latency"]
-            lines.append(f"| {n} | {lat['p50']:.3f} | {lat['p99']:.3f} | {lat['p99.9']:.3f} | {ratio(n, 'p99', False)} |")
+            lo, hi = r[n]["latency_p99_range"]
+            lines.append(f"| {n} | {lat['p50']:.3f} | {lat['p99']:.3f} | {lo:.2f}-{hi:.2f} | {lat['p99.9']:.3f} | {ratio(n, 'p99', False)} |")
     if "rss_idle_kib" in r["kgw"]:
         lines += ["", "## Resident memory", "",
                   f"| proxy | idle KiB | {IDLE_DOWNSTREAM:,} idle downstream + pooled upstream KiB | upstream connections kept |",
