@@ -394,3 +394,87 @@ fn hop_by_hop_headers_stop_at_the_gateway() {
     );
     assert_eq!(headers["X-Forwarded-Proto"], "http");
 }
+
+/// A client that leaves while the response is still coming does not cost the upstream
+/// connection: the small rest is read and the connection pooled, so the next request reuses it.
+#[test]
+fn a_client_leaving_mid_response_keeps_the_upstream_connection() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // A keep-alive backend that sends each response in two parts, 500 ms apart.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
+                    if stream.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                    if stream.write_all(b"world").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::quickstart(dir.path()).start();
+    let manifest = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: httpbin-sample\n  namespace: httpbin\n  \
+         labels:\n    kubernetes.io/service-name: httpbin\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\n\
+         ports:\n- name: http\n  port: {backend_port}\n"
+    );
+    let out = gw.kgw(&["apply", "-f", "-"], &manifest);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The client reads the first part and leaves.
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    client
+        .write_all(b"GET /get HTTP/1.1\r\nhost: www.example.com\r\n\r\n")
+        .unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("hello") {
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "the gateway closed before the first part");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(client);
+
+    let cluster = "cluster.kube_httpbin_httpbin_8000";
+    wait_for(
+        "the upstream connection back in the pool",
+        Duration::from_secs(3),
+        || (gw.stat(&format!("{cluster}.upstream_cx_pool_idle")) == Some(1)).then_some(()),
+    );
+    let (status, body) = gw.curl("www.example.com", "/get");
+    assert_eq!((status, body.as_str()), (200, "helloworld"));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the backend saw one connection"
+    );
+    assert_eq!(gw.stat(&format!("{cluster}.upstream_cx_total")), Some(1));
+}

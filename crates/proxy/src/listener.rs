@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{BodyExt, Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -510,12 +510,12 @@ fn pooled(
 ) -> Response<ProxyBody> {
     let (parts, body) = resp.into_parts();
     let mut pooled = PooledBody {
-        inner: body,
+        inner: Some(body),
         conn: Some(conn),
         cluster: cluster.clone(),
         endpoint: endpoint.clone(),
     };
-    if pooled.inner.is_end_stream() {
+    if pooled.is_end_stream() {
         pooled.release();
     }
     Response::from_parts(parts, Either::Right(pooled))
@@ -563,7 +563,8 @@ fn termination() -> LocalReply {
 /// The upstream response body, streamed through; when it ends cleanly, its connection goes
 /// back to the pool. Dropped early, the connection is closed (hyper cannot reuse it).
 pub(crate) struct PooledBody {
-    inner: Incoming,
+    /// Always Some until dropped (taken out to drain the rest).
+    inner: Option<Incoming>,
     conn: Option<Connection>,
     cluster: Arc<ClusterRuntime>,
     endpoint: Arc<Endpoint>,
@@ -577,6 +578,42 @@ impl PooledBody {
     }
 }
 
+/// A response rest this small is read to its end when the client leaves early, so that its
+/// connection goes back to the pool instead of being closed (a new connection costs the backend
+/// a handshake, and the next request a round trip).
+const DRAIN_LIMIT: u64 = 64 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        let (Some(conn), Some(mut rest)) = (self.conn.take(), self.inner.take()) else {
+            return;
+        };
+        let small = rest.size_hint().upper().is_some_and(|n| n <= DRAIN_LIMIT);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !small {
+            return; // `conn` dropped: closed
+        }
+        let (cluster, endpoint) = (self.cluster.clone(), self.endpoint.clone());
+        runtime.spawn(async move {
+            let drained = tokio::time::timeout(DRAIN_TIME, async {
+                while let Some(frame) = rest.frame().await {
+                    if frame.is_err() {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+            if drained == Ok(true) {
+                cluster.put_idle(&endpoint, conn);
+            }
+        });
+    }
+}
+
 impl Body for PooledBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -586,10 +623,13 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => this.release(),
             Poll::Ready(Some(Err(_))) => drop(this.conn.take()),
             _ => {}
         }
@@ -597,10 +637,10 @@ impl Body for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map(Body::size_hint).unwrap_or_default()
     }
 }
