@@ -271,6 +271,12 @@ def wrk(port, seconds, connections=32):
     return rps, total, errors
 
 
+def rotated(names, by):
+    """The proxies in the order of one round: each round starts with the next one."""
+    by %= len(names)
+    return names[by:] + names[:by]
+
+
 def oha_fixed_rate(port, rate, seconds, connections=32):
     oha = shutil.which("oha") or str(Path.home() / ".cargo/bin/oha")
     out = subprocess.run(["taskset", "-c", LOAD_CPU, oha, "--no-tui", "--output-format", "json", "-z", f"{seconds}s",
@@ -422,8 +428,7 @@ def main():
             names = list(PROXIES)
             rounds = {name: [] for name in names}
             for round_index in range(args.rounds):
-                order = names[round_index % len(names):] + names[:round_index % len(names)]
-                for name in order:
+                for name in rotated(names, round_index):
                     port = free_port()
                     proxy = PROXIES[name](work, port, "127.0.0.1", bport)
                     procs.append(proxy)
@@ -452,8 +457,7 @@ def main():
                 results["latency_rate"] = rate
                 samples = {name: [] for name in names}
                 for round_index in range(args.rounds):
-                    order = names[round_index % len(names):] + names[:round_index % len(names)]
-                    for name in order:
+                    for name in rotated(names, round_index):
                         port = free_port()
                         proxy = PROXIES[name](work, port, "127.0.0.1", bport)
                         procs.append(proxy)

@@ -78,6 +78,10 @@ pub struct QuickstartArgs {
     /// The port of the sample Gateway's `http` listener.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// Print the sample app as `kubectl apply -f -` takes it (with its Namespaces and the
+    /// kgateway GatewayClass), then exit: the same sample in a cluster.
+    #[arg(long)]
+    pub print_manifest: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -89,6 +93,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
+    if args.print_manifest {
+        print!("{}", cluster_sample_manifest(args.backend_address, args.port));
+        return Ok(());
+    }
     let backend = crate::sample_backend::start(args.backend_address)
         .await
         .with_context(|| format!("cannot start the sample backend on {}", args.backend_address))?;
@@ -96,6 +104,33 @@ pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
     tracing::info!(address = %backend, "sample httpbin backend serving");
     let manifest = sample_manifest(backend, args.port);
     run(args.run, Some(manifest)).await
+}
+
+/// The sample app for a cluster: what `kgw quickstart` serves, with the Namespaces and the
+/// GatewayClass an API server needs first.
+fn cluster_sample_manifest(backend: SocketAddr, port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: kgateway-system
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: httpbin
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: kgateway
+spec:
+  controllerName: {controller}
+---
+{sample}"#,
+        controller = store::kubernetes::CONTROLLER_NAME,
+        sample = sample_manifest(backend, port)
+    )
 }
 
 /// What kgateway's "Sample app" guide sets up, with the httpbin Service's endpoint on loopback.

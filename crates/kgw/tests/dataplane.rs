@@ -99,6 +99,15 @@ fn backend() -> (Proc, u16) {
     (proc, port)
 }
 
+/// The quickstart's httpbin EndpointSlice, pointed at a loopback `port`.
+fn sample_endpoint_on(port: u16) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: httpbin-sample\n  namespace: httpbin\n  \
+         labels:\n    kubernetes.io/service-name: httpbin\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\n\
+         ports:\n- name: http\n  port: {port}\n"
+    )
+}
+
 /// Sends a request; returns its status and whether cluster `b` served it (its request counter).
 fn served_by(gw: &Gateway, path: &str, extra: &[&str]) -> (u16, bool) {
     let before = gw.stat("cluster.kube_apps_b_80.upstream_rq_total").unwrap_or(0);
@@ -222,12 +231,7 @@ fn upstream_failures_answer_as_envoy_does() {
 
     // 503 UF: nothing listens on the endpoint.
     let closed = free_port();
-    let manifest = format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: httpbin-sample\n  namespace: httpbin\n  \
-         labels:\n    kubernetes.io/service-name: httpbin\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\n\
-         ports:\n- name: http\n  port: {closed}\n"
-    );
-    let out = gw.kgw(&["apply", "-f", "-"], &manifest);
+    let out = gw.kgw(&["apply", "-f", "-"], &sample_endpoint_on(closed));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out).trim(),
@@ -440,12 +444,7 @@ fn a_client_leaving_mid_response_keeps_the_upstream_connection() {
 
     let dir = tempfile::tempdir().unwrap();
     let gw = GatewayBuilder::quickstart(dir.path()).start();
-    let manifest = format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: httpbin-sample\n  namespace: httpbin\n  \
-         labels:\n    kubernetes.io/service-name: httpbin\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\n\
-         ports:\n- name: http\n  port: {backend_port}\n"
-    );
-    let out = gw.kgw(&["apply", "-f", "-"], &manifest);
+    let out = gw.kgw(&["apply", "-f", "-"], &sample_endpoint_on(backend_port));
     assert!(out.status.success(), "{}", stderr(&out));
 
     // The client reads the first part and leaves.

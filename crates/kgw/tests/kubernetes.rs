@@ -99,86 +99,24 @@ impl Drop for ApiServer {
     }
 }
 
-/// kgateway's "Sample app" with the httpbin Service's endpoint on a loopback backend.
-/// `slice_version`: the EndpointSlice version the API server serves (v1beta1 before 1.21).
+/// kgateway's "Sample app" with the httpbin Service's endpoint on a loopback backend, as
+/// `kgw quickstart --print-manifest` gives it. `slice_version`: the EndpointSlice version the API
+/// server serves (v1beta1 before 1.21).
 fn sample_app(gateway_port: u16, backend_port: u16, slice_version: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: kgateway-system
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: httpbin
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: kgateway
-spec:
-  controllerName: kgateway.dev/kgateway
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: http
-  namespace: kgateway-system
-spec:
-  gatewayClassName: kgateway
-  listeners:
-  - protocol: HTTP
-    port: {gateway_port}
-    name: http
-    allowedRoutes:
-      namespaces:
-        from: All
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: httpbin
-  namespace: httpbin
-spec:
-  ports:
-  - name: http
-    port: 8000
-    targetPort: {backend_port}
----
-apiVersion: discovery.k8s.io/{slice_version}
-kind: EndpointSlice
-metadata:
-  name: httpbin-local
-  namespace: httpbin
-  labels:
-    kubernetes.io/service-name: httpbin
-addressType: IPv4
-endpoints:
-- addresses: ["127.0.0.1"]
-  conditions:
-    ready: true
-ports:
-- name: http
-  port: {backend_port}
-  protocol: TCP
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: httpbin
-  namespace: httpbin
-spec:
-  parentRefs:
-  - name: http
-    namespace: kgateway-system
-  hostnames:
-  - "www.example.com"
-  rules:
-  - backendRefs:
-    - name: httpbin
-      port: 8000
-"#
+    let out = Command::new(KGW)
+        .args([
+            "quickstart",
+            "--print-manifest",
+            "--port",
+            &gateway_port.to_string(),
+        ])
+        .args(["--backend-address", &format!("127.0.0.1:{backend_port}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).replace(
+        "apiVersion: discovery.k8s.io/v1\n",
+        &format!("apiVersion: discovery.k8s.io/{slice_version}\n"),
     )
 }
 
@@ -298,19 +236,7 @@ fn the_guide_with_kubectl() {
         "the policy status in the API server",
         Duration::from_secs(10),
         || {
-            let out = api.kubectl(
-                &[
-                    "get",
-                    "backendconfigpolicy",
-                    "-n",
-                    "httpbin",
-                    "httpbin-keepalive",
-                    "-o",
-                    "yaml",
-                ],
-                "",
-            );
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let text = String::from_utf8_lossy(&get_guide_policy(api, "yaml")).to_string();
             text.contains("type: Attached").then_some(text)
         },
     );
@@ -765,27 +691,7 @@ fn a_refused_policy_says_why_in_its_status_and_serving_goes_on() {
     let status = wait_for(
         "the policy status to say it is not accepted",
         Duration::from_secs(10),
-        || {
-            let out = api.kubectl(
-                &[
-                    "get",
-                    "backendconfigpolicy",
-                    "-n",
-                    "httpbin",
-                    "httpbin-keepalive",
-                    "-o",
-                    "json",
-                ],
-                "",
-            );
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            let accepted = v["status"]["ancestors"][0]["conditions"]
-                .as_array()?
-                .iter()
-                .find(|c| c["type"] == "Accepted")?
-                .clone();
-            (accepted["status"] == "False").then_some(accepted)
-        },
+        || guide_policy_accepted(api).filter(|c| c["status"] == "False"),
     );
     assert_eq!(status["reason"], "Invalid");
     let message = status["message"].as_str().unwrap();
@@ -810,25 +716,32 @@ fn a_refused_policy_says_why_in_its_status_and_serving_goes_on() {
         (keepalive_in_dump(gw)?["tcp_keepalive"]["keepalive_time"] == 40).then_some(())
     });
     wait_for("the policy to be accepted again", Duration::from_secs(10), || {
-        let out = api.kubectl(
-            &[
-                "get",
-                "backendconfigpolicy",
-                "-n",
-                "httpbin",
-                "httpbin-keepalive",
-                "-o",
-                "json",
-            ],
-            "",
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        v["status"]["ancestors"][0]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Accepted" && c["status"] == "True")
-            .then_some(())
+        guide_policy_accepted(api).filter(|c| c["status"] == "True")
     });
+}
+
+/// `kubectl get backendconfigpolicy -n httpbin httpbin-keepalive -o OUTPUT`.
+fn get_guide_policy(api: &ApiServer, output: &str) -> Vec<u8> {
+    let args = [
+        "get",
+        "backendconfigpolicy",
+        "-n",
+        "httpbin",
+        "httpbin-keepalive",
+        "-o",
+        output,
+    ];
+    api.kubectl(&args, "").stdout
+}
+
+/// The guide policy's Accepted condition, as `kubectl get -o json` shows it.
+fn guide_policy_accepted(api: &ApiServer) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&get_guide_policy(api, "json")).ok()?;
+    v["status"]["ancestors"][0]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Accepted")
+        .cloned()
 }
 
 /// Creates (or, with `patch`, merge-patches) objects through the API with kube-rs, 32 at a
