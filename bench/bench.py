@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KGW = ROOT / "target" / "release" / "kgw"
+FLOOR = ROOT / "bench" / "floor" / "target" / "release" / "floor"
 PROXY_CPU = "0"
 # The machine's hard limit on open files is 20,000 per process (no CAP_SYS_RESOURCE to raise
 # it), and HAProxy reserves two descriptors per connection: 9,000 idle downstream connections
@@ -257,6 +258,18 @@ backend be
 PROXIES = {"kgw": start_kgw, "nginx": start_nginx_proxy, "haproxy": start_haproxy}
 
 
+def start_floor(work, port, backend_ip, backend_port, keepalive=None):
+    """bench/floor: a minimal tokio proxy with no HTTP library (GET, Content-Length only)."""
+    p = Proc([FLOOR, f"127.0.0.1:{port}", f"{backend_ip}:{backend_port}"], PROXY_CPU,
+             Path(work) / f"floor-{port}.log")
+    wait_port(port)
+    return p
+
+
+# Measured for throughput and CPU only, as a reference: what tokio and the kernel cost here.
+REFERENCES = {"floor": start_floor} if FLOOR.exists() else {}
+
+
 # ---------------------------------------------------------------- load
 
 def wrk(port, seconds, connections=32):
@@ -426,11 +439,13 @@ def main():
             # measure runs in several rounds, the proxies in a rotated order each round, and the
             # table shows the median with the range.
             names = list(PROXIES)
-            rounds = {name: [] for name in names}
+            measured = names + list(REFERENCES)
+            starters = {**PROXIES, **REFERENCES}
+            rounds = {name: [] for name in measured}
             for round_index in range(args.rounds):
-                for name in rotated(names, round_index):
+                for name in rotated(measured, round_index):
                     port = free_port()
-                    proxy = PROXIES[name](work, port, "127.0.0.1", bport)
+                    proxy = starters[name](work, port, "127.0.0.1", bport)
                     procs.append(proxy)
                     wrk(port, 2)  # warm up: pools filled
                     accepts0 = backend_accepts(bport)
@@ -445,8 +460,8 @@ def main():
                           f"{one['upstream_per_100k']:.2f} upstream connections per 100k", flush=True)
                     proxy.stop()
                     procs.remove(proxy)
-            for name in names:
-                r = results[name]
+            for name in measured:
+                r = results.setdefault(name, {})
                 for key in ("rps", "cpu_us_per_rq", "upstream_per_100k"):
                     values = [one[key] for one in rounds[name]]
                     r[key] = statistics.median(values)
@@ -532,6 +547,9 @@ def main():
     write_report(Path(args.out), results, args)
 
 
+FLOOR_LABEL = "floor (reference: minimal tokio proxy)"
+
+
 def versions():
     def first_line(cmd):
         try:
@@ -568,14 +586,21 @@ def write_report(path, r, args):
                   "| path | requests/s | range | errors | vs best peer |", "|---|---:|---:|---:|---:|"]
         if "direct" in r:
             lines.append(f"| direct to the backend (the limit) | {r['direct']['rps']:.0f} | | {r['direct']['errors']} | |")
-        for n in names:
+        for n in names + [x for x in REFERENCES if "rps" in r.get(x, {})]:
             lo, hi = r[n]["rps_range"]
-            lines.append(f"| {n} | {r[n]['rps']:.0f} | {lo:.0f}-{hi:.0f} | {r[n]['errors']} | {ratio(n, 'rps', True)} |")
+            label = FLOOR_LABEL if n == "floor" else n
+            lines.append(f"| {label} | {r[n]['rps']:.0f} | {lo:.0f}-{hi:.0f} | {r[n]['errors']} | {ratio(n, 'rps', True)} |")
         lines += ["", "## Proxy CPU time per request (user+system from /proc, during the throughput runs; median, range)", "",
                   "| proxy | µs per request | range | vs best peer |", "|---|---:|---:|---:|"]
-        for n in names:
+        for n in names + [x for x in REFERENCES if "rps" in r.get(x, {})]:
             lo, hi = r[n]["cpu_us_per_rq_range"]
-            lines.append(f"| {n} | {r[n]['cpu_us_per_rq']:.2f} | {lo:.2f}-{hi:.2f} | {ratio(n, 'cpu_us_per_rq', False)} |")
+            label = FLOOR_LABEL if n == "floor" else n
+            lines.append(f"| {label} | {r[n]['cpu_us_per_rq']:.2f} | {lo:.2f}-{hi:.2f} | {ratio(n, 'cpu_us_per_rq', False)} |")
+        if "rps" in r.get("floor", {}):
+            lines += ["", "The floor is `bench/floor`: about 100 lines of tokio and httparse that forward GET requests "
+                      "and Content-Length responses over a pool, with no routing, no HTTP library and none of a "
+                      "gateway's duties. Not a proxy to use; it shows what tokio and the kernel cost on this "
+                      "machine, so the rest of a proxy's figure is its own HTTP work."]
         lines += ["", "## Upstream connections opened per 100,000 requests (after a 2 s warm-up)", "",
                   "| proxy | connections | |", "|---|---:|---|"]
         for n in names:
