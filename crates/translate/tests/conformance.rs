@@ -9,6 +9,9 @@
 //! Expected outputs are protobuf JSON in camelCase; the dump uses the proto field names in
 //! snake_case. The expected side is converted to snake_case before comparing.
 
+mod support;
+use support::without_transition_times;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -595,20 +598,6 @@ fn merge_multiple_bcp() {
         .cloned()
         .collect();
     assert_eq!(got_keys, want_keys, "policies with a status");
-}
-
-/// Drops every condition's `lastTransitionTime` (upstream writes `null`: "not compared").
-fn without_transition_times(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(k, _)| k != "lastTransitionTime")
-                .map(|(k, v)| (k, without_transition_times(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(without_transition_times).collect()),
-        other => other,
-    }
 }
 
 #[test]

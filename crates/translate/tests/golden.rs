@@ -5,6 +5,9 @@
 //! `UPDATE_GOLDEN=1 cargo test -p translate --test golden` rewrites the expected files; read the
 //! diff before committing it: every value in them has been checked by hand.
 
+mod support;
+use support::without_transition_times;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -47,19 +50,6 @@ fn render(input: &Path) -> String {
         .collect();
     let out = serde_json::json!({ "config_dump": dump, "statuses": statuses });
     serde_json::to_string_pretty(&out).expect("JSON") + "\n"
-}
-
-fn without_transition_times(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(k, _)| k != "lastTransitionTime")
-                .map(|(k, v)| (k, without_transition_times(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(without_transition_times).collect()),
-        other => other,
-    }
 }
 
 fn golden(name: &str) {
