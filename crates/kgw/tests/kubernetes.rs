@@ -720,6 +720,69 @@ fn a_refused_policy_says_why_in_its_status_and_serving_goes_on() {
     });
 }
 
+/// A Gateway updated to something kgw does not serve yet (an HTTPS listener) is refused with
+/// a status that says why, stays refused whatever else happens to Gateways and GatewayClasses,
+/// and its last accepted version keeps serving.
+#[test]
+fn a_refused_gateway_stays_refused_and_keeps_serving() {
+    let Some(setup) = setup() else { return };
+    let Setup { api, gw, port, .. } = &setup;
+    let gateway = |protocol: &str, name: &str, listen: u16| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\n  \
+             namespace: kgateway-system\nspec:\n  gatewayClassName: kgateway\n  listeners:\n  - protocol: {protocol}\n    \
+             port: {listen}\n    name: http\n    allowedRoutes:\n      namespaces:\n        from: All\n"
+        )
+    };
+    let accepted = || -> Option<serde_json::Value> {
+        let out = api.kubectl(
+            &["get", "gateway", "-n", "kgateway-system", "http", "-o", "json"],
+            "",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Accepted")
+            .cloned()
+    };
+    api.apply(&gateway("HTTPS", "http", *port));
+    let refused = wait_for(
+        "the Gateway refused in its status",
+        Duration::from_secs(10),
+        || accepted().filter(|c| c["status"] == "False"),
+    );
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.listeners[0].protocol") && message.contains("HTTPS"),
+        "{message}"
+    );
+
+    // Other Gateway and GatewayClass events do not bring back the accepted version's status.
+    api.apply(&gateway("HTTP", "other", free_port()));
+    api.kubectl(&["annotate", "gatewayclass", "kgateway", "touched=yes"], "");
+    wait_for("the other Gateway served", Duration::from_secs(10), || {
+        let out = api.kubectl(
+            &["get", "gateway", "-n", "kgateway-system", "other", "-o", "json"],
+            "",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+            .then_some(())
+    });
+    assert_eq!(accepted().map(|c| c["status"].clone()), Some("False".into()));
+    // What was accepted before still serves.
+    assert_eq!(gw.curl("www.example.com", "/get").0, 200);
+
+    api.apply(&gateway("HTTP", "http", *port));
+    wait_for("the Gateway accepted again", Duration::from_secs(10), || {
+        accepted().filter(|c| c["status"] == "True")
+    });
+}
+
 /// `kubectl get backendconfigpolicy -n httpbin httpbin-keepalive -o OUTPUT`.
 fn get_guide_policy(api: &ApiServer, output: &str) -> Vec<u8> {
     let args = [

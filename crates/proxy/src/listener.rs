@@ -460,9 +460,11 @@ async fn exchange(
             parts.headers.clone(),
         )
     });
+    // Without a request body, the request is all written once the response begins.
+    let sent_whole = body.is_end_stream();
     let req = Request::from_parts(parts, Either::Left(body));
     let failure = match attempt(&mut conn, req, deadline).await {
-        Ok(resp) => return Ok(pooled(resp, conn, cluster, endpoint)),
+        Ok(resp) => return Ok(pooled(resp, conn, cluster, endpoint, sent_whole)),
         Err(f) => f,
     };
     let was_reused = conn.reused;
@@ -491,8 +493,9 @@ async fn exchange(
     };
     stats::inc(&cluster.stats().upstream_rq_retry);
     let mut conn = new_connection(cluster, endpoint).await?;
+    let sent_whole = again.body().is_end_stream();
     match attempt(&mut conn, again, deadline).await {
-        Ok(resp) => Ok(pooled(resp, conn, cluster, endpoint)),
+        Ok(resp) => Ok(pooled(resp, conn, cluster, endpoint, sent_whole)),
         Err(Failure::Timeout) => Err(timeout()),
         Err(Failure::NotSent(_)) => Err(termination()),
         Err(Failure::Failed(e)) => {
@@ -507,11 +510,13 @@ fn pooled(
     conn: Connection,
     cluster: &Arc<ClusterRuntime>,
     endpoint: &Arc<Endpoint>,
+    sent_whole: bool,
 ) -> Response<ProxyBody> {
     let (parts, body) = resp.into_parts();
     let mut pooled = PooledBody {
         inner: Some(body),
         conn: Some(conn),
+        drainable: sent_whole,
         cluster: cluster.clone(),
         endpoint: endpoint.clone(),
     };
@@ -565,6 +570,9 @@ fn termination() -> LocalReply {
 pub(crate) struct PooledBody {
     /// Always Some until dropped (taken out to drain the rest).
     inner: Option<Incoming>,
+    /// The request had no body, so nothing of it can still be on its way when the client
+    /// leaves: the connection may be drained and pooled.
+    drainable: bool,
     conn: Option<Connection>,
     cluster: Arc<ClusterRuntime>,
     endpoint: Arc<Endpoint>,
@@ -589,11 +597,11 @@ impl Drop for PooledBody {
         let (Some(conn), Some(mut rest)) = (self.conn.take(), self.inner.take()) else {
             return;
         };
-        let small = rest.size_hint().upper().is_some_and(|n| n <= DRAIN_LIMIT);
+        let worth_draining = self.drainable && rest.size_hint().upper().is_some_and(|n| n <= DRAIN_LIMIT);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if !small {
+        if !worth_draining {
             return; // `conn` dropped: closed
         }
         let (cluster, endpoint) = (self.cluster.clone(), self.endpoint.clone());

@@ -46,17 +46,29 @@ fn gateway_class_resource() -> ApiResource {
 #[derive(Default)]
 struct Classes {
     ours: BTreeSet<String>,
+    /// Every Gateway's last accepted version.
     gateways: BTreeMap<ObjectKey, Object>,
+    /// Gateways whose current version kgw refuses, whatever their class: whether the class is
+    /// ours is decided when publishing, since the classes may be listed after the Gateways.
+    refused: BTreeMap<ObjectKey, Rejected>,
 }
 
 impl Classes {
-    /// A refused Gateway gets our status only when its class is ours.
-    fn owns(&self, rejected: &Rejected) -> bool {
-        rejected
-            .object
-            .pointer("/spec/gatewayClassName")
-            .and_then(Value::as_str)
-            .is_some_and(|class| self.ours.contains(class))
+    /// Hands the store the Gateways of our classes, and the refused ones of our classes (a
+    /// refused Gateway gets our status only when its class is ours).
+    fn publish(&self, store: &Store) {
+        let refused = self
+            .refused
+            .iter()
+            .filter(|(_, r)| {
+                r.object
+                    .pointer("/spec/gatewayClassName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|class| self.ours.contains(class))
+            })
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        store.replace_cluster_kind_with_rejected(Kind::Gateway, self.serving(), refused);
     }
 
     fn serving(&self) -> Vec<Object> {
@@ -99,22 +111,24 @@ pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<
                     }
                     Ok(Event::InitApply(o)) => match decode(&ar, kind, o) {
                         Ok(object) => listing.push(object),
-                        Err(refused) => {
-                            let refused = *refused;
-                            if kind != Kind::Gateway
-                                || classes.lock().unwrap_or_else(|e| e.into_inner()).owns(&refused.1)
-                            {
-                                listing_rejected.push(refused)
-                            }
-                        }
+                        Err(refused) => listing_rejected.push(*refused),
                     },
                     Ok(Event::InitDone) => {
                         let objects = std::mem::take(&mut listing);
                         let rejected = std::mem::take(&mut listing_rejected);
                         if kind == Kind::Gateway {
                             let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
-                            c.gateways = objects.into_iter().map(|o| (o.key(), o)).collect();
-                            store.replace_cluster_kind_with_rejected(kind, c.serving(), rejected);
+                            let mut gateways: BTreeMap<ObjectKey, Object> =
+                                objects.into_iter().map(|o| (o.key(), o)).collect();
+                            // A refused Gateway's last accepted version keeps serving.
+                            for (key, _) in &rejected {
+                                if let Some(accepted) = c.gateways.remove(key) {
+                                    gateways.insert(key.clone(), accepted);
+                                }
+                            }
+                            c.gateways = gateways;
+                            c.refused = rejected.into_iter().collect();
+                            c.publish(&store);
                         } else {
                             store.replace_cluster_kind_with_rejected(kind, objects, rejected);
                         }
@@ -124,9 +138,11 @@ pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<
                             Ok(object) => object,
                             Err(refused) => {
                                 let (key, rejected) = *refused;
-                                if kind != Kind::Gateway
-                                    || classes.lock().unwrap_or_else(|e| e.into_inner()).owns(&rejected)
-                                {
+                                if kind == Kind::Gateway {
+                                    let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
+                                    c.refused.insert(key, rejected);
+                                    c.publish(&store);
+                                } else {
                                     store.reject_cluster(key, rejected);
                                 }
                                 continue;
@@ -134,8 +150,9 @@ pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<
                         };
                         if kind == Kind::Gateway {
                             let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
+                            c.refused.remove(&object.key());
                             c.gateways.insert(object.key(), object);
-                            store.replace_cluster_kind(kind, c.serving());
+                            c.publish(&store);
                         } else {
                             store.upsert_cluster(object);
                         }
@@ -149,7 +166,8 @@ pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<
                         if kind == Kind::Gateway {
                             let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
                             c.gateways.remove(&key);
-                            store.replace_cluster_kind(kind, c.serving());
+                            c.refused.remove(&key);
+                            c.publish(&store);
                         } else {
                             store.delete_cluster(&key);
                         }
@@ -201,7 +219,7 @@ pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<
                     .filter(|(_, ours)| **ours)
                     .map(|(n, _)| n.clone())
                     .collect();
-                store.replace_cluster_kind(Kind::Gateway, c.serving());
+                c.publish(&store);
             }
         }
     });
@@ -268,20 +286,22 @@ fn decode(ar: &ApiResource, kind: Kind, object: DynamicObject) -> Result<Object,
         map.insert("apiVersion".into(), Value::String(api_version));
         map.insert("kind".into(), Value::String(ar.kind.clone()));
     }
-    match api::decode_object(value.clone()) {
-        Ok(o) => Ok(o),
-        Err(e) => {
-            tracing::warn!(object = %key, "not served: {e}");
-            let message = e.to_string();
-            Err(Box::new((
-                key,
-                Rejected {
-                    object: value,
-                    message,
-                },
-            )))
-        }
-    }
+    // The same refusals as `kgw apply` and the webhook: invalid, or not supported yet.
+    let refused = match api::decode_object(value.clone()) {
+        Ok(o) => match crate::not_supported_yet(&o) {
+            None => return Ok(o),
+            Some(why) => why,
+        },
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(object = %key, "not served: {refused}");
+    Err(Box::new((
+        key,
+        Rejected {
+            object: value,
+            message: refused,
+        },
+    )))
 }
 
 /// In the API, a null field is an unset field: nulls are removed, except `group`, where null is

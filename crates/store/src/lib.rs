@@ -223,14 +223,8 @@ impl Store {
         self.changed();
     }
 
-    /// Takes the statuses of a new translation. A condition whose status did not change keeps
-    /// its `lastTransitionTime`, as in Kubernetes.
-    /// Kubernetes source: every object of `kind` the API server has now.
-    pub fn replace_cluster_kind(&self, kind: Kind, objects: Vec<Object>) {
-        self.replace_cluster_kind_with_rejected(kind, objects, Vec::new());
-    }
-
-    /// Kubernetes source: every object of `kind` the API server has now, valid or refused.
+    /// Kubernetes source: every object of `kind` the API server has now, valid or refused. A
+    /// refused object's last accepted version keeps serving, as after a refused update.
     pub fn replace_cluster_kind_with_rejected(
         &self,
         kind: Kind,
@@ -244,18 +238,18 @@ impl Store {
             .filter(|(k, _)| k.kind != kind)
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect();
-        next_rejected.extend(rejected);
-        let rejected_changed = next_rejected != state.rejected;
-        state.rejected = next_rejected;
         let mut next: BTreeMap<ObjectKey, Arc<Object>> = state
             .cluster
             .iter()
-            .filter(|(k, _)| k.kind != kind)
+            .filter(|(k, _)| k.kind != kind || rejected.iter().any(|(r, _)| r == *k))
             .map(|(k, o)| (k.clone(), o.clone()))
             .collect();
         for o in objects {
             next.insert(o.key(), Arc::new(o));
         }
+        next_rejected.extend(rejected);
+        let rejected_changed = next_rejected != state.rejected;
+        state.rejected = next_rejected;
         if next != state.cluster || rejected_changed {
             state.cluster = next;
             drop(state);
@@ -307,8 +301,9 @@ impl Store {
             .collect()
     }
 
-    /// Returns the statuses as kept (with the transition times carried over).
-    /// Refused objects get a status that says why, in place of their last accepted version's.
+    /// Takes the statuses of a new translation. A condition whose status did not change keeps
+    /// its `lastTransitionTime`, as in Kubernetes. Refused objects get a status that says why,
+    /// in place of their last accepted version's. Returns the statuses as kept.
     pub fn set_statuses(&self, mut statuses: Statuses) -> Arc<Statuses> {
         let mut state = self.lock();
         let now = std::time::SystemTime::now();
@@ -354,21 +349,7 @@ impl Store {
 /// Parses and validates a manifest, then refuses what the data plane cannot do yet.
 pub fn admit(text: &str, origin: &str) -> Result<Vec<Object>, StoreError> {
     let objects = api::parse_manifests(text, origin).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let mut problems = Vec::new();
-    for o in &objects {
-        let errors = api::unsupported(o);
-        if !errors.is_empty() {
-            let key = o.key();
-            problems.push(
-                api::InvalidObject {
-                    kind: key.kind.to_string(),
-                    name: format!("{}/{}", key.namespace, key.name),
-                    errors,
-                }
-                .to_string(),
-            );
-        }
-    }
+    let problems: Vec<String> = objects.iter().filter_map(not_supported_yet).collect();
     if problems.is_empty() {
         Ok(objects)
     } else {
@@ -380,6 +361,23 @@ pub fn admit(text: &str, origin: &str) -> Result<Vec<Object>, StoreError> {
                 .join("\n"),
         ))
     }
+}
+
+/// Why the data plane cannot do what `object` asks yet (fields it does not implement), if so.
+pub(crate) fn not_supported_yet(object: &Object) -> Option<String> {
+    let errors = api::unsupported(object);
+    if errors.is_empty() {
+        return None;
+    }
+    let key = object.key();
+    Some(
+        api::InvalidObject {
+            kind: key.kind.to_string(),
+            name: format!("{}/{}", key.namespace, key.name),
+            errors,
+        }
+        .to_string(),
+    )
 }
 
 /// Sets `metadata.creationTimestamp` the first time an object is seen, and keeps it after.

@@ -306,13 +306,18 @@ pub fn rejected_status(kind: Kind, object: &Value, message: &str, now: SystemTim
                 .collect();
             Some(json_object([("parents", Value::Array(parents))]))
         }
-        Kind::Gateway => Some(json_object([(
-            "conditions",
-            Value::Array(vec![
-                condition("Accepted", false, "UnsupportedValue", message, &now),
-                condition("Programmed", false, "Invalid", message, &now),
-            ]),
-        )])),
+        // `listeners: []`: the merge patch of the status replaces what the accepted version's
+        // listeners said.
+        Kind::Gateway => Some(json_object([
+            (
+                "conditions",
+                Value::Array(vec![
+                    condition("Accepted", false, "Invalid", message, &now),
+                    condition("Programmed", false, "Invalid", message, &now),
+                ]),
+            ),
+            ("listeners", Value::Array(Vec::new())),
+        ])),
         Kind::Service | Kind::EndpointSlice => None,
     }
 }
