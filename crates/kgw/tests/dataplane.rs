@@ -477,3 +477,48 @@ fn a_client_leaving_mid_response_keeps_the_upstream_connection() {
     );
     assert_eq!(gw.stat(&format!("{cluster}.upstream_cx_total")), Some(1));
 }
+
+/// Request bodies pass through as they came: with a length, chunked, after `Expect:
+/// 100-continue`, and one the backend answers before reading it all (the sample backend reads
+/// 1 MiB at most) gets that answer, not an error.
+#[test]
+fn request_bodies_reach_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::quickstart(dir.path()).start();
+    let post = |extra: &[&str], data: &str| -> (u16, serde_json::Value) {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-H", "host: www.example.com"])
+            .args(extra)
+            .args([
+                "--data-binary",
+                data,
+                &format!("http://127.0.0.1:{}/anything", gw.port),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        (
+            status.parse().unwrap(),
+            serde_json::from_str(body).unwrap_or_default(),
+        )
+    };
+    let (status, echo) = post(&[], "hello");
+    assert_eq!((status, echo["data"].as_str()), (200, Some("hello")));
+    let (status, echo) = post(&["-H", "transfer-encoding: chunked"], "hello chunked");
+    assert_eq!((status, echo["data"].as_str()), (200, Some("hello chunked")));
+
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'a'; 3 << 20]).unwrap();
+    let at_big = format!("@{}", big.display());
+    // curl sends `Expect: 100-continue` for a body this large.
+    let (status, echo) = post(&[], &at_big);
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(echo["headers"]["Content-Length"], "3145728");
+    assert!(
+        echo["headers"].get("Expect").is_none(),
+        "the gateway answered the Expect itself"
+    );
+    // And the connection is usable after.
+    assert_eq!(gw.curl("www.example.com", "/get").0, 200);
+}

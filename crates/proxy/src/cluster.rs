@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use snapshot::{Cluster, TcpKeepalive};
 
 use crate::stats::{self, ClusterStats};
-use crate::upstream::{self, Connection};
+use crate::upstream::{self, Connection, End};
 
 /// What a cluster's connections are opened with.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +45,8 @@ pub struct Endpoint {
     pub address: SocketAddr,
     idle: Mutex<Vec<Connection>>,
     pub(crate) active_requests: AtomicU64,
+    /// The cluster no longer has it: connections that finish are closed, not pooled.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 /// An open upstream connection, for `/clusters` and tests.
@@ -130,13 +132,19 @@ impl ClusterRuntime {
                     address: *a,
                     idle: Mutex::new(Vec::new()),
                     active_requests: AtomicU64::new(0),
+                    removed: std::sync::atomic::AtomicBool::new(false),
                 }),
             })
             .collect();
         self.endpoints.store(Arc::new(new));
         // Endpoints that left: their idle connections close now, and leave the gauge.
         for gone in old.iter().filter(|e| !addresses.contains(&e.address)) {
-            let idle = std::mem::take(&mut *gone.idle.lock().unwrap_or_else(|e| e.into_inner()));
+            let idle = {
+                let mut idle = gone.idle.lock().unwrap_or_else(|e| e.into_inner());
+                // Under the pool's lock, so that no connection is pooled after this.
+                gone.removed.store(true, Ordering::Relaxed);
+                std::mem::take(&mut *idle)
+            };
             for _ in &idle {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
             }
@@ -163,37 +171,47 @@ impl ClusterRuntime {
         let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(mut conn) = idle.pop() {
             stats::dec(&self.stats.upstream_cx_pool_idle);
-            if conn.is_open() {
-                conn.reused = true;
-                conn.set_busy(true);
-                return Some(conn);
+            match conn.ended_while_idle() {
+                None => {
+                    conn.reused = true;
+                    conn.busy = true;
+                    return Some(conn);
+                }
+                // Closed by the peer a moment ago: counted as it drops.
+                Some(end) => conn.end = end,
             }
-            // closed by the peer a moment ago; its task is counting it
         }
         None
     }
 
+    /// A connection whose exchange completed goes back to its endpoint's pool.
     pub(crate) fn put_idle(&self, endpoint: &Endpoint, mut conn: Connection) {
-        conn.set_busy(false);
-        if !conn.is_open() {
-            return;
-        }
+        conn.busy = false;
         conn.idle_since = Instant::now();
         let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if endpoint.removed.load(Ordering::Relaxed) {
+            return;
+        }
         idle.push(conn);
         stats::inc(&self.stats.upstream_cx_pool_idle);
     }
 
-    /// A connection ended: if it sits in the pool, it leaves now.
-    pub(crate) fn evict(&self, address: SocketAddr, id: u64) {
-        let endpoints = self.endpoints.load();
-        let Some(endpoint) = endpoints.iter().find(|e| e.address == address) else {
-            return;
-        };
-        let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = idle.iter().position(|c| c.id == id) {
-            idle.remove(i);
-            stats::dec(&self.stats.upstream_cx_pool_idle);
+    /// Pooled connections that ended (peer closed, keepalive gave up) leave the pool and are
+    /// counted. Run often: it is what makes a dead idle connection leave at once.
+    pub(crate) fn sweep_idle(&self) {
+        for endpoint in self.endpoints.load().iter() {
+            let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let before = idle.len();
+            idle.retain_mut(|conn| match conn.ended_while_idle() {
+                None => true,
+                Some(end) => {
+                    conn.end = end;
+                    false
+                }
+            });
+            for _ in idle.len()..before {
+                stats::dec(&self.stats.upstream_cx_pool_idle);
+            }
         }
     }
 
@@ -208,9 +226,10 @@ impl ClusterRuntime {
                 *idle = fresh;
                 old
             };
-            for conn in expired {
+            for mut conn in expired {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
-                conn.expire();
+                conn.end = End::IdleTimeout;
+                drop(conn); // counted as it drops
             }
         }
     }

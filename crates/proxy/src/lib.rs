@@ -5,6 +5,7 @@
 
 mod access_log;
 mod cluster;
+mod h1;
 mod listener;
 mod router;
 mod stats;
@@ -111,17 +112,19 @@ impl DataPlane {
         listener::reconcile(self, &snapshot)
     }
 
-    /// Closes pooled connections past their idle timeout, until the data plane is dropped.
+    /// Until the data plane is dropped: every 100 ms, pooled connections that ended leave their
+    /// pool (a sweep of socket readiness, no system call for the live ones), and those past
+    /// their idle timeout are closed.
     pub fn spawn_maintenance(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        let every = (self.options.upstream_idle_timeout / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(5));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let Some(dp) = weak.upgrade() else { return };
                 for cluster in &dp.runtime().clusters {
+                    cluster.sweep_idle();
                     cluster.expire_idle(dp.options.upstream_idle_timeout);
                 }
             }

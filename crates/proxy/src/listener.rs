@@ -1,28 +1,26 @@
 //! Listeners: bind what the Snapshot asks for, accept, speak HTTP/1.1 downstream, and proxy
 //! each request to its route's cluster. Local replies follow Envoy (status, body, flag).
+//!
+//! One task per downstream connection reads a request head, routes it, and drives the upstream
+//! exchange itself on a pooled connection: heads are parsed in place and forwarded with the
+//! proxy's edits (see `h1.rs` for why not hyper), bodies pass through framed as they came.
 
 use std::collections::BTreeSet;
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Empty, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use snapshot::{RouteAction, Snapshot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::DataPlane;
 use crate::access_log::Entry;
 use crate::cluster::{ClusterRuntime, Endpoint};
-use crate::stats::{self};
-use crate::upstream::{self, ConnectError, Connection, UpstreamBody};
+use crate::h1::{self, Framing, HeadError, RequestHead, ResponseHead};
+use crate::router::RequestView;
+use crate::stats;
+use crate::upstream::{self, ConnectError, Connection, End};
 
 /// A bound listener address; dropping it stops accepting.
 pub(crate) struct Bound {
@@ -87,7 +85,7 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -96,22 +94,12 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
         tokio::spawn(async move {
             stats::inc(&dp.downstream.downstream_cx_total);
             stats::inc(&dp.downstream.downstream_cx_active);
-            // The client's address as x-forwarded-for carries it, made once per connection.
-            let client = client_address(peer);
-            let service = {
-                let dp = dp.clone();
-                service_fn(move |req| {
-                    let dp = dp.clone();
-                    let client = client.clone();
-                    async move { Ok::<_, Infallible>(handle(dp, port, client, req).await) }
-                })
+            let mut downstream = Downstream {
+                stream,
+                buf: Vec::new(),
+                client: client_address(peer),
             };
-            let result = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = result {
+            if let Err(e) = downstream.serve(&dp, port).await {
                 tracing::debug!(%peer, "downstream connection: {e}");
             }
             stats::dec(&dp.downstream.downstream_cx_active);
@@ -119,173 +107,685 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
     }
 }
 
-type ProxyBody = Either<Full<Bytes>, PooledBody>;
+/// Bytes read per system call; buffers start small and grow only for large heads.
+const READ_CHUNK: usize = 4096;
+
+/// A response rest this small is read to its end when the client leaves early, so that its
+/// connection goes back to the pool instead of being closed (a new connection costs the backend
+/// a handshake, and the next request a round trip).
+const DRAIN_LIMIT: u64 = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// How long a downstream connection may send nothing (no request, or a head left unfinished).
+const DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Idle time after which a reused connection may be closing under us (see `exchange`).
+const REPLAY_AFTER_IDLE: Duration = Duration::from_millis(100);
+
+/// Appends what one read gives; Ok(0) at end of stream. Cancel-safe (it is raced against other
+/// reads and writes): bytes land in the spare capacity and count only once read.
+async fn read_some<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    stream.read_buf(buf).await
+}
+
+struct Downstream {
+    stream: TcpStream,
+    /// Bytes read from the client and not used yet.
+    buf: Vec<u8>,
+    /// The client's address as x-forwarded-for carries it.
+    client: String,
+}
 
 /// Why a request did not get an upstream response (Envoy's response flags).
 struct LocalReply {
-    status: StatusCode,
+    status: u16,
     flag: &'static str,
     body: String,
+}
+
+/// How an exchange ended, for the downstream connection.
+enum Next {
+    /// Ready for the client's next request.
+    KeepAlive,
+    /// The connection ends (the client asked, the response is close-delimited, or an error
+    /// left the stream in an unknown state).
+    Close,
+}
+
+/// What the access log and the counters say of one request.
+struct Outcome {
+    status: u16,
+    flag: &'static str,
+    upstream: Option<SocketAddr>,
+    next: Next,
+}
+
+impl Downstream {
+    async fn serve(&mut self, dp: &Arc<DataPlane>, port: u16) -> std::io::Result<()> {
+        loop {
+            let head = loop {
+                if !self.buf.is_empty() {
+                    match h1::parse_request(&self.buf) {
+                        Ok(Some(head)) => break head,
+                        Ok(None) => {}
+                        Err(e) => {
+                            let (status, reason) = match e {
+                                HeadError::TooLarge => (431, "Request Header Fields Too Large"),
+                                HeadError::Malformed(_) => (400, "Bad Request"),
+                            };
+                            dp.downstream.count_status(status);
+                            let reply = format!(
+                                "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            );
+                            let _ = self.stream.write_all(reply.as_bytes()).await;
+                            return Ok(());
+                        }
+                    }
+                }
+                // A connection that sends nothing for this long is closed (Envoy's idle_timeout
+                // default for downstream connections).
+                match tokio::time::timeout(
+                    DOWNSTREAM_IDLE_TIMEOUT,
+                    read_some(&mut self.stream, &mut self.buf),
+                )
+                .await
+                {
+                    Ok(Ok(0)) | Err(_) => return Ok(()),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                }
+            };
+            let outcome = self.one_request(dp, port, &head).await?;
+            if matches!(outcome, Next::Close) {
+                let _ = self.stream.shutdown().await;
+                return Ok(());
+            }
+            if self.buf.is_empty() {
+                // An idle keep-alive connection keeps no buffer.
+                self.buf = Vec::new();
+            }
+        }
+    }
+
+    /// Routes and proxies one request whose head is at the start of `buf`; the head and its
+    /// body are consumed from `buf`.
+    async fn one_request(
+        &mut self,
+        dp: &Arc<DataPlane>,
+        port: u16,
+        head: &RequestHead,
+    ) -> std::io::Result<Next> {
+        let start = Instant::now();
+        let runtime = dp.runtime();
+        let buf = std::mem::take(&mut self.buf);
+        let text = |r: &std::ops::Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("");
+        let target = text(&head.target);
+        let absolute = target.split_once("://").map(|(_, rest)| rest);
+        let host = match (&head.host, absolute) {
+            (Some(h), _) => text(h),
+            (None, Some(rest)) => rest.split(['/', '?']).next().unwrap_or(""),
+            (None, None) => "",
+        };
+        let path_and_query = match absolute {
+            Some(rest) => rest.find(['/', '?']).map(|i| &rest[i..]).unwrap_or("/"),
+            None => target,
+        };
+        let path = path_and_query.split('?').next().unwrap_or("");
+        let header = |name: &str| -> Option<&[u8]> {
+            head.headers
+                .iter()
+                .find(|h| buf[h.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+                .map(|h| &buf[h.value.clone()])
+        };
+        let method = text(&head.method);
+        let logged = dp.access_log.is_enabled().then(|| {
+            let value = |name: &str| {
+                header(name)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            Logged {
+                start: jiff::Timestamp::now(),
+                method: method.to_string(),
+                path: path_and_query.to_string(),
+                protocol: match head.version {
+                    h1::Version::Http10 => "HTTP/1.0",
+                    h1::Version::Http11 => "HTTP/1.1",
+                },
+                forwarded_for: value("x-forwarded-for"),
+                user_agent: value("user-agent"),
+                authority: host.to_string(),
+            }
+        });
+        let view = RequestView {
+            method,
+            path,
+            host,
+            header: &header,
+        };
+
+        let mut cluster_name = String::new();
+        let routed: Result<(Arc<ClusterRuntime>, Arc<Endpoint>), LocalReply> = 'route: {
+            let Some(route) = crate::router::find_listener(&runtime.snapshot.listeners, port)
+                .and_then(|l| crate::router::route(l, &view))
+            else {
+                break 'route Err(LocalReply {
+                    status: 404,
+                    flag: "NR",
+                    body: String::new(),
+                });
+            };
+            let targets = match &route.action {
+                RouteAction::Forward(t) => t,
+                RouteAction::Direct { status, body } => {
+                    break 'route Err(LocalReply {
+                        status: *status,
+                        flag: "",
+                        body: body.clone(),
+                    });
+                }
+            };
+            let target = pick_weighted(targets);
+            let Some(index) = target.index else {
+                break 'route Err(LocalReply {
+                    status: 500,
+                    flag: "NC",
+                    body: String::new(),
+                });
+            };
+            let cluster = &runtime.clusters[index];
+            if logged.is_some() {
+                cluster_name = target.name.clone();
+            }
+            stats::inc(&cluster.stats().upstream_rq_total);
+            let Some(endpoint) = cluster.pick() else {
+                stats::inc(&cluster.stats().upstream_cx_none_healthy);
+                break 'route Err(LocalReply {
+                    status: 503,
+                    flag: "UH",
+                    body: "no healthy upstream".into(),
+                });
+            };
+            Ok((cluster.clone(), endpoint))
+        };
+        let is_head = method.eq_ignore_ascii_case("HEAD");
+        let replayable =
+            dp.options.retry_on_reused_connection && head.framing == Framing::Empty && is_idempotent(method);
+
+        let outcome = match routed {
+            Err(reply) => {
+                self.buf = buf;
+                self.local_reply(head, reply, None).await?
+            }
+            Ok((cluster, endpoint)) => {
+                let mut request = Vec::with_capacity(head.len + 64);
+                h1::write_request_head(&mut request, &buf, head, self.client.as_bytes());
+                // The client waits for leave to send its body: the proxy gives it (as Envoy
+                // does), so the body does not wait for the upstream's own 100 Continue.
+                let continue_body = h1::expects_continue(&buf, head);
+                self.buf = buf;
+                self.buf.drain(..head.len);
+                if continue_body && self.buf.is_empty() {
+                    self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+                }
+                stats::inc(&cluster.stats().upstream_rq_active);
+                stats::inc(&endpoint.active_requests);
+                let exchange = Exchange {
+                    cluster: &cluster,
+                    endpoint: &endpoint,
+                    request,
+                    framing: head.framing,
+                    is_head,
+                    replayable,
+                    keep_alive: head.keep_alive,
+                };
+                let result = self.exchange(dp, exchange).await;
+                stats::dec(&cluster.stats().upstream_rq_active);
+                stats::dec(&endpoint.active_requests);
+                match result {
+                    Ok(outcome) => {
+                        cluster.stats().count_status(outcome.status);
+                        outcome
+                    }
+                    Err(reply) => {
+                        if reply.flag == "UT" {
+                            stats::inc(&cluster.stats().upstream_rq_timeout);
+                        }
+                        cluster.stats().count_status(reply.status);
+                        self.local_reply_after_head(
+                            head.framing,
+                            head.keep_alive,
+                            reply,
+                            Some(endpoint.address),
+                        )
+                        .await?
+                    }
+                }
+            }
+        };
+        dp.downstream.count_status(outcome.status);
+        if let Some(l) = logged {
+            dp.access_log.log(&Entry {
+                start: l.start,
+                method: &l.method,
+                path: &l.path,
+                protocol: l.protocol,
+                status: outcome.status,
+                flags: outcome.flag,
+                duration_ms: start.elapsed().as_millis(),
+                forwarded_for: &l.forwarded_for,
+                user_agent: &l.user_agent,
+                authority: &l.authority,
+                upstream: outcome.upstream,
+                cluster: &cluster_name,
+            });
+        }
+        Ok(outcome.next)
+    }
+
+    /// Answers a request that did not reach an upstream; its head is still in `buf`.
+    async fn local_reply(
+        &mut self,
+        head: &RequestHead,
+        reply: LocalReply,
+        upstream: Option<SocketAddr>,
+    ) -> std::io::Result<Outcome> {
+        self.buf.drain(..head.len);
+        self.local_reply_after_head(head.framing, head.keep_alive, reply, upstream)
+            .await
+    }
+
+    /// Answers with a local reply once the request head is consumed. A request body not read
+    /// yet ends the connection after the reply (it cannot be told from the next request).
+    async fn local_reply_after_head(
+        &mut self,
+        framing: Framing,
+        keep_alive: bool,
+        reply: LocalReply,
+        upstream: Option<SocketAddr>,
+    ) -> std::io::Result<Outcome> {
+        let close = !keep_alive || framing != Framing::Empty;
+        let reason = http::StatusCode::from_u16(reply.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\ncontent-length: {}\r\n",
+            reply.status,
+            reply.body.len()
+        );
+        if !reply.body.is_empty() {
+            out.push_str("content-type: text/plain\r\n");
+        }
+        if close {
+            out.push_str("connection: close\r\n");
+        }
+        out.push_str("\r\n");
+        out.push_str(&reply.body);
+        self.stream.write_all(out.as_bytes()).await?;
+        Ok(Outcome {
+            status: reply.status,
+            flag: reply.flag,
+            upstream,
+            next: if close { Next::Close } else { Next::KeepAlive },
+        })
+    }
+
+    /// Sends the request on a pooled or new connection, and the response back. A reused
+    /// connection that fails before the response began (the peer closed it as we wrote: the
+    /// close race) gets the request again, once, on a new connection, when that is safe: the
+    /// request is idempotent, has no body, and the connection had idled long enough to be in
+    /// that race.
+    async fn exchange(&mut self, dp: &DataPlane, x: Exchange<'_>) -> Result<Outcome, LocalReply> {
+        let deadline = tokio::time::Instant::now() + dp.options.route_timeout;
+        let mut conn = match x.cluster.take_idle(x.endpoint) {
+            Some(c) => c,
+            None => new_connection(x.cluster, x.endpoint).await?,
+        };
+        let mut retried = false;
+        let response = loop {
+            let may_replay =
+                x.replayable && !retried && conn.reused && conn.idle_since.elapsed() >= REPLAY_AFTER_IDLE;
+            match tokio::time::timeout_at(deadline, self.send_request(&mut conn, &x)).await {
+                Err(_) => return Err(timeout()),
+                Ok(Ok(head)) => break head,
+                Ok(Err(Failure::Client)) => {
+                    return Ok(Outcome {
+                        status: 0,
+                        flag: "DC",
+                        upstream: Some(x.endpoint.address),
+                        next: Next::Close,
+                    });
+                }
+                Ok(Err(Failure::Upstream(end))) => {
+                    conn.end = end;
+                    drop(conn);
+                    if may_replay && end != End::TimedOut {
+                        tracing::debug!(
+                            cluster = x.cluster.name(),
+                            "reused connection failed before the response; retrying"
+                        );
+                        retried = true;
+                        stats::inc(&x.cluster.stats().upstream_rq_retry);
+                        conn = new_connection(x.cluster, x.endpoint).await?;
+                        continue;
+                    }
+                    return Err(termination());
+                }
+            }
+        };
+        let (response, whole) = response;
+        Ok(self.forward_response(conn, response, whole, &x).await)
+    }
+
+    /// Writes the request (head and body) and reads the response head, forwarding interim
+    /// (1xx) responses to the client. The body goes while the upstream is watched: one that
+    /// answers before it has the whole body (a 413, say) is heard, and the rest of the body is
+    /// not sent (the second value is then false: neither connection can be reused).
+    async fn send_request(
+        &mut self,
+        conn: &mut Connection,
+        x: &Exchange<'_>,
+    ) -> Result<(ResponseHead, bool), Failure> {
+        let upstream_failed = |e: std::io::Error| {
+            tracing::debug!(
+                cluster = x.cluster.name(),
+                "writing or reading the upstream failed: {e}"
+            );
+            Failure::Upstream(upstream::end_of(&e))
+        };
+        let mut out = x.request.clone();
+        let mut whole = true;
+        // A write that fails may be the upstream closing after it answered early: its answer
+        // is read before the failure counts.
+        let mut write_failed: Option<Failure> = None;
+        let mut scanner = h1::ChunkedScanner::default();
+        let mut left = match x.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        loop {
+            let take = match x.framing {
+                Framing::Empty | Framing::UntilClose => 0,
+                Framing::Length(_) => left.min(self.buf.len() as u64) as usize,
+                Framing::Chunked => scanner.feed(&self.buf).map_err(|_| Failure::Client)?,
+            };
+            out.extend(self.buf.drain(..take));
+            if let Framing::Length(_) = x.framing {
+                left -= take as u64;
+            }
+            let finished = match x.framing {
+                Framing::Empty | Framing::UntilClose => true,
+                Framing::Length(_) => left == 0,
+                Framing::Chunked => scanner.is_done(),
+            };
+            let Connection { stream, buf, .. } = &mut *conn;
+            let (mut upstream_read, mut upstream_write) = stream.split();
+            if finished {
+                if let Err(e) = upstream_write.write_all(&out).await {
+                    write_failed = Some(upstream_failed(e));
+                    whole = false;
+                }
+                break;
+            }
+            // Body bytes are still to come from the client: send what we have, then read more,
+            // either way listening for an early answer.
+            let early = tokio::select! {
+                biased;
+                r = read_some(&mut upstream_read, buf) => Some(r),
+                r = upstream_write.write_all(&out) => {
+                    if let Err(e) = r {
+                        write_failed = Some(upstream_failed(e));
+                        whole = false;
+                        break;
+                    }
+                    out.clear();
+                    tokio::select! {
+                        biased;
+                        r = read_some(&mut upstream_read, buf) => Some(r),
+                        r = read_some(&mut self.stream, &mut self.buf) => match r {
+                            Ok(n) if n > 0 => None,
+                            _ => return Err(Failure::Client),
+                        },
+                    }
+                }
+            };
+            match early {
+                None => {}
+                Some(Ok(n)) if n > 0 => {
+                    whole = false;
+                    break;
+                }
+                Some(Ok(_)) => return Err(Failure::Upstream(End::Remote)),
+                Some(Err(e)) => return Err(upstream_failed(e)),
+            }
+        }
+        let method: &[u8] = if x.is_head { b"HEAD" } else { b"GET" };
+        loop {
+            match h1::parse_response(&conn.buf, method) {
+                Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
+                    // Interim responses (100 Continue) go to the client as they are.
+                    let interim: Vec<u8> = conn.buf.drain(..head.len).collect();
+                    self.stream
+                        .write_all(&interim)
+                        .await
+                        .map_err(|_| Failure::Client)?;
+                    continue;
+                }
+                Ok(Some(head)) => return Ok((head, whole)),
+                Ok(None) => {}
+                Err(_) => return Err(Failure::Upstream(End::Local)),
+            }
+            match read_some(&mut conn.stream, &mut conn.buf).await {
+                Ok(0) => return Err(write_failed.unwrap_or(Failure::Upstream(End::Remote))),
+                Ok(_) => {}
+                Err(e) => return Err(write_failed.unwrap_or_else(|| upstream_failed(e))),
+            }
+        }
+    }
+
+    /// Sends the response head and body to the client, then pools the connection when the
+    /// exchange left it clean.
+    async fn forward_response(
+        &mut self,
+        mut conn: Connection,
+        head: ResponseHead,
+        request_whole: bool,
+        x: &Exchange<'_>,
+    ) -> Outcome {
+        // A request body not read to its end cannot be told from the client's next request.
+        let close = !x.keep_alive || head.framing == Framing::UntilClose || !request_whole;
+        let mut out = Vec::with_capacity(head.len + 64);
+        h1::write_response_head(&mut out, &conn.buf, &head, close);
+        conn.buf.drain(..head.len);
+        let mut outcome = Outcome {
+            status: head.status,
+            flag: "",
+            upstream: Some(x.endpoint.address),
+            next: if close { Next::Close } else { Next::KeepAlive },
+        };
+        let mut scanner = h1::ChunkedScanner::default();
+        let mut left = match head.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let mut client_gone = false;
+        loop {
+            // The body bytes we have, up to the end of this response.
+            let take = match head.framing {
+                Framing::Empty => 0,
+                Framing::Length(_) => left.min(conn.buf.len() as u64) as usize,
+                Framing::Chunked => match scanner.feed(&conn.buf) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        conn.end = End::Local;
+                        outcome.flag = "UPE";
+                        outcome.next = Next::Close;
+                        return outcome;
+                    }
+                },
+                Framing::UntilClose => conn.buf.len(),
+            };
+            if let Framing::Length(_) = head.framing {
+                left -= take as u64;
+            }
+            if !client_gone {
+                out.extend(conn.buf.drain(..take));
+                if !out.is_empty() && self.stream.write_all(&out).await.is_err() {
+                    client_gone = true;
+                    outcome.next = Next::Close;
+                }
+                out.clear();
+            } else {
+                conn.buf.drain(..take);
+            }
+            let done = match head.framing {
+                Framing::Empty => true,
+                Framing::Length(_) => left == 0,
+                Framing::Chunked => scanner.is_done(),
+                Framing::UntilClose => false,
+            };
+            if done {
+                break;
+            }
+            if client_gone
+                && !(x.framing == Framing::Empty
+                    && matches!(head.framing, Framing::Length(_))
+                    && left <= DRAIN_LIMIT)
+            {
+                // The client left and the rest is not worth reading: the connection closes.
+                conn.end = End::Local;
+                return outcome;
+            }
+            let read = if client_gone {
+                match tokio::time::timeout(DRAIN_TIME, read_some(&mut conn.stream, &mut conn.buf)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        conn.end = End::Local;
+                        return outcome;
+                    }
+                }
+            } else {
+                read_some(&mut conn.stream, &mut conn.buf).await
+            };
+            match read {
+                Ok(0) if head.framing == Framing::UntilClose => {
+                    conn.end = End::Remote;
+                    return outcome;
+                }
+                Ok(0) => {
+                    // The upstream closed mid-body: the client's response is cut short.
+                    conn.end = End::Remote;
+                    outcome.flag = "UC";
+                    outcome.next = Next::Close;
+                    return outcome;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    conn.end = upstream::end_of(&e);
+                    outcome.flag = "UC";
+                    outcome.next = Next::Close;
+                    return outcome;
+                }
+            }
+        }
+        if head.keep_alive && request_whole && conn.buf.is_empty() {
+            // A pooled connection keeps no buffer while it idles.
+            conn.buf = Vec::new();
+            x.cluster.put_idle(x.endpoint, conn);
+        }
+        outcome
+    }
+}
+
+/// One request on its way upstream.
+struct Exchange<'a> {
+    cluster: &'a Arc<ClusterRuntime>,
+    endpoint: &'a Arc<Endpoint>,
+    /// The request head as it goes upstream.
+    request: Vec<u8>,
+    /// How the request's body (in the client's stream) ends.
+    framing: Framing,
+    is_head: bool,
+    /// It may go again on a new connection (idempotent, no body, retries on).
+    replayable: bool,
+    /// The client keeps its connection after this exchange.
+    keep_alive: bool,
+}
+
+/// Why one attempt did not give a response head.
+enum Failure {
+    /// The upstream connection failed (and how it ended).
+    Upstream(End),
+    /// The client went away (or sent a broken body) while its request was being forwarded.
+    Client,
 }
 
 /// Request fields the access log needs, copied before the request moves upstream.
 struct Logged {
     start: jiff::Timestamp,
-    method: http::Method,
+    method: String,
     path: String,
-    version: http::Version,
+    protocol: &'static str,
     forwarded_for: String,
     user_agent: String,
     authority: String,
 }
 
-/// `peer`'s IP as a header value (IPv4-mapped IPv6 addresses shown as IPv4).
-fn client_address(peer: SocketAddr) -> HeaderValue {
-    let ip = match peer.ip() {
+/// `peer`'s IP as x-forwarded-for carries it (IPv4-mapped IPv6 addresses shown as IPv4).
+fn client_address(peer: SocketAddr) -> String {
+    match peer.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
-    };
-    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    }
+    .to_string()
 }
 
-async fn handle(
-    dp: Arc<DataPlane>,
-    port: u16,
-    client: HeaderValue,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let start = Instant::now();
-    let runtime = dp.runtime();
-    let (mut parts, body) = req.into_parts();
-    let header_text = |h: &HeaderMap, name: &HeaderName| {
-        h.get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let logged = dp.access_log.is_enabled().then(|| Logged {
-        start: jiff::Timestamp::now(),
-        method: parts.method.clone(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string(),
-        version: parts.version,
-        forwarded_for: header_text(&parts.headers, &X_FORWARDED_FOR),
-        user_agent: header_text(&parts.headers, &header::USER_AGENT),
-        authority: header_text(&parts.headers, &header::HOST),
-    });
-
-    let mut upstream_host = None;
-    let mut cluster_name = "";
-    let result: Result<Response<ProxyBody>, LocalReply> = 'proxy: {
-        let Some(route) = crate::router::find_listener(&runtime.snapshot.listeners, port)
-            .and_then(|l| crate::router::route(l, &parts))
-        else {
-            break 'proxy Err(LocalReply {
-                status: StatusCode::NOT_FOUND,
-                flag: "NR",
-                body: String::new(),
-            });
-        };
-        let targets = match &route.action {
-            RouteAction::Forward(t) => t,
-            RouteAction::Direct { status, body } => {
-                break 'proxy Err(LocalReply {
-                    status: StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                    flag: "",
-                    body: body.clone(),
-                });
-            }
-        };
-        let target = pick_weighted(targets);
-        let Some(index) = target.index else {
-            break 'proxy Err(LocalReply {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                flag: "NC",
-                body: String::new(),
-            });
-        };
-        let cluster = &runtime.clusters[index];
-        cluster_name = &target.name;
-        stats::inc(&cluster.stats().upstream_rq_total);
-        let Some(endpoint) = cluster.pick() else {
-            stats::inc(&cluster.stats().upstream_cx_none_healthy);
-            break 'proxy Err(LocalReply {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                flag: "UH",
-                body: "no healthy upstream".into(),
-            });
-        };
-        upstream_host = Some(endpoint.address);
-        prepare_upstream_request(&mut parts, client);
-        let upstream_req = Request::from_parts(parts, body);
-        stats::inc(&cluster.stats().upstream_rq_active);
-        stats::inc(&endpoint.active_requests);
-        let outcome = exchange(&dp, cluster, &endpoint, upstream_req).await;
-        stats::dec(&cluster.stats().upstream_rq_active);
-        stats::dec(&endpoint.active_requests);
-        match outcome {
-            Ok(resp) => {
-                cluster.stats().count_status(resp.status().as_u16());
-                Ok(resp)
-            }
-            Err(reply) => {
-                if reply.flag == "UT" {
-                    stats::inc(&cluster.stats().upstream_rq_timeout);
-                }
-                cluster.stats().count_status(reply.status.as_u16());
-                Err(reply)
-            }
-        }
-    };
-
-    let (response, flag) = match result {
-        Ok(r) => (r, ""),
-        Err(reply) => {
-            let has_body = !reply.body.is_empty();
-            let mut r = Response::new(Either::Left(Full::new(Bytes::from(reply.body))));
-            *r.status_mut() = reply.status;
-            if has_body {
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            }
-            (r, reply.flag)
-        }
-    };
-    let status = response.status().as_u16();
-    dp.downstream.count_status(status);
-    if let Some(l) = logged {
-        dp.access_log.log(&Entry {
-            start: l.start,
-            method: l.method.as_str(),
-            path: &l.path,
-            protocol: version_name(l.version),
-            status,
-            flags: flag,
-            duration_ms: start.elapsed().as_millis(),
-            forwarded_for: &l.forwarded_for,
-            user_agent: &l.user_agent,
-            authority: &l.authority,
-            upstream: upstream_host,
-            cluster: cluster_name,
-        });
-    }
-    response
+fn is_idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE")
 }
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-fn version_name(v: http::Version) -> &'static str {
-    match v {
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_11 => "HTTP/1.1",
-        http::Version::HTTP_2 => "HTTP/2",
-        _ => "HTTP",
+fn timeout() -> LocalReply {
+    LocalReply {
+        status: 504,
+        flag: "UT",
+        body: "upstream request timeout".into(),
     }
+}
+
+fn termination() -> LocalReply {
+    LocalReply {
+        status: 503,
+        flag: "UC",
+        body:
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+                .into(),
+    }
+}
+
+async fn new_connection(
+    cluster: &Arc<ClusterRuntime>,
+    endpoint: &Endpoint,
+) -> Result<Connection, LocalReply> {
+    upstream::connect(cluster, endpoint.address).await.map_err(|e| {
+        let reason = match e {
+            ConnectError::Timeout => "connection timeout".to_string(),
+            ConnectError::Failed(err) => {
+                format!("remote connection failure, transport failure reason: {err}")
+            }
+        };
+        LocalReply {
+            status: 503,
+            flag: "UF",
+            body: format!(
+                "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
+            ),
+        }
+    })
 }
 
 /// Picks a cluster by weight (one target: no randomness needed).
@@ -320,335 +820,4 @@ fn fast_random() -> u64 {
         s.set(x);
         x
     })
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHORIZATION
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
-
-/// Hop-by-hop headers go no further (RFC 9110 7.6.1); the client's address is appended to
-/// x-forwarded-for, as Envoy does with use_remote_address.
-fn prepare_upstream_request(parts: &mut http::request::Parts, client: HeaderValue) {
-    let headers = &mut parts.headers;
-    // Most requests carry none of these: one pass over the names avoids a hash lookup per
-    // hop-by-hop header on every request.
-    if headers.keys().any(is_hop_by_hop) {
-        if let Some(listed) = headers.get(header::CONNECTION).cloned()
-            && let Ok(listed) = listed.to_str()
-        {
-            for name in listed.split(',') {
-                let name = name.trim();
-                if !name.is_empty()
-                    && !name.eq_ignore_ascii_case("close")
-                    && !name.eq_ignore_ascii_case("keep-alive")
-                {
-                    headers.remove(name);
-                }
-            }
-        }
-        let hop: Vec<HeaderName> = headers.keys().filter(|k| is_hop_by_hop(k)).cloned().collect();
-        for name in hop {
-            headers.remove(name);
-        }
-    }
-    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => {
-            let joined = format!("{prev}, {}", client.to_str().unwrap_or(""));
-            if let Ok(v) = HeaderValue::from_str(&joined) {
-                headers.insert(X_FORWARDED_FOR.clone(), v);
-            }
-        }
-        None => {
-            headers.insert(X_FORWARDED_FOR.clone(), client);
-        }
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    // origin-form towards the upstream; the Host header carries the authority
-    if parts.uri.authority().is_some() {
-        if !headers.contains_key(header::HOST)
-            && let Some(a) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            headers.insert(header::HOST, v);
-        }
-        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        if let Ok(uri) = pq.parse() {
-            parts.uri = uri;
-        }
-    }
-    parts.version = http::Version::HTTP_11;
-}
-
-/// Why one attempt on one connection did not give response headers.
-enum Failure {
-    Timeout,
-    /// The connection closed before the request was written: it can go again as it is.
-    NotSent(Box<Request<UpstreamBody>>),
-    Failed(hyper::Error),
-}
-
-/// One attempt: waits for the connection, writes the request, reads the response headers.
-async fn attempt(
-    conn: &mut Connection,
-    req: Request<UpstreamBody>,
-    deadline: tokio::time::Instant,
-) -> Result<Response<Incoming>, Failure> {
-    if conn.sender.ready().await.is_err() {
-        return Err(Failure::NotSent(Box::new(req)));
-    }
-    match tokio::time::timeout_at(deadline, conn.sender.try_send_request(req)).await {
-        Err(_) => Err(Failure::Timeout),
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(mut e)) => match e.take_message() {
-            Some(req) => Err(Failure::NotSent(Box::new(req))),
-            None => Err(Failure::Failed(e.into_error())),
-        },
-    }
-}
-
-/// Idle time after which a reused connection may be closing under us (see `exchange`).
-const REPLAY_AFTER_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
-
-fn is_idempotent(method: &http::Method) -> bool {
-    matches!(
-        *method,
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::PUT
-            | http::Method::DELETE
-            | http::Method::TRACE
-    )
-}
-
-/// Sends the request on a pooled or new connection and waits for the response headers. A
-/// reused connection that fails before the response began (the peer closed it as we wrote:
-/// the close race) gets the request again, once, on a new connection, when that is safe.
-async fn exchange(
-    dp: &DataPlane,
-    cluster: &Arc<ClusterRuntime>,
-    endpoint: &Arc<Endpoint>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, LocalReply> {
-    let deadline = tokio::time::Instant::now() + dp.options.route_timeout;
-    let (parts, body) = req.into_parts();
-    let mut conn = match cluster.take_idle(endpoint) {
-        Some(c) => c,
-        None => new_connection(cluster, endpoint).await?,
-    };
-    let retry = dp.options.retry_on_reused_connection;
-    // Kept only when a retry after the request was written would be safe and possible, and the
-    // connection sat idle long enough for the backend's idle timeout to be closing it: a
-    // connection reused within moments of its last response is not in that race, and copying
-    // the headers of every request under load would cost ~4% of the request path.
-    let replay = (retry
-        && conn.reused
-        && conn.idle_since.elapsed() >= REPLAY_AFTER_IDLE
-        && body.is_end_stream()
-        && is_idempotent(&parts.method))
-    .then(|| {
-        (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.version,
-            parts.headers.clone(),
-        )
-    });
-    // Without a request body, the request is all written once the response begins.
-    let sent_whole = body.is_end_stream();
-    let req = Request::from_parts(parts, Either::Left(body));
-    let failure = match attempt(&mut conn, req, deadline).await {
-        Ok(resp) => return Ok(pooled(resp, conn, cluster, endpoint, sent_whole)),
-        Err(f) => f,
-    };
-    let was_reused = conn.reused;
-    drop(conn);
-    let again = match failure {
-        Failure::Timeout => return Err(timeout()),
-        Failure::NotSent(req) if retry => *req,
-        Failure::Failed(e) if was_reused && !upstream::is_timed_out(&e) && replay.is_some() => {
-            tracing::debug!(
-                cluster = cluster.name(),
-                "reused connection failed before the response ({e}); retrying"
-            );
-            let (method, uri, version, headers) = replay.unwrap_or_default();
-            let mut req = Request::new(Either::Right(Empty::new()));
-            *req.method_mut() = method;
-            *req.uri_mut() = uri;
-            *req.version_mut() = version;
-            *req.headers_mut() = headers;
-            req
-        }
-        Failure::NotSent(_) => return Err(termination()),
-        Failure::Failed(e) => {
-            tracing::debug!(cluster = cluster.name(), "upstream request failed: {e}");
-            return Err(termination());
-        }
-    };
-    stats::inc(&cluster.stats().upstream_rq_retry);
-    let mut conn = new_connection(cluster, endpoint).await?;
-    let sent_whole = again.body().is_end_stream();
-    match attempt(&mut conn, again, deadline).await {
-        Ok(resp) => Ok(pooled(resp, conn, cluster, endpoint, sent_whole)),
-        Err(Failure::Timeout) => Err(timeout()),
-        Err(Failure::NotSent(_)) => Err(termination()),
-        Err(Failure::Failed(e)) => {
-            tracing::debug!(cluster = cluster.name(), "upstream request failed on retry: {e}");
-            Err(termination())
-        }
-    }
-}
-
-fn pooled(
-    resp: Response<Incoming>,
-    conn: Connection,
-    cluster: &Arc<ClusterRuntime>,
-    endpoint: &Arc<Endpoint>,
-    sent_whole: bool,
-) -> Response<ProxyBody> {
-    let (parts, body) = resp.into_parts();
-    let mut pooled = PooledBody {
-        inner: Some(body),
-        conn: Some(conn),
-        drainable: sent_whole,
-        cluster: cluster.clone(),
-        endpoint: endpoint.clone(),
-    };
-    if pooled.is_end_stream() {
-        pooled.release();
-    }
-    Response::from_parts(parts, Either::Right(pooled))
-}
-
-fn timeout() -> LocalReply {
-    LocalReply {
-        status: StatusCode::GATEWAY_TIMEOUT,
-        flag: "UT",
-        body: "upstream request timeout".into(),
-    }
-}
-
-async fn new_connection(
-    cluster: &Arc<ClusterRuntime>,
-    endpoint: &Endpoint,
-) -> Result<Connection, LocalReply> {
-    upstream::connect(cluster, endpoint.address).await.map_err(|e| {
-        let reason = match e {
-            ConnectError::Timeout => "connection timeout".to_string(),
-            ConnectError::Failed(err) => {
-                format!("remote connection failure, transport failure reason: {err}")
-            }
-        };
-        LocalReply {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            flag: "UF",
-            body: format!(
-                "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
-            ),
-        }
-    })
-}
-
-fn termination() -> LocalReply {
-    LocalReply {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        flag: "UC",
-        body:
-            "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
-                .into(),
-    }
-}
-
-/// The upstream response body, streamed through; when it ends cleanly, its connection goes
-/// back to the pool. Dropped early, the connection is closed (hyper cannot reuse it).
-pub(crate) struct PooledBody {
-    /// Always Some until dropped (taken out to drain the rest).
-    inner: Option<Incoming>,
-    /// The request had no body, so nothing of it can still be on its way when the client
-    /// leaves: the connection may be drained and pooled.
-    drainable: bool,
-    conn: Option<Connection>,
-    cluster: Arc<ClusterRuntime>,
-    endpoint: Arc<Endpoint>,
-}
-
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.cluster.put_idle(&self.endpoint, conn);
-        }
-    }
-}
-
-/// A response rest this small is read to its end when the client leaves early, so that its
-/// connection goes back to the pool instead of being closed (a new connection costs the backend
-/// a handshake, and the next request a round trip).
-const DRAIN_LIMIT: u64 = 64 * 1024;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        let (Some(conn), Some(mut rest)) = (self.conn.take(), self.inner.take()) else {
-            return;
-        };
-        let worth_draining = self.drainable && rest.size_hint().upper().is_some_and(|n| n <= DRAIN_LIMIT);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if !worth_draining {
-            return; // `conn` dropped: closed
-        }
-        let (cluster, endpoint) = (self.cluster.clone(), self.endpoint.clone());
-        runtime.spawn(async move {
-            let drained = tokio::time::timeout(DRAIN_TIME, async {
-                while let Some(frame) = rest.frame().await {
-                    if frame.is_err() {
-                        return false;
-                    }
-                }
-                true
-            })
-            .await;
-            if drained == Ok(true) {
-                cluster.put_idle(&endpoint, conn);
-            }
-        });
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = Pin::new(&mut *inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => drop(this.conn.take()),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map(Body::size_hint).unwrap_or_default()
-    }
 }

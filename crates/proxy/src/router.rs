@@ -1,36 +1,36 @@
 //! Request -> route: the listener's virtual host for the Host header, then the first route that
 //! matches (routes are already in precedence order in the Snapshot).
 
-use http::request::Parts;
 use snapshot::{Listener, Route, VirtualHost};
+
+/// What routing looks at in a request.
+pub(crate) struct RequestView<'a> {
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The Host header (or the absolute-form target's authority).
+    pub host: &'a str,
+    /// The value of a header, by lower-case name.
+    pub header: &'a (dyn Fn(&str) -> Option<&'a [u8]> + Sync),
+}
 
 pub(crate) fn find_listener(listeners: &[Listener], port: u16) -> Option<&Listener> {
     listeners.iter().find(|l| l.port == port)
 }
 
-pub(crate) fn route<'a>(listener: &'a Listener, req: &Parts) -> Option<&'a Route> {
-    let host = authority(req);
-    let vh = virtual_host(&listener.virtual_hosts, host)?;
-    let path = req.uri.path();
+pub(crate) fn route<'a>(listener: &'a Listener, req: &RequestView<'_>) -> Option<&'a Route> {
+    let vh = virtual_host(&listener.virtual_hosts, without_port(req.host))?;
     vh.routes.iter().find(|r| {
-        r.path.matches(path)
-            && r.method.as_ref().is_none_or(|m| m == req.method)
-            && r.headers.iter().all(|(name, value)| {
-                req.headers
-                    .get(name)
-                    .is_some_and(|v| v.as_bytes() == value.as_bytes())
-            })
+        r.path.matches(req.path)
+            && r.method.as_ref().is_none_or(|m| m.as_str() == req.method)
+            && r.headers
+                .iter()
+                .all(|(name, value)| (req.header)(name.as_str()).is_some_and(|v| v == value.as_bytes()))
     })
 }
 
-/// The request's host without a port (`ignore_port_in_host_matching`).
-fn authority(req: &Parts) -> &str {
-    let raw = req
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("");
+/// The host without a port (`ignore_port_in_host_matching`).
+fn without_port(raw: &str) -> &str {
     if raw.starts_with('[') {
         return raw.split(']').next().map(|h| &h[1..]).unwrap_or(raw);
     }

@@ -94,8 +94,10 @@ pub(crate) fn dec(c: &AtomicU64) {
 }
 
 impl ClusterStats {
+    /// Counts a response by class; 0 (no response: the client left first) counts in none.
     pub(crate) fn count_status(&self, status: u16) {
         inc(match status {
+            0..=199 => return,
             200..=299 => &self.upstream_rq_2xx,
             300..=399 => &self.upstream_rq_3xx,
             400..=499 => &self.upstream_rq_4xx,
@@ -108,6 +110,7 @@ impl ListenerStats {
     pub(crate) fn count_status(&self, status: u16) {
         inc(&self.downstream_rq_total);
         inc(match status {
+            0..=199 => return,
             200..=299 => &self.downstream_rq_2xx,
             300..=399 => &self.downstream_rq_3xx,
             400..=499 => &self.downstream_rq_4xx,

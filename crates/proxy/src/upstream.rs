@@ -1,68 +1,105 @@
 //! Upstream connections: connect with the cluster's timeout, TCP keepalive (and our
-//! TCP_USER_TIMEOUT) set on the socket before connect, HTTP/1.1 handshake, and the task that
-//! watches the connection: when it ends, it leaves the pool at once and is counted by reason.
+//! TCP_USER_TIMEOUT) set on the socket before connect. A connection is a socket and its read
+//! buffer, driven by the request that uses it (no task of its own); idle in its pool, a sweep
+//! of socket readiness finds the ones that ended. Each ending is counted by reason, once.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use snapshot::TcpKeepalive;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::cluster::ClusterRuntime;
 use crate::stats;
 
-/// What we send upstream: the client's body streamed through, or nothing (a retried request
-/// that had no body).
-pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
-
-/// State shared between a pooled connection and the task that drives it.
-#[derive(Default)]
-pub(crate) struct Shared {
-    /// We closed it (dropped it, or its idle timeout passed).
-    closed_locally: AtomicBool,
-    /// Closed by the idle timeout.
-    idle_timeout: AtomicBool,
-    /// A request is using it.
-    busy: AtomicBool,
+/// How a connection ended, for its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// We closed it (the default: dropped without another reason).
+    Local,
+    /// The peer closed or reset it.
+    Remote,
+    /// The kernel gave up on the peer (keepalive probes, or TCP_USER_TIMEOUT): ETIMEDOUT.
+    TimedOut,
+    /// It sat idle past `--upstream-idle-timeout`.
+    IdleTimeout,
 }
 
 /// A pooled HTTP/1.1 connection to one endpoint of one cluster.
 pub(crate) struct Connection {
     pub id: u64,
-    pub sender: http1::SendRequest<UpstreamBody>,
+    pub stream: TcpStream,
+    /// Bytes read from the upstream and not used yet.
+    pub buf: Vec<u8>,
     pub idle_since: Instant,
     /// It served a request before: a failure on it may be the close race.
     pub reused: bool,
-    shared: Arc<Shared>,
+    /// A request is using it (for the destroy counters).
+    pub busy: bool,
+    pub end: End,
+    cluster: Arc<ClusterRuntime>,
 }
 
 impl Connection {
-    pub fn is_open(&self) -> bool {
-        !self.sender.is_closed()
+    /// For a connection in the pool: has it ended (the peer closed it, the kernel gave up, or it
+    /// sent bytes nobody asked for)? Costs no system call unless the socket became readable.
+    pub fn ended_while_idle(&mut self) -> Option<End> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => None,
+            Poll::Ready(Err(e)) => Some(end_of(&e)),
+            Poll::Ready(Ok(())) => {
+                let mut byte = [0u8; 1];
+                match self.stream.try_read(&mut byte) {
+                    Ok(0) => Some(End::Remote),
+                    // An idle HTTP/1.1 connection has nothing to say: it cannot be trusted.
+                    Ok(_) => Some(End::Local),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                    Err(e) => Some(end_of(&e)),
+                }
+            }
+        }
     }
+}
 
-    pub fn set_busy(&self, busy: bool) {
-        self.shared.busy.store(busy, Ordering::Relaxed);
-    }
-
-    /// Closes it because it sat idle too long.
-    pub fn expire(self) {
-        self.shared.idle_timeout.store(true, Ordering::Relaxed);
+/// The end an I/O error means.
+pub(crate) fn end_of(error: &std::io::Error) -> End {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        End::TimedOut
+    } else {
+        End::Remote
     }
 }
 
 impl Drop for Connection {
-    /// Dropping the sender closes the connection: our choice, so its end counts as local
-    /// (unless the peer had closed it already, which its task has counted by then).
     fn drop(&mut self) {
-        self.shared.closed_locally.store(true, Ordering::Relaxed);
+        let s = self.cluster.stats();
+        stats::dec(&s.upstream_cx_active);
+        stats::inc(&s.upstream_cx_destroy);
+        match (self.end, self.busy) {
+            // The keepalive probes went unanswered on an idle pooled connection.
+            (End::TimedOut, false) => stats::inc(&s.upstream_cx_destroy_keepalive_timeout),
+            (End::IdleTimeout, _) => {
+                stats::inc(&s.upstream_cx_idle_timeout);
+                stats::inc(&s.upstream_cx_destroy_local);
+            }
+            (End::Local, busy) => {
+                stats::inc(&s.upstream_cx_destroy_local);
+                if busy {
+                    stats::inc(&s.upstream_cx_destroy_local_with_active_rq);
+                }
+            }
+            (End::Remote | End::TimedOut, busy) => {
+                stats::inc(&s.upstream_cx_destroy_remote);
+                if busy {
+                    stats::inc(&s.upstream_cx_destroy_remote_with_active_rq);
+                }
+            }
+        }
+        tracing::debug!(cluster = self.cluster.name(), id = self.id, end = ?self.end, "upstream connection closed");
+        self.cluster.forget(self.id);
     }
 }
 
@@ -135,18 +172,6 @@ pub(crate) fn apply_keepalive(
     Ok(())
 }
 
-/// Did the kernel give up on the connection (ETIMEDOUT: keepalive probes or TCP_USER_TIMEOUT)?
-pub(crate) fn is_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::TimedOut;
-        }
-        current = e.source();
-    }
-    false
-}
-
 /// Opens a new connection for the cluster to `address`.
 pub(crate) async fn connect(
     cluster: &Arc<ClusterRuntime>,
@@ -170,7 +195,7 @@ pub(crate) async fn connect(
     }
     let _ = handle.set_tcp_nodelay(true);
     // A second handle on the same socket, kept by the cluster so that later policy changes
-    // can reach this connection while hyper owns the stream.
+    // reach this connection whoever is using it.
     let kept = handle.try_clone().map_err(ConnectError::Failed)?;
     stats::inc(&cluster.stats().upstream_cx_total);
     let stream = match tokio::time::timeout(settings.connect_timeout, socket.connect(address)).await {
@@ -185,56 +210,16 @@ pub(crate) async fn connect(
             return Err(ConnectError::Timeout);
         }
     };
-    let (sender, conn) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
-        Ok(pair) => pair,
-        Err(e) => return Err(ConnectError::Failed(std::io::Error::other(e))),
-    };
     let id = cluster.register(address, kept, settings.tcp_keepalive);
     stats::inc(&cluster.stats().upstream_cx_active);
-    let shared = Arc::new(Shared::default());
-    let task_cluster = cluster.clone();
-    let task_shared = shared.clone();
-    tokio::spawn(async move {
-        let result = conn.await;
-        let s = task_cluster.stats();
-        stats::dec(&s.upstream_cx_active);
-        stats::inc(&s.upstream_cx_destroy);
-        let busy = task_shared.busy.load(Ordering::Relaxed);
-        let timed_out = result.as_ref().err().is_some_and(|e| is_timed_out(e));
-        if timed_out && !busy {
-            // The keepalive probes went unanswered on an idle pooled connection.
-            stats::inc(&s.upstream_cx_destroy_keepalive_timeout);
-        } else if task_shared.idle_timeout.load(Ordering::Relaxed) {
-            stats::inc(&s.upstream_cx_idle_timeout);
-            stats::inc(&s.upstream_cx_destroy_local);
-        } else if task_shared.closed_locally.load(Ordering::Relaxed) && !timed_out {
-            stats::inc(&s.upstream_cx_destroy_local);
-            if busy {
-                stats::inc(&s.upstream_cx_destroy_local_with_active_rq);
-            }
-        } else {
-            stats::inc(&s.upstream_cx_destroy_remote);
-            if busy {
-                stats::inc(&s.upstream_cx_destroy_remote_with_active_rq);
-            }
-        }
-        match &result {
-            Err(e) => {
-                tracing::debug!(cluster = task_cluster.name(), %address, id, "upstream connection ended: {e}")
-            }
-            Ok(()) => {
-                tracing::debug!(cluster = task_cluster.name(), %address, id, "upstream connection closed")
-            }
-        }
-        // Out of the pool before anyone can pick it.
-        task_cluster.evict(address, id);
-        task_cluster.forget(id);
-    });
     Ok(Connection {
         id,
-        sender,
+        stream,
+        buf: Vec::new(),
         idle_since: Instant::now(),
         reused: false,
-        shared,
+        busy: true,
+        end: End::Local,
+        cluster: cluster.clone(),
     })
 }
