@@ -122,6 +122,12 @@ impl ClusterRuntime {
         }
     }
 
+    /// The cluster left the Snapshot: its idle connections close, and none is pooled again.
+    /// (Pooled connections hold their cluster: without this they would keep each other.)
+    pub(crate) fn retire(&self) {
+        self.set_endpoints(&[]);
+    }
+
     fn set_endpoints(&self, addresses: &[SocketAddr]) {
         let old = self.endpoints.load_full();
         let new: Vec<Arc<Endpoint>> = addresses

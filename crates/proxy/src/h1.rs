@@ -103,9 +103,11 @@ fn scan(headers: &[httparse::Header<'_>]) -> Result<Scan, HeadError> {
     };
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+            // Digits only: `+5` would parse here and may read otherwise upstream.
+            let digits = h.value.trim_ascii();
+            let n = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                .flatten()
                 .ok_or(HeadError::Malformed("invalid content-length"))?;
             // Repeated Content-Length lines must agree (RFC 9110, 8.6); otherwise it is a
             // request-smuggling attempt.
@@ -323,6 +325,13 @@ impl ChunkedScanner {
                 (ChunkState::Size, _) if self.digits == 0 => return Err(ChunkError),
                 (ChunkState::Size | ChunkState::Extension, b'\r') => ChunkState::SizeLf,
                 (ChunkState::Size, b';' | b' ' | b'\t') => ChunkState::Extension,
+                // A bare LF or other control byte inside a line: some servers end lines on LF
+                // alone and would see a different end of the body. Refused.
+                (ChunkState::Extension | ChunkState::TrailerStart | ChunkState::Trailer, b)
+                    if b != b'\t' && b != b'\r' && (b < 0x20 || b == 0x7f) =>
+                {
+                    return Err(ChunkError);
+                }
                 (ChunkState::Extension, _) => ChunkState::Extension,
                 (ChunkState::SizeLf, b'\n') if self.remaining == 0 => ChunkState::TrailerStart,
                 (ChunkState::SizeLf, b'\n') => ChunkState::Data,
@@ -376,6 +385,13 @@ fn listed_in_connection<'a>(buf: &'a [u8], headers: &[HeaderLine]) -> Vec<&'a [u
         .filter(|t| {
             !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
         })
+        // Never the headers that say where a message ends, or which host it is for: dropping
+        // them would let a client make its body read as a second request upstream.
+        .filter(|t| {
+            !t.eq_ignore_ascii_case(b"content-length")
+                && !t.eq_ignore_ascii_case(b"transfer-encoding")
+                && !t.eq_ignore_ascii_case(b"host")
+        })
         .collect()
 }
 
@@ -404,21 +420,23 @@ pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, cli
     out.extend_from_slice(&buf[head.method.clone()]);
     out.push(b' ');
     out.extend_from_slice(origin_form);
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut forwarded_for = false;
+    // An HTTP/1.0 client's request goes as HTTP/1.0, so that the answer is one it can read
+    // (no chunked body).
+    out.extend_from_slice(match head.version {
+        Version::Http10 => b" HTTP/1.0\r\n",
+        Version::Http11 => b" HTTP/1.1\r\n",
+    });
+    let mut forwarded_for: Vec<u8> = Vec::new();
     for (name, value) in forwarded(buf, &head.headers) {
         // x-forwarded-proto is ours to set; `expect: 100-continue` was answered by the proxy.
         if name.eq_ignore_ascii_case(b"x-forwarded-proto") || is_expect_continue(name, value) {
             continue;
         }
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") && !forwarded_for {
-            forwarded_for = true;
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b", ");
-            out.extend_from_slice(client);
-            out.extend_from_slice(b"\r\n");
+        // Every x-forwarded-for line joins one, the client's address last: a second line
+        // cannot put a forged address after it.
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            forwarded_for.extend_from_slice(value.trim_ascii());
+            forwarded_for.extend_from_slice(b", ");
             continue;
         }
         put_header(out, name, value);
@@ -426,9 +444,8 @@ pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, cli
     if let (Some(authority), None) = (authority, &head.host) {
         put_header(out, b"host", authority);
     }
-    if !forwarded_for {
-        put_header(out, b"x-forwarded-for", client);
-    }
+    forwarded_for.extend_from_slice(client);
+    put_header(out, b"x-forwarded-for", &forwarded_for);
     put_header(out, b"x-forwarded-proto", b"http");
     out.extend_from_slice(b"\r\n");
 }
@@ -466,7 +483,7 @@ fn split_absolute_form(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
 /// Writes the response head as it goes to the client: the upstream's status line in HTTP/1.1,
 /// hop-by-hop headers dropped, and `connection: close` when the client's connection ends after
 /// this response.
-pub fn write_response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, close: bool) {
+pub fn write_response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, close: bool, client: Version) {
     let reason = head_reason(buf, head);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status.to_string().as_bytes());
@@ -478,6 +495,9 @@ pub fn write_response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, c
     }
     if close {
         put_header(out, b"connection", b"close");
+    } else if client == Version::Http10 {
+        // An HTTP/1.0 client keeps the connection only when told so.
+        put_header(out, b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -550,6 +570,10 @@ mod tests {
         ));
         assert!(matches!(
             refused("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            HeadError::Malformed(_)
+        ));
+        assert!(matches!(
+            refused("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
             HeadError::Malformed(_)
         ));
     }
@@ -635,6 +659,14 @@ mod tests {
     fn a_broken_chunked_body_is_an_error() {
         assert_eq!(ChunkedScanner::default().feed(b"zz\r\n"), Err(ChunkError));
         assert_eq!(ChunkedScanner::default().feed(b"\r\n\r\n"), Err(ChunkError));
+        assert_eq!(
+            ChunkedScanner::default().feed(b"0\r\n\nGET /x HTTP/1.1\r\n\r\n"),
+            Err(ChunkError)
+        );
+        assert_eq!(
+            ChunkedScanner::default().feed(b"1;a\nb\r\nx\r\n"),
+            Err(ChunkError)
+        );
         assert_eq!(ChunkedScanner::default().feed(b"3\r\nabcX"), Err(ChunkError));
         assert_eq!(
             ChunkedScanner::default().feed(b"ffffffffffffffffffff\r\n"),
@@ -651,8 +683,20 @@ X-Private: secret\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Pr
         write_request_head(&mut out, buf, &head, b"127.0.0.1");
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "GET /get?x=1 HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nAccept: */*\r\n\
-host: www.example.com\r\nx-forwarded-proto: http\r\n\r\n"
+            "GET /get?x=1 HTTP/1.0\r\nAccept: */*\r\nhost: www.example.com\r\n\
+x-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
+        );
+        // Connection cannot drop the headers that frame the body; two x-forwarded-for lines
+        // make one, the client's address last.
+        let buf = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nConnection: content-length, host\r\n\
+Host: a\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 6.6.6.6\r\n\r\nabc";
+        let head = parse_request(buf).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_request_head(&mut out, buf, &head, b"127.0.0.1");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nHost: a\r\n\
+x-forwarded-for: 1.1.1.1, 6.6.6.6, 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
         );
         let buf = b"POST /post HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
         let head = parse_request(buf).unwrap().unwrap();
@@ -685,7 +729,7 @@ x-forwarded-proto: http\r\n\r\n"
 Content-Length: 0\r\n\r\n";
         let head = parse_response(buf, b"GET").unwrap().unwrap();
         let mut out = Vec::new();
-        write_response_head(&mut out, buf, &head, true);
+        write_response_head(&mut out, buf, &head, true, Version::Http11);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"

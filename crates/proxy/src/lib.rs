@@ -102,6 +102,12 @@ impl DataPlane {
                 None => Arc::new(ClusterRuntime::new(c, self.options.tcp_user_timeout)),
             })
             .collect();
+        let kept: std::collections::HashSet<&str> =
+            snapshot.clusters.iter().map(|c| c.name.as_str()).collect();
+        for gone in old.clusters.iter().filter(|c| !kept.contains(c.name())) {
+            // Its pooled connections close now; those in use close when their request ends.
+            gone.retire();
+        }
         self.runtime.store(Arc::new(Runtime {
             snapshot: snapshot.clone(),
             clusters,

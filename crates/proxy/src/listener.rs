@@ -329,7 +329,7 @@ impl Downstream {
                 let continue_body = h1::expects_continue(&buf, head);
                 self.buf = buf;
                 self.buf.drain(..head.len);
-                if continue_body && self.buf.is_empty() {
+                if continue_body && self.buf.is_empty() && head.version == h1::Version::Http11 {
                     self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
                 }
                 stats::inc(&cluster.stats().upstream_rq_active);
@@ -342,6 +342,7 @@ impl Downstream {
                     is_head,
                     replayable,
                     keep_alive: head.keep_alive,
+                    client_version: head.version,
                 };
                 let result = self.exchange(dp, exchange).await;
                 stats::dec(&cluster.stats().upstream_rq_active);
@@ -461,6 +462,10 @@ impl Downstream {
                         next: Next::Close,
                     });
                 }
+                Ok(Err(Failure::Protocol)) => {
+                    conn.end = End::Local;
+                    return Err(protocol_error());
+                }
                 Ok(Err(Failure::Upstream(end))) => {
                     conn.end = end;
                     drop(conn);
@@ -536,7 +541,8 @@ impl Downstream {
             // either way listening for an early answer.
             let early = tokio::select! {
                 biased;
-                r = read_some(&mut upstream_read, buf) => Some(r),
+                // The write is cancelled, maybe part-way: this body cannot go on.
+                r = read_some(&mut upstream_read, buf) => Some((r, false)),
                 r = upstream_write.write_all(&out) => {
                     if let Err(e) = r {
                         write_failed = Some(upstream_failed(e));
@@ -546,7 +552,7 @@ impl Downstream {
                     out.clear();
                     tokio::select! {
                         biased;
-                        r = read_some(&mut upstream_read, buf) => Some(r),
+                        r = read_some(&mut upstream_read, buf) => Some((r, true)),
                         r = read_some(&mut self.stream, &mut self.buf) => match r {
                             Ok(n) if n > 0 => None,
                             _ => return Err(Failure::Client),
@@ -556,29 +562,28 @@ impl Downstream {
             };
             match early {
                 None => {}
-                Some(Ok(n)) if n > 0 => {
+                Some((Ok(n), body_intact)) if n > 0 => {
+                    // An interim answer (100 Continue, unasked) is passed on and the body goes
+                    // on; anything else is the final answer, early.
+                    if self.pass_interim(conn, x).await? && conn.buf.is_empty() && body_intact {
+                        continue;
+                    }
                     whole = false;
                     break;
                 }
-                Some(Ok(_)) => return Err(Failure::Upstream(End::Remote)),
-                Some(Err(e)) => return Err(upstream_failed(e)),
+                Some((Ok(_), _)) => return Err(Failure::Upstream(End::Remote)),
+                Some((Err(e), _)) => return Err(upstream_failed(e)),
             }
         }
         let method: &[u8] = if x.is_head { b"HEAD" } else { b"GET" };
         loop {
+            self.pass_interim(conn, x).await?;
             match h1::parse_response(&conn.buf, method) {
-                Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
-                    // Interim responses (100 Continue) go to the client as they are.
-                    let interim: Vec<u8> = conn.buf.drain(..head.len).collect();
-                    self.stream
-                        .write_all(&interim)
-                        .await
-                        .map_err(|_| Failure::Client)?;
-                    continue;
-                }
+                // We never ask for an upgrade (Upgrade is hop-by-hop): a 101 is a broken upstream.
+                Ok(Some(head)) if head.status == 101 => return Err(Failure::Protocol),
                 Ok(Some(head)) => return Ok((head, whole)),
                 Ok(None) => {}
-                Err(_) => return Err(Failure::Upstream(End::Local)),
+                Err(_) => return Err(Failure::Protocol),
             }
             match read_some(&mut conn.stream, &mut conn.buf).await {
                 Ok(0) => return Err(write_failed.unwrap_or(Failure::Upstream(End::Remote))),
@@ -586,6 +591,26 @@ impl Downstream {
                 Err(e) => return Err(write_failed.unwrap_or_else(|| upstream_failed(e))),
             }
         }
+    }
+
+    /// Passes on the interim (1xx, not 101) responses at the start of the upstream's buffer: to
+    /// an HTTP/1.1 client as they are; an HTTP/1.0 client cannot take them. True if any.
+    async fn pass_interim(&mut self, conn: &mut Connection, x: &Exchange<'_>) -> Result<bool, Failure> {
+        let mut any = false;
+        while let Ok(Some(head)) = h1::parse_response(&conn.buf, b"GET") {
+            if !(100..200).contains(&head.status) || head.status == 101 {
+                break;
+            }
+            let interim: Vec<u8> = conn.buf.drain(..head.len).collect();
+            if x.client_version == h1::Version::Http11 {
+                self.stream
+                    .write_all(&interim)
+                    .await
+                    .map_err(|_| Failure::Client)?;
+            }
+            any = true;
+        }
+        Ok(any)
     }
 
     /// Sends the response head and body to the client, then pools the connection when the
@@ -600,7 +625,7 @@ impl Downstream {
         // A request body not read to its end cannot be told from the client's next request.
         let close = !x.keep_alive || head.framing == Framing::UntilClose || !request_whole;
         let mut out = Vec::with_capacity(head.len + 64);
-        h1::write_response_head(&mut out, &conn.buf, &head, close);
+        h1::write_response_head(&mut out, &conn.buf, &head, close, x.client_version);
         conn.buf.drain(..head.len);
         let mut outcome = Outcome {
             status: head.status,
@@ -650,6 +675,8 @@ impl Downstream {
                 Framing::UntilClose => false,
             };
             if done {
+                // Complete: whatever happens to the connection now, no request was cut.
+                conn.busy = false;
                 break;
             }
             if client_gone
@@ -715,10 +742,13 @@ struct Exchange<'a> {
     replayable: bool,
     /// The client keeps its connection after this exchange.
     keep_alive: bool,
+    client_version: h1::Version,
 }
 
 /// Why one attempt did not give a response head.
 enum Failure {
+    /// The upstream's answer is not HTTP/1.1 we can forward (Envoy: UPE, 502).
+    Protocol,
     /// The upstream connection failed (and how it ended).
     Upstream(End),
     /// The client went away (or sent a broken body) while its request was being forwarded.
@@ -754,6 +784,15 @@ fn timeout() -> LocalReply {
         status: 504,
         flag: "UT",
         body: "upstream request timeout".into(),
+    }
+}
+
+fn protocol_error() -> LocalReply {
+    LocalReply {
+        status: 502,
+        flag: "UPE",
+        body: "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+            .into(),
     }
 }
 
