@@ -734,9 +734,10 @@ fn a_refused_gateway_stays_refused_and_keeps_serving() {
              port: {listen}\n    name: http\n    allowedRoutes:\n      namespaces:\n        from: All\n"
         )
     };
-    let accepted = || -> Option<serde_json::Value> {
+    // The Accepted condition of Gateway `name`, as `kubectl get -o json` shows it.
+    let accepted_of = |name: &str| -> Option<serde_json::Value> {
         let out = api.kubectl(
-            &["get", "gateway", "-n", "kgateway-system", "http", "-o", "json"],
+            &["get", "gateway", "-n", "kgateway-system", name, "-o", "json"],
             "",
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -746,6 +747,7 @@ fn a_refused_gateway_stays_refused_and_keeps_serving() {
             .find(|c| c["type"] == "Accepted")
             .cloned()
     };
+    let accepted = || accepted_of("http");
     api.apply(&gateway("HTTPS", "http", *port));
     let refused = wait_for(
         "the Gateway refused in its status",
@@ -762,16 +764,7 @@ fn a_refused_gateway_stays_refused_and_keeps_serving() {
     api.apply(&gateway("HTTP", "other", free_port()));
     api.kubectl(&["annotate", "gatewayclass", "kgateway", "touched=yes"], "");
     wait_for("the other Gateway served", Duration::from_secs(10), || {
-        let out = api.kubectl(
-            &["get", "gateway", "-n", "kgateway-system", "other", "-o", "json"],
-            "",
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        v["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Accepted" && c["status"] == "True")
-            .then_some(())
+        accepted_of("other").filter(|c| c["status"] == "True")
     });
     assert_eq!(accepted().map(|c| c["status"].clone()), Some("False".into()));
     // What was accepted before still serves.

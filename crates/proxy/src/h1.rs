@@ -426,26 +426,28 @@ pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, cli
         Version::Http10 => b" HTTP/1.0\r\n",
         Version::Http11 => b" HTTP/1.1\r\n",
     });
-    let mut forwarded_for: Vec<u8> = Vec::new();
+    let is_forwarded_for = |name: &[u8]| name.eq_ignore_ascii_case(b"x-forwarded-for");
     for (name, value) in forwarded(buf, &head.headers) {
         // x-forwarded-proto is ours to set; `expect: 100-continue` was answered by the proxy.
         if name.eq_ignore_ascii_case(b"x-forwarded-proto") || is_expect_continue(name, value) {
             continue;
         }
-        // Every x-forwarded-for line joins one, the client's address last: a second line
-        // cannot put a forged address after it.
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            forwarded_for.extend_from_slice(value.trim_ascii());
-            forwarded_for.extend_from_slice(b", ");
-            continue;
+        if !is_forwarded_for(name) {
+            put_header(out, name, value);
         }
-        put_header(out, name, value);
     }
     if let (Some(authority), None) = (authority, &head.host) {
         put_header(out, b"host", authority);
     }
-    forwarded_for.extend_from_slice(client);
-    put_header(out, b"x-forwarded-for", &forwarded_for);
+    // Every x-forwarded-for line joins one, the client's address last: a second line cannot put
+    // a forged address after it. (A second pass over the few header lines, not a buffer.)
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for (_, value) in forwarded(buf, &head.headers).filter(|(name, _)| is_forwarded_for(name)) {
+        out.extend_from_slice(value.trim_ascii());
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client);
+    out.extend_from_slice(b"\r\n");
     put_header(out, b"x-forwarded-proto", b"http");
     out.extend_from_slice(b"\r\n");
 }

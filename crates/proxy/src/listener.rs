@@ -503,7 +503,13 @@ impl Downstream {
             );
             Failure::Upstream(upstream::end_of(&e))
         };
-        let mut out = x.request.clone();
+        // A body-less request (most of them) goes as its head alone, without a copy; a body is
+        // sent after the head in the same buffer.
+        let mut out = if x.framing == Framing::Empty {
+            Vec::new()
+        } else {
+            x.request.clone()
+        };
         let mut whole = true;
         // A write that fails may be the upstream closing after it answered early: its answer
         // is read before the failure counts.
@@ -531,7 +537,12 @@ impl Downstream {
             let Connection { stream, buf, .. } = &mut *conn;
             let (mut upstream_read, mut upstream_write) = stream.split();
             if finished {
-                if let Err(e) = upstream_write.write_all(&out).await {
+                let all = if x.framing == Framing::Empty {
+                    &x.request
+                } else {
+                    &out
+                };
+                if let Err(e) = upstream_write.write_all(all).await {
                     write_failed = Some(upstream_failed(e));
                     whole = false;
                 }
