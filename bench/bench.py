@@ -34,6 +34,54 @@ IDLE_DOWNSTREAM = 9000
 LOAD_CPU = "1"
 
 
+PF_KTHREAD = 0x00200000
+
+
+class ProxyCpuCleared:
+    """Moves the kernel threads that may run anywhere onto the load CPU for the run, and back.
+
+    Seen on this VM: `kdamond` (the host's DAMON memory reclaim) wakes every 0.5 s and now and
+    then runs 4-20 ms straight; on the proxy's CPU that stall landed in whichever proxy was
+    measured and decided its p99 (kgw's p99 swung 3 -> 28 ms between runs of one binary; with
+    kdamond off CPU 0, 2-6 ms). Threads bound to a CPU (per-CPU workers) cannot move and stay.
+    """
+
+    def __enter__(self):
+        self.moved = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                stat = (entry / "stat").read_text()
+                name = stat[stat.index("(") + 1:stat.rindex(")")]
+                flags = int(stat.rsplit(")", 1)[1].split()[6])
+                if not flags & PF_KTHREAD:
+                    continue
+                allowed = os.sched_getaffinity(pid)
+                if int(PROXY_CPU) not in allowed or len(allowed) < 2:
+                    continue
+                os.sched_setaffinity(pid, {int(LOAD_CPU)})
+                self.moved[pid] = (name, allowed)
+            except (OSError, ValueError):
+                continue  # gone, or a thread the kernel keeps where it is
+        if self.moved:
+            names = sorted({name for name, _ in self.moved.values()})
+            print(f"kernel threads moved off CPU {PROXY_CPU} for the run: {', '.join(names)}", flush=True)
+        return self
+
+    def names(self):
+        return sorted({name for name, _ in self.moved.values()})
+
+    def __exit__(self, *exc):
+        for pid, (_, allowed) in self.moved.items():
+            try:
+                os.sched_setaffinity(pid, allowed)
+            except OSError:
+                pass
+        return False
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,15 +129,17 @@ class Proc:
         return out
 
     def cpu_seconds(self):
+        """(user, system) CPU seconds of the process and its children so far."""
         tick = os.sysconf("SC_CLK_TCK")
-        total = 0
+        user = system = 0
         for pid in self.pids():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
+                user += int(fields[11])
+                system += int(fields[12])
             except (OSError, IndexError):
                 pass
-        return total / tick
+        return user / tick, system / tick
 
     def rss_kib(self):
         total = 0
@@ -417,7 +467,8 @@ def detection(work, name, start, keepalive, n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of the throughput and latency measures")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the throughput measures")
+    ap.add_argument("--latency-rounds", type=int, default=5, help="rounds of the latency measures")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--only", default="throughput,latency,memory,race,detection")
     ap.add_argument("--json", default=None, help="also write the raw results here")
@@ -427,6 +478,8 @@ def main():
     work = tempfile.mkdtemp(prefix="kgw-bench-")
     results = {name: {} for name in PROXIES}
     procs = []
+    cleared = ProxyCpuCleared().__enter__()
+    results["moved_kthreads"] = cleared.names()
     try:
         if only & {"throughput", "latency"}:
             bport = free_port()
@@ -449,11 +502,13 @@ def main():
                     procs.append(proxy)
                     wrk(port, 2)  # warm up: pools filled
                     accepts0 = backend_accepts(bport)
-                    cpu0 = proxy.cpu_seconds()
+                    user0, system0 = proxy.cpu_seconds()
                     rps, total, errors = wrk(port, args.seconds)
-                    cpu = proxy.cpu_seconds() - cpu0
+                    user1, system1 = proxy.cpu_seconds()
+                    user, system = user1 - user0, system1 - system0
                     opened = backend_accepts(bport) - accepts0 - 1  # minus our own status request
-                    one = dict(rps=rps, errors=errors, cpu_us_per_rq=cpu / total * 1e6,
+                    one = dict(rps=rps, errors=errors, cpu_us_per_rq=(user + system) / total * 1e6,
+                               user_us_per_rq=user / total * 1e6, system_us_per_rq=system / total * 1e6,
                                upstream_per_100k=max(opened, 0) / total * 100000)
                     rounds[name].append(one)
                     print(f"round {round_index + 1} {name}: {rps:.0f} req/s, {one['cpu_us_per_rq']:.1f} us CPU/req, "
@@ -462,7 +517,7 @@ def main():
                     procs.remove(proxy)
             for name in measured:
                 r = results.setdefault(name, {})
-                for key in ("rps", "cpu_us_per_rq", "upstream_per_100k"):
+                for key in ("rps", "cpu_us_per_rq", "user_us_per_rq", "system_us_per_rq", "upstream_per_100k"):
                     values = [one[key] for one in rounds[name]]
                     r[key] = statistics.median(values)
                     r[key + "_range"] = (min(values), max(values))
@@ -471,7 +526,7 @@ def main():
                 rate = int(min(results[n]["rps"] for n in PROXIES) * 0.5)
                 results["latency_rate"] = rate
                 samples = {name: [] for name in names}
-                for round_index in range(args.rounds):
+                for round_index in range(args.latency_rounds):
                     for name in rotated(names, round_index):
                         port = free_port()
                         proxy = PROXIES[name](work, port, "127.0.0.1", bport)
@@ -542,6 +597,7 @@ def main():
     finally:
         for p in procs:
             p.stop()
+        cleared.__exit__(None, None, None)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     write_report(Path(args.out), results, args)
@@ -591,11 +647,17 @@ def write_report(path, r, args):
             label = FLOOR_LABEL if n == "floor" else n
             lines.append(f"| {label} | {r[n]['rps']:.0f} | {lo:.0f}-{hi:.0f} | {r[n]['errors']} | {ratio(n, 'rps', True)} |")
         lines += ["", "## Proxy CPU time per request (user+system from /proc, during the throughput runs; median, range)", "",
-                  "| proxy | µs per request | range | vs best peer |", "|---|---:|---:|---:|"]
+                  "| proxy | µs per request | range | vs best peer | user µs | system µs | user vs best peer |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for n in names + [x for x in REFERENCES if "rps" in r.get(x, {})]:
             lo, hi = r[n]["cpu_us_per_rq_range"]
             label = FLOOR_LABEL if n == "floor" else n
-            lines.append(f"| {label} | {r[n]['cpu_us_per_rq']:.2f} | {lo:.2f}-{hi:.2f} | {ratio(n, 'cpu_us_per_rq', False)} |")
+            lines.append(f"| {label} | {r[n]['cpu_us_per_rq']:.2f} | {lo:.2f}-{hi:.2f} | {ratio(n, 'cpu_us_per_rq', False)} "
+                         f"| {r[n]['user_us_per_rq']:.2f} | {r[n]['system_us_per_rq']:.2f} | {ratio(n, 'user_us_per_rq', False)} |")
+        lines += ["", "System time is the kernel's TCP work on the proxy's behalf: every proxy here makes the same "
+                  "system calls per request (two reads, two writes) and sends the same four segments, and on "
+                  "loopback the sender's CPU also runs the receiver's TCP input and wake-up. User time is the "
+                  "proxy's own work."]
         if "rps" in r.get("floor", {}):
             lines += ["", "The floor is `bench/floor`: about 100 lines of tokio and httparse that forward GET requests "
                       "and Content-Length responses over a pool, with no routing, no HTTP library and none of a "
@@ -607,7 +669,7 @@ def write_report(path, r, args):
             lines.append(f"| {n} | {r[n]['upstream_per_100k']:.2f} | |")
     if "latency" in r["kgw"]:
         lines += ["", f"## Latency at a fixed {r['latency_rate']} requests/s (half the slowest proxy's maximum), "
-                  f"32 connections, oha with coordinated-omission correction; median of {args.rounds} rounds", "",
+                  f"32 connections, oha with coordinated-omission correction; median of {args.latency_rounds} rounds", "",
                   "| proxy | p50 ms | p99 ms | p99 range | p99.9 ms | p99 vs best peer |", "|---|---:|---:|---:|---:|---:|"]
         for n in names:
             r[n]["p99"] = r[n]["latency"]["p99"]
@@ -651,6 +713,8 @@ def write_report(path, r, args):
               f"- {platform.platform()}, {os.cpu_count()} CPUs: "
               + (re.search(r"model name\s*:\s*(.*)", Path('/proc/cpuinfo').read_text()) or [None, "?"])[1],
               *[f"- {k}: {val}" for k, val in v.items()],
+              f"- kernel threads moved off CPU {PROXY_CPU} for the run (so that none preempts the proxy): "
+              + (", ".join(r.get("moved_kthreads", [])) or "none"),
               "", "Command: `bash bench/run`", ""]
     path.write_text("\n".join(lines))
     print(f"wrote {path}")
