@@ -522,3 +522,79 @@ fn request_bodies_reach_the_backend() {
     // And the connection is usable after.
     assert_eq!(gw.curl("www.example.com", "/get").0, 200);
 }
+
+/// An upstream's interim answer (103 Early Hints) reaches an HTTP/1.1 client before the final
+/// one, on a connection that is reused after; an HTTP/1.0 client, which cannot take interim
+/// answers, gets the final one alone.
+#[test]
+fn interim_responses_reach_http11_clients_only() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        let answer = "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
+                                      HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::quickstart(dir.path()).start();
+    let out = gw.kgw(&["apply", "-f", "-"], &sample_endpoint_on(backend_port));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let exchange = |client: &mut std::net::TcpStream, version: &str| -> String {
+        let request =
+            format!("GET /get {version}\r\nhost: www.example.com\r\nconnection: keep-alive\r\n\r\n");
+        client.write_all(request.as_bytes()).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.ends_with(b"\r\n\r\nok") {
+            let n = client.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "the gateway closed early: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(seen).unwrap()
+    };
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..2 {
+        let seen = exchange(&mut client, "HTTP/1.1");
+        let hints = seen.find("HTTP/1.1 103 Early Hints\r\n").expect(&seen);
+        let final_head = seen.find("HTTP/1.1 200 OK\r\n").expect(&seen);
+        assert!(hints < final_head, "{seen}");
+        assert!(seen.contains("link: </style.css>; rel=preload\r\n"), "{seen}");
+    }
+    let mut old_client = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    old_client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let seen = exchange(&mut old_client, "HTTP/1.0");
+    assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
+    assert!(!seen.contains("103"), "{seen}");
+    let cluster = "cluster.kube_httpbin_httpbin_8000";
+    assert_eq!(
+        gw.stat(&format!("{cluster}.upstream_cx_total")),
+        Some(1),
+        "one upstream connection served all three"
+    );
+}

@@ -7,6 +7,7 @@ mod access_log;
 mod cluster;
 mod h1;
 mod listener;
+mod recycle;
 mod router;
 mod stats;
 mod upstream;

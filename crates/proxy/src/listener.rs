@@ -7,17 +7,20 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use snapshot::{RouteAction, Snapshot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::DataPlane;
 use crate::access_log::Entry;
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::h1::{self, Framing, HeadError, RequestHead, ResponseHead};
+use crate::recycle::{self, Buffer, READ_CHUNK};
 use crate::router::RequestView;
 use crate::stats;
 use crate::upstream::{self, ConnectError, Connection, End};
@@ -107,9 +110,6 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
     }
 }
 
-/// Bytes read per system call; buffers start small and grow only for large heads.
-const READ_CHUNK: usize = 4096;
-
 /// A response rest this small is read to its end when the client leaves early, so that its
 /// connection goes back to the pool instead of being closed (a new connection costs the backend
 /// a handshake, and the next request a round trip).
@@ -128,7 +128,11 @@ async fn read_some<R: tokio::io::AsyncRead + Unpin>(
     stream: &mut R,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<usize> {
-    buf.reserve(READ_CHUNK);
+    if buf.capacity() == 0 {
+        *buf = recycle::bytes();
+    } else {
+        buf.reserve(READ_CHUNK);
+    }
     stream.read_buf(buf).await
 }
 
@@ -166,6 +170,11 @@ struct Outcome {
 
 impl Downstream {
     async fn serve(&mut self, dp: &Arc<DataPlane>, port: u16) -> std::io::Result<()> {
+        // One timer of each kind per connection, moved on for each wait: moving a registered
+        // timer later costs no timer-wheel work (a new timer per request showed in profiles).
+        let idle = tokio::time::sleep(DOWNSTREAM_IDLE_TIMEOUT);
+        let route = tokio::time::sleep(dp.options.route_timeout);
+        tokio::pin!(idle, route);
         loop {
             let head = loop {
                 if !self.buf.is_empty() {
@@ -188,25 +197,27 @@ impl Downstream {
                 }
                 // A connection that sends nothing for this long is closed (Envoy's idle_timeout
                 // default for downstream connections).
-                match tokio::time::timeout(
-                    DOWNSTREAM_IDLE_TIMEOUT,
-                    read_some(&mut self.stream, &mut self.buf),
-                )
-                .await
-                {
-                    Ok(Ok(0)) | Err(_) => return Ok(()),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(e),
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + DOWNSTREAM_IDLE_TIMEOUT);
+                let read = tokio::select! {
+                    biased;
+                    r = read_some(&mut self.stream, &mut self.buf) => r,
+                    () = idle.as_mut() => return Ok(()),
+                };
+                match read {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
                 }
             };
-            let outcome = self.one_request(dp, port, &head).await?;
+            let outcome = self.one_request(dp, port, &head, route.as_mut()).await?;
             if matches!(outcome, Next::Close) {
                 let _ = self.stream.shutdown().await;
                 return Ok(());
             }
             if self.buf.is_empty() {
                 // An idle keep-alive connection keeps no buffer.
-                self.buf = Vec::new();
+                recycle::give_bytes(std::mem::take(&mut self.buf));
             }
         }
     }
@@ -218,13 +229,18 @@ impl Downstream {
         dp: &Arc<DataPlane>,
         port: u16,
         head: &RequestHead,
+        route_timer: Pin<&mut Sleep>,
     ) -> std::io::Result<Next> {
-        let start = Instant::now();
         let runtime = dp.runtime();
         let buf = std::mem::take(&mut self.buf);
         let text = |r: &std::ops::Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("");
         let target = text(&head.target);
-        let absolute = target.split_once("://").map(|(_, rest)| rest);
+        // Most targets are origin-form ("/path"); only others may be absolute-form.
+        let absolute = if target.starts_with('/') {
+            None
+        } else {
+            target.split_once("://").map(|(_, rest)| rest)
+        };
         let host = match (&head.host, absolute) {
             (Some(h), _) => text(h),
             (None, Some(rest)) => rest.split(['/', '?']).next().unwrap_or(""),
@@ -249,6 +265,7 @@ impl Downstream {
                     .unwrap_or_default()
             };
             Logged {
+                started: Instant::now(),
                 start: jiff::Timestamp::now(),
                 method: method.to_string(),
                 path: path_and_query.to_string(),
@@ -322,7 +339,7 @@ impl Downstream {
                 self.local_reply(head, reply, None).await?
             }
             Ok((cluster, endpoint)) => {
-                let mut request = Vec::with_capacity(head.len + 64);
+                let mut request = Buffer::new();
                 h1::write_request_head(&mut request, &buf, head, self.client.as_bytes());
                 // The client waits for leave to send its body: the proxy gives it (as Envoy
                 // does), so the body does not wait for the upstream's own 100 Continue.
@@ -344,7 +361,7 @@ impl Downstream {
                     keep_alive: head.keep_alive,
                     client_version: head.version,
                 };
-                let result = self.exchange(dp, exchange).await;
+                let result = self.exchange(dp, exchange, route_timer).await;
                 stats::dec(&cluster.stats().upstream_rq_active);
                 stats::dec(&endpoint.active_requests);
                 match result {
@@ -377,7 +394,7 @@ impl Downstream {
                 protocol: l.protocol,
                 status: outcome.status,
                 flags: outcome.flag,
-                duration_ms: start.elapsed().as_millis(),
+                duration_ms: l.started.elapsed().as_millis(),
                 forwarded_for: &l.forwarded_for,
                 user_agent: &l.user_agent,
                 authority: &l.authority,
@@ -441,18 +458,33 @@ impl Downstream {
     /// close race) gets the request again, once, on a new connection, when that is safe: the
     /// request is idempotent, has no body, and the connection had idled long enough to be in
     /// that race.
-    async fn exchange(&mut self, dp: &DataPlane, x: Exchange<'_>) -> Result<Outcome, LocalReply> {
-        let deadline = tokio::time::Instant::now() + dp.options.route_timeout;
+    async fn exchange(
+        &mut self,
+        dp: &DataPlane,
+        x: Exchange<'_>,
+        mut route_timer: Pin<&mut Sleep>,
+    ) -> Result<Outcome, LocalReply> {
+        let now = Instant::now();
+        route_timer
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(now) + dp.options.route_timeout);
         let mut conn = match x.cluster.take_idle(x.endpoint) {
             Some(c) => c,
             None => new_connection(x.cluster, x.endpoint).await?,
         };
         let mut retried = false;
         let response = loop {
-            let may_replay =
-                x.replayable && !retried && conn.reused && conn.idle_since.elapsed() >= REPLAY_AFTER_IDLE;
-            match tokio::time::timeout_at(deadline, self.send_request(&mut conn, &x)).await {
-                Err(_) => return Err(timeout()),
+            let may_replay = x.replayable
+                && !retried
+                && conn.reused
+                && now.saturating_duration_since(conn.idle_since) >= REPLAY_AFTER_IDLE;
+            let sent = tokio::select! {
+                biased;
+                r = self.send_request(&mut conn, &x) => Ok(r),
+                () = route_timer.as_mut() => Err(()),
+            };
+            match sent {
+                Err(()) => return Err(timeout()),
                 Ok(Ok(head)) => break head,
                 Ok(Err(Failure::Client)) => {
                     return Ok(Outcome {
@@ -508,7 +540,7 @@ impl Downstream {
         let mut out = if x.framing == Framing::Empty {
             Vec::new()
         } else {
-            x.request.clone()
+            x.request.to_vec()
         };
         let mut whole = true;
         // A write that fails may be the upstream closing after it answered early: its answer
@@ -537,7 +569,7 @@ impl Downstream {
             let Connection { stream, buf, .. } = &mut *conn;
             let (mut upstream_read, mut upstream_write) = stream.split();
             if finished {
-                let all = if x.framing == Framing::Empty {
+                let all: &[u8] = if x.framing == Framing::Empty {
                     &x.request
                 } else {
                     &out
@@ -588,10 +620,14 @@ impl Downstream {
         }
         let method: &[u8] = if x.is_head { b"HEAD" } else { b"GET" };
         loop {
-            self.pass_interim(conn, x).await?;
+            // Each head is parsed once: an interim one is passed on, the final one returned.
             match h1::parse_response(&conn.buf, method) {
                 // We never ask for an upgrade (Upgrade is hop-by-hop): a 101 is a broken upstream.
                 Ok(Some(head)) if head.status == 101 => return Err(Failure::Protocol),
+                Ok(Some(head)) if (100..200).contains(&head.status) => {
+                    self.forward_interim(conn, head.len, x).await?;
+                    continue;
+                }
                 Ok(Some(head)) => return Ok((head, whole)),
                 Ok(None) => {}
                 Err(_) => return Err(Failure::Protocol),
@@ -612,16 +648,27 @@ impl Downstream {
             if !(100..200).contains(&head.status) || head.status == 101 {
                 break;
             }
-            let interim: Vec<u8> = conn.buf.drain(..head.len).collect();
-            if x.client_version == h1::Version::Http11 {
-                self.stream
-                    .write_all(&interim)
-                    .await
-                    .map_err(|_| Failure::Client)?;
-            }
+            self.forward_interim(conn, head.len, x).await?;
             any = true;
         }
         Ok(any)
+    }
+
+    /// Passes on the interim response of `len` bytes at the start of the upstream's buffer.
+    async fn forward_interim(
+        &mut self,
+        conn: &mut Connection,
+        len: usize,
+        x: &Exchange<'_>,
+    ) -> Result<(), Failure> {
+        if x.client_version == h1::Version::Http11 {
+            self.stream
+                .write_all(&conn.buf[..len])
+                .await
+                .map_err(|_| Failure::Client)?;
+        }
+        conn.buf.drain(..len);
+        Ok(())
     }
 
     /// Sends the response head and body to the client, then pools the connection when the
@@ -635,7 +682,7 @@ impl Downstream {
     ) -> Outcome {
         // A request body not read to its end cannot be told from the client's next request.
         let close = !x.keep_alive || head.framing == Framing::UntilClose || !request_whole;
-        let mut out = Vec::with_capacity(head.len + 64);
+        let mut out = Buffer::new();
         h1::write_response_head(&mut out, &conn.buf, &head, close, x.client_version);
         conn.buf.drain(..head.len);
         let mut outcome = Outcome {
@@ -733,7 +780,7 @@ impl Downstream {
         }
         if head.keep_alive && request_whole && conn.buf.is_empty() {
             // A pooled connection keeps no buffer while it idles.
-            conn.buf = Vec::new();
+            recycle::give_bytes(std::mem::take(&mut conn.buf));
             x.cluster.put_idle(x.endpoint, conn);
         }
         outcome
@@ -745,7 +792,7 @@ struct Exchange<'a> {
     cluster: &'a Arc<ClusterRuntime>,
     endpoint: &'a Arc<Endpoint>,
     /// The request head as it goes upstream.
-    request: Vec<u8>,
+    request: Buffer,
     /// How the request's body (in the client's stream) ends.
     framing: Framing,
     is_head: bool,
@@ -768,6 +815,7 @@ enum Failure {
 
 /// Request fields the access log needs, copied before the request moves upstream.
 struct Logged {
+    started: Instant,
     start: jiff::Timestamp,
     method: String,
     path: String,
