@@ -20,7 +20,7 @@ use crate::DataPlane;
 use crate::access_log::Entry;
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::h1::{self, Framing, HeadError, RequestHead, ResponseHead};
-use crate::recycle::{self, Buffer, READ_CHUNK};
+use crate::recycle::{self, READ_CHUNK};
 use crate::router::RequestView;
 use crate::stats;
 use crate::upstream::{self, ConnectError, Connection, End};
@@ -119,6 +119,9 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 /// How long a downstream connection may send nothing (no request, or a head left unfinished).
 const DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Room for what the proxy adds to a head (x-forwarded-*, connection).
+const HEAD_EDITS: usize = 128;
+
 /// Idle time after which a reused connection may be closing under us (see `exchange`).
 const REPLAY_AFTER_IDLE: Duration = Duration::from_millis(100);
 
@@ -170,8 +173,10 @@ struct Outcome {
 
 impl Downstream {
     async fn serve(&mut self, dp: &Arc<DataPlane>, port: u16) -> std::io::Result<()> {
-        // One timer of each kind per connection, moved on for each wait: moving a registered
-        // timer later costs no timer-wheel work (a new timer per request showed in profiles).
+        // One timer of each kind per connection, moved on for each wait, instead of a new timer
+        // per request (which showed in profiles): moving a pending timer later is an atomic
+        // store; the wheel re-files it only when its old slot comes due, and one that fired
+        // (the route timer, some 15 s after a connection's last request) registers again.
         let idle = tokio::time::sleep(DOWNSTREAM_IDLE_TIMEOUT);
         let route = tokio::time::sleep(dp.options.route_timeout);
         tokio::pin!(idle, route);
@@ -339,7 +344,9 @@ impl Downstream {
                 self.local_reply(head, reply, None).await?
             }
             Ok((cluster, endpoint)) => {
-                let mut request = Buffer::new();
+                // Sized to the head (glibc's per-thread cache serves these small blocks fast; a
+                // pooled 4 KiB buffer per in-flight head cost memory under many clients).
+                let mut request = Vec::with_capacity(head.len + HEAD_EDITS);
                 h1::write_request_head(&mut request, &buf, head, self.client.as_bytes());
                 // The client waits for leave to send its body: the proxy gives it (as Envoy
                 // does), so the body does not wait for the upstream's own 100 Continue.
@@ -464,10 +471,9 @@ impl Downstream {
         x: Exchange<'_>,
         mut route_timer: Pin<&mut Sleep>,
     ) -> Result<Outcome, LocalReply> {
-        let now = Instant::now();
-        route_timer
-            .as_mut()
-            .reset(tokio::time::Instant::from_std(now) + dp.options.route_timeout);
+        let now = tokio::time::Instant::now();
+        route_timer.as_mut().reset(now + dp.options.route_timeout);
+        let now = now.into_std();
         let mut conn = match x.cluster.take_idle(x.endpoint) {
             Some(c) => c,
             None => new_connection(x.cluster, x.endpoint).await?,
@@ -606,6 +612,15 @@ impl Downstream {
             match early {
                 None => {}
                 Some((Ok(n), body_intact)) if n > 0 => {
+                    // What the upstream says early is judged on a whole head: a 100 Continue
+                    // that arrives in pieces is not a final answer.
+                    while let Ok(None) = h1::parse_response(&conn.buf, b"GET") {
+                        match read_some(&mut conn.stream, &mut conn.buf).await {
+                            Ok(0) => return Err(Failure::Upstream(End::Remote)),
+                            Ok(_) => {}
+                            Err(e) => return Err(upstream_failed(e)),
+                        }
+                    }
                     // An interim answer (100 Continue, unasked) is passed on and the body goes
                     // on; anything else is the final answer, early.
                     if self.pass_interim(conn, x).await? && conn.buf.is_empty() && body_intact {
@@ -620,7 +635,7 @@ impl Downstream {
         }
         let method: &[u8] = if x.is_head { b"HEAD" } else { b"GET" };
         loop {
-            // Each head is parsed once: an interim one is passed on, the final one returned.
+            // An interim head is passed on, the final one returned, from one parse each.
             match h1::parse_response(&conn.buf, method) {
                 // We never ask for an upgrade (Upgrade is hop-by-hop): a 101 is a broken upstream.
                 Ok(Some(head)) if head.status == 101 => return Err(Failure::Protocol),
@@ -682,7 +697,7 @@ impl Downstream {
     ) -> Outcome {
         // A request body not read to its end cannot be told from the client's next request.
         let close = !x.keep_alive || head.framing == Framing::UntilClose || !request_whole;
-        let mut out = Buffer::new();
+        let mut out = Vec::with_capacity(head.len + HEAD_EDITS);
         h1::write_response_head(&mut out, &conn.buf, &head, close, x.client_version);
         conn.buf.drain(..head.len);
         let mut outcome = Outcome {
@@ -792,7 +807,7 @@ struct Exchange<'a> {
     cluster: &'a Arc<ClusterRuntime>,
     endpoint: &'a Arc<Endpoint>,
     /// The request head as it goes upstream.
-    request: Buffer,
+    request: Vec<u8>,
     /// How the request's body (in the client's stream) ends.
     framing: Framing,
     is_head: bool,

@@ -4,9 +4,10 @@
 //! no buffers), which on a busy connection is after every request. glibc serves 4 KiB blocks
 //! from its bins, not its per-thread cache, and merging freed blocks showed in profiles
 //! (malloc, free and their consolidation: ~0.3 µs per request). A short free list per thread
-//! hands the same blocks back in a few instructions. It is capped, so memory returns to the
-//! allocator once load drops. (No crate: an object pool crate would bring more than these few
-//! lines, and the cap and size rules are ours.)
+//! hands the same blocks back in a few instructions. The lists do not shrink, but they are
+//! capped: at most 128 buffers of 8 KiB or less and 128 header lists per thread (about 1 MiB
+//! each at worst); anything past the cap, or larger, goes back to the allocator. (No crate: an
+//! object pool crate would bring more than these few lines, and the cap and size rules are ours.)
 
 use std::cell::RefCell;
 
@@ -16,9 +17,9 @@ use crate::h1::HeaderLine;
 pub(crate) const READ_CHUNK: usize = 4096;
 
 /// Buffers kept per thread: enough for the connections one thread serves back to back.
-const KEPT: usize = 256;
+const KEPT: usize = 128;
 /// A buffer that grew past this (a large head, a long body read) goes back to the allocator.
-const LARGEST_KEPT: usize = 4 * READ_CHUNK;
+const LARGEST_KEPT: usize = 2 * READ_CHUNK;
 
 thread_local! {
     static BYTES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -28,7 +29,9 @@ thread_local! {
 /// An empty byte buffer with room for at least one read.
 pub(crate) fn bytes() -> Vec<u8> {
     BYTES
-        .with(|kept| kept.borrow_mut().pop())
+        .try_with(|kept| kept.borrow_mut().pop())
+        .ok()
+        .flatten()
         .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
 }
 
@@ -38,7 +41,8 @@ pub(crate) fn give_bytes(mut buf: Vec<u8>) {
         return;
     }
     buf.clear();
-    BYTES.with(|kept| {
+    // `try_with`: a buffer dropped while the thread ends is simply freed.
+    let _ = BYTES.try_with(|kept| {
         let mut kept = kept.borrow_mut();
         if kept.len() < KEPT {
             kept.push(buf);
@@ -46,38 +50,13 @@ pub(crate) fn give_bytes(mut buf: Vec<u8>) {
     });
 }
 
-/// A byte buffer from the free list that goes back to it when dropped: for the heads the proxy
-/// writes out, which live for one exchange whatever way it ends.
-pub(crate) struct Buffer(Vec<u8>);
-
-impl Buffer {
-    pub(crate) fn new() -> Self {
-        Buffer(bytes())
-    }
-}
-
-impl std::ops::Deref for Buffer {
-    type Target = Vec<u8>;
-    fn deref(&self) -> &Vec<u8> {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Buffer {
-    fn deref_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.0
-    }
-}
-
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        give_bytes(std::mem::take(&mut self.0));
-    }
-}
-
 /// An empty list for a head's header lines.
 pub(crate) fn lines() -> Vec<HeaderLine> {
-    LINES.with(|kept| kept.borrow_mut().pop()).unwrap_or_default()
+    LINES
+        .try_with(|kept| kept.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// Gives a header-line list back.
@@ -86,7 +65,7 @@ pub(crate) fn give_lines(mut lines: Vec<HeaderLine>) {
         return;
     }
     lines.clear();
-    LINES.with(|kept| {
+    let _ = LINES.try_with(|kept| {
         let mut kept = kept.borrow_mut();
         if kept.len() < KEPT {
             kept.push(lines);
