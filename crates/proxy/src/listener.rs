@@ -139,6 +139,32 @@ async fn read_some<R: tokio::io::AsyncRead + Unpin>(
     stream.read_buf(buf).await
 }
 
+/// Like `read_some`, but a connection with no buffer waits for bytes before it takes one: an
+/// idle keep-alive client then holds no buffer at all (4 KiB each; 36 MB at 9,000 clients).
+/// Costs no extra system call: tokio's own read tries once on stale readiness the same way.
+/// Cancel-safe.
+async fn read_when_ready(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.capacity() != 0 {
+        return read_some(stream, buf).await;
+    }
+    loop {
+        stream.readable().await?;
+        let mut fresh = recycle::bytes();
+        match stream.try_read_buf(&mut fresh) {
+            Ok(n) => {
+                *buf = fresh;
+                return Ok(n);
+            }
+            Err(e) => {
+                recycle::give_bytes(fresh);
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 struct Downstream {
     stream: TcpStream,
     /// Bytes read from the client and not used yet.
@@ -206,7 +232,7 @@ impl Downstream {
                     .reset(tokio::time::Instant::now() + DOWNSTREAM_IDLE_TIMEOUT);
                 let read = tokio::select! {
                     biased;
-                    r = read_some(&mut self.stream, &mut self.buf) => r,
+                    r = read_when_ready(&mut self.stream, &mut self.buf) => r,
                     () = idle.as_mut() => return Ok(()),
                 };
                 match read {
