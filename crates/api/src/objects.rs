@@ -198,11 +198,11 @@ pub enum DecodeError {
 }
 
 /// Decodes and validates one object from its JSON form (a YAML document, or an API body).
-pub fn decode_object(value: Value) -> Result<Object, DecodeError> {
-    let Value::Object(map) = &value else {
+pub fn decode_object(value: &Value) -> Result<Object, DecodeError> {
+    let Value::Object(map) = value else {
         return Err(DecodeError::Other(format!(
             "expected a Kubernetes object (a mapping with apiVersion and kind), found {}",
-            json_type(&value)
+            json_type(value)
         )));
     };
     let api_version = map
@@ -275,11 +275,11 @@ pub fn decode_object(value: Value) -> Result<Object, DecodeError> {
 }
 
 /// Deserializes with the path of a wrong-typed field and every unknown field reported.
-fn strict_decode<T: DeserializeOwned>(value: Value) -> Result<T, Vec<FieldError>> {
+fn strict_decode<T: DeserializeOwned>(value: &Value) -> Result<T, Vec<FieldError>> {
     let mut unknown = Vec::new();
     let mut track = serde_path_to_error::Track::new();
     let result = {
-        let de = serde_path_to_error::Deserializer::new(&value, &mut track);
+        let de = serde_path_to_error::Deserializer::new(value, &mut track);
         serde_ignored::deserialize(de, |path| unknown.push(kube_path(&path.to_string())))
     };
     // apiVersion and kind are read by our dispatcher, not by every type.
@@ -295,7 +295,7 @@ fn strict_decode<T: DeserializeOwned>(value: Value) -> Result<T, Vec<FieldError>
                 path
             };
             let detail = e.to_string();
-            let shown = value_at(&value, &path);
+            let shown = value_at(value, &path);
             Err(vec![match shown {
                 Some(v) => FieldError::invalid(&path, &v, type_message(&path, &detail)),
                 None => FieldError::required(&path, type_message(&path, &detail)),
@@ -418,7 +418,7 @@ pub fn parse_manifests(text: &str, source: &str) -> Result<Vec<Object>, Manifest
         if value.is_null() {
             continue; // an empty document (comments only, or a trailing ---)
         }
-        match decode_object(value) {
+        match decode_object(&value) {
             Ok(o) => objects.push(o),
             Err(e) => problems.push(format!(
                 "error validating {source} (document at line {line}): {e}"

@@ -287,7 +287,7 @@ fn decode(ar: &ApiResource, kind: Kind, object: DynamicObject) -> Result<Object,
         map.insert("kind".into(), Value::String(ar.kind.clone()));
     }
     // The same refusals as `kgw apply` and the webhook: invalid, or not supported yet.
-    let refused = match api::decode_object(value.clone()) {
+    let refused = match api::decode_object(&value) {
         Ok(o) => match crate::not_supported_yet(&o) {
             None => return Ok(o),
             Some(why) => why,
