@@ -421,12 +421,41 @@ fn listed_in_connection<'a>(buf: &'a [u8], headers: &[HeaderLine]) -> Vec<&'a [u
         .collect()
 }
 
-fn forwarded<'a>(buf: &'a [u8], headers: &'a [HeaderLine]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-    let listed = listed_in_connection(buf, headers);
-    headers
-        .iter()
-        .map(move |h| (&buf[h.name.clone()], &buf[h.value.clone()]))
-        .filter(move |(name, _)| !is_hop_by_hop(name) && !listed.iter().any(|l| l.eq_ignore_ascii_case(name)))
+/// Writes the header lines that `keep` accepts, as `name: value` CRLF lines. Runs of lines that
+/// are already in exactly that form go out as one copy of the bytes they were read from (most
+/// lines: this is what makes forwarding a head cheap); any other line is written anew, so odd
+/// spacing or a bare LF never reaches the next hop.
+fn write_lines(out: &mut Vec<u8>, buf: &[u8], headers: &[HeaderLine], keep: impl Fn(&[u8], &[u8]) -> bool) {
+    let mut run: Option<Range<usize>> = None;
+    for h in headers {
+        let (name, value) = (&buf[h.name.clone()], &buf[h.value.clone()]);
+        if !keep(name, value) {
+            if let Some(r) = run.take() {
+                out.extend_from_slice(&buf[r]);
+            }
+            continue;
+        }
+        let line_end = h.value.end + 2;
+        let canonical = buf.get(h.name.end..h.value.start) == Some(b": ".as_slice())
+            && buf.get(h.value.end..line_end) == Some(b"\r\n".as_slice());
+        match (&mut run, canonical) {
+            (Some(r), true) if r.end == h.name.start => r.end = line_end,
+            (_, true) => {
+                if let Some(r) = run.replace(h.name.start..line_end) {
+                    out.extend_from_slice(&buf[r]);
+                }
+            }
+            (_, false) => {
+                if let Some(r) = run.take() {
+                    out.extend_from_slice(&buf[r]);
+                }
+                put_header(out, name, value);
+            }
+        }
+    }
+    if let Some(r) = run {
+        out.extend_from_slice(&buf[r]);
+    }
 }
 
 fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -453,24 +482,28 @@ pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, cli
         Version::Http11 => b" HTTP/1.1\r\n",
     });
     let is_forwarded_for = |name: &[u8]| name.eq_ignore_ascii_case(b"x-forwarded-for");
-    for (name, value) in forwarded(buf, &head.headers) {
-        // x-forwarded-proto is ours to set; `expect: 100-continue` was answered by the proxy.
-        if name.eq_ignore_ascii_case(b"x-forwarded-proto") || is_expect_continue(name, value) {
-            continue;
-        }
-        if !is_forwarded_for(name) {
-            put_header(out, name, value);
-        }
-    }
+    let listed = listed_in_connection(buf, &head.headers);
+    let is_dropped = |name: &[u8]| is_hop_by_hop(name) || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
+    write_lines(out, buf, &head.headers, |name, value| {
+        // x-forwarded-proto is ours to set; `expect: 100-continue` was answered by the proxy;
+        // x-forwarded-for lines are joined below.
+        !is_dropped(name)
+            && !name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            && !is_expect_continue(name, value)
+            && !is_forwarded_for(name)
+    });
     if let (Some(authority), None) = (authority, &head.host) {
         put_header(out, b"host", authority);
     }
     // Every x-forwarded-for line joins one, the client's address last: a second line cannot put
     // a forged address after it. (A second pass over the few header lines, not a buffer.)
     out.extend_from_slice(b"x-forwarded-for: ");
-    for (_, value) in forwarded(buf, &head.headers).filter(|(name, _)| is_forwarded_for(name)) {
-        out.extend_from_slice(value.trim_ascii());
-        out.extend_from_slice(b", ");
+    for h in head.headers.iter() {
+        let name = &buf[h.name.clone()];
+        if is_forwarded_for(name) && !is_dropped(name) {
+            out.extend_from_slice(buf[h.value.clone()].trim_ascii());
+            out.extend_from_slice(b", ");
+        }
     }
     out.extend_from_slice(client);
     out.extend_from_slice(b"\r\n");
@@ -524,9 +557,10 @@ pub fn write_response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, c
     ]);
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
-    for (name, value) in forwarded(buf, &head.headers) {
-        put_header(out, name, value);
-    }
+    let listed = listed_in_connection(buf, &head.headers);
+    write_lines(out, buf, &head.headers, |name, _| {
+        !is_hop_by_hop(name) && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+    });
     if close {
         put_header(out, b"connection", b"close");
     } else if client == Version::Http10 {
@@ -740,6 +774,31 @@ x-forwarded-for: 1.1.1.1, 6.6.6.6, 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
             String::from_utf8(out).unwrap(),
             "POST /post HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nx-forwarded-for: ::1\r\n\
 x-forwarded-proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn header_lines_go_out_in_one_form_whatever_form_they_came_in() {
+        // Lines already in `name: value` CRLF form are copied as they are; odd spacing, an
+        // empty value and bare LF line ends are written anew.
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\nX-Tight:v\r\nX-Loose:   v2\t\r\nX-Empty:\r\n\
+X-Bare: lf\nAccept: */*\r\nUser-Agent: t\r\n\r\n";
+        let head = parse_request(buf).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_request_head(&mut out, buf, &head, b"127.0.0.1");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Tight: v\r\nX-Loose: v2\r\nX-Empty: \r\nX-Bare: lf\r\n\
+Accept: */*\r\nUser-Agent: t\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
+        );
+        // A dropped line in the middle splits the copied run.
+        let buf = b"HTTP/1.1 200 OK\r\nA: 1\r\nKeep-Alive: timeout=5\r\nB: 2\r\nContent-Length: 0\r\n\r\n";
+        let head = parse_response(buf, b"GET").unwrap().unwrap();
+        let mut out = Vec::new();
+        write_response_head(&mut out, buf, &head, false, Version::Http11);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nContent-Length: 0\r\n\r\n"
         );
     }
 
