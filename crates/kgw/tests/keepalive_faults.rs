@@ -264,8 +264,13 @@ fn in_flight(extra: &[&str]) -> Duration {
         body.starts_with("upstream connect error or disconnect/reset before headers"),
         "{body}"
     );
-    let log = gw.proc.log_text();
-    assert!(log.contains("\"GET /delay/20 HTTP/1.1\" 503 UC"), "{log}");
+    // The access log is written from its own thread, just after the client has its answer.
+    wait_for("the access log line", Duration::from_secs(2), || {
+        gw.proc
+            .log_text()
+            .contains("\"GET /delay/20 HTTP/1.1\" 503 UC")
+            .then_some(())
+    });
     drop(gw);
     host.close();
     took
