@@ -401,45 +401,56 @@ fn hop_by_hop_headers_stop_at_the_gateway() {
 
 /// A client that leaves while the response is still coming does not cost the upstream
 /// connection: the small rest is read and the connection pooled, so the next request reuses it.
-#[test]
-fn a_client_leaving_mid_response_keeps_the_upstream_connection() {
-    use std::io::{BufRead, BufReader, Read, Write};
+/// A keep-alive backend on a raw socket: `answer` writes the response to each request head it
+/// reads (it returns false to end the connection). Returns its port and its accepted-count.
+fn raw_backend(
+    answer: impl Fn(&mut std::net::TcpStream) -> bool + Send + Sync + 'static,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    // A keep-alive backend that sends each response in two parts, 500 ms apart.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let backend_port = listener.local_addr().unwrap().port();
+    let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counted = accepted.clone();
+    let answer = Arc::new(answer);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
             counted.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
                 loop {
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
-                    if stream.write_all(head.as_bytes()).is_err() {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
                         return;
                     }
-                    std::thread::sleep(Duration::from_millis(500));
-                    if stream.write_all(b"world").is_err() {
+                    if line == "\r\n" && !answer(&mut stream) {
                         return;
                     }
                 }
             });
         }
+    });
+    (port, accepted)
+}
+
+#[test]
+fn a_client_leaving_mid_response_keeps_the_upstream_connection() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+
+    // A keep-alive backend that sends each response in two parts, 500 ms apart.
+    let (backend_port, accepted) = raw_backend(|stream| {
+        let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
+        if stream.write_all(head.as_bytes()).is_err() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stream.write_all(b"world").is_ok()
     });
 
     let dir = tempfile::tempdir().unwrap();
@@ -528,31 +539,12 @@ fn request_bodies_reach_the_backend() {
 /// answers, gets the final one alone.
 #[test]
 fn interim_responses_reach_http11_clients_only() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let backend_port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == "\r\n" {
-                        let answer = "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
-                                      HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if stream.write_all(answer.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
+    let (backend_port, _) = raw_backend(|stream| {
+        let answer = "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
+                      HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        stream.write_all(answer.as_bytes()).is_ok()
     });
 
     let dir = tempfile::tempdir().unwrap();

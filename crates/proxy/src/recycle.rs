@@ -26,51 +26,46 @@ thread_local! {
     static LINES: RefCell<Vec<Vec<HeaderLine>>> = const { RefCell::new(Vec::new()) };
 }
 
+type FreeList<T> = std::thread::LocalKey<RefCell<Vec<Vec<T>>>>;
+
+/// A kept list from `list`, if it has one (none while the thread ends).
+fn take<T>(list: &'static FreeList<T>) -> Option<Vec<T>> {
+    list.try_with(|kept| kept.borrow_mut().pop()).ok().flatten()
+}
+
+/// Keeps `v`, emptied, unless the list is full (or the thread is ending): then it is freed.
+fn keep<T>(list: &'static FreeList<T>, mut v: Vec<T>) {
+    v.clear();
+    let _ = list.try_with(|kept| {
+        let mut kept = kept.borrow_mut();
+        if kept.len() < KEPT {
+            kept.push(v);
+        }
+    });
+}
+
 /// An empty byte buffer with room for at least one read.
 pub(crate) fn bytes() -> Vec<u8> {
-    BYTES
-        .try_with(|kept| kept.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
+    take(&BYTES).unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
 }
 
 /// Gives a byte buffer back (its contents are dropped).
-pub(crate) fn give_bytes(mut buf: Vec<u8>) {
-    if !(READ_CHUNK..=LARGEST_KEPT).contains(&buf.capacity()) {
-        return;
+pub(crate) fn give_bytes(buf: Vec<u8>) {
+    if (READ_CHUNK..=LARGEST_KEPT).contains(&buf.capacity()) {
+        keep(&BYTES, buf);
     }
-    buf.clear();
-    // `try_with`: a buffer dropped while the thread ends is simply freed.
-    let _ = BYTES.try_with(|kept| {
-        let mut kept = kept.borrow_mut();
-        if kept.len() < KEPT {
-            kept.push(buf);
-        }
-    });
 }
 
 /// An empty list for a head's header lines.
 pub(crate) fn lines() -> Vec<HeaderLine> {
-    LINES
-        .try_with(|kept| kept.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    take(&LINES).unwrap_or_default()
 }
 
 /// Gives a header-line list back.
-pub(crate) fn give_lines(mut lines: Vec<HeaderLine>) {
-    if lines.capacity() == 0 || lines.capacity() > 2 * crate::h1::MAX_HEADERS {
-        return;
+pub(crate) fn give_lines(lines: Vec<HeaderLine>) {
+    if (1..=2 * crate::h1::MAX_HEADERS).contains(&lines.capacity()) {
+        keep(&LINES, lines);
     }
-    lines.clear();
-    let _ = LINES.try_with(|kept| {
-        let mut kept = kept.borrow_mut();
-        if kept.len() < KEPT {
-            kept.push(lines);
-        }
-    });
 }
 
 #[cfg(test)]
