@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 KGW = ROOT / "target" / "release" / "kgw"
 FLOOR = ROOT / "bench" / "floor" / "target" / "release" / "floor"
+FLOOR_URING = ROOT / "bench" / "floor" / "target" / "release" / "floor-uring"
 PROXY_CPU = "0"
 # The machine's hard limit on open files is 20,000 per process (no CAP_SYS_RESOURCE to raise
 # it), and HAProxy reserves two descriptors per connection: 9,000 idle downstream connections
@@ -322,8 +323,21 @@ def start_floor(work, port, backend_ip, backend_port, keepalive=None):
     return p
 
 
-# Measured for throughput and CPU only, as a reference: what tokio and the kernel cost here.
-REFERENCES = {"floor": start_floor} if FLOOR.exists() else {}
+def start_floor_uring(work, port, backend_ip, backend_port, keepalive=None):
+    """bench/floor's io_uring twin: the same HTTP work, system calls batched."""
+    p = Proc([FLOOR_URING, f"127.0.0.1:{port}", f"{backend_ip}:{backend_port}"], PROXY_CPU,
+             Path(work) / f"floor-uring-{port}.log")
+    wait_port(port)
+    return p
+
+
+# References, not peers (no ratios are taken against them): what the runtime and the kernel
+# cost here with no gateway work, with tokio's epoll loop and with io_uring.
+REFERENCES = {name: start for name, start, binary in (("floor", start_floor, FLOOR),
+                                                       ("floor-uring", start_floor_uring, FLOOR_URING))
+              if binary.exists()}
+REFERENCE_LABELS = {"floor": "floor (reference: minimal tokio proxy)",
+                    "floor-uring": "floor-uring (reference: the same on io_uring)"}
 
 
 # ---------------------------------------------------------------- load
@@ -547,18 +561,18 @@ def run_measures(args, only, work, results):
             if "latency" in only:
                 rate = int(min(results[n]["rps"] for n in PROXIES) * 0.5)
                 results["latency_rate"] = rate
-                samples = {name: [] for name in names}
+                samples = {name: [] for name in measured}
                 for round_index in range(args.latency_rounds):
-                    for name in rotated(names, round_index):
+                    for name in rotated(measured, round_index):
                         port = free_port()
-                        proxy = PROXIES[name](work, port, "127.0.0.1", bport)
+                        proxy = starters[name](work, port, "127.0.0.1", bport)
                         procs.append(proxy)
                         wrk(port, 1)
                         samples[name].append(oha_fixed_rate(port, rate, args.seconds))
                         print(f"round {round_index + 1} {name} at {rate} req/s: {samples[name][-1]}", flush=True)
                         proxy.stop()
                         procs.remove(proxy)
-                for name in names:
+                for name in measured:
                     results[name]["latency"] = {k: statistics.median(s[k] for s in samples[name])
                                                 for k in ("p50", "p99", "p99.9")}
                     results[name]["latency_p99_range"] = (min(s["p99"] for s in samples[name]),
@@ -622,8 +636,6 @@ def run_measures(args, only, work, results):
             p.stop()
 
 
-FLOOR_LABEL = "floor (reference: minimal tokio proxy)"
-
 
 def versions():
     def first_line(cmd):
@@ -663,14 +675,14 @@ def write_report(path, r, args):
             lines.append(f"| direct to the backend (the limit) | {r['direct']['rps']:.0f} | | {r['direct']['errors']} | |")
         for n in names + [x for x in REFERENCES if "rps" in r.get(x, {})]:
             lo, hi = r[n]["rps_range"]
-            label = FLOOR_LABEL if n == "floor" else n
+            label = REFERENCE_LABELS.get(n, n)
             lines.append(f"| {label} | {r[n]['rps']:.0f} | {lo:.0f}-{hi:.0f} | {r[n]['errors']} | {ratio(n, 'rps', True)} |")
         lines += ["", "## Proxy CPU time per request (user+system from /proc, during the throughput runs; median, range)", "",
                   "| proxy | µs per request | range | vs best peer | user µs | system µs | user vs best peer |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for n in names + [x for x in REFERENCES if "rps" in r.get(x, {})]:
             lo, hi = r[n]["cpu_us_per_rq_range"]
-            label = FLOOR_LABEL if n == "floor" else n
+            label = REFERENCE_LABELS.get(n, n)
             lines.append(f"| {label} | {r[n]['cpu_us_per_rq']:.2f} | {lo:.2f}-{hi:.2f} | {ratio(n, 'cpu_us_per_rq', False)} "
                          f"| {r[n]['user_us_per_rq']:.2f} | {r[n]['system_us_per_rq']:.2f} | {ratio(n, 'user_us_per_rq', False)} |")
         lines += ["", "System time is the kernel's TCP work on the proxy's behalf: every proxy here makes the same "
@@ -682,6 +694,12 @@ def write_report(path, r, args):
                       "and Content-Length responses over a pool, with no routing, no HTTP library and none of a "
                       "gateway's duties. Not a proxy to use; it shows what tokio and the kernel cost on this "
                       "machine, so the rest of a proxy's figure is its own HTTP work."]
+        if "rps" in r.get("floor-uring", {}):
+            lines += ["", "floor-uring (`bench/floor/src/bin/floor-uring.rs`) does the same HTTP work as the floor on "
+                      "io_uring: one `io_uring_enter` per loop turn submits every send and collects every completion, "
+                      "and multishot receives into provided buffers replace a `recvfrom` per message. The gap between "
+                      "the two floors is what batching the system calls saves here; what is left in its system time "
+                      "is the TCP work itself, which no proxy of these can skip."]
         lines += ["", "## Upstream connections opened per 100,000 requests (after a 2 s warm-up)", "",
                   "| proxy | connections | |", "|---|---:|---|"]
         for n in names:
@@ -690,12 +708,13 @@ def write_report(path, r, args):
         lines += ["", f"## Latency at a fixed {r['latency_rate']} requests/s (half the slowest proxy's maximum), "
                   f"32 connections, oha with coordinated-omission correction; median of {args.latency_rounds} rounds", "",
                   "| proxy | p50 ms | p99 ms | p99 range | p99.9 ms | p99 vs best peer |", "|---|---:|---:|---:|---:|---:|"]
-        for n in names:
+        latency_rows = names + [x for x in REFERENCES if "latency" in r.get(x, {})]
+        for n in latency_rows:
             r[n]["p99"] = r[n]["latency"]["p99"]
-        for n in names:
+        for n in latency_rows:
             lat = r[n]["latency"]
             lo, hi = r[n]["latency_p99_range"]
-            lines.append(f"| {n} | {lat['p50']:.3f} | {lat['p99']:.3f} | {lo:.2f}-{hi:.2f} | {lat['p99.9']:.3f} | {ratio(n, 'p99', False)} |")
+            lines.append(f"| {REFERENCE_LABELS.get(n, n)} | {lat['p50']:.3f} | {lat['p99']:.3f} | {lo:.2f}-{hi:.2f} | {lat['p99.9']:.3f} | {ratio(n, 'p99', False)} |")
     if "rss_idle_kib" in r["kgw"]:
         lines += ["", "## Resident memory", "",
                   f"| proxy | idle KiB | {IDLE_DOWNSTREAM:,} idle downstream + pooled upstream KiB | upstream connections kept |",

@@ -26,7 +26,9 @@ fn main() -> std::io::Result<()> {
     let usage = || Error::new(ErrorKind::InvalidInput, "usage: floor LISTEN_ADDR BACKEND_ADDR");
     let listen: SocketAddr = args.next().and_then(|a| a.parse().ok()).ok_or_else(usage)?;
     let backend: SocketAddr = args.next().and_then(|a| a.parse().ok()).ok_or_else(usage)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let listener = TcpListener::bind(listen).await?;
@@ -51,10 +53,6 @@ async fn fill(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<b
     Ok(n > 0)
 }
 
-fn invalid(_: httparse::Error) -> Error {
-    Error::new(ErrorKind::InvalidData, "malformed HTTP")
-}
-
 async fn serve(mut downstream: TcpStream, backend: SocketAddr, pool: Pool) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(4096);
     let mut request = Vec::with_capacity(1024);
@@ -62,21 +60,7 @@ async fn serve(mut downstream: TcpStream, backend: SocketAddr, pool: Pool) -> st
         // The request head, forwarded with the edits a proxy makes: hop-by-hop `connection`
         // dropped, x-forwarded-for and x-forwarded-proto added.
         let head_len = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Request::new(&mut headers);
-            if let httparse::Status::Complete(n) = parsed.parse(&buffer).map_err(invalid)? {
-                request.clear();
-                request.extend_from_slice(parsed.method.unwrap_or("GET").as_bytes());
-                request.push(b' ');
-                request.extend_from_slice(parsed.path.unwrap_or("/").as_bytes());
-                request.extend_from_slice(b" HTTP/1.1\r\n");
-                for h in parsed.headers.iter().filter(|h| !h.name.eq_ignore_ascii_case("connection")) {
-                    request.extend_from_slice(h.name.as_bytes());
-                    request.extend_from_slice(b": ");
-                    request.extend_from_slice(h.value);
-                    request.extend_from_slice(b"\r\n");
-                }
-                request.extend_from_slice(b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n");
+            if let Some(n) = floor::forward_request_head(&buffer, &mut request)? {
                 break n;
             }
             if !fill(&mut downstream, &mut buffer).await? {
@@ -91,23 +75,16 @@ async fn serve(mut downstream: TcpStream, backend: SocketAddr, pool: Pool) -> st
             None => {
                 let stream = TcpStream::connect(backend).await?;
                 stream.set_nodelay(true)?;
-                Upstream { stream, buffer: Vec::with_capacity(4096) }
+                Upstream {
+                    stream,
+                    buffer: Vec::with_capacity(4096),
+                }
             }
         };
         upstream.stream.write_all(&request).await?;
         let response_len = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(n) = parsed.parse(&upstream.buffer).map_err(invalid)? {
-                let body_len = parsed
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if upstream.buffer.len() >= n + body_len {
-                    break n + body_len;
-                }
+            if let Some(n) = floor::complete_response_len(&upstream.buffer)? {
+                break n;
             }
             if !fill(&mut upstream.stream, &mut upstream.buffer).await? {
                 return Ok(());
