@@ -331,8 +331,9 @@ def start_floor_uring(work, port, backend_ip, backend_port, keepalive=None):
     return p
 
 
-# References, not peers (no ratios are taken against them): what the runtime and the kernel
-# cost here with no gateway work, with tokio's epoll loop and with io_uring.
+# References, not peers: the best peer is chosen among nginx and HAProxy only (their rows show
+# their ratio to it too). What the runtime and the kernel cost here with no gateway work, with
+# tokio's epoll loop and with io_uring.
 REFERENCES = {name: start for name, start, binary in (("floor", start_floor, FLOOR),
                                                        ("floor-uring", start_floor_uring, FLOOR_URING))
               if binary.exists()}

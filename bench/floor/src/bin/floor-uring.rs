@@ -4,9 +4,10 @@
 //! loop turn submits every send and re-armed receive and collects every completion, and
 //! multishot receives into a ring of provided buffers replace a `recvfrom` per message.
 //!
-//! A reference row in BENCHMARKS.md, not a proxy to use: one thread, requests without a body,
-//! responses with a Content-Length, one pool of upstream connections, and connection slots that
-//! are never reused (a bench run opens a few hundred connections).
+//! A reference row in BENCHMARKS.md, not a proxy to use: one thread, requests without a body
+//! and not pipelined, responses with a Content-Length, one pool of upstream connections, and
+//! connection slots that are never reused (a bench run opens a few hundred connections; a
+//! closed one keeps its send buffer, which a send still in flight may be reading).
 //!
 //! Usage: `floor-uring LISTEN_ADDR BACKEND_ADDR`.
 
@@ -52,7 +53,8 @@ impl ProvidedBuffers {
         // SAFETY: the index is masked into the ring; the kernel reads entries only up to the
         // published tail, which moves after the entry is written.
         let entry = unsafe { &mut *self.entries.add((self.tail & (BUFFERS - 1)) as usize) };
-        entry.set_addr(self.memory[id as usize * BUFFER_SIZE..].as_ptr() as u64);
+        // The kernel writes into it: a pointer from a mutable borrow.
+        entry.set_addr(self.memory[id as usize * BUFFER_SIZE..].as_mut_ptr() as u64);
         entry.set_len(BUFFER_SIZE as u32);
         entry.set_bid(id);
         self.tail = self.tail.wrapping_add(1);
@@ -68,14 +70,132 @@ impl ProvidedBuffers {
 
 struct Connection {
     fd: i32,
+    closed: bool,
     upstream: bool,
-    /// For an upstream connection, the client it answers.
-    client: usize,
+    /// For an upstream connection, the client it answers while a request is in flight.
+    client: Option<usize>,
     /// Bytes received and not used yet.
     input: Vec<u8>,
     /// What is being sent, kept alive until the kernel says it is sent.
     output: Vec<u8>,
     sent: usize,
+}
+
+impl Connection {
+    fn new(fd: i32, upstream: bool) -> Connection {
+        Connection {
+            fd,
+            closed: false,
+            upstream,
+            client: None,
+            input: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+struct Proxy {
+    backend: SocketAddr,
+    connections: Vec<Connection>,
+    pool: Vec<usize>,
+    /// Entries for the next `io_uring_enter`.
+    queued: Vec<squeue::Entry>,
+    /// The previous output of a connection, reused for the next message.
+    spare: Vec<u8>,
+}
+
+impl Proxy {
+    fn receive(&mut self, index: usize) {
+        let fd = self.connections[index].fd;
+        self.queued.push(
+            opcode::RecvMulti::new(types::Fd(fd), BUFFER_GROUP)
+                .build()
+                .user_data((index as u64) << 1),
+        );
+    }
+
+    /// Sends `spare` on connection `index` (its old output becomes the next `spare`).
+    fn send_spare(&mut self, index: usize) {
+        let c = &mut self.connections[index];
+        std::mem::swap(&mut c.output, &mut self.spare);
+        c.sent = 0;
+        self.send_rest(index);
+    }
+
+    fn send_rest(&mut self, index: usize) {
+        let c = &self.connections[index];
+        let rest = &c.output[c.sent..];
+        self.queued.push(
+            opcode::Send::new(types::Fd(c.fd), rest.as_ptr(), rest.len() as u32)
+                .build()
+                .user_data((index as u64) << 1 | SEND),
+        );
+    }
+
+    /// Closes a connection, and the client an upstream connection was answering. Entries not
+    /// yet submitted for it are dropped (its descriptor number may be reused at once); ones
+    /// in flight hold the file, and its buffers stay where they are.
+    fn close(&mut self, index: usize) {
+        let c = &mut self.connections[index];
+        if c.closed {
+            return;
+        }
+        c.closed = true;
+        let fd = c.fd;
+        let client = c.client.take();
+        self.queued
+            .retain(|e| (e.get_user_data() >> 1) as usize != index || e.get_user_data() == ACCEPT);
+        // SAFETY: the descriptor is ours and closed once.
+        unsafe { libc::close(fd) };
+        if let Some(client) = client {
+            self.close(client);
+        }
+    }
+
+    fn upstream(&mut self) -> std::io::Result<usize> {
+        while let Some(u) = self.pool.pop() {
+            if !self.connections[u].closed {
+                return Ok(u);
+            }
+        }
+        // Blocking, but only while the pool fills (the bench warms it up first).
+        let stream = TcpStream::connect(self.backend)?;
+        stream.set_nodelay(true)?;
+        self.connections.push(Connection::new(stream.into_raw_fd(), true));
+        let index = self.connections.len() - 1;
+        self.receive(index);
+        Ok(index)
+    }
+
+    /// The bytes of a receive on connection `index`: a request goes to an upstream connection,
+    /// a response to its client.
+    fn received(&mut self, index: usize, bytes: &[u8]) -> std::io::Result<()> {
+        let c = &mut self.connections[index];
+        c.input.extend_from_slice(bytes);
+        if !c.upstream {
+            let Some(head_len) = floor::forward_request_head(&c.input, &mut self.spare)? else {
+                return Ok(());
+            };
+            c.input.drain(..head_len);
+            let upstream = self.upstream()?;
+            self.connections[upstream].client = Some(index);
+            self.send_spare(upstream);
+        } else {
+            let Some(len) = floor::complete_response_len(&c.input)? else {
+                return Ok(());
+            };
+            self.spare.clear();
+            self.spare.extend_from_slice(&c.input[..len]);
+            c.input.drain(..len);
+            let client = c.client.take();
+            self.pool.push(index);
+            if let Some(client) = client.filter(|&d| !self.connections[d].closed) {
+                self.send_spare(client);
+            }
+        }
+        Ok(())
+    }
 }
 
 fn main() -> std::io::Result<()> {
@@ -101,141 +221,87 @@ fn main() -> std::io::Result<()> {
             .register_buf_ring_with_flags(buffers.entries as u64, BUFFERS, BUFFER_GROUP, 0)?
     };
 
-    let mut connections: Vec<Option<Connection>> = Vec::new();
-    let mut pool: Vec<usize> = Vec::new();
-    let mut queued: Vec<squeue::Entry> = vec![
+    let accept = || {
         opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
             .build()
-            .user_data(ACCEPT),
-    ];
-    let receive = |fd: i32, index: usize| {
-        opcode::RecvMulti::new(types::Fd(fd), BUFFER_GROUP)
-            .build()
-            .user_data((index as u64) << 1)
+            .user_data(ACCEPT)
     };
-    let send = |c: &Connection, index: usize| {
-        let rest = &c.output[c.sent..];
-        opcode::Send::new(types::Fd(c.fd), rest.as_ptr(), rest.len() as u32)
-            .build()
-            .user_data((index as u64) << 1 | SEND)
+    let mut proxy = Proxy {
+        backend,
+        connections: Vec::new(),
+        pool: Vec::new(),
+        queued: vec![accept()],
+        spare: Vec::new(),
     };
     let mut completions = Vec::new();
-    let mut forwarded = Vec::with_capacity(1024);
+    let (submitter, mut submission, mut completion) = ring.split();
     loop {
-        {
-            let mut submission = ring.submission();
-            for entry in queued.drain(..) {
-                // SAFETY: every buffer an entry points at lives in `connections` or `buffers`
-                // until its completion arrives (connections are never removed from the Vec).
-                unsafe {
-                    submission
-                        .push(&entry)
-                        .map_err(|_| Error::other("submission queue full"))?
-                };
+        for entry in proxy.queued.drain(..) {
+            // SAFETY: every buffer an entry points at lives in `proxy.connections` or
+            // `buffers` until its completion arrives: connections are never removed, and a
+            // connection's output is replaced only after its previous send completed (a client
+            // sends its next request, and an upstream gets one, only then).
+            while unsafe { submission.push(&entry) }.is_err() {
+                submission.sync();
+                submitter.submit()?;
+                submission.sync();
             }
         }
-        ring.submit_and_wait(1)?;
-        completions.extend(ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        submission.sync();
+        submitter.submit_and_wait(1)?;
+        completion.sync();
+        completions.extend(
+            completion
+                .by_ref()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
         for (data, result, flags) in completions.drain(..) {
             if data == ACCEPT {
                 if result >= 0 {
                     // SAFETY: the accepted descriptor is ours.
                     let stream = unsafe { TcpStream::from_raw_fd(result) };
-                    stream.set_nodelay(true)?;
-                    let fd = stream.into_raw_fd();
-                    connections.push(Some(Connection {
-                        fd,
-                        upstream: false,
-                        client: 0,
-                        input: Vec::new(),
-                        output: Vec::new(),
-                        sent: 0,
-                    }));
-                    queued.push(receive(fd, connections.len() - 1));
+                    let _ = stream.set_nodelay(true);
+                    proxy
+                        .connections
+                        .push(Connection::new(stream.into_raw_fd(), false));
+                    proxy.receive(proxy.connections.len() - 1);
                 }
                 if !cqueue::more(flags) {
-                    queued.push(
-                        opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
-                            .build()
-                            .user_data(ACCEPT),
-                    );
+                    proxy.queued.push(accept());
                 }
                 continue;
             }
             let index = (data >> 1) as usize;
-            let Some(c) = connections[index].as_mut() else {
-                continue;
-            };
+            let c = &mut proxy.connections[index];
             if data & SEND == SEND {
-                if result > 0 {
+                if result < 0 {
+                    proxy.close(index);
+                } else if !c.closed {
                     c.sent += result as usize;
                     if c.sent < c.output.len() {
-                        queued.push(send(c, index));
+                        proxy.send_rest(index);
                     }
                 }
                 continue;
             }
-            if result == -libc::ENOBUFS {
-                queued.push(receive(c.fd, index));
-                continue;
-            }
-            if result <= 0 {
-                // SAFETY: the descriptor is ours; its slot is never used again.
-                unsafe { libc::close(c.fd) };
-                connections[index] = None;
-                continue;
-            }
-            if !cqueue::more(flags) {
-                queued.push(receive(c.fd, index));
-            }
-            let id = cqueue::buffer_select(flags).ok_or_else(|| Error::other("receive without a buffer"))?;
-            c.input.extend_from_slice(buffers.bytes(id, result as usize));
-            buffers.give_back(id);
-            if !c.upstream {
-                let Some(head_len) = floor::forward_request_head(&c.input, &mut forwarded)? else {
-                    continue;
-                };
-                c.input.drain(..head_len);
-                let upstream = loop {
-                    match pool.pop() {
-                        Some(u) if connections[u].is_some() => break u,
-                        Some(_) => continue, // closed by the backend while pooled
-                        None => {
-                            let stream = TcpStream::connect(backend)?;
-                            stream.set_nodelay(true)?;
-                            let fd = stream.into_raw_fd();
-                            connections.push(Some(Connection {
-                                fd,
-                                upstream: true,
-                                client: 0,
-                                input: Vec::new(),
-                                output: Vec::new(),
-                                sent: 0,
-                            }));
-                            queued.push(receive(fd, connections.len() - 1));
-                            break connections.len() - 1;
-                        }
-                    }
-                };
-                let Some(u) = connections[upstream].as_mut() else {
-                    continue;
-                };
-                u.client = index;
-                std::mem::swap(&mut u.output, &mut forwarded);
-                u.sent = 0;
-                queued.push(send(u, upstream));
+            let buffer = cqueue::buffer_select(flags);
+            if c.closed {
+                // a last completion after the close
+            } else if result == -libc::ENOBUFS {
+                proxy.receive(index);
+            } else if let (Some(id), true) = (buffer, result > 0) {
+                if !cqueue::more(flags) {
+                    proxy.receive(index);
+                }
+                if let Err(e) = proxy.received(index, buffers.bytes(id, result as usize)) {
+                    eprintln!("connection {index}: {e}");
+                    proxy.close(index);
+                }
             } else {
-                let Some(len) = floor::complete_response_len(&c.input)? else {
-                    continue;
-                };
-                let client = c.client;
-                let response: Vec<u8> = c.input.drain(..len).collect();
-                pool.push(index);
-                if let Some(d) = connections[client].as_mut() {
-                    d.output = response;
-                    d.sent = 0;
-                    queued.push(send(d, client));
-                }
+                proxy.close(index);
+            }
+            if let Some(id) = buffer {
+                buffers.give_back(id);
             }
         }
     }
