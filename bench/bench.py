@@ -493,7 +493,7 @@ def detection(work, name, start, keepalive, n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of the throughput measures")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of the throughput measures")
     ap.add_argument("--latency-rounds", type=int, default=5, help="rounds of the latency measures")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--only", default="throughput,latency,memory,race,detection")
@@ -525,9 +525,11 @@ def run_measures(args, only, work, results):
             rps, total, errors = wrk(bport, args.seconds)
             results["direct"] = {"rps": rps, "errors": errors}
             print(f"direct: {rps:.0f} req/s", flush=True)
-            # This VM's wall-clock figures swing by about 20% between runs of one binary, so each
-            # measure runs in several rounds, the proxies in a rotated order each round, and the
-            # table shows the median with the range.
+            # This VM's wall-clock figures swing by about 20% between runs of one binary: a round
+            # lands in a fast or a slow regime (every proxy, ~1-3 us more system time per request
+            # in the slow one), so each measure runs in five rounds, the proxies in a rotated
+            # order each round, and the table shows the median with the range (with three, one
+            # proxy's median could be a slow round while another's was fast).
             names = list(PROXIES)
             measured = names + list(REFERENCES)
             starters = {**PROXIES, **REFERENCES}
