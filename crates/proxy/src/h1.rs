@@ -742,15 +742,28 @@ mod tests {
         );
     }
 
+    /// A request head as `write_request_head` forwards it for `client`.
+    fn forwarded_request(buf: &[u8], client: &[u8]) -> String {
+        let head = parse_request(buf).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_request_head(&mut out, buf, &head, client);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The answer to a GET as `write_response_head` forwards it to an HTTP/1.1 client.
+    fn forwarded_response(buf: &[u8], close: bool) -> String {
+        let head = parse_response(buf, b"GET").unwrap().unwrap();
+        let mut out = Vec::new();
+        write_response_head(&mut out, buf, &head, close, Version::Http11);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn the_request_head_goes_upstream_with_the_proxy_edits() {
         let buf = b"GET http://www.example.com/get?x=1 HTTP/1.0\r\nConnection: keep-alive, x-private\r\n\
 X-Private: secret\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n";
-        let head = parse_request(buf).unwrap().unwrap();
-        let mut out = Vec::new();
-        write_request_head(&mut out, buf, &head, b"127.0.0.1");
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            forwarded_request(buf, b"127.0.0.1"),
             "GET /get?x=1 HTTP/1.0\r\nAccept: */*\r\nhost: www.example.com\r\n\
 x-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
         );
@@ -758,20 +771,14 @@ x-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
         // make one, the client's address last.
         let buf = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nConnection: content-length, host\r\n\
 Host: a\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 6.6.6.6\r\n\r\nabc";
-        let head = parse_request(buf).unwrap().unwrap();
-        let mut out = Vec::new();
-        write_request_head(&mut out, buf, &head, b"127.0.0.1");
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            forwarded_request(buf, b"127.0.0.1"),
             "POST / HTTP/1.1\r\nContent-Length: 3\r\nHost: a\r\n\
 x-forwarded-for: 1.1.1.1, 6.6.6.6, 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
         );
         let buf = b"POST /post HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let head = parse_request(buf).unwrap().unwrap();
-        let mut out = Vec::new();
-        write_request_head(&mut out, buf, &head, b"::1");
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            forwarded_request(buf, b"::1"),
             "POST /post HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nx-forwarded-for: ::1\r\n\
 x-forwarded-proto: http\r\n\r\n"
         );
@@ -783,21 +790,15 @@ x-forwarded-proto: http\r\n\r\n"
         // empty value and bare LF line ends are written anew.
         let buf = b"GET / HTTP/1.1\r\nHost: a\r\nX-Tight:v\r\nX-Loose:   v2\t\r\nX-Empty:\r\n\
 X-Bare: lf\nAccept: */*\r\nUser-Agent: t\r\n\r\n";
-        let head = parse_request(buf).unwrap().unwrap();
-        let mut out = Vec::new();
-        write_request_head(&mut out, buf, &head, b"127.0.0.1");
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            forwarded_request(buf, b"127.0.0.1"),
             "GET / HTTP/1.1\r\nHost: a\r\nX-Tight: v\r\nX-Loose: v2\r\nX-Empty: \r\nX-Bare: lf\r\n\
 Accept: */*\r\nUser-Agent: t\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
         );
         // A dropped line in the middle splits the copied run.
         let buf = b"HTTP/1.1 200 OK\r\nA: 1\r\nKeep-Alive: timeout=5\r\nB: 2\r\nContent-Length: 0\r\n\r\n";
-        let head = parse_response(buf, b"GET").unwrap().unwrap();
-        let mut out = Vec::new();
-        write_response_head(&mut out, buf, &head, false, Version::Http11);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            forwarded_response(buf, false),
             "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nContent-Length: 0\r\n\r\n"
         );
     }
@@ -820,11 +821,8 @@ Accept: */*\r\nUser-Agent: t\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto:
     fn the_response_head_goes_downstream_without_hop_by_hop_headers() {
         let buf = b"HTTP/1.1 404 Not Found\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
 Content-Length: 0\r\n\r\n";
-        let head = parse_response(buf, b"GET").unwrap().unwrap();
-        let mut out = Vec::new();
-        write_response_head(&mut out, buf, &head, true, Version::Http11);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            forwarded_response(buf, true),
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"
         );
     }
