@@ -315,28 +315,21 @@ backend be
 PROXIES = {"kgw": start_kgw, "nginx": start_nginx_proxy, "haproxy": start_haproxy}
 
 
-def start_floor(work, port, backend_ip, backend_port, keepalive=None):
-    """bench/floor: a minimal tokio proxy with no HTTP library (GET, Content-Length only)."""
-    p = Proc([FLOOR, f"127.0.0.1:{port}", f"{backend_ip}:{backend_port}"], PROXY_CPU,
-             Path(work) / f"floor-{port}.log")
-    wait_port(port)
-    return p
-
-
-def start_floor_uring(work, port, backend_ip, backend_port, keepalive=None):
-    """bench/floor's io_uring twin: the same HTTP work, system calls batched."""
-    p = Proc([FLOOR_URING, f"127.0.0.1:{port}", f"{backend_ip}:{backend_port}"], PROXY_CPU,
-             Path(work) / f"floor-uring-{port}.log")
-    wait_port(port)
-    return p
+def floor_starter(binary):
+    """A starter for one of bench/floor's binaries: `floor` (a minimal tokio proxy with no HTTP
+    library, GET and Content-Length only) or `floor-uring` (the same HTTP work on io_uring)."""
+    def start(work, port, backend_ip, backend_port, keepalive=None):
+        p = Proc([binary, f"127.0.0.1:{port}", f"{backend_ip}:{backend_port}"], PROXY_CPU,
+                 Path(work) / f"{binary.name}-{port}.log")
+        wait_port(port)
+        return p
+    return start
 
 
 # References, not peers: the best peer is chosen among nginx and HAProxy only (their rows show
 # their ratio to it too). What the runtime and the kernel cost here with no gateway work, with
 # tokio's epoll loop and with io_uring.
-REFERENCES = {name: start for name, start, binary in (("floor", start_floor, FLOOR),
-                                                       ("floor-uring", start_floor_uring, FLOOR_URING))
-              if binary.exists()}
+REFERENCES = {binary.name: floor_starter(binary) for binary in (FLOOR, FLOOR_URING) if binary.exists()}
 REFERENCE_LABELS = {"floor": "floor (reference: minimal tokio proxy)",
                     "floor-uring": "floor-uring (reference: the same on io_uring)"}
 

@@ -594,7 +594,7 @@ impl Downstream {
         let mut out = if x.framing == Framing::Empty {
             Vec::new()
         } else {
-            x.request.to_vec()
+            x.request.clone()
         };
         let mut whole = true;
         // A write that fails may be the upstream closing after it answered early: its answer
