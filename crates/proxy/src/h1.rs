@@ -421,6 +421,13 @@ fn listed_in_connection<'a>(buf: &'a [u8], headers: &[HeaderLine]) -> Vec<&'a [u
         .collect()
 }
 
+/// The hop-by-hop test for one head's header names: the fixed list, and what its `Connection`
+/// header lists.
+fn hop_by_hop_in<'a>(buf: &'a [u8], headers: &[HeaderLine]) -> impl Fn(&[u8]) -> bool + 'a {
+    let listed = listed_in_connection(buf, headers);
+    move |name| is_hop_by_hop(name) || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+}
+
 /// Writes the header lines that `keep` accepts, as `name: value` CRLF lines. Runs of lines that
 /// are already in exactly that form go out as one copy of the bytes they were read from (most
 /// lines: this is what makes forwarding a head cheap); any other line is written anew, so odd
@@ -482,8 +489,7 @@ pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, cli
         Version::Http11 => b" HTTP/1.1\r\n",
     });
     let is_forwarded_for = |name: &[u8]| name.eq_ignore_ascii_case(b"x-forwarded-for");
-    let listed = listed_in_connection(buf, &head.headers);
-    let is_dropped = |name: &[u8]| is_hop_by_hop(name) || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
+    let is_dropped = hop_by_hop_in(buf, &head.headers);
     write_lines(out, buf, &head.headers, |name, value| {
         // x-forwarded-proto is ours to set; `expect: 100-continue` was answered by the proxy;
         // x-forwarded-for lines are joined below.
@@ -557,10 +563,8 @@ pub fn write_response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, c
     ]);
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
-    let listed = listed_in_connection(buf, &head.headers);
-    write_lines(out, buf, &head.headers, |name, _| {
-        !is_hop_by_hop(name) && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
-    });
+    let is_dropped = hop_by_hop_in(buf, &head.headers);
+    write_lines(out, buf, &head.headers, |name, _| !is_dropped(name));
     if close {
         put_header(out, b"connection", b"close");
     } else if client == Version::Http10 {
