@@ -557,18 +557,27 @@ def run_measures(args, only, work, results):
             if "latency" in only:
                 rate = int(min(results[n]["rps"] for n in PROXIES) * 0.5)
                 results["latency_rate"] = rate
-                samples = {name: [] for name in measured}
+                # The direct path runs in the latency rounds too: the same load straight to the
+                # backend shows the tail this machine's load generator and backend give with no
+                # proxy at all, against which the proxies' differences are to be read.
+                timed = ["direct"] + measured
+                samples = {name: [] for name in timed}
                 for round_index in range(args.latency_rounds):
-                    for name in rotated(measured, round_index):
-                        port = free_port()
-                        proxy = starters[name](work, port, "127.0.0.1", bport)
-                        procs.append(proxy)
+                    for name in rotated(timed, round_index):
+                        if name == "direct":
+                            port, proxy = bport, None
+                        else:
+                            port = free_port()
+                            proxy = starters[name](work, port, "127.0.0.1", bport)
+                            procs.append(proxy)
                         wrk(port, 1)
                         samples[name].append(oha_fixed_rate(port, rate, args.seconds))
                         print(f"round {round_index + 1} {name} at {rate} req/s: {samples[name][-1]}", flush=True)
-                        proxy.stop()
-                        procs.remove(proxy)
-                for name in measured:
+                        if proxy:
+                            proxy.stop()
+                            procs.remove(proxy)
+                results["latency_p99_rounds"] = {name: [s["p99"] for s in samples[name]] for name in timed}
+                for name in timed:
                     results[name]["latency"] = {k: statistics.median(s[k] for s in samples[name])
                                                 for k in ("p50", "p99", "p99.9")}
                     results[name]["latency_p99_range"] = (min(s["p99"] for s in samples[name]),
@@ -707,10 +716,31 @@ def write_report(path, r, args):
         latency_rows = names + [x for x in REFERENCES if "latency" in r.get(x, {})]
         for n in latency_rows:
             r[n]["p99"] = r[n]["latency"]["p99"]
+        if "latency" in r.get("direct", {}):
+            latency_rows = ["direct"] + latency_rows
         for n in latency_rows:
             lat = r[n]["latency"]
             lo, hi = r[n]["latency_p99_range"]
-            lines.append(f"| {REFERENCE_LABELS.get(n, n)} | {lat['p50']:.3f} | {lat['p99']:.3f} | {lo:.2f}-{hi:.2f} | {lat['p99.9']:.3f} | {ratio(n, 'p99', False)} |")
+            label = "direct to the backend (no proxy)" if n == "direct" else REFERENCE_LABELS.get(n, n)
+            vs = "" if n == "direct" else ratio(n, "p99", False)
+            lines.append(f"| {label} | {lat['p50']:.3f} | {lat['p99']:.3f} | {lo:.2f}-{hi:.2f} | {lat['p99.9']:.3f} | {vs} |")
+        per_round = r.get("latency_p99_rounds")
+        if per_round:
+            shown = [n for n in latency_rows if n in per_round]
+            lines += ["", "p99 of each round, ms (a round runs every path once, back to back, in a rotated order, so "
+                      "the paths of one round met the same state of the machine):", "",
+                      "| round | " + " | ".join(shown) + " | kgw at or below the best peer |",
+                      "|---:|" + "---:|" * len(shown) + "---|"]
+            at_or_below = 0
+            for i in range(len(per_round["kgw"])):
+                best_peer = min(per_round[n][i] for n in ("nginx", "haproxy"))
+                ahead = per_round["kgw"][i] <= best_peer
+                at_or_below += ahead
+                lines.append(f"| {i + 1} | " + " | ".join(f"{per_round[n][i]:.2f}" for n in shown)
+                             + f" | {'yes' if ahead else 'no'} |")
+            lines += ["", f"kgw's p99 was at or below the best peer's in {at_or_below} of {len(per_round['kgw'])} rounds. "
+                      "The direct row is the same load with no proxy in the path: the tail that the load generator "
+                      "and the backend (sharing CPU 1) and this VM give on their own."]
     if "rss_idle_kib" in r["kgw"]:
         lines += ["", "## Resident memory", "",
                   f"| proxy | idle KiB | {IDLE_DOWNSTREAM:,} idle downstream + pooled upstream KiB | upstream connections kept |",
