@@ -31,7 +31,10 @@ const KIND_BITS: u64 = 2;
 const DRAIN_NS: u64 = 2_000_000_000;
 
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid out-pointer; CLOCK_MONOTONIC is always there.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -50,7 +53,12 @@ struct Connection {
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = || Error::new(ErrorKind::InvalidInput, "usage: paced ADDR RATE SECONDS CONNECTIONS HOST");
+    let usage = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            "usage: paced ADDR RATE SECONDS CONNECTIONS HOST",
+        )
+    };
     let [addr, rate, seconds, connections, host] = args.as_slice() else {
         return Err(usage());
     };
@@ -125,7 +133,9 @@ fn main() -> std::io::Result<()> {
         }
         if !timer_armed {
             let wake = if next_due < end { next_due } else { end + DRAIN_NS };
-            *timer = types::Timespec::new().sec(wake / 1_000_000_000).nsec((wake % 1_000_000_000) as u32);
+            *timer = types::Timespec::new()
+                .sec(wake / 1_000_000_000)
+                .nsec((wake % 1_000_000_000) as u32);
             queued.push(
                 opcode::Timeout::new(&*timer)
                     .flags(types::TimeoutFlags::ABS)
