@@ -1,11 +1,22 @@
 //! The HTTP work both floors do, so that they differ only in how they reach the kernel: the
 //! request head forwarded with the edits a proxy makes (hop-by-hop `connection` dropped,
 //! x-forwarded-for and x-forwarded-proto added), the response's end found by Content-Length.
+//! Also the io_uring setup that floor-uring and the `paced` load generator share.
 
 use std::io::{Error, ErrorKind};
 
 fn invalid(_: httparse::Error) -> Error {
     Error::new(ErrorKind::InvalidData, "malformed HTTP")
+}
+
+/// A ring for one thread that alone submits and reaps: completions' task work runs when that
+/// thread waits for them, not by interrupting it whenever they arrive.
+pub fn single_thread_ring(entries: u32) -> std::io::Result<io_uring::IoUring> {
+    io_uring::IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun()
+        .build(entries)
 }
 
 /// If `buffer` starts with a whole request head, writes it as forwarded into `request` and

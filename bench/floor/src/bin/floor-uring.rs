@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use io_uring::{cqueue, opcode, squeue, types};
 
 const BUFFER_SIZE: usize = 4096;
 const BUFFERS: u16 = 1024;
@@ -209,11 +209,7 @@ fn main() -> std::io::Result<()> {
     let listen: SocketAddr = args.next().and_then(|a| a.parse().ok()).ok_or_else(usage)?;
     let backend: SocketAddr = args.next().and_then(|a| a.parse().ok()).ok_or_else(usage)?;
     let listener = TcpListener::bind(listen)?;
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_coop_taskrun()
-        .build(4096)?;
+    let mut ring = floor::single_thread_ring(4096)?;
     let mut buffers = ProvidedBuffers::new();
     // SAFETY: the ring's memory is never freed.
     unsafe {

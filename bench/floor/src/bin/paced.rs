@@ -23,7 +23,7 @@ use std::io::{Error, ErrorKind};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::IntoRawFd;
 
-use io_uring::{IoUring, opcode, types};
+use io_uring::{opcode, types};
 
 const RECV: u64 = 0;
 const SEND: u64 = 1;
@@ -87,11 +87,7 @@ fn main() -> std::io::Result<()> {
             sent: 0,
         });
     }
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_coop_taskrun()
-        .build(1024)?;
+    let mut ring = floor::single_thread_ring(1024)?;
     let mut queued = Vec::new();
     for (i, c) in conns.iter_mut().enumerate() {
         queued.push(recv(i, c));
@@ -109,6 +105,7 @@ fn main() -> std::io::Result<()> {
     // The one armed timeout; boxed so that its address holds while the kernel reads it.
     let mut timer = Box::new(types::Timespec::new());
     let mut timer_armed = false;
+    let mut done: Vec<(u64, i32)> = Vec::new();
 
     loop {
         let now = monotonic_ns();
@@ -133,10 +130,12 @@ fn main() -> std::io::Result<()> {
             c.sent = 0;
             queued.push(send(i, c, &request));
         }
-        let in_flight = conns.iter().filter(|c| c.alive && c.due.is_some()).count();
-        if now >= end && (pending.is_empty() && in_flight == 0 || now >= end + DRAIN_NS) {
-            errors += (pending.len() + in_flight) as u64;
-            break;
+        if now >= end {
+            let in_flight = conns.iter().filter(|c| c.alive && c.due.is_some()).count();
+            if pending.is_empty() && in_flight == 0 || now >= end + DRAIN_NS {
+                errors += (pending.len() + in_flight) as u64;
+                break;
+            }
         }
         if !timer_armed {
             let wake = if next_due < end { next_due } else { end + DRAIN_NS };
@@ -163,9 +162,9 @@ fn main() -> std::io::Result<()> {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        let done: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        done.extend(ring.completion().map(|c| (c.user_data(), c.result())));
         let now = monotonic_ns();
-        for (data, result) in done {
+        for (data, result) in done.drain(..) {
             let (i, kind) = ((data >> KIND_BITS) as usize, data & ((1 << KIND_BITS) - 1));
             if kind == TIMER {
                 timer_armed = false;
