@@ -1,4 +1,4 @@
-//! Kubernetes mode against a real kube-apiserver (built by `bash .ci/run` from Debian's source
+//! Kubernetes mode against a real kube-apiserver (built by `bash scripts/test` from Debian's source
 //! into `.k8sbin/`): the guide with real kubectl, status written back, deletes seen.
 //! Without the API server binary these tests print why and pass, except under CI, where they fail.
 
@@ -23,7 +23,7 @@ impl ApiServer {
         let bin = root.join(".k8sbin");
         if !bin.join("kube-apiserver").exists() {
             let why = format!(
-                "no kube-apiserver in {} (bash .ci/run builds it with ../shared/tools/kube-apiserver/build.sh)",
+                "no kube-apiserver in {} (bash scripts/test builds it with ../shared/tools/kube-apiserver/build.sh)",
                 bin.display()
             );
             assert!(
