@@ -32,7 +32,7 @@ fn nginx(dir: &std::path::Path, port: u16) -> Proc {
     let nginx = ["/usr/sbin/nginx", "nginx"]
         .into_iter()
         .find(|n| Command::new(n).arg("-v").output().is_ok());
-    let nginx = nginx.expect("nginx is installed (bash .ci/run installs it)");
+    let nginx = nginx.expect("nginx is installed (bash scripts/test installs it)");
     let log = prefix.join("logs/stderr.log");
     let out = std::fs::File::create(&log).unwrap();
     let child = Command::new(nginx)
