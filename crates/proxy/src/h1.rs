@@ -576,7 +576,12 @@ pub fn write_response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, c
 
 /// The reason phrase of the status line (the text after the code, up to CRLF).
 fn head_reason<'a>(buf: &'a [u8], head: &ResponseHead) -> &'a [u8] {
-    let line_end = buf[..head.len].iter().position(|b| *b == b'\r').unwrap_or(0);
+    // httparse also ends a line at a bare LF: the reason ends at whichever comes first, or a
+    // bare LF would reach the client inside the status line and end it there.
+    let line_end = buf[..head.len]
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(0);
     let line = &buf[..line_end];
     // "HTTP/1.1 200 OK": the reason starts after the second space.
     line.splitn(3, |b| *b == b' ').nth(2).unwrap_or_default()
@@ -588,6 +593,16 @@ mod tests {
 
     fn text<'a>(buf: &'a [u8], r: &Range<usize>) -> &'a str {
         std::str::from_utf8(&buf[r.clone()]).unwrap()
+    }
+
+    #[test]
+    fn a_status_line_ended_by_a_bare_lf_is_forwarded_ended_by_crlf() {
+        // Found by the http1_head fuzz target: the reason phrase ran past the bare LF.
+        let buf = b"HTTP/1.1 200 Fine\n\r\nok";
+        let head = parse_response(buf, b"GET").unwrap().unwrap();
+        let mut out = Vec::new();
+        write_response_head(&mut out, buf, &head, false, Version::Http11);
+        assert_eq!(out, b"HTTP/1.1 200 Fine\r\n\r\n");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 mod access_log;
 mod cluster;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod listener;
 mod recycle;
