@@ -713,7 +713,7 @@ impl Downstream {
     /// Writes the request head and body. The body goes while the upstream is watched: one that
     /// answers before it has the whole body (a 413, say) is heard, and the rest of the body is
     /// not sent (`whole` is then false: neither connection can be reused). Each read of the
-    /// client's body sets `progress` to its time.
+    /// client's body, and each write of it upstream, sets `progress` to its time.
     async fn send_body(
         &mut self,
         conn: &mut Connection,
@@ -785,6 +785,11 @@ impl Downstream {
                         break;
                     }
                     out.clear();
+                    // Bytes moved on count as activity too (a backend slow to read is no stall
+                    // of the client's).
+                    if let Some(progress) = progress {
+                        progress.now();
+                    }
                     tokio::select! {
                         biased;
                         r = read_some(&mut upstream_read, buf) => Some((r, true)),
