@@ -137,7 +137,11 @@ impl Admin {
                 }
             }
             (Method::GET | Method::HEAD, "/ready") => {
-                if *self.served.borrow() > 0 || self.data_plane.runtime().snapshot.version > 0 {
+                if self.data_plane.is_draining() {
+                    // As Envoy's: a draining gateway is not ready, so that a Service sends it
+                    // no new traffic.
+                    text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING")
+                } else if *self.served.borrow() > 0 || self.data_plane.runtime().snapshot.version > 0 {
                     text(StatusCode::OK, "LIVE")
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING")

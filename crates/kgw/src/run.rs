@@ -28,9 +28,23 @@ pub struct RunArgs {
     /// Access log: `-` for stdout, a file path, or `off`.
     #[arg(long, default_value = "-")]
     pub access_log: String,
-    /// How long a request waits for the upstream's response headers (Envoy's route default).
+    /// How long a request waits for the upstream's response headers, counted from the end of
+    /// the request (Envoy's route timeout and default).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub route_timeout: Duration,
+    /// How long a client has to send a whole request head from its first byte; then 408 and the
+    /// connection closes (nginx's client_header_timeout default; Envoy has none by default).
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    pub request_headers_timeout: Duration,
+    /// How long a request body may stall (no byte from the client) before the request ends with
+    /// 408 (Envoy's stream_idle_timeout default).
+    #[arg(long, default_value = "5m", value_parser = parse_positive_duration)]
+    pub stream_idle_timeout: Duration,
+    /// On SIGTERM: stop accepting, let requests in flight finish for at most this long, then
+    /// exit (Envoy's --drain-time-s default, 600 s). Keep it below the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    pub drain_time: Duration,
     /// Close upstream connections idle in their pool for this long (Envoy's default: 1h).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub upstream_idle_timeout: Duration,
@@ -90,6 +104,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     u64::try_from(nanos)
         .map(Duration::from_nanos)
         .map_err(|_| format!("duration {s:?} must not be negative"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("duration {s:?} must be more than 0 (e.g. 60s)")),
+        d => Ok(d),
+    }
 }
 
 pub async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
@@ -305,6 +326,8 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
     };
     let options = ProxyOptions {
         route_timeout: args.route_timeout,
+        request_headers_timeout: args.request_headers_timeout,
+        stream_idle_timeout: args.stream_idle_timeout,
         upstream_idle_timeout: args.upstream_idle_timeout,
         tcp_user_timeout: !args.no_tcp_user_timeout,
         retry_on_reused_connection: !args.no_retry,
@@ -363,7 +386,13 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
     tracing::info!(admin = %args.admin_address, elapsed = ?started.elapsed(), "ready");
 
     shutdown_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!(drain_time = ?args.drain_time, "draining: new connections refused, requests in flight finish");
+    // A second signal ends the drain at once.
+    let drained = tokio::select! {
+        all_done = data_plane.drain(args.drain_time) => all_done,
+        () = shutdown_signal() => false,
+    };
+    tracing::info!(drained, "shutting down");
     Ok(())
 }
 

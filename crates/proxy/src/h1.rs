@@ -44,6 +44,8 @@ pub enum HeadError {
     Malformed(&'static str),
     /// Larger than [`MAX_HEAD_BYTES`] or more than [`MAX_HEADERS`] lines (431).
     TooLarge,
+    /// A transfer coding other than `chunked` (501, as nginx answers it).
+    NotImplemented,
 }
 
 /// One header line, as ranges into the buffer the head was parsed from.
@@ -83,7 +85,8 @@ pub struct RequestHead {
     pub framing: Framing,
     /// The client wants the connection kept after this exchange.
     pub keep_alive: bool,
-    /// The `host` header's value, if any.
+    /// The host the request is for: an absolute-form target's authority (RFC 9112, 3.2.2: it
+    /// wins over the `host` header), else the `host` header's value, if any.
     pub host: Option<Range<usize>>,
 }
 
@@ -108,7 +111,12 @@ fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
 /// Connection-level facts found in the header lines: framing and keep-alive.
 struct Scan {
     content_length: Option<u64>,
+    /// The last transfer coding is `chunked`.
     chunked: bool,
+    /// How many `transfer-encoding` lines there are.
+    transfer_encodings: u32,
+    /// The only transfer coding is `chunked` (one line, that one word).
+    exactly_chunked: bool,
     close: bool,
     keep_alive: bool,
 }
@@ -117,6 +125,8 @@ fn scan(headers: &[httparse::Header<'_>]) -> Result<Scan, HeadError> {
     let mut s = Scan {
         content_length: None,
         chunked: false,
+        transfer_encodings: 0,
+        exactly_chunked: false,
         close: false,
         keep_alive: false,
     };
@@ -136,11 +146,9 @@ fn scan(headers: &[httparse::Header<'_>]) -> Result<Scan, HeadError> {
             s.content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
-            if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                s.chunked = true;
-            } else {
-                return Err(HeadError::Malformed("unsupported transfer-encoding"));
-            }
+            s.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            s.transfer_encodings += 1;
+            s.exactly_chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -149,7 +157,7 @@ fn scan(headers: &[httparse::Header<'_>]) -> Result<Scan, HeadError> {
             }
         }
     }
-    if s.chunked && s.content_length.is_some() {
+    if s.transfer_encodings > 0 && s.content_length.is_some() {
         // RFC 9112, 6.3: both present is a smuggling signal; refuse rather than guess.
         return Err(HeadError::Malformed("both content-length and transfer-encoding"));
     }
@@ -202,6 +210,19 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     }
     let version = version(req.version)?;
     let s = scan(req.headers)?;
+    // As nginx: one transfer-encoding line, exactly `chunked`, on HTTP/1.1. Anything else may
+    // frame the body differently in the next hop (request smuggling).
+    if s.transfer_encodings > 1 {
+        return Err(HeadError::Malformed("repeated transfer-encoding"));
+    }
+    if s.transfer_encodings == 1 {
+        if version == Version::Http10 {
+            return Err(HeadError::Malformed("transfer-encoding on HTTP/1.0"));
+        }
+        if !s.exactly_chunked {
+            return Err(HeadError::NotImplemented);
+        }
+    }
     let framing = if s.chunked {
         Framing::Chunked
     } else {
@@ -210,11 +231,35 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             Some(n) => Framing::Length(n),
         }
     };
-    let host = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| range_of(buf, h.value));
+    // RFC 9112, 3.2: one `host` line, required in HTTP/1.1 (HTTP/1.0 may leave it out, and
+    // nginx serves it so).
+    let mut hosts = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host"));
+    let host_header = hosts.next().map(|h| range_of(buf, h.value));
+    if hosts.next().is_some() {
+        return Err(HeadError::Malformed("more than one host header"));
+    }
+    if host_header.is_none() && version == Version::Http11 {
+        return Err(HeadError::Malformed("missing host header"));
+    }
+    let method = req.method.unwrap_or_default();
+    let target = req.path.unwrap_or_default();
+    let (authority, _) = split_absolute_form(target.as_bytes());
+    let valid_target = match authority {
+        Some(a) => !a.is_empty(),
+        None => {
+            target.starts_with('/')
+                || (target == "*" && method == "OPTIONS")
+                // CONNECT's authority-form: the listener refuses the method itself (405).
+                || method == "CONNECT"
+        }
+    };
+    if !valid_target {
+        return Err(HeadError::Malformed("invalid request target"));
+    }
+    let host = match authority {
+        Some(a) => Some(range_of(buf, a)),
+        None => host_header,
+    };
     Ok(Some(RequestHead {
         len,
         method: range_of(buf, req.method.unwrap_or_default().as_bytes()),
@@ -245,7 +290,14 @@ pub fn parse_response(buf: &[u8], request_method: &[u8]) -> Result<Option<Respon
     };
     let version = version(resp.version)?;
     let status = resp.code.unwrap_or_default();
+    // httparse takes any three digits; RFC 9110, 15: a status code is 100..599.
+    if !(100..=599).contains(&status) {
+        return Err(HeadError::Malformed("status code out of range"));
+    }
     let s = scan(resp.headers)?;
+    if s.transfer_encodings > 0 && !s.chunked {
+        return Err(HeadError::Malformed("unsupported transfer-encoding"));
+    }
     // RFC 9112, 6.3: the order in which a response's body length is decided.
     let framing = if request_method.eq_ignore_ascii_case(b"HEAD")
         || (100..200).contains(&status)
@@ -473,7 +525,7 @@ fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Writes the request head as it goes upstream: HTTP/1.1, origin-form target (an absolute-form
-/// target's authority becomes `host` when there is none), hop-by-hop headers dropped, the
+/// target's authority becomes `host`), hop-by-hop headers dropped, the
 /// client's address appended to `x-forwarded-for`, `x-forwarded-proto: http` (as Envoy does with
 /// `use_remote_address`).
 pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, client: &[u8]) {
@@ -481,6 +533,10 @@ pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, cli
     let (authority, origin_form) = split_absolute_form(target);
     out.extend_from_slice(&buf[head.method.clone()]);
     out.push(b' ');
+    if origin_form.first() == Some(&b'?') {
+        // `http://host?q`: the path is empty, and goes as "/".
+        out.push(b'/');
+    }
     out.extend_from_slice(origin_form);
     // An HTTP/1.0 client's request goes as HTTP/1.0, so that the answer is one it can read
     // (no chunked body).
@@ -490,6 +546,9 @@ pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, cli
     });
     let is_forwarded_for = |name: &[u8]| name.eq_ignore_ascii_case(b"x-forwarded-for");
     let is_dropped = hop_by_hop_in(buf, &head.headers);
+    // An absolute-form target's authority is the host (RFC 9112, 3.2.2: a proxy sends it, not
+    // the client's host line).
+    let is_replaced_host = |name: &[u8]| authority.is_some() && name.eq_ignore_ascii_case(b"host");
     write_lines(out, buf, &head.headers, |name, value| {
         // x-forwarded-proto is ours to set; `expect: 100-continue` was answered by the proxy;
         // x-forwarded-for lines are joined below.
@@ -497,8 +556,9 @@ pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, cli
             && !name.eq_ignore_ascii_case(b"x-forwarded-proto")
             && !is_expect_continue(name, value)
             && !is_forwarded_for(name)
+            && !is_replaced_host(name)
     });
-    if let (Some(authority), None) = (authority, &head.host) {
+    if let Some(authority) = authority {
         put_header(out, b"host", authority);
     }
     // Every x-forwarded-for line joins one, the client's address last: a second line cannot put
@@ -531,7 +591,7 @@ fn is_expect_continue(name: &[u8], value: &[u8]) -> bool {
 }
 
 /// `http://authority/path?q` -> (Some(authority), `/path?q`); an origin-form target is kept.
-fn split_absolute_form(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
+pub fn split_absolute_form(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
     let rest = if target.len() > 7 && target[..7].eq_ignore_ascii_case(b"http://") {
         &target[7..]
     } else if target.len() > 8 && target[..8].eq_ignore_ascii_case(b"https://") {
@@ -628,14 +688,14 @@ mod tests {
     fn request_framing_and_keep_alive() {
         let head = |s: &str| parse_request(s.as_bytes()).unwrap().unwrap();
         assert_eq!(
-            head("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").framing,
+            head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").framing,
             Framing::Length(5)
         );
         assert_eq!(
-            head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").framing,
+            head("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked \r\n\r\n").framing,
             Framing::Chunked
         );
-        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive);
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
     }
@@ -644,25 +704,117 @@ mod tests {
     fn smuggling_shapes_are_refused() {
         let refused = |s: &str| parse_request(s.as_bytes()).unwrap_err();
         assert!(matches!(
-            refused("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
             HeadError::Malformed(_)
         ));
         assert!(matches!(
-            refused("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            HeadError::Malformed(_)
+        ));
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            HeadError::NotImplemented
+        );
+        assert!(matches!(
+            refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"),
             HeadError::Malformed(_)
         ));
         assert!(matches!(
-            refused("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n"),
+            HeadError::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn transfer_encoding_is_exactly_chunked_on_http_1_1_as_nginx_takes_it() {
+        let refused = |s: &str| parse_request(s.as_bytes()).unwrap_err();
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            HeadError::NotImplemented
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+            HeadError::NotImplemented
+        );
+        assert!(matches!(
+            refused(
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
             HeadError::Malformed(_)
         ));
         assert!(matches!(
-            refused("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            refused("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            HeadError::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn host_is_required_once_in_http_1_1() {
+        let refused = |s: &str| parse_request(s.as_bytes()).unwrap_err();
+        assert!(matches!(
+            refused("GET / HTTP/1.1\r\n\r\n"),
             HeadError::Malformed(_)
         ));
         assert!(matches!(
-            refused("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
+            refused("GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
             HeadError::Malformed(_)
         ));
+        assert!(matches!(
+            refused("GET http://x/ HTTP/1.1\r\n\r\n"),
+            HeadError::Malformed(_)
+        ));
+        assert!(matches!(
+            refused("GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"),
+            HeadError::Malformed(_)
+        ));
+        // HTTP/1.0 may leave it out (RFC 9112, 3.2; nginx serves it).
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().host,
+            None
+        );
+    }
+
+    #[test]
+    fn an_absolute_form_target_names_the_host() {
+        let buf = b"GET http://www.example.com/p?q HTTP/1.1\r\nHost: other\r\n\r\n";
+        let head = parse_request(buf).unwrap().unwrap();
+        assert_eq!(text(buf, head.host.as_ref().unwrap()), "www.example.com");
+        assert_eq!(
+            forwarded_request(buf, b"127.0.0.1"),
+            "GET /p?q HTTP/1.1\r\nhost: www.example.com\r\nx-forwarded-for: 127.0.0.1\r\n\
+x-forwarded-proto: http\r\n\r\n"
+        );
+        let buf = b"GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert!(forwarded_request(buf, b"::1").starts_with("GET /?q=1 HTTP/1.1\r\nhost: h\r\n"));
+        let refused = |s: &str| parse_request(s.as_bytes()).unwrap_err();
+        assert!(matches!(
+            refused("GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n"),
+            HeadError::Malformed(_)
+        ));
+        assert!(matches!(
+            refused("GET p HTTP/1.1\r\nHost: a\r\n\r\n"),
+            HeadError::Malformed(_)
+        ));
+        assert!(
+            parse_request(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_upstream_status_outside_100_to_599_is_malformed() {
+        for bad in [
+            "HTTP/1.1 600 X\r\n\r\n",
+            "HTTP/1.1 099 X\r\n\r\n",
+            "HTTP/1.1 000 X\r\n\r\n",
+        ] {
+            assert!(matches!(
+                parse_response(bad.as_bytes(), b"GET"),
+                Err(HeadError::Malformed(_))
+            ));
+        }
+        assert!(parse_response(b"HTTP/1.1 599 X\r\nContent-Length: 0\r\n\r\n", b"GET").is_ok());
     }
 
     #[test]

@@ -29,8 +29,15 @@ pub use stats::{ClusterManagerStats, ClusterStats, ListenerStats, Metric, Metric
 /// Settings of the data plane that do not come from the Snapshot.
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
-    /// How long a request may wait for the upstream's response headers (Envoy's route default).
+    /// How long a request may wait for the upstream's response headers, counted from the end of
+    /// the request (Envoy's route timeout and default).
     pub route_timeout: Duration,
+    /// How long a client has to send a whole request head, from its first byte (nginx's
+    /// client_header_timeout and default; Envoy's request_headers_timeout, off by default).
+    pub request_headers_timeout: Duration,
+    /// How long a request's body may stall (no byte from the client) while it is uploaded
+    /// (Envoy's stream_idle_timeout and default).
+    pub stream_idle_timeout: Duration,
     /// How long an upstream connection may sit idle in its pool (Envoy's default: 1 hour).
     pub upstream_idle_timeout: Duration,
     /// Set TCP_USER_TIMEOUT with TCP keepalive (our addition).
@@ -44,6 +51,8 @@ impl Default for ProxyOptions {
     fn default() -> Self {
         ProxyOptions {
             route_timeout: Duration::from_secs(15),
+            request_headers_timeout: Duration::from_secs(60),
+            stream_idle_timeout: Duration::from_secs(300),
             upstream_idle_timeout: Duration::from_secs(3600),
             tcp_user_timeout: true,
             retry_on_reused_connection: true,
@@ -64,6 +73,10 @@ pub struct DataPlane {
     listeners: Mutex<BTreeMap<SocketAddr, listener::Bound>>,
     pub(crate) downstream: ListenerStats,
     pub(crate) cluster_manager: ClusterManagerStats,
+    /// Set once the data plane drains (see `drain`): read where a connection decides to stay
+    /// open, and `drain_started` wakes the idle ones.
+    draining: std::sync::atomic::AtomicBool,
+    drain_started: tokio::sync::watch::Sender<()>,
 }
 
 impl DataPlane {
@@ -78,7 +91,43 @@ impl DataPlane {
             listeners: Mutex::new(BTreeMap::new()),
             downstream: ListenerStats::default(),
             cluster_manager: ClusterManagerStats::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            drain_started: tokio::sync::watch::Sender::new(()),
         })
+    }
+
+    /// Starts a graceful drain (on SIGTERM): listeners close, so new connections are refused;
+    /// idle keep-alive connections close; a request in flight finishes and its response says
+    /// `connection: close`. Returns when no downstream connection is left, or after `period`
+    /// (Envoy's --drain-time-s), whichever is first; true if none was left.
+    pub async fn drain(self: &Arc<Self>, period: Duration) -> bool {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.drain_started.send_replace(());
+        // Dropping a listener stops its accept loop and closes its socket.
+        std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|e| e.into_inner()));
+        let active = || {
+            self.downstream
+                .downstream_cx_active
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let deadline = tokio::time::Instant::now() + period;
+        // A poll, not an event: it runs once per process, for at most `period`.
+        while active() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = active();
+        if left > 0 {
+            tracing::warn!(
+                connections = left,
+                "drain period over; closing the connections left"
+            );
+        }
+        left == 0
+    }
+
+    /// True once `drain` began: `/ready` fails, so load balancers stop sending traffic.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The Snapshot being served, for the admin API.

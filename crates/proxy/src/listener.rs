@@ -43,6 +43,10 @@ pub(crate) fn reconcile(dp: &Arc<DataPlane>, snapshot: &Snapshot) -> Vec<(Socket
         .iter()
         .flat_map(|l| l.bind_addresses())
         .collect();
+    if dp.is_draining() {
+        // Closed for good: a Snapshot that arrives during the drain binds nothing.
+        return Vec::new();
+    }
     let mut bound = dp.listeners.lock().unwrap_or_else(|e| e.into_inner());
     bound.retain(|addr, _| want.contains(addr));
     let mut failed = Vec::new();
@@ -210,37 +214,57 @@ impl Downstream {
         // per request (which showed in profiles): moving a pending timer later is an atomic
         // store; the wheel re-files it only when its old slot comes due, and one that fired
         // (the route timer, some 15 s after a connection's last request) registers again.
+        // The idle timer also bounds a request head once its first bytes are in: a connection
+        // waits for the next request for DOWNSTREAM_IDLE_TIMEOUT from the end of the last one
+        // (Envoy's idle_timeout), then has `request_headers_timeout` to send the whole head
+        // (nginx's client_header_timeout); a byte at a time no longer holds it for ever.
         let idle = tokio::time::sleep(DOWNSTREAM_IDLE_TIMEOUT);
         let route = tokio::time::sleep(dp.options.route_timeout);
         tokio::pin!(idle, route);
+        let mut drain_started = dp.drain_started.subscribe();
         loop {
+            let mut idle_armed = false;
+            let mut head_started = false;
             let head = loop {
                 if !self.buf.is_empty() {
                     match h1::parse_request(&self.buf) {
                         Ok(Some(head)) => break head,
+                        Ok(None) if !head_started => {
+                            head_started = true;
+                            idle.as_mut()
+                                .reset(tokio::time::Instant::now() + dp.options.request_headers_timeout);
+                        }
                         Ok(None) => {}
                         Err(e) => {
                             let (status, reason) = match e {
                                 HeadError::TooLarge => (431, "Request Header Fields Too Large"),
                                 HeadError::Malformed(_) => (400, "Bad Request"),
+                                HeadError::NotImplemented => (501, "Not Implemented"),
                             };
-                            dp.downstream.count_status(status);
-                            let reply = format!(
-                                "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                            );
-                            let _ = self.stream.write_all(reply.as_bytes()).await;
+                            self.refuse_head(dp, status, reason, Duration::ZERO).await;
                             return Ok(());
                         }
                     }
+                } else if dp.is_draining() {
+                    // Between requests while draining: nothing is cut by closing now.
+                    return Ok(());
+                } else if !idle_armed {
+                    idle_armed = true;
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + DOWNSTREAM_IDLE_TIMEOUT);
                 }
-                // A connection that sends nothing for this long is closed (Envoy's idle_timeout
-                // default for downstream connections).
-                idle.as_mut()
-                    .reset(tokio::time::Instant::now() + DOWNSTREAM_IDLE_TIMEOUT);
                 let read = tokio::select! {
                     biased;
                     r = read_when_ready(&mut self.stream, &mut self.buf) => r,
-                    () = idle.as_mut() => return Ok(()),
+                    () = idle.as_mut() => {
+                        if head_started {
+                            let timeout = dp.options.request_headers_timeout;
+                            self.refuse_head(dp, 408, "Request Timeout", timeout).await;
+                        }
+                        return Ok(());
+                    }
+                    // Wakes an idle connection when the drain begins (the loop then closes it).
+                    _ = drain_started.changed(), if !head_started => continue,
                 };
                 match read {
                     Ok(0) => return Ok(()),
@@ -250,7 +274,9 @@ impl Downstream {
             };
             // The request's state lives outside the task while the connection idles (see
             // `Recycled`).
-            let outcome = self.recycled_request(dp, port, &head, route.as_mut()).await?;
+            let outcome = self
+                .recycled_request(dp, port, &head, route.as_mut(), idle.as_mut())
+                .await?;
             if matches!(outcome, Next::Close) {
                 let _ = self.stream.shutdown().await;
                 return Ok(());
@@ -262,6 +288,34 @@ impl Downstream {
         }
     }
 
+    /// Answers a request head that cannot be served (malformed, too large, too slow) and logs
+    /// it; the connection then closes. `waited`: how long the head took, for the log.
+    async fn refuse_head(&mut self, dp: &DataPlane, status: u16, reason: &str, waited: Duration) {
+        dp.downstream.count_status(status);
+        if dp.access_log.is_enabled() {
+            // What the head says is not to be trusted (or not all there): the log shows dashes
+            // for it, as Envoy's does for a request it could not decode.
+            dp.access_log.log(&Entry {
+                start: jiff::Timestamp::now()
+                    .checked_sub(waited)
+                    .unwrap_or_else(|_| jiff::Timestamp::now()),
+                method: "-",
+                path: "-",
+                protocol: "-",
+                status,
+                flags: if status == 408 { "" } else { "DPE" },
+                duration_ms: waited.as_millis(),
+                forwarded_for: "",
+                user_agent: "",
+                authority: "",
+                upstream: None,
+                cluster: "",
+            });
+        }
+        let reply = format!("HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let _ = self.stream.write_all(reply.as_bytes()).await;
+    }
+
     /// `one_request` in a recycled block. Not an async fn: the request's future is built and
     /// moved into its block in this frame, so `serve`'s own state (what an idle connection's
     /// task keeps) has no room for it.
@@ -271,8 +325,9 @@ impl Downstream {
         port: u16,
         head: &'a RequestHead,
         route_timer: Pin<&'a mut Sleep>,
+        idle_timer: Pin<&'a mut Sleep>,
     ) -> recycle::Recycled<impl Future<Output = std::io::Result<Next>> + Send + 'a> {
-        recycle::Recycled::new(self.one_request(dp, port, head, route_timer))
+        recycle::Recycled::new(self.one_request(dp, port, head, route_timer, idle_timer))
     }
 
     /// Routes and proxies one request whose head is at the start of `buf`; the head and its
@@ -283,27 +338,24 @@ impl Downstream {
         port: u16,
         head: &RequestHead,
         route_timer: Pin<&mut Sleep>,
+        idle_timer: Pin<&mut Sleep>,
     ) -> std::io::Result<Next> {
         let runtime = dp.runtime();
         let buf = std::mem::take(&mut self.buf);
         let text = |r: &std::ops::Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("");
         let target = text(&head.target);
-        // Most targets are origin-form ("/path"); only others may be absolute-form.
-        let absolute = if target.starts_with('/') {
-            None
+        // An absolute-form target's authority is already `head.host`; its path is routed.
+        let path_and_query = if target.starts_with('/') {
+            target
         } else {
-            target.split_once("://").map(|(_, rest)| rest)
+            let (_, origin_form) = h1::split_absolute_form(target.as_bytes());
+            std::str::from_utf8(origin_form).unwrap_or("")
         };
-        let host = match (&head.host, absolute) {
-            (Some(h), _) => text(h),
-            (None, Some(rest)) => rest.split(['/', '?']).next().unwrap_or(""),
-            (None, None) => "",
+        let host = head.host.as_ref().map(text).unwrap_or("");
+        let path = match path_and_query.split('?').next().unwrap_or("") {
+            "" => "/",
+            p => p,
         };
-        let path_and_query = match absolute {
-            Some(rest) => rest.find(['/', '?']).map(|i| &rest[i..]).unwrap_or("/"),
-            None => target,
-        };
-        let path = path_and_query.split('?').next().unwrap_or("");
         let header = |name: &str| -> Option<&[u8]> {
             head.headers
                 .iter()
@@ -338,8 +390,18 @@ impl Downstream {
             header: &header,
         };
 
+        let is_connect = method == "CONNECT";
         let mut cluster_name = String::new();
         let routed: Result<(Arc<ClusterRuntime>, Arc<Endpoint>), LocalReply> = 'route: {
+            if is_connect {
+                // No tunnels yet: refused, and the connection closes (what follows may be
+                // tunnel bytes, not a request).
+                break 'route Err(LocalReply {
+                    status: 405,
+                    flag: "",
+                    body: String::new(),
+                });
+            }
             let Some(route) = crate::router::find_listener(&runtime.snapshot.listeners, port)
                 .and_then(|l| crate::router::route(l, &view))
             else {
@@ -389,7 +451,10 @@ impl Downstream {
         let outcome = match routed {
             Err(reply) => {
                 self.buf = buf;
-                self.local_reply(head, reply, None).await?
+                let keep_alive = head.keep_alive && !is_connect && !dp.is_draining();
+                self.buf.drain(..head.len);
+                self.local_reply_after_head(head.framing, keep_alive, reply, None)
+                    .await?
             }
             Ok((cluster, endpoint)) => {
                 // Sized to the head (glibc's per-thread cache serves these small blocks fast; a
@@ -416,7 +481,7 @@ impl Downstream {
                     keep_alive: head.keep_alive,
                     client_version: head.version,
                 };
-                let result = self.exchange(dp, exchange, route_timer).await;
+                let result = self.exchange(dp, exchange, route_timer, idle_timer).await;
                 stats::dec(&cluster.stats().upstream_rq_active);
                 stats::dec(&endpoint.active_requests);
                 match result {
@@ -431,7 +496,7 @@ impl Downstream {
                         cluster.stats().count_status(reply.status);
                         self.local_reply_after_head(
                             head.framing,
-                            head.keep_alive,
+                            head.keep_alive && !dp.is_draining(),
                             reply,
                             Some(endpoint.address),
                         )
@@ -458,18 +523,6 @@ impl Downstream {
             });
         }
         Ok(outcome.next)
-    }
-
-    /// Answers a request that did not reach an upstream; its head is still in `buf`.
-    async fn local_reply(
-        &mut self,
-        head: &RequestHead,
-        reply: LocalReply,
-        upstream: Option<SocketAddr>,
-    ) -> std::io::Result<Outcome> {
-        self.buf.drain(..head.len);
-        self.local_reply_after_head(head.framing, head.keep_alive, reply, upstream)
-            .await
     }
 
     /// Answers with a local reply once the request head is consumed. A request body not read
@@ -513,14 +566,21 @@ impl Downstream {
     /// close race) gets the request again, once, on a new connection, when that is safe: the
     /// request is idempotent, has no body, and the connection had idled long enough to be in
     /// that race.
+    ///
+    /// As Envoy's: the route timeout counts from the end of the request. A request without a
+    /// body ends with its head; a body is uploaded under the stream idle timeout instead (a
+    /// stall, not a slow upload, ends it), and the route timeout starts when its last byte is in.
     async fn exchange(
         &mut self,
         dp: &DataPlane,
         x: Exchange<'_>,
         mut route_timer: Pin<&mut Sleep>,
+        mut idle_timer: Pin<&mut Sleep>,
     ) -> Result<Outcome, LocalReply> {
         let now = tokio::time::Instant::now();
-        route_timer.as_mut().reset(now + dp.options.route_timeout);
+        if x.framing == Framing::Empty {
+            route_timer.as_mut().reset(now + dp.options.route_timeout);
+        }
         let now = now.into_std();
         let mut conn = match x.cluster.take_idle(x.endpoint) {
             Some(c) => c,
@@ -532,13 +592,22 @@ impl Downstream {
                 && !retried
                 && conn.reused
                 && now.saturating_duration_since(conn.idle_since) >= REPLAY_AFTER_IDLE;
-            let sent = tokio::select! {
-                biased;
-                r = self.send_request(&mut conn, &x) => Ok(r),
-                () = route_timer.as_mut() => Err(()),
+            let sent = if x.framing == Framing::Empty {
+                tokio::select! {
+                    biased;
+                    r = self.send_request(&mut conn, &x) => Ok(r),
+                    () = route_timer.as_mut() => Err(timeout()),
+                }
+            } else {
+                self.send_with_body(dp, &mut conn, &x, route_timer.as_mut(), idle_timer.as_mut())
+                    .await
             };
             match sent {
-                Err(()) => return Err(timeout()),
+                Err(reply) => {
+                    // Cut mid-request: the upstream connection cannot be reused.
+                    conn.end = End::Local;
+                    return Err(reply);
+                }
                 Ok(Ok(head)) => break head,
                 Ok(Err(Failure::Client)) => {
                     return Ok(Outcome {
@@ -546,6 +615,14 @@ impl Downstream {
                         flag: "DC",
                         upstream: Some(x.endpoint.address),
                         next: Next::Close,
+                    });
+                }
+                Ok(Err(Failure::BadBody)) => {
+                    conn.end = End::Local;
+                    return Err(LocalReply {
+                        status: 400,
+                        flag: "DPE",
+                        body: String::new(),
                     });
                 }
                 Ok(Err(Failure::Protocol)) => {
@@ -570,18 +647,79 @@ impl Downstream {
             }
         };
         let (response, whole) = response;
-        Ok(self.forward_response(conn, response, whole, &x).await)
+        let draining = dp.is_draining();
+        Ok(self.forward_response(conn, response, whole, &x, draining).await)
     }
 
-    /// Writes the request (head and body) and reads the response head, forwarding interim
-    /// (1xx) responses to the client. The body goes while the upstream is watched: one that
-    /// answers before it has the whole body (a 413, say) is heard, and the rest of the body is
-    /// not sent (the second value is then false: neither connection can be reused).
+    /// A request with a body: the upload, bounded by the stream idle timeout (on the idle
+    /// timer, which a connection does not use during a request), then the wait for the
+    /// response head, bounded by the route timeout from the end of the upload.
+    async fn send_with_body(
+        &mut self,
+        dp: &DataPlane,
+        conn: &mut Connection,
+        x: &Exchange<'_>,
+        mut route_timer: Pin<&mut Sleep>,
+        mut idle_timer: Pin<&mut Sleep>,
+    ) -> Result<Result<(ResponseHead, bool), Failure>, LocalReply> {
+        let stream_idle = dp.options.stream_idle_timeout;
+        // The time of the last byte from the client: the timer is moved on to it only when it
+        // comes due, not on every read.
+        let progress = Progress::new();
+        idle_timer.as_mut().reset(progress.last() + stream_idle);
+        let sent = {
+            let upload = self.send_body(conn, x, Some(&progress));
+            tokio::pin!(upload);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut upload => break r,
+                    () = idle_timer.as_mut() => {
+                        let due = progress.last() + stream_idle;
+                        if due > tokio::time::Instant::now() {
+                            idle_timer.as_mut().reset(due);
+                            continue;
+                        }
+                        return Err(stream_timeout());
+                    }
+                }
+            }
+        };
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        route_timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + dp.options.route_timeout);
+        tokio::select! {
+            biased;
+            r = self.read_response_head(conn, x, sent) => Ok(r),
+            () = route_timer.as_mut() => Err(timeout()),
+        }
+    }
+
+    /// Writes the request (head and body) and reads the response head (see `send_body` and
+    /// `read_response_head`).
     async fn send_request(
         &mut self,
         conn: &mut Connection,
         x: &Exchange<'_>,
     ) -> Result<(ResponseHead, bool), Failure> {
+        let sent = self.send_body(conn, x, None).await?;
+        self.read_response_head(conn, x, sent).await
+    }
+
+    /// Writes the request head and body. The body goes while the upstream is watched: one that
+    /// answers before it has the whole body (a 413, say) is heard, and the rest of the body is
+    /// not sent (`whole` is then false: neither connection can be reused). Each read of the
+    /// client's body, and each write of it upstream, sets `progress` to its time.
+    async fn send_body(
+        &mut self,
+        conn: &mut Connection,
+        x: &Exchange<'_>,
+        progress: Option<&Progress>,
+    ) -> Result<BodySent, Failure> {
         let upstream_failed = |e: std::io::Error| {
             tracing::debug!(
                 cluster = x.cluster.name(),
@@ -609,7 +747,7 @@ impl Downstream {
             let take = match x.framing {
                 Framing::Empty | Framing::UntilClose => 0,
                 Framing::Length(_) => left.min(self.buf.len() as u64) as usize,
-                Framing::Chunked => scanner.feed(&self.buf).map_err(|_| Failure::Client)?,
+                Framing::Chunked => scanner.feed(&self.buf).map_err(|_| Failure::BadBody)?,
             };
             out.extend(self.buf.drain(..take));
             if let Framing::Length(_) = x.framing {
@@ -647,11 +785,21 @@ impl Downstream {
                         break;
                     }
                     out.clear();
+                    // Bytes moved on count as activity too (a backend slow to read is no stall
+                    // of the client's).
+                    if let Some(progress) = progress {
+                        progress.now();
+                    }
                     tokio::select! {
                         biased;
                         r = read_some(&mut upstream_read, buf) => Some((r, true)),
                         r = read_some(&mut self.stream, &mut self.buf) => match r {
-                            Ok(n) if n > 0 => None,
+                            Ok(n) if n > 0 => {
+                                if let Some(progress) = progress {
+                                    progress.now();
+                                }
+                                None
+                            }
                             _ => return Err(Failure::Client),
                         },
                     }
@@ -681,6 +829,25 @@ impl Downstream {
                 Some((Err(e), _)) => return Err(upstream_failed(e)),
             }
         }
+        Ok(BodySent { whole, write_failed })
+    }
+
+    /// Reads the response head, forwarding interim (1xx) responses to the client; the second
+    /// value says whether the whole request went upstream.
+    async fn read_response_head(
+        &mut self,
+        conn: &mut Connection,
+        x: &Exchange<'_>,
+        sent: BodySent,
+    ) -> Result<(ResponseHead, bool), Failure> {
+        let BodySent { whole, write_failed } = sent;
+        let upstream_failed = |e: std::io::Error| {
+            tracing::debug!(
+                cluster = x.cluster.name(),
+                "writing or reading the upstream failed: {e}"
+            );
+            Failure::Upstream(upstream::end_of(&e))
+        };
         let method: &[u8] = if x.is_head { b"HEAD" } else { b"GET" };
         loop {
             // An interim head is passed on, the final one returned, from one parse each.
@@ -742,9 +909,10 @@ impl Downstream {
         head: ResponseHead,
         request_whole: bool,
         x: &Exchange<'_>,
+        draining: bool,
     ) -> Outcome {
         // A request body not read to its end cannot be told from the client's next request.
-        let close = !x.keep_alive || head.framing == Framing::UntilClose || !request_whole;
+        let close = !x.keep_alive || draining || head.framing == Framing::UntilClose || !request_whole;
         let mut out = Vec::with_capacity(head.len + HEAD_EDITS);
         h1::write_response_head(&mut out, &conn.buf, &head, close, x.client_version);
         conn.buf.drain(..head.len);
@@ -872,8 +1040,44 @@ enum Failure {
     Protocol,
     /// The upstream connection failed (and how it ended).
     Upstream(End),
-    /// The client went away (or sent a broken body) while its request was being forwarded.
+    /// The client went away while its request was being forwarded.
     Client,
+    /// The client's chunked body does not follow the grammar (400).
+    BadBody,
+}
+
+/// When the client last sent a byte of a body (a `Cell` cannot cross the awaits of a `Send`
+/// future; a relaxed atomic costs the same).
+struct Progress {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start`.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            start: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.start + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// How the upload of a request ended, for reading the response.
+struct BodySent {
+    /// The whole request went upstream.
+    whole: bool,
+    /// Writing failed; the failure counts if no response is read either.
+    write_failed: Option<Failure>,
 }
 
 /// Request fields the access log needs, copied before the request moves upstream.
@@ -906,6 +1110,15 @@ fn timeout() -> LocalReply {
         status: 504,
         flag: "UT",
         body: "upstream request timeout".into(),
+    }
+}
+
+/// The client's body stalled past the stream idle timeout (Envoy: 408, flag SI).
+fn stream_timeout() -> LocalReply {
+    LocalReply {
+        status: 408,
+        flag: "SI",
+        body: "stream timeout".into(),
     }
 }
 
