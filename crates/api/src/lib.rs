@@ -8,6 +8,7 @@ pub mod backend_config_policy;
 pub mod crd;
 pub mod duration;
 pub mod error;
+pub mod nesting;
 mod objects;
 mod validate;
 

@@ -394,6 +394,19 @@ impl fmt::Display for ManifestError {
 /// Reads every document of a multi-document YAML text. All or nothing: when any document is
 /// wrong, nothing is returned, so a half-written file or a bad `kgw apply` changes nothing.
 pub fn parse_manifests(text: &str, source: &str) -> Result<Vec<Object>, ManifestError> {
+    if let Some(deep) = crate::nesting::too_deep(text) {
+        return Err(ManifestError {
+            origin: source.into(),
+            problems: vec![format!(
+                "error parsing {source}: the document starting at line {} nests deeper than {} levels at line {}: \
+                 no Kubernetes object nests that deep, so it is refused unparsed; look for runaway brackets \
+                 or indentation there",
+                deep.document_line,
+                crate::nesting::MAX_DEPTH,
+                deep.line
+            )],
+        });
+    }
     let starts = document_start_lines(text);
     let mut objects = Vec::new();
     let mut problems = Vec::new();
