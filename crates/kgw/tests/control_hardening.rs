@@ -178,3 +178,90 @@ fn a_web_page_cannot_write_to_the_admin_api() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("dynamic_active_clusters"));
 }
+
+const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: g\n  namespace: default\nspec:\n  \
+                       gatewayClassName: kgateway\n  listeners:\n  - name: LISTENER\n    protocol: HTTP\n    port: 8080\n    hostname: HOST\n";
+const ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: r\n  namespace: default\nspec:\n  \
+                     parentRefs:\n  - name: g\n    sectionName: SECTION\n  hostnames: [\"HOST\"]\n";
+const SLICE: &str = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s-1\n  namespace: default\n  labels:\n    \
+                     kubernetes.io/service-name: s\naddressType: IPv4\nendpoints:\n- addresses: ADDRESSES\nports:\n- name: PORT\n  port: 80\n";
+const NAMED_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: NAME\n  namespace: default\nspec:\n  ports:\n  - name: PORT\n    port: 80\n";
+
+#[test]
+fn names_kubernetes_refuses_are_refused_at_apply_with_field_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::quickstart(dir.path()).start();
+    let good_gateway = GATEWAY.replace("LISTENER", "http").replace("HOST", "www.example.com");
+    let good_route = ROUTE.replace("SECTION", "http").replace("HOST", "www.example.com");
+    let good_slice = SLICE.replace("ADDRESSES", "[\"127.0.0.1\"]").replace("PORT", "http");
+    let good_service = NAMED_SERVICE.replace("NAME", "s").replace("PORT", "http");
+    for good in [&good_gateway, &good_route, &good_slice, &good_service] {
+        let out = gw.kgw(&["apply", "-f", "-"], good);
+        assert!(out.status.success(), "{good}\n{}", stderr(&out));
+    }
+    // (document, resource, field, words of the fix)
+    let cases = [
+        (
+            GATEWAY.replace("LISTENER", "http").replace("HOST", "Raw.E*xample.COM"),
+            "Gateway \"default/g\" is invalid",
+            "spec.listeners[0].hostname: Invalid value: \"Raw.E*xample.COM\"",
+            "in lower case",
+        ),
+        (
+            GATEWAY.replace("LISTENER", "a..b").replace("HOST", "www.example.com"),
+            "Gateway \"default/g\" is invalid",
+            "spec.listeners[0].name: Invalid value: \"a..b\"",
+            "e.g. http",
+        ),
+        (
+            ROUTE.replace("SECTION", "http").replace("HOST", "../../etc"),
+            "HTTPRoute \"default/r\" is invalid",
+            "spec.hostnames[0]: Invalid value: \"../../etc\"",
+            "e.g. www.example.com",
+        ),
+        (
+            ROUTE.replace("SECTION", "Http").replace("HOST", "www.example.com"),
+            "HTTPRoute \"default/r\" is invalid",
+            "spec.parentRefs[0].sectionName: Invalid value: \"Http\"",
+            "lower case",
+        ),
+        (
+            NAMED_SERVICE.replace("NAME", "1st").replace("PORT", "http"),
+            "Service \"default/1st\" is invalid",
+            "metadata.name: Invalid value: \"1st\": a DNS-1035 label",
+            "rename the Service",
+        ),
+        (
+            NAMED_SERVICE.replace("NAME", "\"bad\\u0007name\"").replace("PORT", "http"),
+            "Service \"default/bad\u{7}name\" is invalid",
+            "metadata.name: Invalid value: \"bad\\u0007name\"",
+            "rename the Service",
+        ),
+        (
+            NAMED_SERVICE.replace("NAME", "s").replace("PORT", "a..b"),
+            "Service \"default/s\" is invalid",
+            "spec.ports[0].name: Invalid value: \"a..b\"",
+            "rename it",
+        ),
+        (
+            SLICE.replace("ADDRESSES", "[]").replace("PORT", "http"),
+            "EndpointSlice \"default/s-1\" is invalid",
+            "endpoints[0].addresses: Invalid value: []",
+            "list the endpoint's IP",
+        ),
+        (
+            SLICE.replace("ADDRESSES", "[\"127.0.0.1\"]").replace("PORT", "HTTP_1"),
+            "EndpointSlice \"default/s-1\" is invalid",
+            "ports[0].name: Invalid value: \"HTTP_1\"",
+            "rename it",
+        ),
+    ];
+    for (doc, resource, field, fix) in &cases {
+        let out = gw.kgw(&["apply", "-f", "-"], doc);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "accepted but should not be:\n{doc}");
+        assert!(err.contains(resource), "names the resource {resource}: {err}");
+        assert!(err.contains(field), "names the field {field}: {err}");
+        assert!(err.contains(fix), "says the fix {fix:?}: {err}");
+    }
+}
