@@ -38,11 +38,14 @@ pub async fn serve(admin: Arc<Admin>, listener: tokio::net::TcpListener) {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(peer, req).await) }
+                async move { Ok::<_, Infallible>(admin.handle(Caller { peer, local }, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -118,7 +121,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 impl Admin {
-    async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Reply {
+    async fn handle(&self, caller: Caller, req: Request<Incoming>) -> Reply {
         let path = req.uri().path().to_string();
         let q = query(&req);
         let method = req.method().clone();
@@ -168,8 +171,11 @@ impl Admin {
                 render::prometheus(&self.data_plane.metrics()),
             ),
             (Method::POST, "/apis/apply") => {
-                if let Some(denied) = self.check_writer(peer, &req) {
+                if let Some(denied) = self.check_writer(caller, &req) {
                     return denied;
+                }
+                if let Some(refused) = check_manifest_type(&req) {
+                    return refused;
                 }
                 let origin = req
                     .headers()
@@ -186,13 +192,23 @@ impl Admin {
                         );
                     }
                 };
-                let Ok(manifest) = std::str::from_utf8(&body) else {
+                let Ok(manifest) = String::from_utf8(Vec::from(body)) else {
                     return text(
                         StatusCode::BAD_REQUEST,
                         format!("error: {origin} is not UTF-8 text"),
                     );
                 };
-                match self.store.apply(manifest, &origin) {
+                // Parsing and validating take CPU in proportion to the manifest: done on a
+                // blocking thread, one apply at a time, so the workers that carry traffic never
+                // parse and concurrent applies cannot take every core.
+                let store = self.store.clone();
+                let outcome = control_plane_work(move || {
+                    let outcome = store.apply(&manifest, &origin);
+                    drop(manifest);
+                    outcome
+                })
+                .await;
+                match outcome {
                     Ok(applied) => {
                         self.wait_served().await;
                         let lines: Vec<String> = applied
@@ -204,7 +220,7 @@ impl Admin {
                     Err(e) => store_error(e),
                 }
             }
-            (_, p) if p.starts_with("/apis/") => self.resource(peer, req, &q).await,
+            (_, p) if p.starts_with("/apis/") => self.resource(caller, req, &q).await,
             _ => text(
                 StatusCode::NOT_FOUND,
                 "not found; admin endpoints: /config_dump /clusters /stats /stats/prometheus /ready",
@@ -213,7 +229,7 @@ impl Admin {
     }
 
     /// `GET|DELETE /apis/{kind}[/{namespace}/{name}]`.
-    async fn resource(&self, peer: SocketAddr, req: Request<Incoming>, q: &HashMap<String, String>) -> Reply {
+    async fn resource(&self, caller: Caller, req: Request<Incoming>, q: &HashMap<String, String>) -> Reply {
         let parts: Vec<String> = req
             .uri()
             .path()
@@ -258,7 +274,7 @@ impl Admin {
                 )
             }
             Method::DELETE => {
-                if let Some(denied) = self.check_writer(peer, &req) {
+                if let Some(denied) = self.check_writer(caller, &req) {
                     return denied;
                 }
                 let (Some(namespace), Some(name)) = (namespace, name) else {
@@ -272,7 +288,10 @@ impl Admin {
                     namespace,
                     name,
                 };
-                match self.store.delete(&key) {
+                let store = self.store.clone();
+                let deleting = key.clone();
+                // Saving the state writes and syncs a file: not on a traffic worker.
+                match control_plane_work(move || store.delete(&deleting)).await {
                     Ok(()) => {
                         self.wait_served().await;
                         text(
@@ -287,13 +306,20 @@ impl Admin {
         }
     }
 
-    /// Writes come from loopback, or carry the configured token.
-    fn check_writer(&self, peer: SocketAddr, req: &Request<Incoming>) -> Option<Reply> {
+    /// Writes come from loopback, or carry the configured token; and never from a web page
+    /// (see `check_browser`).
+    fn check_writer(&self, caller: Caller, req: &Request<Incoming>) -> Option<Reply> {
+        let peer = caller.peer;
         let bearer = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
+        // The token is a secret no web page has: a caller with it may use any host name.
+        let has_token = matches!((&self.token, bearer), (Some(t), Some(b)) if t == b);
+        if !has_token && let Some(refused) = check_browser(caller.local, req) {
+            return Some(refused);
+        }
         match (&self.token, bearer) {
             (Some(t), Some(b)) if t == b => None,
             (Some(_), _) => Some(text(
@@ -314,6 +340,123 @@ impl Admin {
         let mut served = self.served.clone();
         let _ = tokio::time::timeout(Duration::from_secs(5), served.wait_for(|g| *g >= target)).await;
     }
+}
+
+/// Who called: the client's address and the address it reached.
+#[derive(Clone, Copy)]
+struct Caller {
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+/// One control-plane job at a time (apply, delete): parsing a large manifest takes a core for a
+/// while, and two at once would take both of a small machine's.
+static CONTROL_PLANE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Runs `work` on a blocking thread, after the jobs queued before it.
+async fn control_plane_work<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let _turn = CONTROL_PLANE.acquire().await;
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(StoreError::Invalid(format!(
+            "error: the request failed inside kgw ({e}); nothing was changed; please report it"
+        )))
+    })
+}
+
+/// A web page can make a browser send a "simple" cross-site POST (text/plain, form types, or
+/// no type at all) without asking first; a YAML or JSON type makes the browser ask (a CORS
+/// preflight, which this API never grants). So a manifest must say it is YAML or JSON.
+fn check_manifest_type(req: &Request<Incoming>) -> Option<Reply> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let accepted = matches!(
+        essence.as_str(),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" | "application/json"
+    ) || essence.ends_with("+yaml")
+        || essence.ends_with("+json");
+    if accepted {
+        return None;
+    }
+    let shown = if content_type.is_empty() {
+        "none".to_string()
+    } else {
+        format!("{content_type:?}")
+    };
+    Some(text(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "error: /apis/apply takes a manifest with Content-Type application/yaml or application/json \
+             (got {shown}); with curl add -H 'Content-Type: application/yaml'"
+        ),
+    ))
+}
+
+/// Refuses a write whose Host is not this admin's own (a DNS-rebinding page sends its own name)
+/// or whose Origin is another site's. Accepted hosts: localhost, 127.0.0.1, [::1], the address
+/// the client connected to; with or without a port. curl and `kgw` send no Origin.
+fn check_browser(local: SocketAddr, req: &Request<Incoming>) -> Option<Reply> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !own_authority(host, local, false) {
+        return Some(text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "error: admin writes need the Host header to name this admin (localhost, 127.0.0.1, [::1] or {}), \
+                 got {host:?}: a web page must not write configuration",
+                local.ip()
+            ),
+        ));
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let own = origin
+            .strip_prefix("http://")
+            .is_some_and(|authority| own_authority(authority, local, true));
+        if !own {
+            return Some(text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "error: admin writes are refused from the web origin {origin:?}: only this admin's own \
+                     origin (http://{local}) may write; send the request without an Origin header (as curl and kgw do)"
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// Whether `authority` (`host[:port]`) names this admin. With `same_port`, a port must be the
+/// admin's (an Origin is a site: another port on loopback is another site).
+fn own_authority(authority: &str, local: SocketAddr, same_port: bool) -> bool {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !p.contains(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let port_ok = match port {
+        Some(p) => p.parse::<u16>().is_ok_and(|p| !same_port || p == local.port()),
+        None => !same_port || local.port() == 80,
+    };
+    let host = host.to_ascii_lowercase();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let host_ok = bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip == local.ip() || ip.to_canonical() == local.ip().to_canonical());
+    port_ok && host_ok
 }
 
 fn store_error(e: StoreError) -> Reply {

@@ -394,34 +394,14 @@ impl fmt::Display for ManifestError {
 /// Reads every document of a multi-document YAML text. All or nothing: when any document is
 /// wrong, nothing is returned, so a half-written file or a bad `kgw apply` changes nothing.
 pub fn parse_manifests(text: &str, source: &str) -> Result<Vec<Object>, ManifestError> {
-    let starts = document_start_lines(text);
     let mut objects = Vec::new();
     let mut problems = Vec::new();
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let line = starts.get(index).copied().unwrap_or(1);
-        let value = match Value::deserialize_yaml(document) {
-            Ok(v) => v,
-            Err(e) => {
-                let at = e
-                    .location()
-                    .map(|l| format!("line {}, column {}", l.line(), l.column()));
-                let msg = e.to_string();
-                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-                problems.push(format!(
-                    "error parsing {source}: YAML syntax error at {}: {msg}",
-                    at.unwrap_or_else(|| format!("document starting at line {line}"))
-                ));
-                // The YAML stream cannot be read past a syntax error.
-                break;
-            }
-        };
-        if value.is_null() {
-            continue; // an empty document (comments only, or a trailing ---)
-        }
-        match decode_object(&value) {
+    for document in parse_documents(text, source)? {
+        match document.object {
             Ok(o) => objects.push(o),
             Err(e) => problems.push(format!(
-                "error validating {source} (document at line {line}): {e}"
+                "error validating {source} (document at line {}): {e}",
+                document.line
             )),
         }
     }
@@ -433,6 +413,62 @@ pub fn parse_manifests(text: &str, source: &str) -> Result<Vec<Object>, Manifest
             problems,
         })
     }
+}
+
+/// One document of a manifest: the object, or why it is not a valid one.
+#[derive(Debug)]
+pub struct Document {
+    /// 1-based line where the document starts.
+    pub line: usize,
+    pub object: Result<Object, DecodeError>,
+}
+
+/// Reads each document on its own: a document that is not a valid object does not stop the
+/// others. Only what stops the reading of the text is an error: too deep a nesting, or a YAML
+/// syntax error (nothing after it can be read).
+pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Document>, ManifestError> {
+    let fail = |problem: String| ManifestError {
+        origin: source.into(),
+        problems: vec![problem],
+    };
+    if let Some(deep) = crate::nesting::too_deep(text) {
+        return Err(fail(format!(
+            "error parsing {source}: the document starting at line {} nests deeper than {} levels at line {}: \
+             no Kubernetes object nests that deep, so it is refused unparsed; look for runaway brackets \
+             or indentation there",
+            deep.document_line,
+            crate::nesting::MAX_DEPTH,
+            deep.line
+        )));
+    }
+    let starts = document_start_lines(text);
+    let mut documents = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let line = starts.get(index).copied().unwrap_or(1);
+        let value = match Value::deserialize_yaml(document) {
+            Ok(v) => v,
+            Err(e) => {
+                let at = e
+                    .location()
+                    .map(|l| format!("line {}, column {}", l.line(), l.column()));
+                let msg = e.to_string();
+                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+                // The YAML stream cannot be read past a syntax error.
+                return Err(fail(format!(
+                    "error parsing {source}: YAML syntax error at {}: {msg}",
+                    at.unwrap_or_else(|| format!("document starting at line {line}"))
+                )));
+            }
+        };
+        if value.is_null() {
+            continue; // an empty document (comments only, or a trailing ---)
+        }
+        let object = decode_object(&value);
+        // The document's tree is freed here, before the next one is read.
+        drop(value);
+        documents.push(Document { line, object });
+    }
+    Ok(documents)
 }
 
 trait DeserializeYaml: Sized {

@@ -6,14 +6,15 @@ use std::net::IpAddr;
 
 use crate::error::FieldError;
 use crate::objects::Object;
-use crate::{ObjectMeta, backend_config_policy};
+use crate::backend_config_policy;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 const NOT_YET: &str = "not supported yet by kgateway-rs: remove the field (the data plane does not implement it, \
                        so it would have no effect)";
 
 /// What the API server would refuse: schema and semantic checks.
 pub fn validate(object: &Object) -> Vec<FieldError> {
-    let mut errors = validate_meta(object.meta());
+    let mut errors = validate_meta(object);
     match object {
         Object::BackendConfigPolicy(p) => errors.extend(backend_config_policy::validate(p)),
         Object::Gateway(g) => {
@@ -33,6 +34,14 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
             let mut names = HashSet::new();
             for (i, l) in g.spec.listeners.iter().enumerate() {
                 let at = format!("spec.listeners[{i}]");
+                if !is_section_name(&l.name) {
+                    errors.push(FieldError::invalid(format!("{at}.name"), &l.name, section_name_rule(&format!("{at}.name"))));
+                }
+                if let Some(h) = &l.hostname
+                    && !is_gateway_hostname(h)
+                {
+                    errors.push(FieldError::invalid(format!("{at}.hostname"), h, hostname_rule(&format!("{at}.hostname"))));
+                }
                 if !names.insert(l.name.as_str()) {
                     errors.push(FieldError::invalid(
                         format!("{at}.name"),
@@ -72,6 +81,20 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
             }
         }
         Object::HTTPRoute(r) => {
+            for (i, h) in r.spec.hostnames.iter().flatten().enumerate() {
+                if !is_gateway_hostname(h) {
+                    let at = format!("spec.hostnames[{i}]");
+                    errors.push(FieldError::invalid(&at, h, hostname_rule(&at)));
+                }
+            }
+            for (i, p) in r.spec.parent_refs.iter().flatten().enumerate() {
+                if let Some(section) = &p.section_name
+                    && !is_section_name(section)
+                {
+                    let at = format!("spec.parentRefs[{i}].sectionName");
+                    errors.push(FieldError::invalid(&at, section, section_name_rule(&at)));
+                }
+            }
             for (i, rule) in r.spec.rules.iter().flatten().enumerate() {
                 for (j, m) in rule.matches.iter().flatten().enumerate() {
                     if let Some(p) = &m.path {
@@ -107,7 +130,36 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
             }
         }
         Object::Service(s) => {
-            for (i, p) in s.spec.iter().flat_map(|s| s.ports.iter().flatten()).enumerate() {
+            let ports: Vec<_> = s.spec.iter().flat_map(|s| s.ports.iter().flatten()).collect();
+            let mut port_names = HashSet::new();
+            for (i, p) in ports.iter().enumerate() {
+                let at = format!("spec.ports[{i}]");
+                match p.name.as_deref().unwrap_or("") {
+                    "" if ports.len() > 1 => errors.push(FieldError::required(
+                        format!("{at}.name"),
+                        "a Service with more than one port must name each port, e.g. name: http",
+                    )),
+                    "" => {}
+                    name if !is_dns_label(name) => {
+                        errors.push(FieldError::invalid(format!("{at}.name"), &name, DNS_LABEL_RULE))
+                    }
+                    name if !port_names.insert(name) => errors.push(FieldError::invalid(
+                        format!("{at}.name"),
+                        &name,
+                        "Duplicate value: port names must be unique within a Service; rename one",
+                    )),
+                    _ => {}
+                }
+                if let Some(IntOrString::String(target)) = &p.target_port
+                    && !is_iana_service_name(target)
+                {
+                    errors.push(FieldError::invalid(
+                        format!("{at}.targetPort"),
+                        target,
+                        "must be a port number or a port name of at most 15 lower case alphanumeric characters or '-', \
+                         with at least one letter and no '--' or '-' at either end (an IANA service name, e.g. http)",
+                    ));
+                }
                 if !(1..=65535).contains(&p.port) {
                     errors.push(FieldError::invalid(
                         format!("spec.ports[{i}].port"),
@@ -125,7 +177,23 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
                     &["IPv4", "IPv6", "FQDN"],
                 ));
             }
+            for (i, p) in e.ports.iter().flatten().enumerate() {
+                if let Some(name) = p.name.as_deref()
+                    && !name.is_empty()
+                    && !is_dns_label(name)
+                {
+                    errors.push(FieldError::invalid(format!("ports[{i}].name"), &name, DNS_LABEL_RULE));
+                }
+            }
             for (i, ep) in e.endpoints.iter().flatten().enumerate() {
+                if ep.addresses.is_empty() || ep.addresses.len() > 100 {
+                    errors.push(FieldError::invalid(
+                        format!("endpoints[{i}].addresses"),
+                        &ep.addresses,
+                        "must contain at least 1 address and at most 100: list the endpoint's IP, e.g. \
+                         addresses: [\"10.0.0.1\"], or remove the endpoint",
+                    ));
+                }
                 for (j, a) in ep.addresses.iter().enumerate() {
                     let ok = match e.address_type.as_str() {
                         "IPv4" => a.parse::<std::net::Ipv4Addr>().is_ok(),
@@ -250,15 +318,28 @@ pub fn unsupported(object: &Object) -> Vec<FieldError> {
     out
 }
 
-fn validate_meta(meta: &ObjectMeta) -> Vec<FieldError> {
+fn validate_meta(object: &Object) -> Vec<FieldError> {
+    let meta = object.meta();
     let mut errors = Vec::new();
     match meta.name.as_deref() {
         None | Some("") => errors.push(FieldError::required("metadata.name", "name is required")),
+        // A Service's name becomes a DNS label (service.namespace.svc): Kubernetes holds it to
+        // RFC 1035, which also forbids a leading digit.
+        Some(name) if matches!(object, Object::Service(_)) && !is_dns1035_label(name) => {
+            errors.push(FieldError::invalid(
+                "metadata.name",
+                &name,
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an \
+                 alphabetic character, and end with an alphanumeric character (e.g. 'my-name', or 'abc-123', \
+                 regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?'); rename the Service",
+            ))
+        }
         Some(name) if !is_dns_subdomain(name) => errors.push(FieldError::invalid(
             "metadata.name",
             &name,
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', \
-             and must start and end with an alphanumeric character",
+             and must start and end with an alphanumeric character (e.g. 'example.com', regex used for \
+             validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*'); rename the object",
         )),
         Some(_) => {}
     }
@@ -285,4 +366,77 @@ fn is_dns_subdomain(s: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+const DNS_LABEL_RULE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and \
+                              must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc', regex \
+                              used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?'); rename it";
+
+fn is_label_body(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+fn is_dns_label(s: &str) -> bool {
+    is_label_body(s)
+}
+
+/// RFC 1035 label: an RFC 1123 label that starts with a letter.
+fn is_dns1035_label(s: &str) -> bool {
+    is_label_body(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
+}
+
+/// Gateway API SectionName: `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`, 1 to 253 characters.
+fn is_section_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn section_name_rule(path: &str) -> String {
+    format!(
+        "{path} in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$': use lower case letters, digits and '-', \
+         starting and ending with a letter or digit, e.g. http"
+    )
+}
+
+/// Gateway API Hostname: `^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`,
+/// 1 to 253 characters.
+fn is_gateway_hostname(s: &str) -> bool {
+    let rest = s.strip_prefix("*.").unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && rest.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn hostname_rule(path: &str) -> String {
+    format!(
+        "{path} in body should match '^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$': \
+         write the host name in lower case, without port, e.g. www.example.com or *.example.com"
+    )
+}
+
+/// Kubernetes' port name (IANA service name): at most 15 of `[a-z0-9-]`, a letter among
+/// them, no `--`, no `-` at either end.
+fn is_iana_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.contains("--")
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }

@@ -192,7 +192,7 @@ pub async fn get(
     };
     match output {
         Some("json") => println!("{}", serde_json::to_string_pretty(&shown)?),
-        Some("yaml") => print!("{}", serde_yaml_ng::to_string(&shown)?),
+        Some("yaml") => print!("{}", api::yaml::to_string(&shown)),
         Some("name") => {
             for i in &items {
                 let kind = i

@@ -77,7 +77,7 @@ impl Store {
     pub fn open(state_dir: Option<&Path>) -> Result<Store, StoreError> {
         let mut state = State::default();
         if let Some(dir) = state_dir {
-            for object in persist::load(dir)? {
+            for object in persist::load(dir)?.objects {
                 state.applied.insert(object.key(), Arc::new(object));
             }
         }
