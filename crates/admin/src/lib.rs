@@ -30,6 +30,9 @@ pub struct Admin {
     pub served: watch::Receiver<u64>,
     /// When set, writes from other than loopback must carry `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
+    /// In Kubernetes mode: the store generation holding the first complete sync from the API
+    /// server (None until then). `/ready` says LIVE only once the data plane serves it.
+    pub cluster_synced: Option<watch::Receiver<Option<u64>>>,
 }
 
 /// Serves the admin API on `listener` until the task is dropped.
@@ -137,7 +140,11 @@ impl Admin {
                 }
             }
             (Method::GET | Method::HEAD, "/ready") => {
-                if *self.served.borrow() > 0 || self.data_plane.runtime().snapshot.version > 0 {
+                let live = match &self.cluster_synced {
+                    Some(synced) => synced.borrow().is_some_and(|g| *self.served.borrow() >= g),
+                    None => *self.served.borrow() > 0 || self.data_plane.runtime().snapshot.version > 0,
+                };
+                if live {
                     text(StatusCode::OK, "LIVE")
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING")
