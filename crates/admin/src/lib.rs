@@ -30,6 +30,9 @@ pub struct Admin {
     pub served: watch::Receiver<u64>,
     /// When set, writes from other than loopback must carry `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
+    /// In Kubernetes mode: the store generation holding the first complete sync from the API
+    /// server (None until then). `/ready` says LIVE only once the data plane serves it.
+    pub cluster_synced: Option<watch::Receiver<Option<u64>>>,
 }
 
 /// Serves the admin API on `listener` until the task is dropped.
@@ -140,11 +143,15 @@ impl Admin {
                 }
             }
             (Method::GET | Method::HEAD, "/ready") => {
+                let live = match &self.cluster_synced {
+                    Some(synced) => synced.borrow().is_some_and(|g| *self.served.borrow() >= g),
+                    None => *self.served.borrow() > 0 || self.data_plane.runtime().snapshot.version > 0,
+                };
                 if self.data_plane.is_draining() {
                     // As Envoy's: a draining gateway is not ready, so that a Service sends it
                     // no new traffic.
                     text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING")
-                } else if *self.served.borrow() > 0 || self.data_plane.runtime().snapshot.version > 0 {
+                } else if live {
                     text(StatusCode::OK, "LIVE")
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING")
@@ -453,9 +460,9 @@ fn own_authority(authority: &str, local: SocketAddr, same_port: bool) -> bool {
     let host = host.to_ascii_lowercase();
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let host_ok = bare == "localhost"
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip == local.ip() || ip.to_canonical() == local.ip().to_canonical());
+        || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            ip.is_loopback() || ip == local.ip() || ip.to_canonical() == local.ip().to_canonical()
+        });
     port_ok && host_ok
 }
 

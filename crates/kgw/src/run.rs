@@ -61,6 +61,12 @@ pub struct RunArgs {
     /// kubectl finds it) and write their status back.
     #[arg(long)]
     pub kubernetes: bool,
+    /// Refuse client connections beyond this many (accepted and closed at once, counted in
+    /// `downstream_global_cx_overflow`) [default: the open files limit less its reserve: a
+    /// tenth of the limit, 64 to 1024 descriptors, kept for kgw's own files and upstream
+    /// connects].
+    #[arg(long)]
+    pub max_downstream_connections: Option<u64>,
     /// With --kubernetes: watch only this namespace.
     #[arg(long, requires = "kubernetes")]
     pub namespace: Option<String>,
@@ -245,9 +251,24 @@ fn tracing_init() {
 pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
     tracing_init();
     let started = Instant::now();
-    let state_dir = args.state_dir.clone().unwrap_or_else(crate::default_state_dir);
-    let store = Arc::new(Store::open(Some(&state_dir)).map_err(|e| anyhow::anyhow!("{e}"))?);
-    tracing::info!(state_dir = %state_dir.display(), "state directory");
+    let fd_limit = proxy::raise_fd_limit();
+    tracing::info!(
+        before = fd_limit.before,
+        now = fd_limit.now,
+        reserve = fd_limit.reserve(),
+        "open files limit"
+    );
+    // In Kubernetes mode the API server is the only source: objects a standalone run applied
+    // must not shadow the cluster's.
+    let state_dir =
+        (!args.kubernetes).then(|| args.state_dir.clone().unwrap_or_else(crate::default_state_dir));
+    let store = Arc::new(Store::open(state_dir.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?);
+    match &state_dir {
+        Some(dir) => tracing::info!(state_dir = %dir.display(), "state directory"),
+        None => {
+            tracing::info!("Kubernetes mode: the API server is the only source; no state directory is read")
+        }
+    }
 
     // Bind the admin port first: a second kgw on the same port fails here, before serving.
     let admin_listener = tokio::net::TcpListener::bind(args.admin_address)
@@ -272,11 +293,16 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
     {
         crate::webhook::serve(address, cert, key).await?;
     }
+    let mut cluster_synced = None;
     let status_writer = if args.kubernetes {
         let client = kube::Client::try_default()
             .await
             .context("cannot reach Kubernetes (set KUBECONFIG, or run in a cluster)")?;
-        store::kubernetes::watch_cluster(store.clone(), client.clone(), args.namespace.clone());
+        cluster_synced = Some(store::kubernetes::watch_cluster(
+            store.clone(),
+            client.clone(),
+            args.namespace.clone(),
+        ));
         let lease_namespace = args
             .namespace
             .clone()
@@ -331,6 +357,10 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
         upstream_idle_timeout: args.upstream_idle_timeout,
         tcp_user_timeout: !args.no_tcp_user_timeout,
         retry_on_reused_connection: !args.no_retry,
+        max_downstream_connections: args
+            .max_downstream_connections
+            .unwrap_or_else(|| fd_limit.connection_budget()),
+        connection_descriptor_budget: fd_limit.connection_budget(),
     };
     let data_plane = DataPlane::new(options, access_log);
     data_plane.spawn_maintenance();
@@ -384,6 +414,7 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
         data_plane: data_plane.clone(),
         served: served_rx,
         token: args.admin_token.clone(),
+        cluster_synced,
     });
     tokio::spawn(admin::serve(admin, admin_listener));
     tracing::info!(admin = %args.admin_address, elapsed = ?started.elapsed(), "ready");

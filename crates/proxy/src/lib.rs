@@ -5,6 +5,7 @@
 
 mod access_log;
 mod cluster;
+mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;
@@ -24,6 +25,7 @@ use snapshot::Snapshot;
 
 pub use access_log::AccessLog;
 pub use cluster::{ClusterRuntime, ConnectionInfo, EndpointInfo};
+pub use fd_limit::{FdLimit, raise_fd_limit};
 pub use stats::{ClusterManagerStats, ClusterStats, ListenerStats, Metric, MetricKind, Scope};
 
 /// Settings of the data plane that do not come from the Snapshot.
@@ -45,6 +47,12 @@ pub struct ProxyOptions {
     /// Send a request again, once, when a reused pooled connection fails before the response
     /// began and that is safe (the request was never written, or it is idempotent with no body).
     pub retry_on_reused_connection: bool,
+    /// Client connections beyond this many are accepted and closed at once (Envoy's
+    /// global_downstream_max_connections), counted in `downstream_global_cx_overflow`.
+    pub max_downstream_connections: u64,
+    /// Descriptors client and upstream connections may hold together (the fd limit less a
+    /// reserve for kgw's own files); near it, new client connections are refused the same way.
+    pub connection_descriptor_budget: u64,
 }
 
 impl Default for ProxyOptions {
@@ -56,6 +64,8 @@ impl Default for ProxyOptions {
             upstream_idle_timeout: Duration::from_secs(3600),
             tcp_user_timeout: true,
             retry_on_reused_connection: true,
+            max_downstream_connections: u64::MAX,
+            connection_descriptor_budget: u64::MAX,
         }
     }
 }

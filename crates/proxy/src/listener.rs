@@ -86,6 +86,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port: u16) {
+    // Set while connections are being refused, so the warning is logged once per episode.
+    let mut refusing = false;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(pair) => pair,
@@ -96,11 +98,30 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
                 continue;
             }
         };
+        if !dp.admits_connection() {
+            // As Envoy at its connection limit: accepted and closed at once, so the client sees
+            // a close now rather than waiting in the listen backlog.
+            stats::inc(&dp.downstream.downstream_global_cx_overflow);
+            if !refusing {
+                tracing::warn!(
+                    active = dp
+                        .downstream
+                        .downstream_cx_active
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    "refusing new client connections: at the connection limit (--max-downstream-connections, or the open files limit less its reserve)"
+                );
+                refusing = true;
+            }
+            drop(stream);
+            continue;
+        }
+        refusing = false;
         let _ = stream.set_nodelay(true);
+        // Counted here, before the next accept, so that a burst cannot overshoot the cap.
+        stats::inc(&dp.downstream.downstream_cx_total);
+        stats::inc(&dp.downstream.downstream_cx_active);
         let dp = dp.clone();
         tokio::spawn(async move {
-            stats::inc(&dp.downstream.downstream_cx_total);
-            stats::inc(&dp.downstream.downstream_cx_active);
             let mut downstream = Downstream {
                 stream,
                 buf: Vec::new(),

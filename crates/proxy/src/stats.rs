@@ -78,6 +78,8 @@ counters!(ClusterStats {
 counters!(ListenerStats {
     downstream_cx_total: Counter,
     downstream_cx_active: Gauge,
+    // Connections accepted and closed at once: the connection cap or the descriptor budget.
+    downstream_global_cx_overflow: Counter,
     downstream_rq_total: Counter,
     downstream_rq_2xx: Counter,
     downstream_rq_3xx: Counter,

@@ -23,11 +23,17 @@ pub async fn watch_files(store: Arc<Store>, roots: Vec<PathBuf>) -> Vec<String> 
     let errors = scan(&store, &roots, &mut seen);
     tokio::spawn(async move {
         let mut pending: BTreeMap<PathBuf, Seen> = BTreeMap::new();
+        let mut reported: Vec<String> = Vec::new();
         loop {
             tokio::time::sleep(POLL).await;
             // A file is read once its size and mtime have stayed the same for one interval,
             // so a file being written is not read half-way.
-            let current = list(&roots);
+            let (current, unreadable) = list(&roots);
+            // Each read error is logged when it starts, not on every poll.
+            for msg in unreadable.errors.iter().filter(|m| !reported.contains(m)) {
+                tracing::warn!("{msg}");
+            }
+            reported.clone_from(&unreadable.errors);
             let mut stable = Vec::new();
             for (path, meta) in &current {
                 let known = seen.get(path).map(|(s, _)| s);
@@ -41,9 +47,12 @@ pub async fn watch_files(store: Arc<Store>, roots: Vec<PathBuf>) -> Vec<String> 
                     pending.insert(path.clone(), meta.clone());
                 }
             }
+            // Only a path that was looked for and is definitely not there is removed: an error
+            // reading its directory or the file (EMFILE when descriptors run out, EIO, EACCES)
+            // says nothing about it, and its objects stay.
             let gone: Vec<PathBuf> = seen
                 .keys()
-                .filter(|p| !current.contains_key(*p))
+                .filter(|p| !current.contains_key(*p) && !unreadable.covers(p))
                 .cloned()
                 .collect();
             for path in gone {
@@ -67,7 +76,11 @@ fn scan(store: &Store, roots: &[PathBuf], seen: &mut BTreeMap<PathBuf, (Seen, St
             errors.push(format!("the path \"{}\" does not exist", root.display()));
         }
     }
-    for (path, meta) in list(roots) {
+    let (listed, unreadable) = list(roots);
+    for failure in &unreadable.errors {
+        errors.push(failure.clone());
+    }
+    for (path, meta) in listed {
         if let Some(e) = load_one(store, &path, meta, seen) {
             errors.push(e);
         }
@@ -117,12 +130,39 @@ fn load_one(
     }
 }
 
+/// The paths whose listing failed, so whose files cannot be said to be gone.
+#[derive(Default)]
+struct Unreadable {
+    /// Directories that could not be listed, and files whose metadata could not be read.
+    paths: Vec<PathBuf>,
+    errors: Vec<String>,
+}
+
+impl Unreadable {
+    fn add(&mut self, path: &Path, error: std::io::Error) {
+        self.paths.push(path.to_path_buf());
+        self.errors.push(format!(
+            "cannot read {}: {error}; keeping what it held",
+            path.display()
+        ));
+    }
+
+    /// Whether `path` is, or is directly in, a path that could not be read.
+    fn covers(&self, path: &Path) -> bool {
+        self.paths
+            .iter()
+            .any(|p| p == path || path.parent() == Some(p.as_path()))
+    }
+}
+
 /// The manifest files under the roots: files given directly, and `*.yaml|*.yml|*.json` in
-/// directories (not recursive, as `kubectl apply -f DIR`).
-fn list(roots: &[PathBuf]) -> BTreeMap<PathBuf, Seen> {
+/// directories (not recursive, as `kubectl apply -f DIR`). A path that does not exist is absent;
+/// one that cannot be read for another reason is in `Unreadable`.
+fn list(roots: &[PathBuf]) -> (BTreeMap<PathBuf, Seen>, Unreadable) {
     let mut out = BTreeMap::new();
-    let mut add = |path: PathBuf| {
-        if let Ok(m) = std::fs::metadata(&path) {
+    let mut unreadable = Unreadable::default();
+    let mut add = |path: PathBuf, unreadable: &mut Unreadable| match std::fs::metadata(&path) {
+        Ok(m) => {
             out.insert(
                 path,
                 Seen {
@@ -131,22 +171,45 @@ fn list(roots: &[PathBuf]) -> BTreeMap<PathBuf, Seen> {
                 },
             );
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => unreadable.add(&path, e),
     };
     for root in roots {
-        if root.is_dir() {
-            let Ok(entries) = std::fs::read_dir(root) else {
+        let is_dir = match std::fs::metadata(root) {
+            Ok(m) => m.is_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                unreadable.add(root, e);
                 continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-                if path.is_file() && matches!(ext, "yaml" | "yml" | "json") {
-                    add(path);
-                }
             }
-        } else {
-            add(root.clone());
+        };
+        if !is_dir {
+            add(root.clone(), &mut unreadable);
+            continue;
+        }
+        let entries = match std::fs::read_dir(root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                unreadable.add(root, e);
+                continue;
+            }
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    // A listing cut short is not a listing of what is there.
+                    unreadable.add(root, e);
+                    break;
+                }
+            };
+            let path = entry.path();
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if matches!(ext, "yaml" | "yml" | "json") && !path.is_dir() {
+                add(path, &mut unreadable);
+            }
         }
     }
-    out
+    (out, unreadable)
 }

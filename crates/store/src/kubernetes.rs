@@ -83,11 +83,47 @@ impl Classes {
     }
 }
 
+/// Counts the watches that have not listed their kind once yet; the last one to list it records
+/// the store generation that holds the whole cluster.
+struct FirstSync {
+    remaining: Mutex<usize>,
+    synced: tokio::sync::watch::Sender<Option<u64>>,
+}
+
+impl FirstSync {
+    /// Called by each watch after its first complete listing is in the store.
+    fn listed(&self, store: &Store) {
+        let mut remaining = self.remaining.lock().unwrap_or_else(|e| e.into_inner());
+        *remaining -= 1;
+        if *remaining == 0 {
+            let generation = *store.subscribe().borrow();
+            tracing::info!(generation, "first complete sync from the API server");
+            self.synced.send_replace(Some(generation));
+        }
+    }
+}
+
 /// Starts one watch per kind (cluster-wide, or in `namespace`). Watches that fail are retried
 /// with backoff; what the store holds keeps serving meanwhile.
-pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<String>) {
+///
+/// Returns the store generation that holds the first complete listing of every kind (None until
+/// then): a replica is ready once its data plane serves that generation, not before, or it would
+/// take traffic for listeners it has not bound yet.
+pub fn watch_cluster(
+    store: Arc<Store>,
+    client: kube::Client,
+    namespace: Option<String>,
+) -> tokio::sync::watch::Receiver<Option<u64>> {
     let classes = Arc::new(Mutex::new(Classes::default()));
+    let (synced, synced_rx) = tokio::sync::watch::channel(None);
+    let first_sync = Arc::new(FirstSync {
+        // One watch per kind, and the GatewayClasses.
+        remaining: Mutex::new(Kind::ALL.len() + 1),
+        synced,
+    });
     for kind in Kind::ALL {
+        let first_sync = first_sync.clone();
+        let mut listed_once = false;
         let store = store.clone();
         let classes = classes.clone();
         let client = client.clone();
@@ -131,6 +167,10 @@ pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<
                             c.publish(&store);
                         } else {
                             store.replace_cluster_kind_with_rejected(kind, objects, rejected);
+                        }
+                        if !listed_once {
+                            listed_once = true;
+                            first_sync.listed(&store);
                         }
                     }
                     Ok(Event::Apply(o)) => {
@@ -180,6 +220,7 @@ pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<
     // GatewayClasses: which class names are ours.
     let api: Api<DynamicObject> = Api::all_with(client, &gateway_class_resource());
     tokio::spawn(async move {
+        let mut listed_once = false;
         let mut stream = watcher::watcher(api, watcher::Config::default())
             .default_backoff()
             .boxed();
@@ -220,9 +261,16 @@ pub fn watch_cluster(store: Arc<Store>, client: kube::Client, namespace: Option<
                     .map(|(n, _)| n.clone())
                     .collect();
                 c.publish(&store);
+                drop(c);
+                if !listed_once {
+                    // The first change is the first listing's InitDone.
+                    listed_once = true;
+                    first_sync.listed(&store);
+                }
             }
         }
     });
+    synced_rx
 }
 
 /// The resource to watch for `kind`. API servers before 1.21 serve EndpointSlices only as

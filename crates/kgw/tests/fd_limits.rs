@@ -1,0 +1,228 @@
+//! Running out of file descriptors: idle clients beyond the open files limit are refused (closed
+//! at once) while kgw keeps descriptors for its own files, the admin API and upstream connects;
+//! an error reading the watched files never removes what they held.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A Gateway on `port` routing every request to the sample backend on `backend`.
+fn manifest(port: u16, backend: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: fd\nspec:\n  \
+         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: backend\n  namespace: fd\nspec:\n  ports:\n  - port: 80\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: backend-1\n  namespace: fd\n  labels:\n    \
+         kubernetes.io/service-name: backend\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\nports:\n- port: {backend}\n\
+         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: backend\n  namespace: fd\nspec:\n  \
+         parentRefs:\n  - name: gw\n  rules:\n  - backendRefs:\n    - name: backend\n      port: 80\n"
+    )
+}
+
+/// `kgw sample-backend` on a free port.
+fn backend(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let log = dir.join("backend.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(KGW)
+        .args(["sample-backend", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let proc = Proc { child, log };
+    wait_for("the sample backend", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    (proc, port)
+}
+
+/// `kgw run -f DIR` with the manifest, started through `prefix` (e.g. `prlimit --nofile=N:N`).
+fn start(dir: &Path, prefix: &[&str], extra: &[&str]) -> (Gateway, Proc) {
+    let (backend, backend_port) = backend(dir);
+    let port = free_port();
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("gw.yaml"), manifest(port, backend_port)).unwrap();
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let log = dir.join("kgw.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let (program, args) = match prefix {
+        [] => (KGW, Vec::new()),
+        [first, rest @ ..] => (*first, [rest, &[KGW]].concat()),
+    };
+    let started = Instant::now();
+    let child = Command::new(program)
+        .args(args)
+        .args(["run", "--admin-address", &admin.to_string(), "--state-dir"])
+        .arg(dir.join("state"))
+        .arg("-f")
+        .arg(&manifests)
+        .args(extra)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .env("KGW_LOG", "info,store=debug")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start kgw");
+    let mut proc = Proc { child, log };
+    let ready_after = wait_for("kgw /ready", Duration::from_secs(20), || {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!("kgw exited early ({status}):\n{}", proc.log_text());
+        }
+        (http(admin, "GET", "/ready", "").0 == 200).then(|| started.elapsed())
+    });
+    let gw = Gateway {
+        proc,
+        admin,
+        port,
+        state_dir: dir.join("state"),
+        started,
+        ready_after,
+        backend_port,
+    };
+    wait_for("the route to serve", Duration::from_secs(10), || {
+        (gw.curl("fd.example.com", "/get").0 == 200).then_some(())
+    });
+    (gw, backend)
+}
+
+fn idle_clients(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("idle client {i}: {e}")))
+        .collect()
+}
+
+/// Whether the gateway closed this connection (end of stream or reset), waiting at most `limit`.
+fn closed_by_gateway(mut s: &TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// `kgw get` of the manifest's kinds, less the AGE column.
+fn objects(gw: &Gateway) -> String {
+    ["gateways", "httproutes", "services"]
+        .iter()
+        .map(|kind| {
+            let out = gw.kgw(&["get", kind, "-A"], "");
+            assert!(out.status.success(), "kgw get {kind}: {}", stderr(&out));
+            stdout(&out)
+                .lines()
+                .map(|l| l.rsplit_once(' ').map_or(l, |(rest, _age)| rest).to_string() + "\n")
+                .collect::<String>()
+        })
+        .collect()
+}
+
+#[test]
+fn idle_clients_beyond_the_open_files_limit_are_refused_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    // 256 descriptors, soft and hard: kgw cannot raise it, and keeps 64 in reserve.
+    let (gw, _backend) = start(dir.path(), &["prlimit", "--nofile=256:256"], &[]);
+    let before = objects(&gw);
+    assert!(before.contains("gw") && before.contains("backend"), "{before}");
+
+    let clients = idle_clients(gw.port, 300);
+    // 256 - 64 in reserve = 192 connections, client and upstream (the pooled one from the
+    // request above); the others are closed at once.
+    let refused = wait_for(
+        "the clients beyond the limit to be refused",
+        Duration::from_secs(10),
+        || {
+            gw.stat("http.http.downstream_global_cx_overflow")
+                .filter(|n| *n >= 108)
+        },
+    );
+    let active = gw.stat("http.http.downstream_cx_active").unwrap();
+    assert_eq!(active + refused, 300, "{}", gw.proc.log_text());
+    assert!(active >= 190, "{active} clients accepted");
+    let closed = clients
+        .iter()
+        .rev()
+        .take(108)
+        .filter(|s| closed_by_gateway(s, Duration::from_secs(5)))
+        .count();
+    assert_eq!(
+        closed, 108,
+        "the refused clients see a close, not a hang in the backlog"
+    );
+
+    // The reserve: the admin API answers and the watched files are still read at the limit.
+    let manifests = dir.path().join("manifests");
+    let route = std::fs::read_to_string(manifests.join("gw.yaml")).unwrap();
+    std::fs::write(
+        manifests.join("gw.yaml"),
+        route.replace(
+            "- backendRefs:",
+            "- matches:\n    - path: {type: PathPrefix, value: /}\n    backendRefs:",
+        ),
+    )
+    .unwrap();
+    wait_for(
+        "the edited file to be loaded at the limit",
+        Duration::from_secs(10),
+        || {
+            let log = gw.proc.log_text();
+            (log.lines().filter(|l| l.contains(" loaded ")).count() >= 2).then_some(())
+        },
+    );
+    assert_eq!(objects(&gw), before);
+
+    drop(clients);
+    wait_for("the idle clients to be gone", Duration::from_secs(10), || {
+        (gw.stat("http.http.downstream_cx_active") == Some(0)).then_some(())
+    });
+    assert_eq!(gw.curl("fd.example.com", "/get").0, 200);
+    let log = gw.proc.log_text();
+    assert!(!log.contains("removed"), "{log}");
+    assert!(log.contains("refusing new client connections"), "{log}");
+}
+
+#[test]
+fn a_read_error_on_the_watched_directory_keeps_its_objects_and_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _backend) = start(dir.path(), &[], &[]);
+    let before = objects(&gw);
+    let clients = idle_clients(gw.port, 100);
+    wait_for("the idle clients to be accepted", Duration::from_secs(10), || {
+        (gw.stat("http.http.downstream_cx_active") == Some(100)).then_some(())
+    });
+    // Now descriptors run out under kgw: every open, listing the directory included, fails with
+    // EMFILE.
+    let out = Command::new("prlimit")
+        .args(["--pid", &gw.pid().to_string(), "--nofile=64:64"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "prlimit: {}", stderr(&out));
+    let seen = wait_for(
+        "kgw to poll the directory without descriptors",
+        Duration::from_secs(10),
+        || {
+            let log = gw.proc.log_text();
+            (log.contains("cannot read") || log.contains("removed")).then_some(log)
+        },
+    );
+    assert!(!seen.contains("removed"), "{seen}");
+
+    drop(clients);
+    wait_for("a new client to be served", Duration::from_secs(10), || {
+        (gw.curl("fd.example.com", "/get").0 == 200).then_some(())
+    });
+    assert_eq!(objects(&gw), before);
+    let log = gw.proc.log_text();
+    assert!(!log.contains("removed"), "{log}");
+}
