@@ -43,11 +43,12 @@ pub(crate) fn reconcile(dp: &Arc<DataPlane>, snapshot: &Snapshot) -> Vec<(Socket
         .iter()
         .flat_map(|l| l.bind_addresses())
         .collect();
+    let mut bound = dp.listeners.lock().unwrap_or_else(|e| e.into_inner());
     if dp.is_draining() {
-        // Closed for good: a Snapshot that arrives during the drain binds nothing.
+        // Closed for good: a Snapshot that arrives during the drain binds nothing. (Read under
+        // the lock: `drain` sets the flag, then empties the map under it.)
         return Vec::new();
     }
-    let mut bound = dp.listeners.lock().unwrap_or_else(|e| e.into_inner());
     bound.retain(|addr, _| want.contains(addr));
     let mut failed = Vec::new();
     for addr in want {
