@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// 408 (Envoy's stream_idle_timeout default).
     #[arg(long, default_value = "5m", value_parser = parse_positive_duration)]
     pub stream_idle_timeout: Duration,
+    /// Close a client connection that sends no request for this long after its last one
+    /// (Envoy's common_http_protocol_options.idle_timeout default).
+    #[arg(long, default_value = "1h", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
     /// On SIGTERM: stop accepting, let requests in flight finish for at most this long, then
     /// exit (Envoy's --drain-time-s default, 600 s). Keep it below the pod's
     /// terminationGracePeriodSeconds.
@@ -354,6 +358,7 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
         route_timeout: args.route_timeout,
         request_headers_timeout: args.request_headers_timeout,
         stream_idle_timeout: args.stream_idle_timeout,
+        idle_timeout: args.idle_timeout,
         upstream_idle_timeout: args.upstream_idle_timeout,
         tcp_user_timeout: !args.no_tcp_user_timeout,
         retry_on_reused_connection: !args.no_retry,

@@ -325,3 +325,39 @@ fn sigterm_drains_requests_in_flight_then_exits_0() {
         signalled.elapsed()
     );
 }
+
+/// The downstream idle timeout (`--idle-timeout`, 1 s here) counts from the end of the last
+/// request: a keep-alive connection used again before it is served, one that idles longer is
+/// closed, and a response that takes longer than it is not cut.
+#[test]
+fn the_idle_timeout_counts_from_the_end_of_the_last_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::quickstart(dir.path())
+        .arg("--idle-timeout")
+        .arg("1s")
+        .start();
+    let get = |s: &mut TcpStream, path: &str| {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: www.example.com\r\n\r\n").as_bytes())
+            .unwrap();
+        read_response(s).map(|r| r.status)
+    };
+
+    let mut s = connect(gw.port);
+    assert_eq!(get(&mut s, "/get"), Some(200));
+    // Idle time under the timeout is the point here, so it is slept.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(get(&mut s, "/get"), Some(200));
+    std::thread::sleep(Duration::from_millis(700));
+    // 1.4 s since the first request, 0.7 s since the last: still served; and a response that
+    // takes 1.5 s is not cut by the idle timeout.
+    let asked = Instant::now();
+    assert_eq!(get(&mut s, "/delay/1.5"), Some(200));
+    assert!(asked.elapsed() >= Duration::from_millis(1500));
+    let answered = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(4)), "the idle client is still connected");
+    let idled = answered.elapsed();
+    assert!(
+        idled >= Duration::from_millis(900) && idled < Duration::from_millis(2500),
+        "closed after {idled:?} idle"
+    );
+}

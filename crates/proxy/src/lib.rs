@@ -40,6 +40,9 @@ pub struct ProxyOptions {
     /// How long a request's body may stall (no byte from the client) while it is uploaded
     /// (Envoy's stream_idle_timeout and default).
     pub stream_idle_timeout: Duration,
+    /// How long a client connection may wait without a request, from the end of its last one
+    /// (Envoy's common_http_protocol_options.idle_timeout and default, 1 hour).
+    pub idle_timeout: Duration,
     /// How long an upstream connection may sit idle in its pool (Envoy's default: 1 hour).
     pub upstream_idle_timeout: Duration,
     /// Set TCP_USER_TIMEOUT with TCP keepalive (our addition).
@@ -61,6 +64,7 @@ impl Default for ProxyOptions {
             route_timeout: Duration::from_secs(15),
             request_headers_timeout: Duration::from_secs(60),
             stream_idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(3600),
             upstream_idle_timeout: Duration::from_secs(3600),
             tcp_user_timeout: true,
             retry_on_reused_connection: true,

@@ -142,9 +142,6 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
 const DRAIN_LIMIT: u64 = 64 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 
-/// How long a downstream connection may send nothing (no request, or a head left unfinished).
-const DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-
 /// Room for what the proxy adds to a head (x-forwarded-*, connection).
 const HEAD_EDITS: usize = 128;
 
@@ -237,10 +234,10 @@ impl Downstream {
         // store; the wheel re-files it only when its old slot comes due, and one that fired
         // (the route timer, some 15 s after a connection's last request) registers again.
         // The idle timer also bounds a request head once its first bytes are in: a connection
-        // waits for the next request for DOWNSTREAM_IDLE_TIMEOUT from the end of the last one
+        // waits for the next request for `idle_timeout` from the end of the last one
         // (Envoy's idle_timeout), then has `request_headers_timeout` to send the whole head
         // (nginx's client_header_timeout); a byte at a time no longer holds it for ever.
-        let idle = tokio::time::sleep(DOWNSTREAM_IDLE_TIMEOUT);
+        let idle = tokio::time::sleep(dp.options.idle_timeout);
         let route = tokio::time::sleep(dp.options.route_timeout);
         tokio::pin!(idle, route);
         let mut drain_started = dp.drain_started.subscribe();
@@ -273,7 +270,7 @@ impl Downstream {
                 } else if !idle_armed {
                     idle_armed = true;
                     idle.as_mut()
-                        .reset(tokio::time::Instant::now() + DOWNSTREAM_IDLE_TIMEOUT);
+                        .reset(tokio::time::Instant::now() + dp.options.idle_timeout);
                 }
                 let read = tokio::select! {
                     biased;
