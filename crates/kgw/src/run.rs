@@ -37,7 +37,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
     pub request_headers_timeout: Duration,
     /// How long a request body may stall (no byte from the client) before the request ends with
-    /// 408 (Envoy's stream_idle_timeout default).
+    /// 408, and a response may move no byte either way before both connections close (Envoy's
+    /// stream_idle_timeout default).
     #[arg(long, default_value = "5m", value_parser = parse_positive_duration)]
     pub stream_idle_timeout: Duration,
     /// Close a client connection that sends no request for this long after its last one

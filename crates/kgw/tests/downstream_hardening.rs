@@ -326,6 +326,152 @@ fn sigterm_drains_requests_in_flight_then_exits_0() {
     );
 }
 
+/// Routes every request on the Gateway listener `port` to the backend on `backend`.
+fn manifest_to(port: u16, backend: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: idle\nspec:\n  \
+         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: raw\n  namespace: idle\nspec:\n  ports:\n  - port: 80\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: raw-1\n  namespace: idle\n  labels:\n    \
+         kubernetes.io/service-name: raw\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\nports:\n- port: {backend}\n\
+         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: raw\n  namespace: idle\nspec:\n  \
+         parentRefs:\n  - name: gw\n  rules:\n  - backendRefs:\n    - name: raw\n      port: 80\n"
+    )
+}
+
+/// A backend that misbehaves mid-response, on a raw socket. `/stall`: a head announcing 100
+/// bytes, 10 of them, then nothing (the connection stays open). `/flood`: a head announcing
+/// 1 GiB, then body bytes as fast as the peer takes them. Each connection reports on `ended`
+/// when the gateway closed it (`/stall`: read end of stream; `/flood`: a write failed).
+fn misbehaving_backend(ended: std::sync::mpsc::Sender<(&'static str, Instant)>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let ended = ended.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                if head.starts_with("GET /stall ") {
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
+                    // Bounded: the test is over long before this.
+                    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    let mut rest = [0u8; 64];
+                    while let Ok(n) = conn.read(&mut rest) {
+                        if n == 0 {
+                            let _ = ended.send(("stall", Instant::now()));
+                            return;
+                        }
+                    }
+                } else if head.starts_with("GET /flood ") {
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n");
+                    conn.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+                    let chunk = vec![b'x'; 64 * 1024];
+                    for _ in 0..(1 << 14) {
+                        if let Err(e) = conn.write_all(&chunk) {
+                            if !matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) {
+                                let _ = ended.send(("flood", Instant::now()));
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The stream idle timeout (1 s here) covers the response too, as Envoy's does: an upstream
+/// that stalls mid-body, and a client that reads nothing of a large response, hold the
+/// connections for that long, not for ever. The stream is then reset: the client's connection
+/// and the upstream's are closed, the access log shows the request with `SI`, and
+/// `downstream_rq_idle_timeout` counts it.
+#[test]
+fn a_response_that_stalls_either_way_is_reset_after_the_stream_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ended, upstream_closed) = std::sync::mpsc::channel();
+    let backend = misbehaving_backend(ended);
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port)
+        .arg("--stream-idle-timeout")
+        .arg("1s")
+        .start();
+    let out = gw.kgw(&["apply", "-f", "-"], &manifest_to(port, backend));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The first /stall, once routed, is kept open (its client reads no more) and left to the
+    // gateway's timeout as well.
+    let _probe = wait_for("the route to the raw backend", Duration::from_secs(10), || {
+        let mut s = connect(port);
+        s.write_all(b"GET /stall HTTP/1.1\r\nhost: idle.example.com\r\n\r\n")
+            .ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).ok()?;
+        (&head == b"HTTP/1.1 200").then_some(s)
+    });
+    let first_stall = upstream_closed
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the gateway closes the stalled upstream connection");
+    assert_eq!(first_stall.0, "stall");
+
+    // An upstream that stalls after 10 of its 100 bytes.
+    let mut s = connect(port);
+    s.write_all(b"GET /stall HTTP/1.1\r\nhost: idle.example.com\r\n\r\n")
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"0123456789") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "{}", String::from_utf8_lossy(&seen));
+        seen.push(byte[0]);
+    }
+    let stalled = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(4)), "the client is still connected");
+    let took = stalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "closed after {took:?}"
+    );
+    let (what, at) = upstream_closed
+        .recv_timeout(Duration::from_secs(3))
+        .expect("the gateway closes the stalled upstream connection");
+    assert_eq!(what, "stall");
+    assert!(at.duration_since(stalled) < Duration::from_millis(2500));
+
+    // A client that sends its request and reads nothing of a 1 GiB response.
+    let mut lazy = connect(port);
+    lazy.write_all(b"GET /flood HTTP/1.1\r\nhost: idle.example.com\r\n\r\n")
+        .unwrap();
+    let asked = Instant::now();
+    let (what, at) = upstream_closed
+        .recv_timeout(Duration::from_secs(6))
+        .expect("the gateway gives up the response nobody reads");
+    assert_eq!(what, "flood");
+    let took = at.duration_since(asked);
+    assert!(took < Duration::from_secs(4), "gave up after {took:?}");
+    wait_for("no client connection left", Duration::from_secs(3), || {
+        (gw.stat("http.http.downstream_cx_active") == Some(0)).then_some(())
+    });
+
+    assert_eq!(gw.stat("http.http.downstream_rq_idle_timeout"), Some(3));
+    let log = wait_for("the SI lines in the access log", Duration::from_secs(5), || {
+        let log = gw.proc.log_text();
+        (log.matches("\" 200 SI ").count() == 3).then_some(log)
+    });
+    assert!(log.contains("\"GET /flood HTTP/1.1\" 200 SI "), "{log}");
+    drop(lazy);
+}
+
 /// The downstream idle timeout (`--idle-timeout`, 1 s here) counts from the end of the last
 /// request: a keep-alive connection used again before it is served, one that idles longer is
 /// closed, and a response that takes longer than it is not cut.

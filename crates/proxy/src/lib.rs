@@ -37,8 +37,8 @@ pub struct ProxyOptions {
     /// How long a client has to send a whole request head, from its first byte (nginx's
     /// client_header_timeout and default; Envoy's request_headers_timeout, off by default).
     pub request_headers_timeout: Duration,
-    /// How long a request's body may stall (no byte from the client) while it is uploaded
-    /// (Envoy's stream_idle_timeout and default).
+    /// How long a request may move no byte: its body from the client while it is uploaded, its
+    /// response either way once its head is in (Envoy's stream_idle_timeout and default).
     pub stream_idle_timeout: Duration,
     /// How long a client connection may wait without a request, from the end of its last one
     /// (Envoy's common_http_protocol_options.idle_timeout and default, 1 hour).

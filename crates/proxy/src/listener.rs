@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use snapshot::{RouteAction, Snapshot};
@@ -667,7 +668,9 @@ impl Downstream {
         };
         let (response, whole) = response;
         let draining = dp.is_draining();
-        Ok(self.forward_response(conn, response, whole, &x, draining).await)
+        Ok(self
+            .forward_response(dp, conn, response, whole, &x, draining, idle_timer)
+            .await)
     }
 
     /// A request with a body: the upload, bounded by the stream idle timeout (on the idle
@@ -699,6 +702,7 @@ impl Downstream {
                             idle_timer.as_mut().reset(due);
                             continue;
                         }
+                        stats::inc(&dp.downstream.downstream_rq_idle_timeout);
                         return Err(stream_timeout());
                     }
                 }
@@ -921,15 +925,21 @@ impl Downstream {
     }
 
     /// Sends the response head and body to the client, then pools the connection when the
-    /// exchange left it clean.
+    /// exchange left it clean. As Envoy's stream idle timeout: a response that moves no byte
+    /// either way (the upstream stalls, or the client reads nothing) for `stream_idle_timeout`
+    /// is reset: both connections close and the log says `SI`.
+    #[allow(clippy::too_many_arguments)]
     async fn forward_response(
         &mut self,
+        dp: &DataPlane,
         mut conn: Connection,
         head: ResponseHead,
         request_whole: bool,
         x: &Exchange<'_>,
         draining: bool,
+        idle_timer: Pin<&mut Sleep>,
     ) -> Outcome {
+        let mut stream_idle = StreamIdle::new(idle_timer, dp.options.stream_idle_timeout);
         // A request body not read to its end cannot be told from the client's next request.
         let close = !x.keep_alive || draining || head.framing == Framing::UntilClose || !request_whole;
         let mut out = Vec::with_capacity(head.len + HEAD_EDITS);
@@ -968,9 +978,15 @@ impl Downstream {
             }
             if !client_gone {
                 out.extend(conn.buf.drain(..take));
-                if !out.is_empty() && self.stream.write_all(&out).await.is_err() {
-                    client_gone = true;
-                    outcome.next = Next::Close;
+                if !out.is_empty() {
+                    match stream_idle.bound(self.stream.write_all(&out)).await {
+                        Some(Ok(())) => {}
+                        Some(Err(_)) => {
+                            client_gone = true;
+                            outcome.next = Next::Close;
+                        }
+                        None => return stream_idle.reset(dp, &mut conn, outcome),
+                    }
                 }
                 out.clear();
             } else {
@@ -1005,7 +1021,13 @@ impl Downstream {
                     }
                 }
             } else {
-                read_some(&mut conn.stream, &mut conn.buf).await
+                match stream_idle
+                    .bound(read_some(&mut conn.stream, &mut conn.buf))
+                    .await
+                {
+                    Some(r) => r,
+                    None => return stream_idle.reset(dp, &mut conn, outcome),
+                }
             };
             match read {
                 Ok(0) if head.framing == Framing::UntilClose => {
@@ -1065,8 +1087,8 @@ enum Failure {
     BadBody,
 }
 
-/// When the client last sent a byte of a body (a `Cell` cannot cross the awaits of a `Send`
-/// future; a relaxed atomic costs the same).
+/// When a stream last moved a byte: of an upload, or of a response (a `Cell` cannot cross the
+/// awaits of a `Send` future; a relaxed atomic costs the same).
 struct Progress {
     start: tokio::time::Instant,
     /// Milliseconds from `start`.
@@ -1088,6 +1110,65 @@ impl Progress {
 
     fn last(&self) -> tokio::time::Instant {
         self.start + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// The stream idle timeout over a response, on the connection's idle timer (which does not run
+/// during a request). Set on the response's first wait, not per response; then moved on to the
+/// last byte's time only when it comes due, not on every read or write.
+struct StreamIdle<'t> {
+    timer: Pin<&'t mut Sleep>,
+    limit: Duration,
+    /// The time of the last byte read from the upstream or written to the client.
+    progress: Progress,
+    armed: bool,
+}
+
+impl<'t> StreamIdle<'t> {
+    fn new(timer: Pin<&'t mut Sleep>, limit: Duration) -> StreamIdle<'t> {
+        StreamIdle {
+            timer,
+            limit,
+            progress: Progress::new(),
+            armed: false,
+        }
+    }
+
+    /// Runs `io` to its end; None if the stream idled `limit` first (`io` is then dropped).
+    async fn bound<T>(&mut self, io: impl Future<Output = T>) -> Option<T> {
+        let mut io = std::pin::pin!(io);
+        let ended = std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = io.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if !self.armed {
+                self.armed = true;
+                self.timer.as_mut().reset(self.progress.last() + self.limit);
+            }
+            while self.timer.as_mut().poll(cx).is_ready() {
+                let due = self.progress.last() + self.limit;
+                if due <= tokio::time::Instant::now() {
+                    return Poll::Ready(None);
+                }
+                self.timer.as_mut().reset(due);
+            }
+            Poll::Pending
+        })
+        .await;
+        if ended.is_some() {
+            self.progress.now();
+        }
+        ended
+    }
+
+    /// Ends a response that idled: the client's connection closes (its response is cut, as
+    /// Envoy resets the stream) and the upstream's is not reused.
+    fn reset(&self, dp: &DataPlane, conn: &mut Connection, mut outcome: Outcome) -> Outcome {
+        stats::inc(&dp.downstream.downstream_rq_idle_timeout);
+        conn.end = End::Local;
+        outcome.flag = "SI";
+        outcome.next = Next::Close;
+        outcome
     }
 }
 

@@ -81,6 +81,9 @@ counters!(ListenerStats {
     // Connections accepted and closed at once: the connection cap or the descriptor budget.
     downstream_global_cx_overflow: Counter,
     downstream_rq_total: Counter,
+    // Requests ended by the stream idle timeout (a stalled upload, or a response that moved
+    // no byte either way for that long).
+    downstream_rq_idle_timeout: Counter,
     downstream_rq_2xx: Counter,
     downstream_rq_3xx: Counter,
     downstream_rq_4xx: Counter,
