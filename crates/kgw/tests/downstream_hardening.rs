@@ -341,8 +341,9 @@ fn manifest_to(port: u16, backend: u16) -> String {
 
 /// A backend that misbehaves mid-response, on a raw socket. `/stall`: a head announcing 100
 /// bytes, 10 of them, then nothing (the connection stays open). `/flood`: a head announcing
-/// 1 GiB, then body bytes as fast as the peer takes them. Each connection reports on `ended`
-/// when the gateway closed it (`/stall`: read end of stream; `/flood`: a write failed).
+/// 1 GiB, then body bytes as fast as the peer takes them. `/silent`: no answer at all. Each
+/// connection reports on `ended` when the gateway closed it (`/stall` and `/silent`: read end
+/// of stream; `/flood`: a write failed).
 fn misbehaving_backend(ended: std::sync::mpsc::Sender<(&'static str, Instant)>) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -360,14 +361,18 @@ fn misbehaving_backend(ended: std::sync::mpsc::Sender<(&'static str, Instant)>) 
                     }
                 }
                 let head = String::from_utf8_lossy(&head).to_string();
-                if head.starts_with("GET /stall ") {
-                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
+                let stall = head.starts_with("GET /stall ");
+                if stall || head.starts_with("GET /silent ") {
+                    if stall {
+                        let _ = conn
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
+                    }
                     // Bounded: the test is over long before this.
                     conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                     let mut rest = [0u8; 64];
                     while let Ok(n) = conn.read(&mut rest) {
                         if n == 0 {
-                            let _ = ended.send(("stall", Instant::now()));
+                            let _ = ended.send((if stall { "stall" } else { "silent" }, Instant::now()));
                             return;
                         }
                     }
@@ -506,4 +511,51 @@ fn the_idle_timeout_counts_from_the_end_of_the_last_request() {
         idled >= Duration::from_millis(900) && idled < Duration::from_millis(2500),
         "closed after {idled:?} idle"
     );
+}
+
+/// An upstream that never answers: with a stream idle timeout (1 s) shorter than the route
+/// timeout (10 s), the request ends after the former, as Envoy ends it: 504 `SI`, counted in
+/// `downstream_rq_idle_timeout` (not `upstream_rq_timeout`), the upstream connection closed.
+#[test]
+fn a_silent_upstream_is_bounded_by_the_stream_idle_timeout_when_it_is_the_shorter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ended, upstream_closed) = std::sync::mpsc::channel();
+    let backend = misbehaving_backend(ended);
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port)
+        .arg("--route-timeout")
+        .arg("10s")
+        .arg("--stream-idle-timeout")
+        .arg("1s")
+        .start();
+    let out = gw.kgw(&["apply", "-f", "-"], &manifest_to(port, backend));
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("the route to the raw backend", Duration::from_secs(10), || {
+        (status_of(port, b"GET /ready HTTP/1.1\r\nhost: idle.example.com\r\n\r\n") != 404).then_some(())
+    });
+
+    let mut s = connect(port);
+    s.write_all(b"GET /silent HTTP/1.1\r\nhost: idle.example.com\r\n\r\n")
+        .unwrap();
+    let asked = Instant::now();
+    let answer = read_response(&mut s).expect("an answer to the request nobody answers");
+    let took = asked.elapsed();
+    assert_eq!(answer.status, 504, "{}{}", answer.head, answer.body);
+    assert_eq!(answer.body, "stream timeout");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+    let (what, _) = upstream_closed
+        .recv_timeout(Duration::from_secs(3))
+        .expect("the gateway closes the silent upstream connection");
+    assert_eq!(what, "silent");
+    assert_eq!(gw.stat("http.http.downstream_rq_idle_timeout"), Some(1));
+    assert_eq!(gw.stat("cluster.kube_idle_raw_80.upstream_rq_timeout"), Some(0));
+    wait_for("the SI line in the access log", Duration::from_secs(5), || {
+        gw.proc
+            .log_text()
+            .contains("\"GET /silent HTTP/1.1\" 504 SI ")
+            .then_some(())
+    });
 }

@@ -513,6 +513,9 @@ impl Downstream {
                         if reply.flag == "UT" {
                             stats::inc(&cluster.stats().upstream_rq_timeout);
                         }
+                        if reply.flag == "SI" {
+                            stats::inc(&dp.downstream.downstream_rq_idle_timeout);
+                        }
                         cluster.stats().count_status(reply.status);
                         self.local_reply_after_head(
                             head.framing,
@@ -598,8 +601,9 @@ impl Downstream {
         mut idle_timer: Pin<&mut Sleep>,
     ) -> Result<Outcome, LocalReply> {
         let now = tokio::time::Instant::now();
+        let (head_wait, head_timeout) = response_head_wait(dp);
         if x.framing == Framing::Empty {
-            route_timer.as_mut().reset(now + dp.options.route_timeout);
+            route_timer.as_mut().reset(now + head_wait);
         }
         let now = now.into_std();
         let mut conn = match x.cluster.take_idle(x.endpoint) {
@@ -616,7 +620,7 @@ impl Downstream {
                 tokio::select! {
                     biased;
                     r = self.send_request(&mut conn, &x) => Ok(r),
-                    () = route_timer.as_mut() => Err(timeout()),
+                    () = route_timer.as_mut() => Err(head_timeout()),
                 }
             } else {
                 self.send_with_body(dp, &mut conn, &x, route_timer.as_mut(), idle_timer.as_mut())
@@ -702,7 +706,6 @@ impl Downstream {
                             idle_timer.as_mut().reset(due);
                             continue;
                         }
-                        stats::inc(&dp.downstream.downstream_rq_idle_timeout);
                         return Err(stream_timeout());
                     }
                 }
@@ -712,13 +715,14 @@ impl Downstream {
             Ok(sent) => sent,
             Err(failure) => return Ok(Err(failure)),
         };
+        let (head_wait, head_timeout) = response_head_wait(dp);
         route_timer
             .as_mut()
-            .reset(tokio::time::Instant::now() + dp.options.route_timeout);
+            .reset(tokio::time::Instant::now() + head_wait);
         tokio::select! {
             biased;
             r = self.read_response_head(conn, x, sent) => Ok(r),
-            () = route_timer.as_mut() => Err(timeout()),
+            () = route_timer.as_mut() => Err(head_timeout()),
         }
     }
 
@@ -1210,6 +1214,27 @@ fn timeout() -> LocalReply {
         status: 504,
         flag: "UT",
         body: "upstream request timeout".into(),
+    }
+}
+
+/// How long a request waits for its response head, and the answer when that runs out: the
+/// route timeout, or the stream idle timeout when it is shorter (nothing moves on the stream
+/// while the upstream thinks; Envoy then answers 504 `SI`). One timer serves both.
+fn response_head_wait(dp: &DataPlane) -> (Duration, fn() -> LocalReply) {
+    let options = &dp.options;
+    if options.stream_idle_timeout < options.route_timeout {
+        (options.stream_idle_timeout, stream_timeout_after_request)
+    } else {
+        (options.route_timeout, timeout)
+    }
+}
+
+/// The upstream sent no response head within the stream idle timeout (Envoy: 504, flag SI).
+fn stream_timeout_after_request() -> LocalReply {
+    LocalReply {
+        status: 504,
+        flag: "SI",
+        body: "stream timeout".into(),
     }
 }
 
