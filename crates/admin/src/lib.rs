@@ -457,9 +457,9 @@ fn own_authority(authority: &str, local: SocketAddr, same_port: bool) -> bool {
     let host = host.to_ascii_lowercase();
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let host_ok = bare == "localhost"
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip == local.ip() || ip.to_canonical() == local.ip().to_canonical());
+        || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            ip.is_loopback() || ip == local.ip() || ip.to_canonical() == local.ip().to_canonical()
+        });
     port_ok && host_ok
 }
 

@@ -22,7 +22,8 @@ pub use k8s_openapi::api::core::v1::Service;
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 pub use objects::{
-    DecodeError, Document, Kind, ManifestError, Object, ObjectKey, decode_object, parse_documents, parse_manifests,
+    DecodeError, Document, Kind, ManifestError, Object, ObjectKey, decode_object, parse_documents,
+    parse_manifests,
 };
 pub mod yaml;
 pub use validate::unsupported;

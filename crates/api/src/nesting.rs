@@ -152,7 +152,11 @@ mod tests {
 
     #[test]
     fn deep_flow_is_found_on_its_line() {
-        let text = format!("a: b\n---\nc: d\nx: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let text = format!(
+            "a: b\n---\nc: d\nx: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
         assert_eq!(
             too_deep(&text),
             Some(TooDeep {

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use crate::backend_config_policy;
 use crate::error::FieldError;
 use crate::objects::Object;
-use crate::backend_config_policy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 const NOT_YET: &str = "not supported yet by kgateway-rs: remove the field (the data plane does not implement it, \
@@ -35,12 +35,20 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
             for (i, l) in g.spec.listeners.iter().enumerate() {
                 let at = format!("spec.listeners[{i}]");
                 if !is_section_name(&l.name) {
-                    errors.push(FieldError::invalid(format!("{at}.name"), &l.name, section_name_rule(&format!("{at}.name"))));
+                    errors.push(FieldError::invalid(
+                        format!("{at}.name"),
+                        &l.name,
+                        section_name_rule(&format!("{at}.name")),
+                    ));
                 }
                 if let Some(h) = &l.hostname
                     && !is_gateway_hostname(h)
                 {
-                    errors.push(FieldError::invalid(format!("{at}.hostname"), h, hostname_rule(&format!("{at}.hostname"))));
+                    errors.push(FieldError::invalid(
+                        format!("{at}.hostname"),
+                        h,
+                        hostname_rule(&format!("{at}.hostname")),
+                    ));
                 }
                 if !names.insert(l.name.as_str()) {
                     errors.push(FieldError::invalid(
@@ -182,7 +190,11 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
                     && !name.is_empty()
                     && !is_dns_label(name)
                 {
-                    errors.push(FieldError::invalid(format!("ports[{i}].name"), &name, DNS_LABEL_RULE));
+                    errors.push(FieldError::invalid(
+                        format!("ports[{i}].name"),
+                        &name,
+                        DNS_LABEL_RULE,
+                    ));
                 }
             }
             for (i, ep) in e.endpoints.iter().flatten().enumerate() {
@@ -375,7 +387,8 @@ const DNS_LABEL_RULE: &str = "a lowercase RFC 1123 label must consist of lower c
 fn is_label_body(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -394,7 +407,8 @@ fn is_dns1035_label(s: &str) -> bool {
 fn is_section_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -434,7 +448,8 @@ fn hostname_rule(path: &str) -> String {
 fn is_iana_service_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.bytes().any(|b| b.is_ascii_lowercase())
         && !s.contains("--")
         && !s.starts_with('-')

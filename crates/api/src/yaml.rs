@@ -92,9 +92,7 @@ fn string_text(s: &str) -> String {
 /// not one of YAML 1.1's words for booleans and null. Numbers, dates, times and `.inf` all
 /// start with a digit, a sign or a dot, so they are quoted.
 fn is_plainly_a_string(s: &str) -> bool {
-    const YAML_1_1_WORDS: &[&str] = &[
-        "y", "yes", "n", "no", "true", "false", "on", "off", "null",
-    ];
+    const YAML_1_1_WORDS: &[&str] = &["y", "yes", "n", "no", "true", "false", "on", "off", "null"];
     let Some(first) = s.chars().next() else {
         return false;
     };
@@ -112,13 +110,37 @@ mod tests {
     #[test]
     fn ambiguous_strings_are_quoted_and_read_back_as_strings() {
         let words = [
-            "on", "On", "yes", "Y", "n", "off", "NO", "null", "~", "1e3", "1_000", "=", "2001-01-01", "1:20", "+1",
-            ".inf", "", "-", "a: b", "#x", "multi\nline", "tab\there", "ünï",
+            "on",
+            "On",
+            "yes",
+            "Y",
+            "n",
+            "off",
+            "NO",
+            "null",
+            "~",
+            "1e3",
+            "1_000",
+            "=",
+            "2001-01-01",
+            "1:20",
+            "+1",
+            ".inf",
+            "",
+            "-",
+            "a: b",
+            "#x",
+            "multi\nline",
+            "tab\there",
+            "ünï",
         ];
         for word in words {
             let value = json!({"metadata": {"name": word, "labels": {word: word}}, "list": [word, [word]]});
             let text = to_string(&value);
-            assert!(!text.contains(&format!(": {word}\n")) || word.is_empty(), "{word:?} bare in:\n{text}");
+            assert!(
+                !text.contains(&format!(": {word}\n")) || word.is_empty(),
+                "{word:?} bare in:\n{text}"
+            );
             let back: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
             assert_eq!(back, value, "{text}");
         }

@@ -14,7 +14,17 @@ const JSON_SERVICE: &str = r#"{"apiVersion": "v1", "kind": "Service", "metadata"
 /// `curl -X POST --data-binary @- URL` with extra headers: status and body.
 fn curl_admin(method: &str, url: &str, headers: &[&str], body: &str) -> (u16, String) {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ]);
     for h in headers {
         cmd.arg("-H").arg(h);
     }
@@ -38,13 +48,21 @@ fn a_web_page_cannot_write_to_the_admin_api() {
     let (status, body) = curl_admin(
         "POST",
         &apply,
-        &["Content-Type: text/plain", "Origin: http://evil.example", "Host: evil.example"],
+        &[
+            "Content-Type: text/plain",
+            "Origin: http://evil.example",
+            "Host: evil.example",
+        ],
         SERVICE,
     );
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("Host") && body.contains("evil.example"), "{body}");
     // Each guard alone: a simple content type (or none), a foreign Host, a foreign Origin.
-    for content_type in ["Content-Type: text/plain", "Content-Type: application/x-www-form-urlencoded", "Content-Type:"] {
+    for content_type in [
+        "Content-Type: text/plain",
+        "Content-Type: application/x-www-form-urlencoded",
+        "Content-Type:",
+    ] {
         let (status, body) = curl_admin("POST", &apply, &[content_type], SERVICE);
         assert_eq!(status, 415, "{content_type}: {body}");
         assert!(body.contains("Content-Type application/yaml"), "{body}");
@@ -76,7 +94,12 @@ fn a_web_page_cannot_write_to_the_admin_api() {
         assert_eq!(status, 200, "{host}: {body}");
     }
     let own_origin = format!("Origin: http://127.0.0.1:{port}");
-    let (status, body) = curl_admin("POST", &apply, &["Content-Type: application/json", &own_origin], JSON_SERVICE);
+    let (status, body) = curl_admin(
+        "POST",
+        &apply,
+        &["Content-Type: application/json", &own_origin],
+        JSON_SERVICE,
+    );
     assert_eq!(status, 200, "{body}");
     // ... kgw apply and delete ...
     let out = gw.kgw(&["apply", "-f", "-"], &SERVICE.replace("csrf", "by-kgw"));
@@ -84,7 +107,12 @@ fn a_web_page_cannot_write_to_the_admin_api() {
     let out = gw.kgw(&["delete", "service", "by-kgw", "-n", "default"], "");
     assert!(out.status.success(), "{}", stderr(&out));
     // ... and Envoy's POST /config_dump from the README.
-    let (status, body) = curl_admin("POST", &format!("http://{}/config_dump?include_eds", gw.admin), &[], "");
+    let (status, body) = curl_admin(
+        "POST",
+        &format!("http://{}/config_dump?include_eds", gw.admin),
+        &[],
+        "",
+    );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("dynamic_active_clusters"));
 }
@@ -101,9 +129,15 @@ const NAMED_SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: N
 fn names_kubernetes_refuses_are_refused_at_apply_with_field_and_fix() {
     let dir = tempfile::tempdir().unwrap();
     let gw = GatewayBuilder::quickstart(dir.path()).start();
-    let good_gateway = GATEWAY.replace("LISTENER", "http").replace("HOST", "www.example.com");
-    let good_route = ROUTE.replace("SECTION", "http").replace("HOST", "www.example.com");
-    let good_slice = SLICE.replace("ADDRESSES", "[\"127.0.0.1\"]").replace("PORT", "http");
+    let good_gateway = GATEWAY
+        .replace("LISTENER", "http")
+        .replace("HOST", "www.example.com");
+    let good_route = ROUTE
+        .replace("SECTION", "http")
+        .replace("HOST", "www.example.com");
+    let good_slice = SLICE
+        .replace("ADDRESSES", "[\"127.0.0.1\"]")
+        .replace("PORT", "http");
     let good_service = NAMED_SERVICE.replace("NAME", "s").replace("PORT", "http");
     for good in [&good_gateway, &good_route, &good_slice, &good_service] {
         let out = gw.kgw(&["apply", "-f", "-"], good);
@@ -112,13 +146,17 @@ fn names_kubernetes_refuses_are_refused_at_apply_with_field_and_fix() {
     // (document, resource, field, words of the fix)
     let cases = [
         (
-            GATEWAY.replace("LISTENER", "http").replace("HOST", "Raw.E*xample.COM"),
+            GATEWAY
+                .replace("LISTENER", "http")
+                .replace("HOST", "Raw.E*xample.COM"),
             "Gateway \"default/g\" is invalid",
             "spec.listeners[0].hostname: Invalid value: \"Raw.E*xample.COM\"",
             "in lower case",
         ),
         (
-            GATEWAY.replace("LISTENER", "a..b").replace("HOST", "www.example.com"),
+            GATEWAY
+                .replace("LISTENER", "a..b")
+                .replace("HOST", "www.example.com"),
             "Gateway \"default/g\" is invalid",
             "spec.listeners[0].name: Invalid value: \"a..b\"",
             "e.g. http",
@@ -130,7 +168,9 @@ fn names_kubernetes_refuses_are_refused_at_apply_with_field_and_fix() {
             "e.g. www.example.com",
         ),
         (
-            ROUTE.replace("SECTION", "Http").replace("HOST", "www.example.com"),
+            ROUTE
+                .replace("SECTION", "Http")
+                .replace("HOST", "www.example.com"),
             "HTTPRoute \"default/r\" is invalid",
             "spec.parentRefs[0].sectionName: Invalid value: \"Http\"",
             "lower case",
@@ -142,7 +182,9 @@ fn names_kubernetes_refuses_are_refused_at_apply_with_field_and_fix() {
             "rename the Service",
         ),
         (
-            NAMED_SERVICE.replace("NAME", "\"bad\\u0007name\"").replace("PORT", "http"),
+            NAMED_SERVICE
+                .replace("NAME", "\"bad\\u0007name\"")
+                .replace("PORT", "http"),
             "Service \"default/bad\u{7}name\" is invalid",
             "metadata.name: Invalid value: \"bad\\u0007name\"",
             "rename the Service",
@@ -160,7 +202,9 @@ fn names_kubernetes_refuses_are_refused_at_apply_with_field_and_fix() {
             "list the endpoint's IP",
         ),
         (
-            SLICE.replace("ADDRESSES", "[\"127.0.0.1\"]").replace("PORT", "HTTP_1"),
+            SLICE
+                .replace("ADDRESSES", "[\"127.0.0.1\"]")
+                .replace("PORT", "HTTP_1"),
             "EndpointSlice \"default/s-1\" is invalid",
             "ports[0].name: Invalid value: \"HTTP_1\"",
             "rename it",

@@ -84,15 +84,19 @@ fn deeply_nested_yaml_is_refused_at_once_and_traffic_never_waits() {
     );
 
     // Block nesting is counted too, and a valid manifest still applies.
-    let mut deep_blocks = String::from("apiVersion: v1\nkind: Service\nmetadata:\n  name: deep\n  annotations:\n");
+    let mut deep_blocks =
+        String::from("apiVersion: v1\nkind: Service\nmetadata:\n  name: deep\n  annotations:\n");
     for level in 0..80 {
         deep_blocks.push_str(&" ".repeat(4 + 2 * level));
         deep_blocks.push_str("k:\n");
     }
     let out = gw.kgw(&["apply", "-f", "-"], &deep_blocks);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("nests deeper than 64 levels at line 68"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nests deeper than 64 levels at line 68"),
+        "{}",
+        stderr(&out)
+    );
     let out = gw.kgw(&["apply", "-f", "-"], GUIDE_POLICY);
     assert!(out.status.success(), "{}", stderr(&out));
 }
-

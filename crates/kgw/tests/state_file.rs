@@ -29,9 +29,11 @@ fn run_expecting_exit(dir: &Path) -> (bool, String) {
         .spawn()
         .expect("start kgw");
     let mut proc = Proc { child, log };
-    let status = wait_for("kgw to refuse the state and exit", Duration::from_secs(10), || {
-        proc.child.try_wait().unwrap()
-    });
+    let status = wait_for(
+        "kgw to refuse the state and exit",
+        Duration::from_secs(10),
+        || proc.child.try_wait().unwrap(),
+    );
     (status.success(), proc.log_text())
 }
 
@@ -64,19 +66,28 @@ fn a_truncated_state_file_is_refused_and_kept() {
     let (ok, log) = run_expecting_exit(dir.path());
     assert!(!ok, "kgw started on a cut state file:\n{log}");
     assert!(
-        log.contains(&format!("the saved state {} is damaged", state.display())) && log.contains("ends early"),
+        log.contains(&format!("the saved state {} is damaged", state.display()))
+            && log.contains("ends early"),
         "names the file and what is wrong:\n{log}"
     );
     assert!(log.contains("move it away"), "says the fix:\n{log}");
     let kept = copies(dir.path(), "damaged");
     assert_eq!(kept.len(), 1, "one copy is kept: {kept:?}");
     assert!(log.contains(&kept[0]), "names the copy:\n{log}");
-    assert_eq!(std::fs::read_to_string(&state).unwrap(), cut, "the file itself is left alone");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        cut,
+        "the file itself is left alone"
+    );
 }
 
 #[test]
 fn a_garbage_state_file_is_refused_as_damaged() {
-    for garbage in [&[0xff_u8, 0xfe, 0x00, 0x12, 0x80][..], b"\x1b[31mnot yaml: [\n", b"just some words\n"] {
+    for garbage in [
+        &[0xff_u8, 0xfe, 0x00, 0x12, 0x80][..],
+        b"\x1b[31mnot yaml: [\n",
+        b"just some words\n",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("state")).unwrap();
         std::fs::write(dir.path().join("state/applied.yaml"), garbage).unwrap();
@@ -98,7 +109,10 @@ fn one_bad_object_is_reported_and_the_others_serve() {
     let gw = GatewayBuilder::run(dir.path(), free_port()).start();
     let out = gw.kgw(&["get", "services", "-n", "sd"], "");
     let listed = stdout(&out);
-    assert!(listed.contains("c1") && listed.contains("c3") && !listed.contains("2nd"), "{listed}");
+    assert!(
+        listed.contains("c1") && listed.contains("c3") && !listed.contains("2nd"),
+        "{listed}"
+    );
     let log = gw.proc.log_text();
     assert!(
         log.contains("holds 1 object(s) kgw refuses")
@@ -133,7 +147,11 @@ fn names_yaml_1_1_reads_as_other_types_are_written_quoted() {
                 c.wait_with_output()
             })
             .expect("python3 with PyYAML (a YAML 1.1 reader)");
-        let last = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l != &"null").last().unwrap_or("").to_string();
+        let last = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rfind(|l| l != &"null")
+            .unwrap_or("")
+            .to_string();
         serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"))
     };
     let check = |v: &serde_json::Value, what: &str| {

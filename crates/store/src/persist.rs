@@ -67,7 +67,10 @@ pub(crate) fn load(dir: &Path) -> Result<Loaded, StoreError> {
             // Without a checksum, a document that is not even an object means the file is
             // not one kgw wrote (garbage, or another file in its place).
             Err(api::DecodeError::Other(e)) if !verified => {
-                return Err(damaged(&path, &format!("the document at line {} is not an object: {e}", document.line)));
+                return Err(damaged(
+                    &path,
+                    &format!("the document at line {} is not an object: {e}", document.line),
+                ));
             }
             Err(e) => refused.push(format!("document at line {}: {e}", document.line)),
         }
@@ -206,8 +209,14 @@ mod tests {
     fn a_saved_file_loads_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let text = saved(dir.path());
-        assert!(text.starts_with(HEADER) && text.contains("objects=2 sha256="), "{text}");
-        assert!(text.contains("name: \"yes\"") && text.contains("namespace: \"on\""), "{text}");
+        assert!(
+            text.starts_with(HEADER) && text.contains("objects=2 sha256="),
+            "{text}"
+        );
+        assert!(
+            text.contains("name: \"yes\"") && text.contains("namespace: \"on\""),
+            "{text}"
+        );
         let loaded = load(dir.path()).unwrap().objects;
         assert_eq!(loaded.len(), 2);
         assert_eq!(loaded[1].key().name, "yes");
