@@ -68,6 +68,15 @@ pub(crate) struct RequestFields {
     split: usize,
 }
 
+impl RequestFields {
+    /// The same fields for a request that began `by` before they were captured (a head that
+    /// took that long to refuse).
+    pub(crate) fn began_earlier(mut self, by: Duration) -> RequestFields {
+        self.start = self.start.saturating_sub(by);
+        self
+    }
+}
+
 /// One request's line: its captured fields and how it ended.
 pub(crate) struct Entry<'a> {
     pub request: RequestFields,

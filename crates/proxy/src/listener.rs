@@ -314,22 +314,13 @@ impl Downstream {
     /// it; the connection then closes. `waited`: how long the head took, for the log.
     async fn refuse_head(&mut self, dp: &DataPlane, status: u16, reason: &str, waited: Duration) {
         dp.downstream.count_status(status);
-        if dp.access_log.is_enabled() {
-            // What the head says is not to be trusted (or not all there): the log shows dashes
-            // for it, as Envoy's does for a request it could not decode.
-            dp.access_log.log(&Entry {
-                start: jiff::Timestamp::now()
-                    .checked_sub(waited)
-                    .unwrap_or_else(|_| jiff::Timestamp::now()),
-                method: "-",
-                path: "-",
-                protocol: "-",
+        // What the head says is not to be trusted (or not all there): the log shows dashes for
+        // it, as Envoy's does for a request it could not decode.
+        if let Some(request) = dp.access_log.capture(b"-", b"-", "-", None, None, b"") {
+            dp.access_log.log(Entry {
+                request: request.began_earlier(waited),
                 status,
                 flags: if status == 408 { "" } else { "DPE" },
-                duration_ms: waited.as_millis(),
-                forwarded_for: "",
-                user_agent: "",
-                authority: "",
                 upstream: None,
                 cluster: "",
             });
