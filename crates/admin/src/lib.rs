@@ -20,8 +20,12 @@ use proxy::DataPlane;
 use store::{Store, StoreError};
 use tokio::sync::watch;
 
-/// Largest manifest `kgw apply` may send.
-const MAX_BODY: usize = 16 << 20;
+/// Largest manifest one `kgw apply` may send. Applying costs memory in proportion to the text
+/// (the parsed objects, the old and new state, the rendered state file: about 10 bytes per byte
+/// at the peak), so this bounds one apply's cost; 8 MiB still takes thousands of objects (a
+/// 7.6 MB file of 97 Services with 1,000-endpoint EndpointSlices, or 18,000 small pairs).
+/// kubectl sends one object per request (the API server takes 3 MiB); kgw sends one file.
+const MAX_BODY: usize = 8 << 20;
 
 pub struct Admin {
     pub store: Arc<Store>,
@@ -195,7 +199,11 @@ impl Admin {
                     Err(e) => {
                         return text(
                             StatusCode::PAYLOAD_TOO_LARGE,
-                            format!("cannot read the manifest: {e}"),
+                            format!(
+                                "error: cannot read {origin}: {e} (a manifest may hold at most {} MiB): \
+                                 split it into several files and apply each",
+                                MAX_BODY >> 20
+                            ),
                         );
                     }
                 };

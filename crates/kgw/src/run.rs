@@ -368,6 +368,8 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
             .unwrap_or_else(|| fd_limit.connection_budget()),
         connection_descriptor_budget: fd_limit.connection_budget(),
     };
+    // Kept to write out the access log's last lines at exit.
+    let access_log_at_exit = access_log.clone();
     let data_plane = DataPlane::new(options, access_log);
     data_plane.spawn_maintenance();
     let (served_tx, served_rx) = watch::channel(0u64);
@@ -433,6 +435,8 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
         () = shutdown_signal() => false,
     };
     tracing::info!(drained, "shutting down");
+    // Last, once no request is logged any more: the lines still buffered (up to 1 s of them).
+    access_log_at_exit.flush();
     Ok(())
 }
 

@@ -364,8 +364,7 @@ fn misbehaving_backend(ended: std::sync::mpsc::Sender<(&'static str, Instant)>) 
                 let stall = head.starts_with("GET /stall ");
                 if stall || head.starts_with("GET /silent ") {
                     if stall {
-                        let _ = conn
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
                     }
                     // Bounded: the test is over long before this.
                     conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -437,11 +436,19 @@ fn a_response_that_stalls_either_way_is_reset_after_the_stream_idle_timeout() {
     let mut seen = Vec::new();
     let mut byte = [0u8; 1];
     while !seen.ends_with(b"0123456789") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "{}", String::from_utf8_lossy(&seen));
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&seen)
+        );
         seen.push(byte[0]);
     }
     let stalled = Instant::now();
-    assert!(closed_within(&mut s, Duration::from_secs(4)), "the client is still connected");
+    assert!(
+        closed_within(&mut s, Duration::from_secs(4)),
+        "the client is still connected"
+    );
     let took = stalled.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
@@ -505,7 +512,10 @@ fn the_idle_timeout_counts_from_the_end_of_the_last_request() {
     assert_eq!(get(&mut s, "/delay/1.5"), Some(200));
     assert!(asked.elapsed() >= Duration::from_millis(1500));
     let answered = Instant::now();
-    assert!(closed_within(&mut s, Duration::from_secs(4)), "the idle client is still connected");
+    assert!(
+        closed_within(&mut s, Duration::from_secs(4)),
+        "the idle client is still connected"
+    );
     let idled = answered.elapsed();
     assert!(
         idled >= Duration::from_millis(900) && idled < Duration::from_millis(2500),

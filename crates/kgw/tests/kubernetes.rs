@@ -1027,3 +1027,61 @@ fn scale_2000_services_2000_routes_500_policies() {
         "a change reached the dump after {p99:?}"
     );
 }
+
+/// Issue 13: in Kubernetes mode the API server is the only source, and `/ready` means served.
+/// A state directory left by `kgw quickstart` (its Gateway `http` on another port) is not read,
+/// and a request sent the moment `/ready` says LIVE reaches the cluster's listener.
+#[test]
+fn ready_means_the_cluster_is_served_and_a_leftover_state_directory_changes_nothing() {
+    let Some(api) = ApiServer::start() else { return };
+    let crds = Command::new(KGW).arg("crds").output().unwrap();
+    assert!(crds.status.success(), "{}", String::from_utf8_lossy(&crds.stderr));
+    api.apply(&String::from_utf8_lossy(&crds.stdout));
+    wait_for("the CRDs to be established", Duration::from_secs(30), || {
+        api.kubectl(&["get", "backendconfigpolicies", "-A"], "")
+            .status
+            .success()
+            .then_some(())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // The quickstart leaves Gateway kgateway-system/http (on its own port) in the state dir.
+    let quickstart = GatewayBuilder::quickstart(dir.path()).start();
+    let leftover_port = quickstart.port;
+    let backend_port = quickstart.backend_port;
+    drop(quickstart);
+    let backend = Proc {
+        child: Command::new(KGW)
+            .args(["sample-backend", "--listen", &format!("127.0.0.1:{backend_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        log: PathBuf::new(),
+    };
+    let port = free_port();
+    let served = api.kubectl(&["api-versions"], "");
+    let slice_version = if String::from_utf8_lossy(&served.stdout)
+        .lines()
+        .any(|l| l == "discovery.k8s.io/v1")
+    {
+        "v1"
+    } else {
+        "v1beta1"
+    };
+    api.apply(&sample_app(port, backend_port, slice_version));
+    wait_for("the sample backend", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", backend_port)).ok()
+    });
+
+    // `replica` returns as soon as /ready says LIVE: the request goes out right then.
+    let gw = replica(&api, dir.path(), port);
+    let (status, body) = gw.curl("www.example.com", "/headers");
+    assert_eq!(status, 200, "right after /ready: {body}\n{}", gw.proc.log_text());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", leftover_port)).is_err(),
+        "the state directory's Gateway (port {leftover_port}) is served"
+    );
+    let out = gw.kgw(&["get", "gateways", "-A"], "");
+    assert!(stdout(&out).contains("kgateway-system"), "{}", stdout(&out));
+    drop(backend);
+}

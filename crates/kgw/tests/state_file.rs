@@ -149,8 +149,7 @@ fn names_yaml_1_1_reads_as_other_types_are_written_quoted() {
             .expect("python3 with PyYAML (a YAML 1.1 reader)");
         let last = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l != &"null")
-            .last()
+            .rfind(|l| l != &"null")
             .unwrap_or("")
             .to_string();
         serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"))

@@ -9,8 +9,12 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+<<<<<<< HEAD
 use std::task::Poll;
 use std::time::{Duration, Instant};
+=======
+use std::time::Duration;
+>>>>>>> main
 
 use snapshot::{RouteAction, Snapshot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -312,22 +316,13 @@ impl Downstream {
     /// it; the connection then closes. `waited`: how long the head took, for the log.
     async fn refuse_head(&mut self, dp: &DataPlane, status: u16, reason: &str, waited: Duration) {
         dp.downstream.count_status(status);
-        if dp.access_log.is_enabled() {
-            // What the head says is not to be trusted (or not all there): the log shows dashes
-            // for it, as Envoy's does for a request it could not decode.
-            dp.access_log.log(&Entry {
-                start: jiff::Timestamp::now()
-                    .checked_sub(waited)
-                    .unwrap_or_else(|_| jiff::Timestamp::now()),
-                method: "-",
-                path: "-",
-                protocol: "-",
+        // What the head says is not to be trusted (or not all there): the log shows dashes for
+        // it, as Envoy's does for a request it could not decode.
+        if let Some(request) = dp.access_log.capture(b"-", b"-", "-", None, None, b"") {
+            dp.access_log.log(Entry {
+                request: request.began_earlier(waited),
                 status,
                 flags: if status == 408 { "" } else { "DPE" },
-                duration_ms: waited.as_millis(),
-                forwarded_for: "",
-                user_agent: "",
-                authority: "",
                 upstream: None,
                 cluster: "",
             });
@@ -383,26 +378,17 @@ impl Downstream {
                 .map(|h| &buf[h.value.clone()])
         };
         let method = text(&head.method);
-        let logged = dp.access_log.is_enabled().then(|| {
-            let value = |name: &str| {
-                header(name)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
-            };
-            Logged {
-                started: Instant::now(),
-                start: jiff::Timestamp::now(),
-                method: method.to_string(),
-                path: path_and_query.to_string(),
-                protocol: match head.version {
-                    h1::Version::Http10 => "HTTP/1.0",
-                    h1::Version::Http11 => "HTTP/1.1",
-                },
-                forwarded_for: value("x-forwarded-for"),
-                user_agent: value("user-agent"),
-                authority: host.to_string(),
-            }
-        });
+        let logged = dp.access_log.capture(
+            method.as_bytes(),
+            path_and_query.as_bytes(),
+            match head.version {
+                h1::Version::Http10 => "HTTP/1.0",
+                h1::Version::Http11 => "HTTP/1.1",
+            },
+            header("x-forwarded-for"),
+            header("user-agent"),
+            host.as_bytes(),
+        );
         let view = RequestView {
             method,
             path,
@@ -529,18 +515,11 @@ impl Downstream {
             }
         };
         dp.downstream.count_status(outcome.status);
-        if let Some(l) = logged {
-            dp.access_log.log(&Entry {
-                start: l.start,
-                method: &l.method,
-                path: &l.path,
-                protocol: l.protocol,
+        if let Some(request) = logged {
+            dp.access_log.log(Entry {
+                request,
                 status: outcome.status,
                 flags: outcome.flag,
-                duration_ms: l.started.elapsed().as_millis(),
-                forwarded_for: &l.forwarded_for,
-                user_agent: &l.user_agent,
-                authority: &l.authority,
                 upstream: outcome.upstream,
                 cluster: &cluster_name,
             });
@@ -1182,18 +1161,6 @@ struct BodySent {
     whole: bool,
     /// Writing failed; the failure counts if no response is read either.
     write_failed: Option<Failure>,
-}
-
-/// Request fields the access log needs, copied before the request moves upstream.
-struct Logged {
-    started: Instant,
-    start: jiff::Timestamp,
-    method: String,
-    path: String,
-    protocol: &'static str,
-    forwarded_for: String,
-    user_agent: String,
-    authority: String,
 }
 
 /// `peer`'s IP as x-forwarded-for carries it (IPv4-mapped IPv6 addresses shown as IPv4).

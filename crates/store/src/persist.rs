@@ -117,11 +117,7 @@ fn verify(text: &str) -> Result<&str, String> {
 }
 
 fn checksum(text: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref())
 }
 
 /// Refuses to start on a damaged state file, keeping a copy of it. Starting without the file
@@ -157,10 +153,10 @@ pub(crate) fn save(
         source,
     };
     fs::create_dir_all(dir).map_err(err)?;
-    let text = render(objects.values().map(|o| &**o));
     let tmp = dir.join(format!(".{FILE}.tmp"));
-    let mut file = fs::File::create(&tmp).map_err(err)?;
-    file.write_all(text.as_bytes()).map_err(err)?;
+    let mut file = std::io::BufWriter::new(fs::File::create(&tmp).map_err(err)?);
+    write_state(&mut file, objects.values().map(|o| &**o)).map_err(err)?;
+    let file = file.into_inner().map_err(|e| err(e.into_error()))?;
     file.sync_all().map_err(err)?;
     drop(file);
     fs::rename(&tmp, dir.join(FILE)).map_err(err)?;
@@ -168,18 +164,28 @@ pub(crate) fn save(
     Ok(())
 }
 
-/// The file's text: header, one document per object, trailer.
-fn render<'a>(objects: impl Iterator<Item = &'a Object>) -> String {
-    let mut text = String::from(HEADER);
+/// Writes the file: header, one document per object, trailer. Object by object, never the
+/// whole text in one buffer: a buffer of megabytes freed after each save leaves the allocator
+/// holding memory the gateway never gets back.
+fn write_state<'a>(out: &mut impl Write, objects: impl Iterator<Item = &'a Object>) -> std::io::Result<()> {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut emit = |text: &str| -> std::io::Result<()> {
+        digest.update(text.as_bytes());
+        out.write_all(text.as_bytes())
+    };
+    emit(HEADER)?;
     let mut count = 0;
     for object in objects {
-        text.push_str("---\n");
-        text.push_str(&api::yaml::to_string(&object.to_value()));
+        emit("---\n")?;
+        emit(&api::yaml::to_string(&object.to_value()))?;
         count += 1;
     }
-    let sum = checksum(&text);
-    text.push_str(&format!("{TRAILER}{count} sha256={sum}\n"));
-    text
+    let sum = hex(digest.finish().as_ref());
+    out.write_all(format!("{TRAILER}{count} sha256={sum}\n").as_bytes())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
