@@ -9,12 +9,8 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-<<<<<<< HEAD
 use std::task::Poll;
-use std::time::{Duration, Instant};
-=======
 use std::time::Duration;
->>>>>>> main
 
 use snapshot::{RouteAction, Snapshot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
