@@ -324,6 +324,15 @@ impl Admin {
     /// Writes come from loopback, or carry the configured token; and never from a web page
     /// (see `check_browser`).
     fn check_writer(&self, caller: Caller, req: &Request<Incoming>) -> Option<Reply> {
+        if self.cluster_synced.is_some() {
+            // Kubernetes mode: the API server is the only source. An object applied here would
+            // shadow the cluster's until a restart, and no other replica would see it.
+            return Some(text(
+                StatusCode::CONFLICT,
+                "error: this gateway runs in Kubernetes mode (kgw run --kubernetes), where the API \
+                 server is its only source: use kubectl apply or kubectl delete",
+            ));
+        }
         let peer = caller.peer;
         let bearer = req
             .headers()

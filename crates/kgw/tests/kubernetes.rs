@@ -1083,5 +1083,16 @@ fn ready_means_the_cluster_is_served_and_a_leftover_state_directory_changes_noth
     );
     let out = gw.kgw(&["get", "gateways", "-A"], "");
     assert!(stdout(&out).contains("kgateway-system"), "{}", stdout(&out));
+    // Nor can `kgw apply` add a source beside the API server.
+    let out = gw.kgw(
+        &["apply", "-f", "-"],
+        &sample_app(free_port(), backend_port, slice_version),
+    );
+    assert!(!out.status.success(), "kgw apply was accepted in Kubernetes mode");
+    assert!(
+        stderr(&out).contains("Kubernetes mode") && stderr(&out).contains("kubectl apply"),
+        "{}",
+        stderr(&out)
+    );
     drop(backend);
 }
