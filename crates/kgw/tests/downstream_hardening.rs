@@ -174,6 +174,28 @@ fn a_slow_upload_is_bounded_by_the_stream_idle_timeout_not_the_route_timeout() {
     assert!(closed_within(&mut s, Duration::from_secs(2)));
 }
 
+/// The issue's own case, with kgw's defaults: a POST of 20 bytes at 1 byte/s (20 s) to a
+/// healthy backend, against the default 15 s route timeout, is answered 200. Before, it got a 504
+/// after 15 s: the route timeout counted the upload.
+#[test]
+fn a_20_second_upload_at_one_byte_per_second_succeeds_with_the_default_route_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::quickstart(dir.path()).start();
+    let mut s = connect(gw.port);
+    s.write_all(b"POST /anything HTTP/1.1\r\nhost: www.example.com\r\ncontent-length: 20\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    for b in b"abcdefghijklmnopqrst" {
+        std::thread::sleep(Duration::from_secs(1));
+        s.write_all(&[*b]).unwrap();
+    }
+    let answer = read_response(&mut s).expect("an answer to the 20 s upload");
+    assert!(started.elapsed() >= Duration::from_secs(20));
+    assert_eq!(answer.status, 200, "{}{}", answer.head, answer.body);
+    let echo: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(echo["data"], "abcdefghijklmnopqrst");
+}
+
 /// RFC 9112 cases, answered as nginx answers them: Host required once in HTTP/1.1 (HTTP/1.0
 /// may leave it out: routed, here to no route), an absolute-form target names the host and
 /// goes upstream in origin form, transfer codings other than exactly `chunked` refused (501,
