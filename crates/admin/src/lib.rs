@@ -213,9 +213,9 @@ impl Admin {
                         format!("error: {origin} is not UTF-8 text"),
                     );
                 };
-                // Parsing and validating take CPU in proportion to the manifest: done on a
-                // blocking thread, one apply at a time, so the workers that carry traffic never
-                // parse and concurrent applies cannot take every core.
+                // Parsing and validating take CPU in proportion to the manifest: done on the
+                // control-plane thread, one apply at a time, so the workers that carry traffic
+                // never parse and concurrent applies cannot take every core.
                 let store = self.store.clone();
                 let outcome = control_plane_work(move || {
                     let outcome = store.apply(&manifest, &origin);
@@ -373,19 +373,51 @@ struct Caller {
     local: SocketAddr,
 }
 
-/// One control-plane job at a time (apply, delete): parsing a large manifest takes a core for a
-/// while, and two at once would take both of a small machine's.
-static CONTROL_PLANE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+/// A job for the control-plane thread.
+type Job = Box<dyn FnOnce() + Send>;
 
-/// Runs `work` on a blocking thread, after the jobs queued before it.
+/// Runs `work` on the control-plane thread, after the jobs queued before it: one long-lived
+/// thread parses, saves and translates, one job at a time, never a worker that carries traffic
+/// (parsing a large manifest takes a core for a while). One thread, not tokio's blocking pool
+/// or `block_in_place`: those threads come and go, each new one can take another malloc arena,
+/// and the memory a large apply freed was not reused by the next one (RSS grew by each
+/// apply/delete cycle). None when the job panicked or the thread cannot run.
+pub async fn on_control_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    static JOBS: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> = std::sync::OnceLock::new();
+    let jobs = JOBS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("kgw-control".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        // A panic fails this job only; the thread serves the next ones.
+        if let Ok(outcome) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+            let _ = done_tx.send(outcome);
+        }
+    });
+    if jobs.as_ref().is_none_or(|tx| tx.send(job).is_err()) {
+        return None;
+    }
+    done_rx.await.ok()
+}
+
+/// An apply or delete on the control-plane thread.
 async fn control_plane_work<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    let _turn = CONTROL_PLANE.acquire().await;
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        Err(StoreError::Invalid(format!(
-            "error: the request failed inside kgw ({e}); nothing was changed; please report it"
-        )))
+    on_control_thread(work).await.unwrap_or_else(|| {
+        Err(StoreError::Invalid(
+            "error: the request failed inside kgw (see its log); nothing was changed; please report it"
+                .into(),
+        ))
     })
 }
 

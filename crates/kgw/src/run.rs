@@ -390,10 +390,20 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
             let read_at = t.elapsed();
             version += 1;
             let now = SystemTime::now();
-            // Translation takes CPU in proportion to the resources: this worker hands its
-            // traffic tasks to the others while it translates.
-            let (snapshot, mut statuses) =
-                tokio::task::block_in_place(|| translate::translate(&resources, version, now));
+            // Translation takes CPU in proportion to the resources: on the control-plane
+            // thread, never on a worker that carries traffic.
+            let Some((resources, (snapshot, mut statuses))) = admin::on_control_thread(move || {
+                let translated = translate::translate(&resources, version, now);
+                (resources, translated)
+            })
+            .await
+            else {
+                tracing::error!(
+                    version,
+                    "translation failed (see above); the last snapshot keeps serving"
+                );
+                break;
+            };
             let translated_at = t.elapsed();
             let failed = loop_plane.update(Arc::new(snapshot));
             let applied_at = t.elapsed();
