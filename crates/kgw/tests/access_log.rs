@@ -3,14 +3,12 @@
 //! exits on SIGTERM.
 
 mod common;
-#[path = "support/prefixed.rs"]
-mod prefixed;
 
 use std::process::Command;
 use std::time::Duration;
 
+use common::prefixed::start;
 use common::*;
-use prefixed::start;
 
 /// `count` requests, one after the other on one keep-alive connection (curl's URL range).
 fn requests(port: u16, count: usize) {

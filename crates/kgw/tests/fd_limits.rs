@@ -3,16 +3,14 @@
 //! an error reading the watched files never removes what they held.
 
 mod common;
-#[path = "support/prefixed.rs"]
-mod prefixed;
 
 use std::io::Read;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
+use common::prefixed::start;
 use common::*;
-use prefixed::start;
 
 fn idle_clients(port: u16, n: usize) -> Vec<TcpStream> {
     (0..n)

@@ -279,6 +279,7 @@ spec:
 "#;
 
 pub mod netns;
+pub mod prefixed;
 pub mod sockets;
 #[allow(unused_imports)]
 pub use sockets::{Keepalive, upstream_keepalive};

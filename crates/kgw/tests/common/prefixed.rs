@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use super::*;
 
 /// A Gateway on `port` routing every request to the sample backend on `backend`.
 pub fn manifest(port: u16, backend: u16) -> String {
