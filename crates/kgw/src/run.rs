@@ -402,7 +402,11 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
                     version,
                     "translation failed (see above); the last snapshot keeps serving"
                 );
-                break;
+                // The next change may translate: configuration updates go on.
+                if changes.changed().await.is_err() {
+                    break;
+                }
+                continue;
             };
             let translated_at = t.elapsed();
             let failed = loop_plane.update(Arc::new(snapshot));

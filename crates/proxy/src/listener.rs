@@ -218,6 +218,10 @@ enum Next {
     /// The connection ends (the client asked, the response is close-delimited, or an error
     /// left the stream in an unknown state).
     Close,
+    /// The response was cut part-way: the connection ends with a reset, not a FIN, so that the
+    /// client cannot take the cut for the end (a close-delimited body ends at a FIN), as Envoy
+    /// resets such a stream.
+    Reset,
 }
 
 /// What the access log and the counters say of one request.
@@ -297,6 +301,10 @@ impl Downstream {
             let outcome = self
                 .recycled_request(dp, port, &head, route.as_mut(), idle.as_mut())
                 .await?;
+            if matches!(outcome, Next::Reset) {
+                let _ = self.stream.set_zero_linger();
+                return Ok(());
+            }
             if matches!(outcome, Next::Close) {
                 let _ = self.stream.shutdown().await;
                 return Ok(());
@@ -455,7 +463,7 @@ impl Downstream {
                 self.buf = buf;
                 let keep_alive = head.keep_alive && !is_connect && !dp.is_draining();
                 self.buf.drain(..head.len);
-                self.local_reply_after_head(head.framing, keep_alive, reply, None)
+                self.local_reply_after_head(head.framing, keep_alive, is_head, reply, None)
                     .await?
             }
             Ok((cluster, endpoint)) => {
@@ -502,6 +510,7 @@ impl Downstream {
                         self.local_reply_after_head(
                             head.framing,
                             head.keep_alive && !dp.is_draining(),
+                            is_head,
                             reply,
                             Some(endpoint.address),
                         )
@@ -529,6 +538,7 @@ impl Downstream {
         &mut self,
         framing: Framing,
         keep_alive: bool,
+        is_head: bool,
         reply: LocalReply,
         upstream: Option<SocketAddr>,
     ) -> std::io::Result<Outcome> {
@@ -549,7 +559,11 @@ impl Downstream {
             out.push_str("connection: close\r\n");
         }
         out.push_str("\r\n");
-        out.push_str(&reply.body);
+        // An answer to HEAD says how long its body would be and sends none: bytes after the
+        // head would be read as the start of the next response.
+        if !is_head {
+            out.push_str(&reply.body);
+        }
         self.stream.write_all(out.as_bytes()).await?;
         Ok(Outcome {
             status: reply.status,
@@ -946,7 +960,7 @@ impl Downstream {
                     Err(_) => {
                         conn.end = End::Local;
                         outcome.flag = "UPE";
-                        outcome.next = Next::Close;
+                        outcome.next = Next::Reset;
                         return outcome;
                     }
                 },
@@ -1017,14 +1031,14 @@ impl Downstream {
                     // The upstream closed mid-body: the client's response is cut short.
                     conn.end = End::Remote;
                     outcome.flag = "UC";
-                    outcome.next = Next::Close;
+                    outcome.next = Next::Reset;
                     return outcome;
                 }
                 Ok(_) => {}
                 Err(e) => {
                     conn.end = upstream::end_of(&e);
                     outcome.flag = "UC";
-                    outcome.next = Next::Close;
+                    outcome.next = Next::Reset;
                     return outcome;
                 }
             }
@@ -1146,7 +1160,7 @@ impl<'t> StreamIdle<'t> {
         stats::inc(&dp.downstream.downstream_rq_idle_timeout);
         conn.end = End::Local;
         outcome.flag = "SI";
-        outcome.next = Next::Close;
+        outcome.next = Next::Reset;
         outcome
     }
 }

@@ -162,6 +162,9 @@ fn list(roots: &[PathBuf]) -> (BTreeMap<PathBuf, Seen>, Unreadable) {
     let mut out = BTreeMap::new();
     let mut unreadable = Unreadable::default();
     let mut add = |path: PathBuf, unreadable: &mut Unreadable| match std::fs::metadata(&path) {
+        // Regular files (and links to one) only: a directory named *.yaml is skipped, and a
+        // FIFO or a device, whose read could block the watcher, is never opened.
+        Ok(m) if !m.is_file() => {}
         Ok(m) => {
             out.insert(
                 path,
@@ -206,7 +209,7 @@ fn list(roots: &[PathBuf]) -> (BTreeMap<PathBuf, Seen>, Unreadable) {
             };
             let path = entry.path();
             let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if matches!(ext, "yaml" | "yml" | "json") && !path.is_dir() {
+            if matches!(ext, "yaml" | "yml" | "json") {
                 add(path, &mut unreadable);
             }
         }
