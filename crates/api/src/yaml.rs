@@ -79,16 +79,48 @@ fn scalar_text(value: &Value) -> String {
 }
 
 /// A string bare when every YAML reader (1.1 and 1.2) reads it back as that string; otherwise
-/// double-quoted with JSON's escapes, which YAML reads the same way.
+/// double-quoted.
 fn string_text(s: &str) -> String {
     if is_plainly_a_string(s) {
         s.to_string()
     } else {
-        serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+        double_quoted(s)
     }
 }
 
-/// Bare only: starts with a letter or `/`, holds letters, digits, `.`, `_`, `-`, `/`, and is
+/// `s` as a YAML double-quoted scalar. Every character YAML may not hold raw (outside its
+/// printable set, YAML 1.2 §5.1: libyaml refuses them) or may read as something else (NEL, LS
+/// and PS are line breaks a reader folds, a BOM may be dropped) is written as `\uXXXX`.
+fn double_quoted(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if is_printable_as_is(c) => out.push(c),
+            // Every non-printable char is in the Basic Multilingual Plane.
+            c => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// YAML's c-printable, less the characters readers do not keep as written (NEL, LS, PS, BOM).
+fn is_printable_as_is(c: char) -> bool {
+    matches!(c,
+        '\u{20}'..='\u{7e}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..='\u{10ffff}')
+        && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
+}
+
+/// Bare only: starts with an ASCII letter or `/`, holds ASCII letters, digits, `.`, `_`, `-`, `/`, and is
 /// not one of YAML 1.1's words for booleans and null. Numbers, dates, times and `.inf` all
 /// start with a digit, a sign or a dot, so they are quoted.
 fn is_plainly_a_string(s: &str) -> bool {
@@ -159,5 +191,36 @@ mod tests {
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: httpbin\n  labels: {}\nspec:\n  ports:\n  - name: http\n    \
              port: 8000\n  x:\n  - - 1\n    - 2\n  - []\n  ok: true\n  none: null\n"
         );
+    }
+
+    #[test]
+    fn characters_yaml_cannot_hold_raw_are_escaped_and_read_back_unchanged() {
+        // Outside YAML's printable set (libyaml refuses them raw), or line breaks a reader may
+        // fold (NEL, LS, PS), or a byte order mark.
+        let characters = [
+            '\u{7f}',
+            '\u{80}',
+            '\u{85}',
+            '\u{9f}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{feff}',
+            '\u{fffe}',
+            '\u{ffff}',
+            '\u{1}',
+            '\u{1b}',
+            '\u{a0}',
+            '\u{e000}',
+            '\u{10ffff}',
+        ];
+        for c in characters {
+            for s in [c.to_string(), format!("a{c}b"), format!("{c}{c} x")] {
+                let value = json!({"metadata": {"annotations": {"k": s, s.clone(): "v"}}, "list": [s]});
+                let text = to_string(&value);
+                let back: serde_json::Value = serde_yaml_ng::from_str(&text)
+                    .unwrap_or_else(|e| panic!("U+{:04X}: {e}\n{text}", c as u32));
+                assert_eq!(back, value, "U+{:04X}:\n{text}", c as u32);
+            }
+        }
     }
 }

@@ -177,3 +177,31 @@ fn names_yaml_1_1_reads_as_other_types_are_written_quoted() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     check(&v, "after a restart");
 }
+
+#[test]
+fn annotations_with_characters_yaml_cannot_hold_raw_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // DEL and a C1 control (libyaml refuses both raw), NEL, LS and PS (line breaks a reader
+    // folds), a BOM and U+FFFF, each escaped in the applied YAML.
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: odd\n  namespace: sd\n  annotations:\n    \
+                   note: \"a\\x7fb\\x9bc\\x85d\\u2028e\\u2029f\\ufeffg\\uffffh\"\nspec:\n  ports:\n  - name: http\n    port: 80\n";
+    let expected = "a\u{7f}b\u{9b}c\u{85}d\u{2028}e\u{2029}f\u{feff}g\u{ffff}h";
+    let note = |gw: &Gateway| -> serde_json::Value {
+        let out = gw.kgw(&["get", "service", "odd", "-n", "sd", "-o", "json"], "");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["metadata"]["annotations"]["note"].clone()
+    };
+    {
+        let gw = GatewayBuilder::run(dir.path(), free_port()).start();
+        let out = gw.kgw(&["apply", "-f", "-"], service);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(note(&gw), expected);
+    }
+    let gw = GatewayBuilder::run(dir.path(), free_port()).start();
+    assert_eq!(note(&gw), expected, "after a restart");
+    assert!(
+        copies(dir.path(), "damaged").is_empty(),
+        "the state file was judged damaged"
+    );
+}
