@@ -1116,12 +1116,16 @@ fn a_missing_crd_does_not_keep_kgw_unready() {
         "the BackendConfigPolicy CRD is one document of `kgw crds`"
     );
     api.apply(&without_policies.join("\n---\n"));
-    wait_for("the Gateway API CRDs to be established", Duration::from_secs(30), || {
-        api.kubectl(&["get", "httproutes", "-A"], "")
-            .status
-            .success()
-            .then_some(())
-    });
+    wait_for(
+        "the Gateway API CRDs to be established",
+        Duration::from_secs(30),
+        || {
+            api.kubectl(&["get", "httproutes", "-A"], "")
+                .status
+                .success()
+                .then_some(())
+        },
+    );
     let backend_port = free_port();
     let _backend = Proc {
         child: Command::new(KGW)

@@ -446,6 +446,10 @@ mod exit_flush_tests {
         flushed
             .recv_timeout(Duration::from_secs(10))
             .expect("flush returned");
-        assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -227,7 +227,9 @@ pub fn watch_cluster(
                         // and serving without them (a route without its Services, a backend
                         // without its policy) would answer traffic wrongly; the replica stays
                         // unready and says why until the rule is granted.
-                        Some(403) => tracing::error!(kind = %kind, "{}; kgw stays unready until it can read every kind", forbidden(&ar)),
+                        Some(403) => {
+                            tracing::error!(kind = %kind, "{}; kgw stays unready until it can read every kind", forbidden(&ar))
+                        }
                         _ => tracing::warn!(kind = %kind, "watch failed, retrying: {e}"),
                     },
                 }
@@ -268,11 +270,17 @@ pub fn watch_cluster(
                 Err(e) => {
                     match refusal(&e) {
                         Some(404) if !listed_once => {
-                            tracing::warn!("the API server does not serve {}: the Gateway API CRDs are not installed, so no Gateway is served until they are (install them: `kgw crds | kubectl apply -f -`)", resource_name(&gateway_class_resource()));
+                            tracing::warn!(
+                                "the API server does not serve {}: the Gateway API CRDs are not installed, so no Gateway is served until they are (install them: `kgw crds | kubectl apply -f -`)",
+                                resource_name(&gateway_class_resource())
+                            );
                             listed_once = true;
                             first_sync.listed(&store);
                         }
-                        Some(403) => tracing::error!("{}; kgw stays unready until it can read every kind", forbidden(&gateway_class_resource())),
+                        Some(403) => tracing::error!(
+                            "{}; kgw stays unready until it can read every kind",
+                            forbidden(&gateway_class_resource())
+                        ),
                         _ => tracing::warn!("watch of GatewayClasses failed, retrying: {e}"),
                     }
                     false
