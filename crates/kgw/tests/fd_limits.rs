@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
@@ -109,6 +109,69 @@ fn idle_clients_beyond_the_open_files_limit_are_refused_and_nothing_is_lost() {
     let log = gw.proc.log_text();
     assert!(!log.contains("removed"), "{log}");
     assert!(log.contains("refusing new client connections"), "{log}");
+}
+
+/// An upstream connection is two descriptors (its stream and the handle kept to retune its
+/// keepalive); pooled ones outlive their clients. kgw counted them only near the budget, as one
+/// per client: after a burst, idle clients took it past its open files limit (accept failed with
+/// EMFILE, and the admin API with it).
+#[test]
+fn pooled_upstream_connections_count_against_the_open_files_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _backend) = start(dir.path(), &["prlimit", "--nofile=256:256"], &[]);
+    const BURST: usize = 60;
+    // A burst of slow requests, each on its own upstream connection, pooled once answered.
+    let burst: Vec<_> = (0..BURST)
+        .map(|_| {
+            let port = gw.port;
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                s.write_all(b"GET /delay/1 HTTP/1.1\r\nHost: fd.example.com\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut response = String::new();
+                let _ = s.read_to_string(&mut response);
+                response.starts_with("HTTP/1.1 200")
+            })
+        })
+        .collect();
+    let answered = burst
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(answered, BURST);
+    let cluster = "cluster.kube_fd_backend_80";
+    wait_for(
+        "the burst's connections to be pooled",
+        Duration::from_secs(10),
+        || (gw.stat(&format!("{cluster}.upstream_cx_pool_idle")) >= Some(BURST as u64 - 5)).then_some(()),
+    );
+
+    // 256 - 64 in reserve = 192 descriptors for client and upstream connections.
+    let clients = idle_clients(gw.port, 300);
+    let refused = wait_for(
+        "the clients beyond the budget to be refused",
+        Duration::from_secs(10),
+        || {
+            gw.stat("http.http.downstream_global_cx_overflow")
+                .filter(|n| *n >= 108)
+        },
+    );
+    let active = gw.stat("http.http.downstream_cx_active").unwrap();
+    let upstream = gw.stat(&format!("{cluster}.upstream_cx_active")).unwrap();
+    assert_eq!(active + refused, 300, "{}", gw.proc.log_text());
+    assert!(
+        active + 2 * upstream <= 192,
+        "{active} clients, {upstream} upstream connections"
+    );
+    drop(clients);
+    wait_for("the idle clients to be gone", Duration::from_secs(10), || {
+        (gw.stat("http.http.downstream_cx_active") == Some(0)).then_some(())
+    });
+    assert_eq!(gw.curl("fd.example.com", "/get").0, 200);
+    let log = gw.proc.log_text();
+    assert!(!log.contains("accept failed"), "{log}");
 }
 
 #[test]

@@ -1096,3 +1096,68 @@ fn ready_means_the_cluster_is_served_and_a_leftover_state_directory_changes_noth
     );
     drop(backend);
 }
+
+/// A CRD that is not installed (the API server answers 404 to its list) is a kind with no
+/// objects: kgw becomes ready and serves, and says how to install it (it stayed 503
+/// PRE_INITIALIZING for ever, and the shipped liveness probe restarted it).
+#[test]
+fn a_missing_crd_does_not_keep_kgw_unready() {
+    let Some(api) = ApiServer::start() else { return };
+    let crds = Command::new(KGW).arg("crds").output().unwrap();
+    assert!(crds.status.success(), "{}", String::from_utf8_lossy(&crds.stderr));
+    let all = String::from_utf8_lossy(&crds.stdout);
+    let without_policies: Vec<&str> = all
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("name: backendconfigpolicies.gateway.kgateway.dev"))
+        .collect();
+    assert_eq!(
+        without_policies.len() + 1,
+        all.split("\n---\n").count(),
+        "the BackendConfigPolicy CRD is one document of `kgw crds`"
+    );
+    api.apply(&without_policies.join("\n---\n"));
+    wait_for(
+        "the Gateway API CRDs to be established",
+        Duration::from_secs(30),
+        || {
+            api.kubectl(&["get", "httproutes", "-A"], "")
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    let backend_port = free_port();
+    let _backend = Proc {
+        child: Command::new(KGW)
+            .args(["sample-backend", "--listen", &format!("127.0.0.1:{backend_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        log: PathBuf::new(),
+    };
+    let port = free_port();
+    let served = api.kubectl(&["api-versions"], "");
+    let slice_version = if String::from_utf8_lossy(&served.stdout)
+        .lines()
+        .any(|l| l == "discovery.k8s.io/v1")
+    {
+        "v1"
+    } else {
+        "v1beta1"
+    };
+    api.apply(&sample_app(port, backend_port, slice_version));
+
+    let dir = tempfile::tempdir().unwrap();
+    // Waits for /ready to be 200 LIVE (it panics otherwise).
+    let gw = replica(&api, dir.path(), port);
+    wait_for("the sample route to serve", Duration::from_secs(10), || {
+        (gw.curl("www.example.com", "/headers").0 == 200).then_some(())
+    });
+    let log = gw.proc.log_text();
+    assert!(
+        log.contains("backendconfigpolicies.gateway.kgateway.dev")
+            && log.contains("kgw crds | kubectl apply -f -"),
+        "{log}"
+    );
+}

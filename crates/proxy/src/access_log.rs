@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +21,9 @@ const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Beyond this, while the writer is stuck (a stdout nobody reads), lines are dropped rather than
 /// held in memory without bound.
 const MAX_PENDING: usize = 16 << 20;
+/// How long the flush at exit waits for the log output (a stdout nobody reads blocks the writer
+/// for ever; exit must not wait on it).
+const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct AccessLog {
@@ -32,7 +36,7 @@ struct FlushOnDrop(Arc<Shared>);
 
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {
-        self.0.write_pending(&mut Vec::new());
+        self.0.write_pending_within(EXIT_FLUSH_LIMIT);
         self.0.lock_pending().closed = true;
         self.0.full.notify_one();
     }
@@ -45,6 +49,9 @@ struct Shared {
     full: Condvar,
     /// Taken before `pending` by whoever writes, so chunks are written in order.
     out: Mutex<Box<dyn Write + Send>>,
+    /// Lines taken from `pending` whose write has not returned yet (reported as lost when the
+    /// exit flush gives up on them).
+    being_written: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -103,6 +110,7 @@ impl AccessLog {
             }),
             full: Condvar::new(),
             out: Mutex::new(out),
+            being_written: AtomicUsize::new(0),
         });
         let writer = shared.clone();
         std::thread::Builder::new()
@@ -139,11 +147,12 @@ impl AccessLog {
         self.shared.is_some()
     }
 
-    /// Writes out every line logged so far. `kgw run` calls it at exit; dropping the last
-    /// handle does it too.
+    /// Writes out every line logged so far, waiting at most 2 s for the log output (then says
+    /// on stderr how many lines are lost). `kgw run` calls it at exit; dropping the last handle
+    /// does it too.
     pub fn flush(&self) {
         if let Some(shared) = &self.shared {
-            shared.write_pending(&mut Vec::new());
+            shared.write_pending_within(EXIT_FLUSH_LIMIT);
         }
     }
 
@@ -211,6 +220,30 @@ impl Shared {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Writes the pending lines out on a thread of its own, waiting for it at most `limit`: the
+    /// writer may hold the output, blocked on a stdout nobody reads, and so may this write.
+    fn write_pending_within(self: &Arc<Self>, limit: Duration) {
+        let (done, written) = std::sync::mpsc::channel();
+        let shared = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("access-log-flush".into())
+            .spawn(move || {
+                shared.write_pending(&mut Vec::new());
+                let _ = done.send(());
+            });
+        if spawned.is_err() || written.recv_timeout(limit).is_err() {
+            let pending = self.lock_pending();
+            let lost = lines_in(&pending.lines)
+                + self.being_written.load(Ordering::Relaxed)
+                + pending.dropped as usize;
+            drop(pending);
+            eprintln!(
+                "access log: {lost} lines not written: the log output accepted nothing for {limit:?} \
+                 (is anything reading kgw's stdout? use --access-log=PATH for a file)"
+            );
+        }
+    }
+
     /// Swaps the pending lines with `chunk` (empty) and writes them out.
     fn write_pending(&self, chunk: &mut Vec<u8>) {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
@@ -221,8 +254,11 @@ impl Shared {
             std::mem::take(&mut pending.dropped)
         };
         if !chunk.is_empty() {
+            let lines = lines_in(chunk);
+            self.being_written.fetch_add(lines, Ordering::Relaxed);
             // An error (a closed stdout, a full disk) loses these lines; the next ones try again.
             let _ = out.write_all(chunk).and_then(|()| out.flush());
+            self.being_written.fetch_sub(lines, Ordering::Relaxed);
             chunk.clear();
         }
         drop(out);
@@ -233,6 +269,10 @@ impl Shared {
             );
         }
     }
+}
+
+fn lines_in(text: &[u8]) -> usize {
+    text.iter().filter(|b| **b == b'\n').count()
 }
 
 /// Captured-field buffers kept per thread for reuse (requests in flight on this thread at once).
@@ -356,6 +396,60 @@ mod tests {
             "[2026-11-29T18:03:43.007Z] \"GET /get?a=1 HTTP/1.1\" 200 - 12 \"-\" \"curl/8.5.0\" \"www.example.com\" \"127.0.0.1:8000\" \"kube_httpbin_httpbin_8000\"\n\
              [2026-11-29T18:03:43.999Z] \"GET /get?a=1 HTTP/1.1\" 200 - 0 \"-\" \"curl/8.5.0\" \"www.example.com\" \"[::1]:80\" \"kube_httpbin_httpbin_8000\"\n\
              [2026-11-29T18:03:44.120Z] \"GET /get?a=1 HTTP/1.1\" 404 NR 0 \"-\" \"curl/8.5.0\" \"www.example.com\" \"-\" \"-\"\n"
+        );
+    }
+}
+
+#[cfg(test)]
+mod exit_flush_tests {
+    use super::*;
+
+    /// A stdout nobody reads: every write blocks for ever.
+    struct NeverReady(std::sync::mpsc::Receiver<()>);
+
+    impl Write for NeverReady {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_flush_at_exit_gives_up_on_an_output_that_accepts_nothing() {
+        let (_keep_blocked, never) = std::sync::mpsc::channel();
+        let log = AccessLog::to_writer(Box::new(NeverReady(never)));
+        let line = || {
+            let request = log
+                .capture(b"GET", b"/", "HTTP/1.1", None, None, b"a.example.com")
+                .unwrap();
+            log.log(Entry {
+                request,
+                status: 200,
+                flags: "",
+                upstream: None,
+                cluster: "",
+            });
+        };
+        line();
+        // The first flush blocks in the write; the second waits on the first.
+        let (returned, flushed) = std::sync::mpsc::channel();
+        let flusher = log.clone();
+        std::thread::spawn(move || {
+            flusher.flush();
+            flusher.flush();
+            let _ = returned.send(());
+        });
+        let started = std::time::Instant::now();
+        flushed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("flush returned");
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
         );
     }
 }

@@ -4,8 +4,9 @@
 //! clients hold all the others.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use crate::DataPlane;
+use crate::{DataPlane, upstream};
 
 /// The process's descriptor limit after raising it, with what it was before.
 #[derive(Debug, Clone, Copy)]
@@ -59,24 +60,47 @@ pub fn raise_fd_limit() -> FdLimit {
 }
 
 impl DataPlane {
-    /// Whether one more client connection may be accepted: below the connection cap, and, near
-    /// the descriptor budget, with client plus upstream connections below it. Upstream counts
-    /// are summed only near the budget, so the usual accept costs one atomic load.
+    /// Whether one more client connection may be accepted: below the connection cap, and with
+    /// client plus upstream descriptors below the budget. Pooled upstream connections outlive
+    /// their clients (up to the upstream idle timeout), so they are always counted; both counts
+    /// are single atomics, so the accept path stays cheap. At the budget, idle pooled
+    /// connections are closed to make room, as they are the ones nobody is waiting on.
     pub(crate) fn admits_connection(&self) -> bool {
-        let active = self.downstream.downstream_cx_active.load(Ordering::Relaxed);
-        if active >= self.options.max_downstream_connections {
-            return false;
-        }
+        let clients = self.downstream.downstream_cx_active.load(Ordering::Relaxed);
+        let max = self.options.max_downstream_connections;
         let budget = self.options.connection_descriptor_budget;
-        if active.saturating_mul(2) < budget {
+        if admits(clients, upstream::descriptors_open(), max, budget) {
             return true;
         }
-        let upstream: u64 = self
-            .runtime()
-            .clusters
-            .iter()
-            .map(|c| c.stats().upstream_cx_active.load(Ordering::Relaxed))
-            .sum();
-        active + upstream < budget
+        if clients >= max {
+            return false;
+        }
+        for cluster in self.runtime().clusters.iter() {
+            cluster.expire_idle(Duration::ZERO);
+        }
+        admits(clients, upstream::descriptors_open(), max, budget)
+    }
+}
+
+/// The admission rule: `clients` client connections (one descriptor each) and
+/// `upstream_descriptors` held by upstream connections, against the connection cap and the
+/// descriptor budget.
+fn admits(clients: u64, upstream_descriptors: u64, max_clients: u64, budget: u64) -> bool {
+    clients < max_clients && clients.saturating_add(upstream_descriptors) < budget
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admits;
+
+    #[test]
+    fn pooled_upstream_connections_left_by_gone_clients_count_against_the_budget() {
+        // 10 clients, and idle pooled upstream connections from an earlier burst holding all
+        // but 10 of a 1000-descriptor budget: one more client would need a descriptor that is
+        // not there (the old rule admitted it, as 10 * 2 < 1000).
+        assert!(!admits(10, 990, u64::MAX, 1000));
+        assert!(admits(10, 989, u64::MAX, 1000));
+        assert!(admits(0, 0, u64::MAX, 1000));
+        assert!(!admits(5, 0, 5, 1000));
     }
 }

@@ -4,6 +4,7 @@
 //! of socket readiness finds the ones that ended. Each ending is counted by reason, once.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -73,8 +74,22 @@ pub(crate) fn end_of(error: &std::io::Error) -> End {
     }
 }
 
+/// Descriptors held by upstream connections in this process, for the accept path's descriptor
+/// budget (the open files limit is per process, so one gauge for every cluster and data plane).
+static UPSTREAM_DESCRIPTORS: AtomicU64 = AtomicU64::new(0);
+
+/// Each upstream connection holds two: its stream, and the handle its cluster keeps to retune
+/// keepalive on it.
+const DESCRIPTORS_PER_CONNECTION: u64 = 2;
+
+/// Descriptors upstream connections hold now.
+pub(crate) fn descriptors_open() -> u64 {
+    UPSTREAM_DESCRIPTORS.load(Ordering::Relaxed)
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
+        UPSTREAM_DESCRIPTORS.fetch_sub(DESCRIPTORS_PER_CONNECTION, Ordering::Relaxed);
         let s = self.cluster.stats();
         stats::dec(&s.upstream_cx_active);
         stats::inc(&s.upstream_cx_destroy);
@@ -212,6 +227,7 @@ pub(crate) async fn connect(
     };
     let id = cluster.register(address, kept, settings.tcp_keepalive);
     stats::inc(&cluster.stats().upstream_cx_active);
+    UPSTREAM_DESCRIPTORS.fetch_add(DESCRIPTORS_PER_CONNECTION, Ordering::Relaxed);
     Ok(Connection {
         id,
         stream,

@@ -212,7 +212,26 @@ pub fn watch_cluster(
                             store.delete_cluster(&key);
                         }
                     }
-                    Err(e) => tracing::warn!(kind = %kind, "watch failed, retrying: {e}"),
+                    Err(e) => match refusal(&e) {
+                        // No objects of a kind the server does not know: the kind is synced,
+                        // empty; the watcher keeps retrying, so installing the CRD later is
+                        // picked up (its first listing then replaces the empty one).
+                        Some(404) => {
+                            if !listed_once {
+                                tracing::warn!(kind = %kind, "the API server does not serve {}: its CRD is not installed, so kgw serves without any {kind} until it is (install kgw's CRDs: `kgw crds | kubectl apply -f -`)", resource_name(&ar));
+                                listed_once = true;
+                                first_sync.listed(&store);
+                            }
+                        }
+                        // Not counted as synced: objects of this kind exist but cannot be read,
+                        // and serving without them (a route without its Services, a backend
+                        // without its policy) would answer traffic wrongly; the replica stays
+                        // unready and says why until the rule is granted.
+                        Some(403) => {
+                            tracing::error!(kind = %kind, "{}; kgw stays unready until it can read every kind", forbidden(&ar))
+                        }
+                        _ => tracing::warn!(kind = %kind, "watch failed, retrying: {e}"),
+                    },
                 }
             }
         });
@@ -249,7 +268,21 @@ pub fn watch_cluster(
                     true
                 }
                 Err(e) => {
-                    tracing::warn!("watch of GatewayClasses failed, retrying: {e}");
+                    match refusal(&e) {
+                        Some(404) if !listed_once => {
+                            tracing::warn!(
+                                "the API server does not serve {}: the Gateway API CRDs are not installed, so no Gateway is served until they are (install them: `kgw crds | kubectl apply -f -`)",
+                                resource_name(&gateway_class_resource())
+                            );
+                            listed_once = true;
+                            first_sync.listed(&store);
+                        }
+                        Some(403) => tracing::error!(
+                            "{}; kgw stays unready until it can read every kind",
+                            forbidden(&gateway_class_resource())
+                        ),
+                        _ => tracing::warn!("watch of GatewayClasses failed, retrying: {e}"),
+                    }
                     false
                 }
             };
@@ -289,6 +322,36 @@ async fn served_resource(client: &kube::Client, kind: Kind) -> ApiResource {
         );
     }
     resource(kind)
+}
+
+/// The HTTP status the API server refused a list or watch with, if it did.
+fn refusal(error: &watcher::Error) -> Option<u16> {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// `plural.group` (or `plural` in the core group), as kubectl and RBAC rules name a resource.
+fn resource_name(ar: &ApiResource) -> String {
+    if ar.group.is_empty() {
+        ar.plural.clone()
+    } else {
+        format!("{}.{}", ar.plural, ar.group)
+    }
+}
+
+/// What a 403 means, and the RBAC rule that fixes it.
+fn forbidden(ar: &ApiResource) -> String {
+    format!(
+        "the API server forbids kgw's ServiceAccount to list and watch {}: grant it, in its ClusterRole (or Role with --namespace), the rule {{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [get, list, watch]}} (deploy/kustomize/rbac.yaml has it)",
+        resource_name(ar),
+        ar.group,
+        ar.plural
+    )
 }
 
 fn is_ours(class: &DynamicObject) -> bool {
