@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import KGW, NGINX_TEMPS, Proc, free_port, raise_nofile, wait_port  # noqa: E402
+from bench import KGW, NGINX_TEMPS, Proc, free_port, kgw_manifest, raise_nofile, wait_port  # noqa: E402
 
 BIG = 10 * 1024 * 1024
 ALL_CPUS = "0-{}".format(max(0, len(__import__("os").sched_getaffinity(0)) - 1))
@@ -74,45 +74,14 @@ http {{ access_log off; {NGINX_TEMPS.format(d=d)}
 
 
 def manifest(port, backend_port, keepalive_time=30, extra_service=False):
-    text = f"""apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: soak}}
-spec:
-  gatewayClassName: kgateway
-  listeners: [{{name: http, protocol: HTTP, port: {port}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: be, namespace: soak}}
-spec:
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: be-1, namespace: soak, labels: {{kubernetes.io/service-name: be}}}}
-addressType: IPv4
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-ports: [{{name: http, port: {backend_port}}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: be, namespace: soak}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules: [{{backendRefs: [{{name: be, port: 80}}]}}]
----
-apiVersion: gateway.kgateway.dev/v1alpha1
-kind: BackendConfigPolicy
-metadata: {{name: be-keepalive, namespace: soak}}
-spec:
-  targetRefs: [{{group: "", kind: Service, name: be}}]
-  tcpKeepalive: {{keepAliveTime: {keepalive_time}s, keepAliveInterval: 5s, keepAliveProbes: 3}}
-"""
+    """The bench's Gateway, route, Service and keepalive policy, and now and then a Service that
+    comes and goes."""
+    text = kgw_manifest(port, "127.0.0.1", backend_port, keepalive=(keepalive_time, 5, 3))
     if extra_service:
         text += """---
 apiVersion: v1
 kind: Service
-metadata: {name: comes-and-goes, namespace: soak}
+metadata: {name: comes-and-goes, namespace: bench}
 spec:
   ports: [{name: http, port: 80}]
 """

@@ -149,6 +149,33 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
+/// The httpbin-compatible sample backend on loopback, killed on drop.
+fn sample_backend(port: u16) -> Proc {
+    let child = Command::new(KGW)
+        .args(["sample-backend", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        log: PathBuf::new(),
+    }
+}
+
+/// The EndpointSlice version the API server serves (the 1.20 test server has only v1beta1).
+fn slice_version(api: &ApiServer) -> &'static str {
+    let served = api.kubectl(&["api-versions"], "");
+    if String::from_utf8_lossy(&served.stdout)
+        .lines()
+        .any(|l| l == "discovery.k8s.io/v1")
+    {
+        "v1"
+    } else {
+        "v1beta1"
+    }
+}
+
 fn setup() -> Option<Setup> {
     let api = ApiServer::start()?;
     let crds = Command::new(KGW).arg("crds").output().unwrap();
@@ -162,29 +189,10 @@ fn setup() -> Option<Setup> {
     });
 
     let backend_port = free_port();
-    let backend = {
-        let child = Command::new(KGW)
-            .args(["sample-backend", "--listen", &format!("127.0.0.1:{backend_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Proc {
-            child,
-            log: PathBuf::new(),
-        }
-    };
+    let backend = sample_backend(backend_port);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let served = api.kubectl(&["api-versions"], "");
-    let slice_version = if String::from_utf8_lossy(&served.stdout)
-        .lines()
-        .any(|l| l == "discovery.k8s.io/v1")
-    {
-        "v1"
-    } else {
-        "v1beta1"
-    };
+    let slice_version = slice_version(&api);
     api.apply(&sample_app(port, backend_port, slice_version));
 
     let gw = replica(&api, dir.path(), port);
@@ -1049,25 +1057,9 @@ fn ready_means_the_cluster_is_served_and_a_leftover_state_directory_changes_noth
     let leftover_port = quickstart.port;
     let backend_port = quickstart.backend_port;
     drop(quickstart);
-    let backend = Proc {
-        child: Command::new(KGW)
-            .args(["sample-backend", "--listen", &format!("127.0.0.1:{backend_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        log: PathBuf::new(),
-    };
+    let backend = sample_backend(backend_port);
     let port = free_port();
-    let served = api.kubectl(&["api-versions"], "");
-    let slice_version = if String::from_utf8_lossy(&served.stdout)
-        .lines()
-        .any(|l| l == "discovery.k8s.io/v1")
-    {
-        "v1"
-    } else {
-        "v1beta1"
-    };
+    let slice_version = slice_version(&api);
     api.apply(&sample_app(port, backend_port, slice_version));
     wait_for("the sample backend", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", backend_port)).ok()
@@ -1127,25 +1119,9 @@ fn a_missing_crd_does_not_keep_kgw_unready() {
         },
     );
     let backend_port = free_port();
-    let _backend = Proc {
-        child: Command::new(KGW)
-            .args(["sample-backend", "--listen", &format!("127.0.0.1:{backend_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        log: PathBuf::new(),
-    };
+    let _backend = sample_backend(backend_port);
     let port = free_port();
-    let served = api.kubectl(&["api-versions"], "");
-    let slice_version = if String::from_utf8_lossy(&served.stdout)
-        .lines()
-        .any(|l| l == "discovery.k8s.io/v1")
-    {
-        "v1"
-    } else {
-        "v1beta1"
-    };
+    let slice_version = slice_version(&api);
     api.apply(&sample_app(port, backend_port, slice_version));
 
     let dir = tempfile::tempdir().unwrap();
