@@ -384,9 +384,10 @@ const DNS_LABEL_RULE: &str = "a lowercase RFC 1123 label must consist of lower c
                               must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc', regex \
                               used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?'); rename it";
 
-fn is_label_body(s: &str) -> bool {
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` of 1 to `max` characters.
+fn is_lowercase_alnum_dash(s: &str, max: usize) -> bool {
     !s.is_empty()
-        && s.len() <= 63
+        && s.len() <= max
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
@@ -395,22 +396,17 @@ fn is_label_body(s: &str) -> bool {
 
 /// RFC 1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
 fn is_dns_label(s: &str) -> bool {
-    is_label_body(s)
+    is_lowercase_alnum_dash(s, 63)
 }
 
 /// RFC 1035 label: an RFC 1123 label that starts with a letter.
 fn is_dns1035_label(s: &str) -> bool {
-    is_label_body(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
+    is_dns_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
 /// Gateway API SectionName: `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`, 1 to 253 characters.
 fn is_section_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    is_lowercase_alnum_dash(s, 253)
 }
 
 fn section_name_rule(path: &str) -> String {
