@@ -369,15 +369,8 @@ fn validate_meta(object: &Object) -> Vec<FieldError> {
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+    // The whole name is at most 253 characters, so no label can be longer.
+    s.len() <= 253 && s.split('.').all(|label| is_lowercase_alnum_dash(label, 253))
 }
 
 const DNS_LABEL_RULE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and \
@@ -420,16 +413,7 @@ fn section_name_rule(path: &str) -> String {
 /// 1 to 253 characters.
 fn is_gateway_hostname(s: &str) -> bool {
     let rest = s.strip_prefix("*.").unwrap_or(s);
-    !s.is_empty()
-        && s.len() <= 253
-        && rest.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+    !s.is_empty() && s.len() <= 253 && rest.split('.').all(|label| is_lowercase_alnum_dash(label, 253))
 }
 
 fn hostname_rule(path: &str) -> String {
