@@ -51,18 +51,6 @@ fn nginx(dir: &std::path::Path, port: u16) -> Proc {
     proc
 }
 
-fn manifest(port: u16, backend: u16) -> String {
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: race\nspec:\n  \
-         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n---\n\
-         apiVersion: v1\nkind: Service\nmetadata:\n  name: nginx\n  namespace: race\nspec:\n  ports:\n  - port: 80\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: nginx-1\n  namespace: race\n  labels:\n    \
-         kubernetes.io/service-name: nginx\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\nports:\n- port: {backend}\n\
-         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: nginx\n  namespace: race\nspec:\n  \
-         parentRefs:\n  - name: gw\n  rules:\n  - backendRefs:\n    - name: nginx\n      port: 80\n"
-    )
-}
-
 /// One GET on a new connection; Some(status) or None for a transport error.
 fn get(port: u16) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -89,7 +77,10 @@ fn no_request_fails_when_the_backend_closes_idle_connections() {
         builder = builder.arg("--no-retry");
     }
     let gw = builder.start();
-    let out = gw.kgw(&["apply", "-f", "-"], &manifest(port, backend));
+    let out = gw.kgw(
+        &["apply", "-f", "-"],
+        &route_all_to("race", "nginx", port, backend),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
 
     const CLIENTS: usize = 20;

@@ -83,20 +83,8 @@ spec:
 /// Starts `kgw sample-backend` on a free port; returns it with its port.
 fn backend() -> (Proc, u16) {
     let port = free_port();
-    let dir = std::env::temp_dir();
-    let log = dir.join(format!("kgw-backend-{port}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(KGW)
-        .args(["sample-backend", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let proc = Proc { child, log };
-    wait_for("the sample backend", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    (proc, port)
+    let log = std::env::temp_dir().join(format!("kgw-backend-{port}.log"));
+    (sample_backend_on(port, log), port)
 }
 
 /// The quickstart's httpbin EndpointSlice, pointed at a loopback `port`.

@@ -397,19 +397,6 @@ fn sigterm_drains_requests_in_flight_then_exits_0() {
     );
 }
 
-/// Routes every request on the Gateway listener `port` to the backend on `backend`.
-fn manifest_to(port: u16, backend: u16) -> String {
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: idle\nspec:\n  \
-         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n---\n\
-         apiVersion: v1\nkind: Service\nmetadata:\n  name: raw\n  namespace: idle\nspec:\n  ports:\n  - port: 80\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: raw-1\n  namespace: idle\n  labels:\n    \
-         kubernetes.io/service-name: raw\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\nports:\n- port: {backend}\n\
-         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: raw\n  namespace: idle\nspec:\n  \
-         parentRefs:\n  - name: gw\n  rules:\n  - backendRefs:\n    - name: raw\n      port: 80\n"
-    )
-}
-
 /// A backend that misbehaves mid-response, on a raw socket. `/stall`: a head announcing 100
 /// bytes, 10 of them, then nothing (the connection stays open). `/flood`: a head announcing
 /// 1 GiB, then body bytes as fast as the peer takes them. `/silent`: no answer at all. Each
@@ -483,7 +470,7 @@ fn a_response_that_stalls_either_way_is_reset_after_the_stream_idle_timeout() {
         .arg("--stream-idle-timeout")
         .arg("1s")
         .start();
-    let out = gw.kgw(&["apply", "-f", "-"], &manifest_to(port, backend));
+    let out = gw.kgw(&["apply", "-f", "-"], &route_all_to("idle", "raw", port, backend));
     assert!(out.status.success(), "{}", stderr(&out));
     // The first /stall, once routed, is kept open (its client reads no more) and left to the
     // gateway's timeout as well.
@@ -609,7 +596,7 @@ fn a_silent_upstream_is_bounded_by_the_stream_idle_timeout_when_it_is_the_shorte
         .arg("--stream-idle-timeout")
         .arg("1s")
         .start();
-    let out = gw.kgw(&["apply", "-f", "-"], &manifest_to(port, backend));
+    let out = gw.kgw(&["apply", "-f", "-"], &route_all_to("idle", "raw", port, backend));
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for("the route to the raw backend", Duration::from_secs(10), || {
         (status_of(port, b"GET /ready HTTP/1.1\r\nhost: idle.example.com\r\n\r\n") != 404).then_some(())

@@ -151,16 +151,23 @@ struct Setup {
 
 /// The httpbin-compatible sample backend on loopback, killed on drop.
 fn sample_backend(port: u16) -> Proc {
-    let child = Command::new(KGW)
-        .args(["sample-backend", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Proc {
-        child,
-        log: PathBuf::new(),
-    }
+    sample_backend_on(
+        port,
+        std::env::temp_dir().join(format!("kgw-k8s-backend-{port}.log")),
+    )
+}
+
+/// `kgw crds` applied, and waited for until BackendConfigPolicies can be listed.
+fn install_crds(api: &ApiServer) {
+    let crds = Command::new(KGW).arg("crds").output().unwrap();
+    assert!(crds.status.success(), "{}", String::from_utf8_lossy(&crds.stderr));
+    api.apply(&String::from_utf8_lossy(&crds.stdout));
+    wait_for("the CRDs to be established", Duration::from_secs(30), || {
+        api.kubectl(&["get", "backendconfigpolicies", "-A"], "")
+            .status
+            .success()
+            .then_some(())
+    });
 }
 
 /// The EndpointSlice version the API server serves (the 1.20 test server has only v1beta1).
@@ -178,15 +185,7 @@ fn slice_version(api: &ApiServer) -> &'static str {
 
 fn setup() -> Option<Setup> {
     let api = ApiServer::start()?;
-    let crds = Command::new(KGW).arg("crds").output().unwrap();
-    assert!(crds.status.success(), "{}", String::from_utf8_lossy(&crds.stderr));
-    api.apply(&String::from_utf8_lossy(&crds.stdout));
-    wait_for("the CRDs to be established", Duration::from_secs(30), || {
-        api.kubectl(&["get", "backendconfigpolicies", "-A"], "")
-            .status
-            .success()
-            .then_some(())
-    });
+    install_crds(&api);
 
     let backend_port = free_port();
     let backend = sample_backend(backend_port);
@@ -1042,15 +1041,7 @@ fn scale_2000_services_2000_routes_500_policies() {
 #[test]
 fn ready_means_the_cluster_is_served_and_a_leftover_state_directory_changes_nothing() {
     let Some(api) = ApiServer::start() else { return };
-    let crds = Command::new(KGW).arg("crds").output().unwrap();
-    assert!(crds.status.success(), "{}", String::from_utf8_lossy(&crds.stderr));
-    api.apply(&String::from_utf8_lossy(&crds.stdout));
-    wait_for("the CRDs to be established", Duration::from_secs(30), || {
-        api.kubectl(&["get", "backendconfigpolicies", "-A"], "")
-            .status
-            .success()
-            .then_some(())
-    });
+    install_crds(&api);
     let dir = tempfile::tempdir().unwrap();
     // The quickstart leaves Gateway kgateway-system/http (on its own port) in the state dir.
     let quickstart = GatewayBuilder::quickstart(dir.path()).start();

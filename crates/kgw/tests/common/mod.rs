@@ -283,3 +283,34 @@ pub mod prefixed;
 pub mod sockets;
 #[allow(unused_imports)]
 pub use sockets::{Keepalive, upstream_keepalive};
+
+/// A Gateway `gw` in `namespace` listening on `port`, with one HTTPRoute sending every request
+/// to Service `service` (port 80), whose EndpointSlice is 127.0.0.1:`backend`. Its cluster is
+/// `kube_<namespace>_<service>_80`.
+pub fn route_all_to(namespace: &str, service: &str, port: u16, backend: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {namespace}\nspec:\n  \
+         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: {service}\n  namespace: {namespace}\nspec:\n  ports:\n  - port: 80\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-1\n  namespace: {namespace}\n  labels:\n    \
+         kubernetes.io/service-name: {service}\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\nports:\n- port: {backend}\n\
+         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: {service}\n  namespace: {namespace}\nspec:\n  \
+         parentRefs:\n  - name: gw\n  rules:\n  - backendRefs:\n    - name: {service}\n      port: 80\n"
+    )
+}
+
+/// `kgw sample-backend` on 127.0.0.1:`port`, its output in `log`, once it accepts connections.
+pub fn sample_backend_on(port: u16, log: PathBuf) -> Proc {
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(KGW)
+        .args(["sample-backend", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let proc = Proc { child, log };
+    wait_for("the sample backend", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    proc
+}

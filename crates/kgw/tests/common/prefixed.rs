@@ -1,42 +1,16 @@
 //! A `kgw run -f DIR` gateway with a sample backend, started through a command prefix
 //! (`prlimit`, `strace`), for the tests that need one.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::*;
 
-/// A Gateway on `port` routing every request to the sample backend on `backend`.
-pub fn manifest(port: u16, backend: u16) -> String {
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: fd\nspec:\n  \
-         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n---\n\
-         apiVersion: v1\nkind: Service\nmetadata:\n  name: backend\n  namespace: fd\nspec:\n  ports:\n  - port: 80\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: backend-1\n  namespace: fd\n  labels:\n    \
-         kubernetes.io/service-name: backend\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\nports:\n- port: {backend}\n\
-         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: backend\n  namespace: fd\nspec:\n  \
-         parentRefs:\n  - name: gw\n  rules:\n  - backendRefs:\n    - name: backend\n      port: 80\n"
-    )
-}
-
 /// `kgw sample-backend` on a free port.
 pub fn backend(dir: &Path) -> (Proc, u16) {
     let port = free_port();
-    let log = dir.join("backend.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(KGW)
-        .args(["sample-backend", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let proc = Proc { child, log };
-    wait_for("the sample backend", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    (proc, port)
+    (sample_backend_on(port, dir.join("backend.log")), port)
 }
 
 /// `kgw run -f DIR` with the manifest, started through `prefix` (e.g. `prlimit --nofile=N:N`).
@@ -46,7 +20,11 @@ pub fn start(dir: &Path, prefix: &[&str], extra: &[&str]) -> (Gateway, Proc) {
     let port = free_port();
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
-    std::fs::write(manifests.join("gw.yaml"), manifest(port, backend_port)).unwrap();
+    std::fs::write(
+        manifests.join("gw.yaml"),
+        route_all_to("fd", "backend", port, backend_port),
+    )
+    .unwrap();
     let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let log = dir.join("kgw.log");
     let out = std::fs::File::create(&log).unwrap();
