@@ -76,7 +76,7 @@ impl ClusterRuntime {
             ids: AtomicU64::new(0),
             tcp_user_timeout,
         };
-        rt.set_endpoints(&cluster.endpoints);
+        rt.set_endpoints(&addresses(cluster));
         rt
     }
 
@@ -117,8 +117,9 @@ impl ClusterRuntime {
             }
         }
         let current: Vec<SocketAddr> = self.endpoints.load().iter().map(|e| e.address).collect();
-        if current != cluster.endpoints {
-            self.set_endpoints(&cluster.endpoints);
+        let wanted = addresses(cluster);
+        if current != wanted {
+            self.set_endpoints(&wanted);
         }
     }
 
@@ -301,7 +302,11 @@ impl ClusterRuntime {
 
 fn settings_of(cluster: &Cluster) -> Settings {
     Settings {
-        connect_timeout: cluster.connect_timeout,
-        tcp_keepalive: cluster.tcp_keepalive,
+        connect_timeout: cluster.upstream.connect_timeout(),
+        tcp_keepalive: cluster.upstream.tcp_keepalive,
     }
+}
+
+fn addresses(cluster: &Cluster) -> Vec<SocketAddr> {
+    cluster.endpoints.iter().map(|e| e.address).collect()
 }

@@ -72,7 +72,7 @@ pub fn config_dump(snapshot: &Snapshot, options: &DumpOptions) -> Result<Value, 
         .listeners
         .iter()
         .filter(|l| keep(&l.name))
-        .map(|l| json!({"version_info": version, "route_config": route_config(l), "last_updated": updated}))
+        .map(|l| json!({"version_info": version, "route_config": route_config(l, &snapshot.clusters), "last_updated": updated}))
         .collect();
 
     // (dump type, repeated field, resource @type, items), in Envoy's order.
@@ -156,26 +156,11 @@ fn cluster(c: &Cluster) -> Value {
         "eds_cluster_config".into(),
         json!({"eds_config": {"ads": {}, "resource_api_version": "V3"}}),
     );
-    v.insert(
-        "connect_timeout".into(),
-        format_duration(c.connect_timeout).into(),
-    );
-    if let Some(k) = &c.tcp_keepalive {
-        let mut ka = Map::new();
-        if let Some(p) = k.probes {
-            ka.insert("keepalive_probes".into(), p.into());
-        }
-        if let Some(t) = k.time {
-            ka.insert("keepalive_time".into(), t.into());
-        }
-        if let Some(i) = k.interval {
-            ka.insert("keepalive_interval".into(), i.into());
-        }
-        v.insert("upstream_connection_options".into(), json!({"tcp_keepalive": ka}));
-    }
+    c.upstream.render(&mut v);
     Value::Object(v)
 }
 
+/// Endpoints grouped by zone, one locality each (weight 1, as kgateway writes them).
 fn load_assignment(c: &Cluster) -> Value {
     let mut v = Map::new();
     v.insert(
@@ -184,18 +169,27 @@ fn load_assignment(c: &Cluster) -> Value {
     );
     v.insert("cluster_name".into(), c.name.clone().into());
     if !c.endpoints.is_empty() {
-        let lb: Vec<Value> = c
-            .endpoints
-            .iter()
-            .map(|a| {
-                json!({"endpoint": {"address": {"socket_address": {
-                    "address": a.ip().to_string(), "port_value": a.port()}}}})
+        let mut by_zone: std::collections::BTreeMap<Option<&str>, Vec<Value>> = Default::default();
+        for e in &c.endpoints {
+            by_zone
+                .entry(e.zone.as_deref())
+                .or_default()
+                .push(json!({"endpoint": {"address": {"socket_address": {
+                "address": e.address.ip().to_string(), "port_value": e.address.port()}}}}));
+        }
+        let localities: Vec<Value> = by_zone
+            .into_iter()
+            .map(|(zone, lb)| {
+                let mut l = Map::new();
+                if let Some(z) = zone {
+                    l.insert("locality".into(), json!({ "zone": z }));
+                }
+                l.insert("lb_endpoints".into(), Value::Array(lb));
+                l.insert("load_balancing_weight".into(), 1.into());
+                Value::Object(l)
             })
             .collect();
-        v.insert(
-            "endpoints".into(),
-            json!([{"lb_endpoints": lb, "load_balancing_weight": 1}]),
-        );
+        v.insert("endpoints".into(), Value::Array(localities));
     }
     Value::Object(v)
 }
@@ -242,24 +236,24 @@ fn listener(l: &Listener) -> Value {
     Value::Object(v)
 }
 
-fn route_config(l: &Listener) -> Value {
+fn route_config(l: &Listener, clusters: &[Cluster]) -> Value {
     json!({
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": l.name,
-        "virtual_hosts": l.virtual_hosts.iter().map(virtual_host).collect::<Vec<_>>(),
+        "virtual_hosts": l.virtual_hosts.iter().map(|vh| virtual_host(vh, clusters)).collect::<Vec<_>>(),
         "ignore_port_in_host_matching": true,
     })
 }
 
-fn virtual_host(vh: &VirtualHost) -> Value {
+fn virtual_host(vh: &VirtualHost, clusters: &[Cluster]) -> Value {
     json!({
         "name": vh.name,
         "domains": vh.domains,
-        "routes": vh.routes.iter().map(route).collect::<Vec<_>>(),
+        "routes": vh.routes.iter().map(|r| route(r, clusters)).collect::<Vec<_>>(),
     })
 }
 
-fn route(r: &Route) -> Value {
+fn route(r: &Route, clusters: &[Cluster]) -> Value {
     let mut m = Map::new();
     match &r.path {
         PathMatch::Exact(p) => {
@@ -286,15 +280,26 @@ fn route(r: &Route) -> Value {
     v.insert("name".into(), r.name.clone().into());
     v.insert("match".into(), Value::Object(m));
     match &r.action {
-        RouteAction::Forward(clusters) if clusters.len() == 1 => {
-            v.insert("route".into(), json!({"cluster": clusters[0].name}));
-        }
-        RouteAction::Forward(clusters) => {
-            let list: Vec<Value> = clusters
+        RouteAction::Forward(targets) => {
+            let mut action = Map::new();
+            if let [only] = targets.as_slice() {
+                action.insert("cluster".into(), only.name.clone().into());
+            } else {
+                let list: Vec<Value> = targets
+                    .iter()
+                    .map(|c| json!({"name": c.name, "weight": c.weight}))
+                    .collect();
+                action.insert("weighted_clusters".into(), json!({"clusters": list}));
+            }
+            // Envoy hashes on the route: the first target cluster with hash policies gives them.
+            if let Some(hash) = targets
                 .iter()
-                .map(|c| json!({"name": c.name, "weight": c.weight}))
-                .collect();
-            v.insert("route".into(), json!({"weighted_clusters": {"clusters": list}}));
+                .filter_map(|t| t.index.and_then(|i| clusters.get(i)))
+                .find_map(|c| c.upstream.route_hash_policy())
+            {
+                action.insert("hash_policy".into(), hash);
+            }
+            v.insert("route".into(), Value::Object(action));
         }
         RouteAction::Direct { status, body } => {
             v.insert(

@@ -3,11 +3,13 @@
 //! proxy does not do.
 
 mod envoy;
+mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 pub use envoy::{DumpError, DumpOptions, config_dump, format_duration};
+pub use upstream::*;
 
 /// Everything the data plane needs, computed once per configuration change.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,17 +130,20 @@ pub struct WeightedCluster {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     pub name: String,
-    pub connect_timeout: Duration,
-    pub tcp_keepalive: Option<TcpKeepalive>,
-    pub endpoints: Vec<SocketAddr>,
+    pub endpoints: Vec<Endpoint>,
+    /// Every upstream setting the cluster's policies give it.
+    pub upstream: UpstreamPolicy,
 }
 
-/// TCP keepalive for every upstream socket of a cluster. `None` fields keep the kernel default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TcpKeepalive {
-    pub probes: Option<u32>,
-    /// Seconds idle before the first probe (TCP_KEEPIDLE).
-    pub time: Option<u32>,
-    /// Seconds between probes (TCP_KEEPINTVL).
-    pub interval: Option<u32>,
+/// One address of a cluster, with the zone it runs in when the EndpointSlice says.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub zone: Option<String>,
+}
+
+impl Endpoint {
+    pub fn new(address: SocketAddr) -> Endpoint {
+        Endpoint { address, zone: None }
+    }
 }

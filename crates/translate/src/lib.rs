@@ -2,17 +2,17 @@
 //! every object. A pure function: same input, same output; no I/O, no clock (time and version
 //! come in as arguments), so it is tested with golden files.
 
-mod policy;
+mod backend_policy;
 mod routes;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use api::{EndpointSlice, Kind, Object, ObjectKey, Service};
 use serde_json::Value;
-use snapshot::{Cluster, Snapshot};
+use snapshot::{Cluster, Endpoint, Snapshot, UpstreamPolicy};
 
 /// Everything the store holds, by identity. Objects are shared with the store, so handing
 /// them to a translation copies no object.
@@ -24,16 +24,13 @@ pub type Statuses = BTreeMap<ObjectKey, Value>;
 /// kgateway's controller name, written into every status we own.
 pub const CONTROLLER_NAME: &str = "kgateway.dev/kgateway";
 
-/// Envoy's and kgateway's connect timeout when no policy sets one.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 pub fn translate(resources: &Resources, version: u64, now: SystemTime) -> (Snapshot, Statuses) {
     let mut statuses = Statuses::new();
     let mut clusters = service_clusters(resources);
-    policy::attach(resources, &mut clusters, &mut statuses, now);
+    backend_policy::attach(resources, &mut clusters, &mut statuses, now);
     let clusters: Vec<Cluster> = clusters.into_values().map(|c| c.cluster).collect();
     let listeners = routes::listeners(resources, &clusters, &mut statuses, now);
     (
@@ -102,9 +99,8 @@ fn service_clusters(resources: &Resources) -> BTreeMap<String, ClusterDraft> {
                 ClusterDraft {
                     cluster: Cluster {
                         name,
-                        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                        tcp_keepalive: None,
                         endpoints,
+                        upstream: UpstreamPolicy::default(),
                     },
                     namespace: key.namespace.clone(),
                     service: key.name.clone(),
@@ -115,13 +111,13 @@ fn service_clusters(resources: &Resources) -> BTreeMap<String, ClusterDraft> {
     out
 }
 
-/// Ready addresses of the slices' port that carries this Service port (matched by name, as
+/// Ready addresses (with their zone) of the slices' port that carries this Service port (matched by name, as
 /// kube-proxy does), sorted and without duplicates.
 fn ready_endpoints(
     slices: &[&EndpointSlice],
     _service: &Service,
     port: &api::k8s_openapi::api::core::v1::ServicePort,
-) -> Vec<SocketAddr> {
+) -> Vec<Endpoint> {
     let wanted = port.name.as_deref().unwrap_or("");
     let mut out = Vec::new();
     for slice in slices {
@@ -144,13 +140,17 @@ fn ready_endpoints(
             }
             for address in &endpoint.addresses {
                 if let Ok(ip) = address.parse::<IpAddr>() {
-                    out.push(SocketAddr::new(ip, slice_port));
+                    out.push(Endpoint {
+                        address: SocketAddr::new(ip, slice_port),
+                        zone: endpoint.zone.clone(),
+                    });
                 }
             }
         }
     }
     out.sort();
-    out.dedup();
+    // One address in two slices (or zones) counts once.
+    out.dedup_by(|a, b| a.address == b.address);
     out
 }
 

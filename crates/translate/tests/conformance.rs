@@ -1,13 +1,14 @@
 //! Conformance with upstream kgateway: every case of `../shared/conformance/kgateway/` (read in
 //! place, never copied) goes through `translate`, and the clusters of our Envoy `/config_dump`
-//! are compared with the expected outputs on the fields the data plane implements.
+//! are compared with the expected outputs WHOLE: every field, defaults included.
 //!
 //! A case that needs a feature we do not have is listed in `tests/known-gaps.txt` with that
 //! feature. The list is checked both ways: a case not listed must pass, and a listed case must
 //! still fail, so a gap that gets fixed has to leave the list (no silent skip).
 //!
 //! Expected outputs are protobuf JSON in camelCase; the dump uses the proto field names in
-//! snake_case. The expected side is converted to snake_case before comparing.
+//! snake_case. Our side is converted to the JSON names before comparing (snake_case -> camelCase
+//! is what protobuf does and cannot be ambiguous: `consecutive_5xx` -> `consecutive5xx`).
 
 mod support;
 use support::without_transition_times;
@@ -26,9 +27,6 @@ const CORPUS: &str = concat!(
     "/../../../shared/conformance/kgateway"
 );
 const KNOWN_GAPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/known-gaps.txt");
-
-/// The cluster fields our data plane implements, as the dump spells them.
-const COMPARED_FIELDS: [&str; 3] = ["name", "connect_timeout", "upstream_connection_options"];
 
 /// Clusters made by the upstream test harness, not by the input.
 fn from_harness(cluster: &str) -> bool {
@@ -250,9 +248,9 @@ fn endpoint_addresses(assignment: &Value) -> BTreeSet<String> {
 // The expected side
 // ---------------------------------------------------------------------------------------------
 
-/// An expected output, with its keys in snake_case.
+/// An expected output.
 struct Expected {
-    /// Clusters derived from the input (the harness's left out), by name.
+    /// Clusters derived from the input (the harness's left out), by name, as written (camelCase).
     clusters: BTreeMap<String, Value>,
     /// Only the `setup/` outputs list endpoints.
     endpoints: Option<BTreeMap<String, BTreeSet<String>>>,
@@ -278,7 +276,7 @@ fn expected(case: &Case) -> Expected {
         .into_iter()
         .flatten()
     {
-        let cluster = snake_keys(cluster.clone());
+        let cluster = cluster.clone();
         let name = cluster["name"]
             .as_str()
             .expect("expected cluster name")
@@ -311,6 +309,58 @@ fn expected(case: &Case) -> Expected {
         endpoints,
         policy_statuses,
     }
+}
+
+/// Proto field names (`connect_timeout`, `consecutive_5xx`) -> their JSON names
+/// (`connectTimeout`, `consecutive5xx`), at every depth except inside `typed_extension_protocol_options`
+/// (a map: its keys are extension names, not fields).
+fn json_names(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = if k == "typed_extension_protocol_options" {
+                        match v {
+                            Value::Object(m) => {
+                                Value::Object(m.into_iter().map(|(ek, ev)| (ek, json_names(ev))).collect())
+                            }
+                            other => other,
+                        }
+                    } else {
+                        json_names(v)
+                    };
+                    (snake_to_camel(&k), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(json_names).collect()),
+        other => other,
+    }
+}
+
+fn snake_to_camel(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Our cluster as the expected outputs spell one: JSON names, no `@type` of its own.
+fn as_expected(cluster: &Value) -> Value {
+    let mut c = json_names(cluster.clone());
+    if let Value::Object(m) = &mut c {
+        m.remove("@type");
+    }
+    c
 }
 
 /// Proto JSON names (`connectTimeout`) -> proto field names (`connect_timeout`), for every key
@@ -381,12 +431,19 @@ fn compare_clusters(ours: &Ours, expected: &Expected) -> Vec<String> {
             ));
             continue;
         };
-        for field in COMPARED_FIELDS {
-            if want.get(field) != got.get(field) {
+        let got = as_expected(got);
+        let empty = serde_json::Map::new();
+        let (want_fields, got_fields) = (
+            want.as_object().unwrap_or(&empty),
+            got.as_object().unwrap_or(&empty),
+        );
+        let fields: BTreeSet<&String> = want_fields.keys().chain(got_fields.keys()).collect();
+        for field in fields {
+            if want_fields.get(field) != got_fields.get(field) {
                 problems.push(format!(
                     "cluster {name}: {field}: expected {}, ours {}",
-                    show(want.get(field)),
-                    show(got.get(field))
+                    show(want_fields.get(field)),
+                    show(got_fields.get(field))
                 ));
             }
         }
@@ -471,9 +528,7 @@ fn standard_backendconfigpolicy() {
         .clusters
         .get(name)
         .unwrap_or_else(|| panic!("no cluster {name} in our dump"));
-    for field in COMPARED_FIELDS {
-        assert_eq!(got.get(field), want.get(field), "{name}: {field}");
-    }
+    assert_eq!(&as_expected(got), want, "{name}, the whole cluster");
     // The values themselves, in the dump's spelling, so that a change on both sides shows.
     assert_eq!(got["connect_timeout"], "5s");
     assert_eq!(
@@ -481,6 +536,7 @@ fn standard_backendconfigpolicy() {
         serde_json::json!({"tcp_keepalive": {
             "keepalive_probes": 3, "keepalive_time": 30, "keepalive_interval": 5}})
     );
+    assert_eq!(got["per_connection_buffer_limit_bytes"], 1024);
 
     let endpoints = ours
         .endpoints
@@ -560,8 +616,9 @@ fn merge_multiple_bcp() {
         "bcp-older (5s) is older than bcp-newer (99s), so it wins connectTimeout"
     );
     assert_eq!(
-        cluster["connect_timeout"],
-        expected.clusters["kube_default_httpbin_8080"]["connect_timeout"]
+        as_expected(cluster),
+        expected.clusters["kube_default_httpbin_8080"],
+        "older fields kept, newer fill the rest (circuit breakers), on the whole cluster"
     );
 
     let want = expected
@@ -606,6 +663,12 @@ fn camel_case_keys_become_proto_field_names() {
     assert_eq!(camel_to_snake("keepaliveProbes"), "keepalive_probes");
     assert_eq!(camel_to_snake("ipv4Compat"), "ipv4_compat");
     assert_eq!(camel_to_snake("@type"), "@type");
+    assert_eq!(snake_to_camel("consecutive_5xx"), "consecutive5xx");
+    assert_eq!(snake_to_camel("ipv4_compat"), "ipv4Compat");
+    assert_eq!(
+        snake_to_camel("per_connection_buffer_limit_bytes"),
+        "perConnectionBufferLimitBytes"
+    );
     assert_eq!(
         split_documents("---\na: 1\n---\n# only a comment\n---\nb: 2\n"),
         vec!["a: 1\n".to_string(), "b: 2\n".to_string()]

@@ -1,21 +1,24 @@
-//! BackendConfigPolicy attachment: which clusters a policy reaches, how several policies on one
-//! target merge (per top-level field, the oldest policy wins), and the policy's status.
+//! BackendConfigPolicy: which clusters a policy reaches, how several policies on one target
+//! merge (per top-level field, the oldest policy wins: `UpstreamPolicy::fill_from`), and the
+//! policy's status. Each policy concern turns the API's fields into the Snapshot's in a file of
+//! its own.
+
+mod circuit_breakers;
+mod connection;
+mod health_check;
+mod http_protocol;
+mod load_balancing;
+mod outlier_detection;
+mod proxy_protocol;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use api::{BackendConfigPolicy, Kind, Object, ObjectKey};
 use serde_json::{Value, json};
-use snapshot::TcpKeepalive;
+use snapshot::UpstreamPolicy;
 
 use crate::{CONTROLLER_NAME, ClusterDraft, Resources, Statuses, condition, json_object, objects, rfc3339};
-
-/// Which top-level fields of a cluster a policy has already set.
-#[derive(Default)]
-struct Claimed {
-    connect_timeout: bool,
-    tcp_keepalive: bool,
-}
 
 pub(crate) fn attach(
     resources: &Resources,
@@ -37,33 +40,21 @@ pub(crate) fn attach(
         (ta.is_none(), ta, &ka.namespace, &ka.name).cmp(&(tb.is_none(), tb, &kb.namespace, &kb.name))
     });
 
-    let mut claimed: BTreeMap<String, Claimed> = BTreeMap::new();
     for (key, policy) in policies {
         let (found, missing) = targets(resources, key, policy);
-        let settings = Settings::from_policy(policy);
+        let upstream = upstream_policy(key, policy);
         for service in &found {
             // Cluster names of a Service port start with `kube_<ns>_<svc>_`: a range, not a scan.
             let prefix = format!("kube_{}_{}_", key.namespace, service);
-            for (name, draft) in clusters
+            for (_, draft) in clusters
                 .range_mut(prefix.clone()..)
                 .take_while(|(n, _)| n.starts_with(&prefix))
             {
                 if draft.namespace != key.namespace || &draft.service != service {
                     continue;
                 }
-                let claim = claimed.entry(name.clone()).or_default();
-                if let Some(t) = settings.connect_timeout
-                    && !claim.connect_timeout
-                {
-                    draft.cluster.connect_timeout = t;
-                    claim.connect_timeout = true;
-                }
-                if let Some(k) = settings.tcp_keepalive
-                    && !claim.tcp_keepalive
-                {
-                    draft.cluster.tcp_keepalive = Some(k);
-                    claim.tcp_keepalive = true;
-                }
+                // Oldest first: what an older policy set stays; this one fills the rest.
+                draft.cluster.upstream.fill_from(&upstream);
             }
         }
         let mut ancestors: Vec<Value> = Vec::new();
@@ -153,35 +144,31 @@ fn targets(
     (found, missing)
 }
 
-/// The policy's effect on a cluster, in the Snapshot's units.
-struct Settings {
-    connect_timeout: Option<Duration>,
-    tcp_keepalive: Option<TcpKeepalive>,
-}
-
-impl Settings {
-    fn from_policy(policy: &BackendConfigPolicy) -> Settings {
-        let spec = &policy.spec;
-        let connect_timeout = spec
-            .connect_timeout
-            .as_deref()
-            .and_then(api::duration::parse_go_duration)
-            .filter(|n| *n > 0)
-            .map(|n| Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX)));
-        let tcp_keepalive = spec.tcp_keepalive.as_ref().map(|k| TcpKeepalive {
-            probes: k.keep_alive_probes.and_then(|p| u32::try_from(p).ok()),
-            time: k.keep_alive_time.as_deref().and_then(whole_seconds),
-            interval: k.keep_alive_interval.as_deref().and_then(whole_seconds),
-        });
-        Settings {
-            connect_timeout,
-            tcp_keepalive,
-        }
+/// The policy's effect on a cluster, in the Snapshot's units, one concern at a time.
+fn upstream_policy(key: &ObjectKey, policy: &BackendConfigPolicy) -> UpstreamPolicy {
+    let spec = &policy.spec;
+    UpstreamPolicy {
+        connect_timeout: connection::connect_timeout(spec),
+        per_connection_buffer_limit_bytes: connection::buffer_limit(spec),
+        tcp_keepalive: connection::tcp_keepalive(spec),
+        common_http: http_protocol::common(spec),
+        http1: http_protocol::http1(spec),
+        load_balancer: load_balancing::load_balancer(spec, key),
+        health_check: health_check::health_check(spec),
+        outlier_detection: outlier_detection::outlier_detection(spec),
+        circuit_breakers: circuit_breakers::circuit_breakers(spec),
+        proxy_protocol: proxy_protocol::version(spec),
     }
 }
 
-/// Durations become whole seconds, fraction dropped, as kgateway does (`1m30s` -> 90).
-fn whole_seconds(text: &str) -> Option<u32> {
-    let nanos = api::duration::parse_go_duration(text)?;
-    u32::try_from(nanos / 1_000_000_000).ok()
+/// A Go duration the API accepted, as a Duration; None when unset or not positive.
+fn duration(text: Option<&str>) -> Option<Duration> {
+    text.and_then(api::duration::parse_go_duration)
+        .filter(|n| *n > 0)
+        .map(|n| Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX)))
+}
+
+/// A count the API bounds as int32 and at least 0.
+fn count(value: Option<i64>) -> Option<u32> {
+    value.and_then(|v| u32::try_from(v).ok())
 }

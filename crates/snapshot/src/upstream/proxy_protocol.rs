@@ -1,0 +1,32 @@
+//! Upstream PROXY protocol: a header with the client's addresses first on every connection.
+
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocolVersion {
+    /// The text header (`PROXY TCP4 ...\r\n`), Envoy's default.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+pub(super) fn render(version: ProxyProtocolVersion, cluster: &mut Map<String, Value>) {
+    let config = match version {
+        ProxyProtocolVersion::V1 => json!({}),
+        ProxyProtocolVersion::V2 => json!({"version": "V2"}),
+    };
+    cluster.insert(
+        "transport_socket".into(),
+        json!({
+            "name": "envoy.transport_sockets.upstream_proxy_protocol",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport",
+                "config": config,
+                "transport_socket": {
+                    "name": "envoy.transport_sockets.raw_buffer",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}
+                }
+            }
+        }),
+    );
+}
