@@ -22,7 +22,7 @@ pub(crate) fn clusters_text(runtime: &Runtime) -> String {
             let _ = writeln!(out, "{name}::{h}::cx_active::{open}");
             let _ = writeln!(out, "{name}::{h}::cx_idle::{}", e.idle);
             let _ = writeln!(out, "{name}::{h}::rq_active::{}", e.active_requests);
-            let _ = writeln!(out, "{name}::{h}::health_flags::healthy");
+            let _ = writeln!(out, "{name}::{h}::health_flags::{}", e.health_flags);
             let _ = writeln!(out, "{name}::{h}::weight::1");
         }
         let _ = writeln!(out, "{name}::cx_total::{}", load(&s.upstream_cx_total));
@@ -54,7 +54,7 @@ pub(crate) fn clusters_json(runtime: &Runtime) -> Value {
                             {"name": "cx_idle", "value": e.idle.to_string(), "type": "GAUGE"},
                             {"name": "rq_active", "value": e.active_requests.to_string(), "type": "GAUGE"},
                         ],
-                        "health_status": {"eds_health_status": "HEALTHY"},
+                        "health_status": health_status(&e.health_flags),
                         "weight": 1,
                         "connections": open,
                     })
@@ -131,4 +131,17 @@ pub(crate) fn prometheus(metrics: &[Metric]) -> String {
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Envoy's `HostHealthStatus` JSON for the flags `/clusters` prints.
+fn health_status(flags: &str) -> Value {
+    let mut status = serde_json::Map::new();
+    if flags.contains("/failed_active_hc") {
+        status.insert("failed_active_health_check".into(), true.into());
+    }
+    if flags.contains("/failed_outlier_check") {
+        status.insert("failed_outlier_check".into(), true.into());
+    }
+    status.insert("eds_health_status".into(), "HEALTHY".into());
+    Value::Object(status)
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use snapshot::{Cluster, TcpKeepalive};
 
+use crate::endpoint_health::EndpointHealth;
 use crate::stats::{self, ClusterStats};
 use crate::upstream::{self, Connection, End};
 
@@ -43,6 +44,9 @@ struct Live {
 /// One upstream address and its idle connections (most recently used last).
 pub struct Endpoint {
     pub address: SocketAddr,
+    /// The zone its EndpointSlice gives, for zone-aware balancing.
+    pub zone: Option<String>,
+    pub(crate) health: EndpointHealth,
     idle: Mutex<Vec<Connection>>,
     pub(crate) active_requests: AtomicU64,
     /// The cluster no longer has it: connections that finish are closed, not pooled.
@@ -62,6 +66,8 @@ pub struct EndpointInfo {
     pub address: SocketAddr,
     pub idle: usize,
     pub active_requests: u64,
+    /// Envoy's `health_flags`: `healthy`, `/failed_active_hc`, `/failed_outlier_check`.
+    pub health_flags: String,
 }
 
 impl ClusterRuntime {
@@ -76,7 +82,7 @@ impl ClusterRuntime {
             ids: AtomicU64::new(0),
             tcp_user_timeout,
         };
-        rt.set_endpoints(&addresses(cluster));
+        rt.set_endpoints(&cluster.endpoints);
         rt
     }
 
@@ -116,10 +122,16 @@ impl ClusterRuntime {
                 }
             }
         }
-        let current: Vec<SocketAddr> = self.endpoints.load().iter().map(|e| e.address).collect();
-        let wanted = addresses(cluster);
-        if current != wanted {
-            self.set_endpoints(&wanted);
+        let changed = {
+            let current = self.endpoints.load();
+            current.len() != cluster.endpoints.len()
+                || current
+                    .iter()
+                    .zip(&cluster.endpoints)
+                    .any(|(have, want)| have.address != want.address || have.zone != want.zone)
+        };
+        if changed {
+            self.set_endpoints(&cluster.endpoints);
         }
     }
 
@@ -129,23 +141,26 @@ impl ClusterRuntime {
         self.set_endpoints(&[]);
     }
 
-    fn set_endpoints(&self, addresses: &[SocketAddr]) {
+    fn set_endpoints(&self, wanted: &[snapshot::Endpoint]) {
         let old = self.endpoints.load_full();
-        let new: Vec<Arc<Endpoint>> = addresses
+        let new: Vec<Arc<Endpoint>> = wanted
             .iter()
-            .map(|a| match old.iter().find(|e| e.address == *a) {
-                Some(e) => e.clone(),
-                None => Arc::new(Endpoint {
-                    address: *a,
-                    idle: Mutex::new(Vec::new()),
-                    active_requests: AtomicU64::new(0),
-                    removed: std::sync::atomic::AtomicBool::new(false),
-                }),
-            })
+            .map(
+                |w| match old.iter().find(|e| e.address == w.address && e.zone == w.zone) {
+                    Some(e) => e.clone(),
+                    None => Arc::new(Endpoint {
+                        address: w.address,
+                        zone: w.zone.clone(),
+                        health: EndpointHealth::default(),
+                        idle: Mutex::new(Vec::new()),
+                        active_requests: AtomicU64::new(0),
+                        removed: std::sync::atomic::AtomicBool::new(false),
+                    }),
+                },
+            )
             .collect();
-        self.endpoints.store(Arc::new(new));
         // Endpoints that left: their idle connections close now, and leave the gauge.
-        for gone in old.iter().filter(|e| !addresses.contains(&e.address)) {
+        for gone in old.iter().filter(|e| !new.iter().any(|n| Arc::ptr_eq(n, e))) {
             let idle = {
                 let mut idle = gone.idle.lock().unwrap_or_else(|e| e.into_inner());
                 // Under the pool's lock, so that no connection is pooled after this.
@@ -156,6 +171,7 @@ impl ClusterRuntime {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
             }
         }
+        self.endpoints.store(Arc::new(new));
     }
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
@@ -295,6 +311,7 @@ impl ClusterRuntime {
                 address: e.address,
                 idle: e.idle.lock().map(|i| i.len()).unwrap_or(0),
                 active_requests: e.active_requests.load(Ordering::Relaxed),
+                health_flags: e.health.flags(),
             })
             .collect()
     }
@@ -305,8 +322,4 @@ fn settings_of(cluster: &Cluster) -> Settings {
         connect_timeout: cluster.upstream.connect_timeout(),
         tcp_keepalive: cluster.upstream.tcp_keepalive,
     }
-}
-
-fn addresses(cluster: &Cluster) -> Vec<SocketAddr> {
-    cluster.endpoints.iter().map(|e| e.address).collect()
 }

@@ -5,6 +5,7 @@
 
 mod access_log;
 mod cluster;
+mod endpoint_health;
 mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -25,6 +26,7 @@ use snapshot::Snapshot;
 
 pub use access_log::AccessLog;
 pub use cluster::{ClusterRuntime, ConnectionInfo, EndpointInfo};
+pub use endpoint_health::EndpointHealth;
 pub use fd_limit::{FdLimit, raise_fd_limit};
 pub use stats::{ClusterManagerStats, ClusterStats, ListenerStats, Metric, MetricKind, Scope};
 
