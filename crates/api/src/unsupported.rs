@@ -1,0 +1,212 @@
+//! The one "not supported yet" gate: input that is valid (the API server would take it) but that
+//! the data plane does not implement, refused at apply time so that nothing ever claims an
+//! effect that does not happen. One function per kind; [`unsupported`] is the only entry point
+//! (`kgw apply`, the state file and the Kubernetes watch all call it).
+//!
+//! Every refusal is a Forbidden error on the field, saying what to do instead.
+
+use gateway_api::httproutes::{HttpRoute, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::Gateway;
+use crate::backend_config_policy::BackendConfigPolicySpec;
+use crate::error::FieldError;
+use crate::objects::Object;
+
+const NOT_YET: &str = "not supported yet by kgateway-rs: remove the field (the data plane does not implement it, \
+                       so it would have no effect)";
+
+/// What `object` asks that the data plane cannot do yet, one Forbidden error per field.
+pub fn unsupported(object: &Object) -> Vec<FieldError> {
+    match object {
+        Object::BackendConfigPolicy(p) => backend_config_policy(&p.spec),
+        Object::Gateway(g) => gateway(g),
+        Object::HTTPRoute(r) => http_route(r),
+        Object::EndpointSlice(e) => endpoint_slice(e),
+        Object::Service(_) => Vec::new(),
+    }
+}
+
+/// The spec fields that are valid but that the data plane does not implement yet (everything
+/// but targetRefs, targetSelectors, connectTimeout and tcpKeepalive).
+pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> {
+    let set = [
+        ("circuitBreakers", spec.circuit_breakers.is_some()),
+        (
+            "commonHttpProtocolOptions",
+            spec.common_http_protocol_options.is_some(),
+        ),
+        ("dns", spec.dns.is_some()),
+        ("healthCheck", spec.health_check.is_some()),
+        ("http1ProtocolOptions", spec.http1_protocol_options.is_some()),
+        ("http2ProtocolOptions", spec.http2_protocol_options.is_some()),
+        ("loadBalancer", spec.load_balancer.is_some()),
+        ("outlierDetection", spec.outlier_detection.is_some()),
+        (
+            "perConnectionBufferLimitBytes",
+            spec.per_connection_buffer_limit_bytes.is_some(),
+        ),
+        ("tls", spec.tls.is_some()),
+        ("upstreamProxyProtocol", spec.upstream_proxy_protocol.is_some()),
+    ];
+    set.into_iter()
+        .filter(|(_, is_set)| *is_set)
+        .map(|(field, _)| FieldError::forbidden(format!("spec.{field}"), NOT_YET))
+        .collect()
+}
+
+pub fn gateway(g: &Gateway) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    for (i, l) in g.spec.listeners.iter().enumerate() {
+        if l.protocol != "HTTP" {
+            out.push(FieldError::forbidden(
+                format!("spec.listeners[{i}].protocol"),
+                format!("protocol {} is {NOT_YET}; use HTTP", l.protocol),
+            ));
+        }
+        if l.tls.is_some() {
+            out.push(FieldError::forbidden(format!("spec.listeners[{i}].tls"), NOT_YET));
+        }
+    }
+    for (i, a) in g.spec.addresses.iter().flatten().enumerate() {
+        if a.r#type.as_deref().unwrap_or("IPAddress") != "IPAddress" {
+            out.push(FieldError::forbidden(
+                format!("spec.addresses[{i}].type"),
+                format!("only IPAddress addresses are supported; {NOT_YET}"),
+            ));
+        }
+    }
+    if g.spec.tls.is_some() {
+        out.push(FieldError::forbidden("spec.tls", NOT_YET));
+    }
+    if g.spec.infrastructure.is_some() {
+        out.push(FieldError::forbidden("spec.infrastructure", NOT_YET));
+    }
+    out
+}
+
+pub fn http_route(r: &HttpRoute) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    for (i, rule) in r.spec.rules.iter().flatten().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if rule.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+            out.push(FieldError::forbidden(format!("{at}.filters"), NOT_YET));
+        }
+        if rule.timeouts.is_some() {
+            out.push(FieldError::forbidden(format!("{at}.timeouts"), NOT_YET));
+        }
+        for (j, m) in rule.matches.iter().flatten().enumerate() {
+            if matches!(
+                m.path.as_ref().and_then(|p| p.r#type.as_ref()),
+                Some(HttpRouteRulesMatchesPathType::RegularExpression)
+            ) {
+                out.push(FieldError::forbidden(
+                    format!("{at}.matches[{j}].path.type"),
+                    format!("RegularExpression is {NOT_YET}; use Exact or PathPrefix"),
+                ));
+            }
+            for (k, h) in m.headers.iter().flatten().enumerate() {
+                if matches!(
+                    h.r#type,
+                    Some(HttpRouteRulesMatchesHeadersType::RegularExpression)
+                ) {
+                    out.push(FieldError::forbidden(
+                        format!("{at}.matches[{j}].headers[{k}].type"),
+                        format!("RegularExpression is {NOT_YET}; use Exact"),
+                    ));
+                }
+            }
+            if m.query_params.as_ref().is_some_and(|q| !q.is_empty()) {
+                out.push(FieldError::forbidden(
+                    format!("{at}.matches[{j}].queryParams"),
+                    NOT_YET,
+                ));
+            }
+        }
+        for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
+            let is_service = b.group.as_deref().unwrap_or("").is_empty()
+                && b.kind.as_deref().unwrap_or("Service") == "Service";
+            if !is_service {
+                out.push(FieldError::forbidden(
+                    format!("{at}.backendRefs[{j}].kind"),
+                    format!("only Service backends are supported; {NOT_YET}"),
+                ));
+            }
+            if b.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+                out.push(FieldError::forbidden(
+                    format!("{at}.backendRefs[{j}].filters"),
+                    NOT_YET,
+                ));
+            }
+        }
+    }
+    out
+}
+
+pub fn endpoint_slice(e: &EndpointSlice) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    if e.address_type == "FQDN" {
+        out.push(FieldError::forbidden(
+            "addressType",
+            format!("FQDN is {NOT_YET}; use IPv4 or IPv6"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(yaml: &str) -> Vec<String> {
+        let objects = crate::parse_manifests(yaml, "test").expect("test manifest parses");
+        assert_eq!(objects.len(), 1, "one object per test manifest");
+        unsupported(&objects[0]).iter().map(ToString::to_string).collect()
+    }
+
+    fn policy(spec: &str) -> String {
+        format!(
+            "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: BackendConfigPolicy\nmetadata:\n  name: p\n  \
+             namespace: default\nspec:\n  targetRefs:\n  - group: \"\"\n    kind: Service\n    name: httpbin\n{}",
+            spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
+        )
+    }
+
+    #[test]
+    fn backend_config_policy_names_each_field() {
+        let got = messages(&policy(
+            "connectTimeout: 5s\ntcpKeepalive: {}\ndns:\n  respectTTL: true\nperConnectionBufferLimitBytes: 1",
+        ));
+        assert_eq!(
+            got,
+            [
+                format!("spec.dns: Forbidden: {NOT_YET}"),
+                format!("spec.perConnectionBufferLimitBytes: Forbidden: {NOT_YET}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn other_kinds_name_the_field_and_the_fix() {
+        let got = messages(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: default\n\
+             spec:\n  gatewayClassName: kgateway\n  listeners:\n  - name: tcp\n    port: 80\n    protocol: TCP\n",
+        );
+        assert_eq!(
+            got,
+            [format!(
+                "spec.listeners[0].protocol: Forbidden: protocol TCP is {NOT_YET}; use HTTP"
+            )]
+        );
+        let got = messages(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s\n  namespace: default\n\
+             addressType: FQDN\nendpoints: []\n",
+        );
+        assert_eq!(
+            got,
+            [format!(
+                "addressType: Forbidden: FQDN is {NOT_YET}; use IPv4 or IPv6"
+            )]
+        );
+    }
+}
