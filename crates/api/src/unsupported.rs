@@ -27,31 +27,53 @@ pub fn unsupported(object: &Object) -> Vec<FieldError> {
     }
 }
 
-/// The spec fields that are valid but that the data plane does not implement yet (everything
-/// but targetRefs, targetSelectors, connectTimeout and tcpKeepalive).
+/// The features that later issues bring, named in the refusal so the user knows what to wait for.
+const WITH_BACKEND_TLS: &str = "backend TLS and the Backend kind (issue 15)";
+const WITH_HTTP2: &str = "upstream HTTP/2 and gRPC (issue 16)";
+
+/// NOT_YET, saying which feature will bring the field.
+fn not_yet_until(feature: &str) -> String {
+    format!(
+        "not supported yet by kgateway-rs (it comes with {feature}): remove the field (the data plane does not \
+         implement it, so it would have no effect)"
+    )
+}
+
+/// The spec fields that are valid but that the data plane does not implement yet: what needs
+/// TLS or the Backend kind (`tls`, `dns`, `useHostnameForHashing`) and what needs upstream
+/// HTTP/2 (`http2ProtocolOptions`, `healthCheck.grpc`). `useHostnameForHashing: false` is
+/// what kgw does anyway (it hashes on addresses), so only `true` is refused.
 pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> {
+    let lb = spec.load_balancer.as_ref();
     let set = [
-        ("circuitBreakers", spec.circuit_breakers.is_some()),
+        ("dns", spec.dns.is_some(), WITH_BACKEND_TLS),
         (
-            "commonHttpProtocolOptions",
-            spec.common_http_protocol_options.is_some(),
+            "healthCheck.grpc",
+            spec.health_check.as_ref().is_some_and(|h| h.grpc.is_some()),
+            WITH_HTTP2,
         ),
-        ("dns", spec.dns.is_some()),
-        ("healthCheck", spec.health_check.is_some()),
-        ("http1ProtocolOptions", spec.http1_protocol_options.is_some()),
-        ("http2ProtocolOptions", spec.http2_protocol_options.is_some()),
-        ("loadBalancer", spec.load_balancer.is_some()),
-        ("outlierDetection", spec.outlier_detection.is_some()),
         (
-            "perConnectionBufferLimitBytes",
-            spec.per_connection_buffer_limit_bytes.is_some(),
+            "http2ProtocolOptions",
+            spec.http2_protocol_options.is_some(),
+            WITH_HTTP2,
         ),
-        ("tls", spec.tls.is_some()),
-        ("upstreamProxyProtocol", spec.upstream_proxy_protocol.is_some()),
+        (
+            "loadBalancer.maglev.useHostnameForHashing",
+            lb.and_then(|lb| lb.maglev.as_ref())
+                .is_some_and(|m| m.use_hostname_for_hashing == Some(true)),
+            WITH_BACKEND_TLS,
+        ),
+        (
+            "loadBalancer.ringHash.useHostnameForHashing",
+            lb.and_then(|lb| lb.ring_hash.as_ref())
+                .is_some_and(|r| r.use_hostname_for_hashing == Some(true)),
+            WITH_BACKEND_TLS,
+        ),
+        ("tls", spec.tls.is_some(), WITH_BACKEND_TLS),
     ];
     set.into_iter()
-        .filter(|(_, is_set)| *is_set)
-        .map(|(field, _)| FieldError::forbidden(format!("spec.{field}"), NOT_YET))
+        .filter(|(_, is_set, _)| *is_set)
+        .map(|(field, _, feature)| FieldError::forbidden(format!("spec.{field}"), not_yet_until(feature)))
         .collect()
 }
 
@@ -173,16 +195,50 @@ mod tests {
     }
 
     #[test]
-    fn backend_config_policy_names_each_field() {
+    fn backend_config_policy_refuses_only_what_later_issues_bring() {
+        let every_field_of_this_issue = "connectTimeout: 5s\ntcpKeepalive: {}\nperConnectionBufferLimitBytes: 1024\n\
+            commonHttpProtocolOptions:\n  idleTimeout: 10s\n  maxRequestsPerConnection: 5\n\
+            http1ProtocolOptions:\n  enableTrailers: true\n\
+            loadBalancer:\n  ringHash:\n    useHostnameForHashing: false\n    hashPolicies:\n    - header: {name: x}\n\
+            healthCheck:\n  http: {path: /health}\n  interval: 1s\n  timeout: 1s\n  healthyThreshold: 1\n  \
+            unhealthyThreshold: 1\n\
+            outlierDetection:\n  consecutive5xx: 3\n\
+            circuitBreakers:\n  maxConnections: 1\n\
+            upstreamProxyProtocol:\n  version: V2";
+        assert_eq!(messages(&policy(every_field_of_this_issue)), Vec::<String>::new());
+
+        let tls = not_yet_until(WITH_BACKEND_TLS);
+        let h2 = not_yet_until(WITH_HTTP2);
         let got = messages(&policy(
-            "connectTimeout: 5s\ntcpKeepalive: {}\ndns:\n  respectTTL: true\nperConnectionBufferLimitBytes: 1",
+            "dns:\n  respectTTL: true\ntls:\n  insecureSkipVerify: true\n\
+             http2ProtocolOptions:\n  maxConcurrentStreams: 10\n\
+             healthCheck:\n  grpc: {}\n  interval: 1s\n  timeout: 1s\n  healthyThreshold: 1\n  unhealthyThreshold: 1\n\
+             loadBalancer:\n  maglev:\n    useHostnameForHashing: true",
         ));
         assert_eq!(
             got,
             [
-                format!("spec.dns: Forbidden: {NOT_YET}"),
-                format!("spec.perConnectionBufferLimitBytes: Forbidden: {NOT_YET}"),
+                format!("spec.dns: Forbidden: {tls}"),
+                format!("spec.healthCheck.grpc: Forbidden: {h2}"),
+                format!("spec.http2ProtocolOptions: Forbidden: {h2}"),
+                format!("spec.loadBalancer.maglev.useHostnameForHashing: Forbidden: {tls}"),
+                format!("spec.tls: Forbidden: {tls}"),
             ]
+        );
+        let got = messages(&policy(
+            "loadBalancer:\n  ringHash:\n    useHostnameForHashing: true",
+        ));
+        assert_eq!(
+            got,
+            [format!(
+                "spec.loadBalancer.ringHash.useHostnameForHashing: Forbidden: {tls}"
+            )]
+        );
+        assert!(
+            tls.starts_with(
+                "not supported yet by kgateway-rs (it comes with backend TLS and the Backend kind"
+            ),
+            "{tls}"
         );
     }
 
