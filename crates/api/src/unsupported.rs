@@ -28,8 +28,8 @@ pub fn unsupported(object: &Object) -> Vec<FieldError> {
 }
 
 /// The features that later issues bring, named in the refusal so the user knows what to wait for.
-const WITH_BACKEND_TLS: &str = "backend TLS and the Backend kind (issue 15)";
-const WITH_HTTP2: &str = "upstream HTTP/2 and gRPC (issue 16)";
+const WITH_BACKEND_TLS: &str = "backend TLS and the Backend kind, issue 15";
+const WITH_HTTP2: &str = "upstream HTTP/2 and gRPC, issue 16";
 
 /// NOT_YET, saying which feature will bring the field.
 fn not_yet_until(feature: &str) -> String {
