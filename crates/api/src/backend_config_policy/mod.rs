@@ -1,8 +1,10 @@
 //! `gateway.kgateway.dev/v1alpha1` BackendConfigPolicy: the whole schema of kgateway's CRD as
 //! Rust types (`types.rs`), and [`validate`], which gives the verdicts and messages of the API
 //! server for that CRD (`rules.rs`, on the checker of `schema.rs`, with `quantity.rs` for CEL's
-//! `quantity()`). Tests in `tests.rs`.
+//! `quantity()`), and the limits of the data plane that the CRD does not know (`limits.rs`).
+//! Tests in `tests.rs`.
 
+mod limits;
 mod quantity;
 mod rules;
 mod schema;

@@ -15,6 +15,7 @@
 //! does. Fields are kept as written: defaults of the CRD (`outlierDetection.interval: 10s`,
 //! ...) are not filled in by deserialization.
 
+use super::limits;
 use super::quantity::Quantity;
 use super::schema::{
     AGGRESSION_RE, ARRAY, Checker, GROUP_RE, HTTP_METHODS, KIND_RE, LOCALITY_TYPES, OBJECT,
@@ -70,27 +71,14 @@ pub(super) const TO_DURATION_FAILED: &str =
     "type conversion error from 'string' to 'google.protobuf.Duration'";
 pub(super) const TO_DOUBLE_FAILED: &str = "type conversion error from 'string' to 'double'";
 
-// Ours, not the CRD's: the kernel refuses these at setsockopt time (EINVAL), which would turn
-// a valid-looking policy into failing connects. Linux: TCP_KEEPCNT 1..=127 (MAX_TCP_KEEPCNT),
-// TCP_KEEPIDLE and TCP_KEEPINTVL 1..=32767 s (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL).
-pub(super) const LINUX_MAX_KEEPCNT: i64 = 127;
-pub(super) const LINUX_MAX_KEEP_SECS: i128 = 32767;
-pub(super) const KEEPALIVE_PROBES_LINUX: &str = "keepAliveProbes must be between 1 and 127 (the Linux TCP_KEEPCNT range): \
-                                      set a value in that range, or remove the field to keep the kernel \
-                                      default (9)";
-pub(super) const KEEPALIVE_TIME_LINUX: &str = "keepAliveTime must be at most 32767s (9h6m7s, the Linux TCP_KEEPIDLE \
-                                    limit): set a shorter duration, or remove the field to keep the kernel \
-                                    default (7200s)";
-pub(super) const KEEPALIVE_INTERVAL_LINUX: &str = "keepAliveInterval must be at most 32767s (9h6m7s, the Linux \
-                                        TCP_KEEPINTVL limit): set a shorter duration, or remove the field \
-                                        to keep the kernel default (75s)";
-
-/// Every check the API server makes for the CRD, plus the Linux keepalive limits (ours).
+/// Every check the API server makes for the CRD, then the limits of the data plane (ours, in
+/// `limits.rs`), which are dropped with the CEL rules when the schema phase blocks.
 /// Only the spec is checked: the API server ignores `status` on create and update (it has a
 /// status subresource).
 pub fn validate(policy: &BackendConfigPolicy) -> Vec<FieldError> {
     let mut c = Checker::default();
     check_spec(&mut c, &policy.spec);
+    limits::check(&mut c, &policy.spec);
     c.finish()
 }
 
@@ -254,39 +242,17 @@ fn check_targets(c: &mut Checker, s: &BackendConfigPolicySpec) {
 
 fn check_tcp_keepalive(c: &mut Checker, k: &TcpKeepalive) {
     let at = "spec.tcpKeepalive";
-    let interval_path = format!("{at}.keepAliveInterval");
-    let interval = c.duration(
-        &interval_path,
+    c.duration(
+        &format!("{at}.keepAliveInterval"),
         k.keep_alive_interval.as_deref(),
         at_least_1s(KEEPALIVE_INTERVAL_MIN),
     );
-    let probes_path = format!("{at}.keepAliveProbes");
-    let probes_ok = c.minimum(&probes_path, k.keep_alive_probes, 0);
-    let time_path = format!("{at}.keepAliveTime");
-    let time = c.duration(
-        &time_path,
+    c.minimum(&format!("{at}.keepAliveProbes"), k.keep_alive_probes, 0);
+    c.duration(
+        &format!("{at}.keepAliveTime"),
         k.keep_alive_time.as_deref(),
         at_least_1s(KEEPALIVE_TIME_MIN),
     );
-
-    // Ours: what the CRD accepts but Linux refuses, reported only once the CRD's own checks
-    // on the field pass.
-    if let Some(n) = interval
-        && n / NANOS_PER_SECOND > LINUX_MAX_KEEP_SECS
-    {
-        c.rule_failed(&interval_path, &k.keep_alive_interval, KEEPALIVE_INTERVAL_LINUX);
-    }
-    if let Some(p) = k.keep_alive_probes
-        && probes_ok
-        && !(1..=LINUX_MAX_KEEPCNT).contains(&p)
-    {
-        c.rule_failed(&probes_path, &p, KEEPALIVE_PROBES_LINUX);
-    }
-    if let Some(n) = time
-        && n / NANOS_PER_SECOND > LINUX_MAX_KEEP_SECS
-    {
-        c.rule_failed(&time_path, &k.keep_alive_time, KEEPALIVE_TIME_LINUX);
-    }
 }
 
 fn check_circuit_breakers(c: &mut Checker, cb: &CircuitBreakers) {

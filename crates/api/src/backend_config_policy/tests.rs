@@ -1,3 +1,4 @@
+use super::limits::*;
 use super::quantity::*;
 use super::rules::*;
 use super::schema::*;
@@ -553,4 +554,197 @@ fn every_cel_message_of_the_crd_is_implemented() {
             "message not in the CRD: {message:?}"
         );
     }
+}
+
+// ---- Limits of the data plane (limits.rs): valid for the API server, refused by kgw.
+
+const HEALTH_CHECK: &str = "healthCheck:\n  http: {path: /health}\n  interval: 1s\n  timeout: 1s\n  \
+                            healthyThreshold: 1\n  unhealthyThreshold: 1";
+
+#[test]
+fn zero_durations_envoy_refuses() {
+    assert_eq!(
+        messages(&format!("{TARGET}connectTimeout: 0s")),
+        [format!(
+            "spec.connectTimeout: Invalid value: \"0s\": {CONNECT_TIMEOUT_ZERO}"
+        )]
+    );
+    // Zero in any unit, and in several parts, is still zero.
+    assert_eq!(messages(&format!("{TARGET}connectTimeout: 0h0m0ms")).len(), 1);
+    let hc = HEALTH_CHECK
+        .replace("interval: 1s", "interval: 0s")
+        .replace("timeout: 1s", "timeout: 0ms");
+    assert_eq!(
+        messages(&format!("{TARGET}{hc}")),
+        [
+            format!("spec.healthCheck.interval: Invalid value: \"0s\": {HEALTH_CHECK_INTERVAL_ZERO}"),
+            format!("spec.healthCheck.timeout: Invalid value: \"0ms\": {HEALTH_CHECK_TIMEOUT_ZERO}"),
+        ]
+    );
+    // A duration the CRD already refuses gets the CRD's message only.
+    assert_eq!(
+        messages(&format!("{TARGET}connectTimeout: \"0\"")),
+        [format!(
+            "spec.connectTimeout: Invalid value: \"0\": {INVALID_DURATION}"
+        )]
+    );
+}
+
+#[test]
+fn health_check_path_and_host_envoy_refuses() {
+    let hc = HEALTH_CHECK.replace("path: /health", "path: \"\"");
+    assert_eq!(
+        messages(&format!("{TARGET}{hc}")),
+        [format!(
+            "spec.healthCheck.http.path: Invalid value: \"\": {HEALTH_CHECK_PATH_EMPTY}"
+        )]
+    );
+    let hc = HEALTH_CHECK.replace("{path: /health}", "{path: \"/a\\r\\nb\", host: \"x\\u0000\"}");
+    let got = messages(&format!("{TARGET}{hc}"));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with(
+            "spec.healthCheck.http.host: Invalid value: \"x\\u0000\": host must not contain NUL, CR or LF"
+        ),
+        "{got:?}"
+    );
+    assert!(
+        got[1].starts_with("spec.healthCheck.http.path: Invalid value: \"/a\\r\\nb\": path must not contain"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn max_headers_count_zero_and_choice_count_below_two() {
+    assert_eq!(
+        messages(&format!(
+            "{TARGET}commonHttpProtocolOptions:\n  maxHeadersCount: 0"
+        )),
+        [format!(
+            "spec.commonHttpProtocolOptions.maxHeadersCount: Invalid value: 0: {MAX_HEADERS_COUNT_ZERO}"
+        )]
+    );
+    for n in ["1", "0", "-3"] {
+        assert_eq!(
+            messages(&format!(
+                "{TARGET}loadBalancer:\n  leastRequest:\n    choiceCount: {n}"
+            )),
+            [format!(
+                "spec.loadBalancer.leastRequest.choiceCount: Invalid value: {n}: {CHOICE_COUNT_MIN}"
+            )]
+        );
+    }
+    assert!(
+        messages(&format!(
+            "{TARGET}loadBalancer:\n  leastRequest:\n    choiceCount: 2"
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn ring_sizes_envoy_refuses() {
+    let ring = |fields: &str| {
+        messages(&format!(
+            "{TARGET}loadBalancer:\n  ringHash:\n    hashPolicies:\n    - sourceIP: {{}}\n{}",
+            fields.lines().map(|l| format!("    {l}\n")).collect::<String>()
+        ))
+    };
+    assert_eq!(
+        ring("minimumRingSize: 2000\nmaximumRingSize: 1000"),
+        [format!(
+            "spec.loadBalancer.ringHash: Invalid value: \"object\": {}",
+            ring_min_above_max(2000, 1000)
+        )]
+    );
+    // An unset minimum is Envoy's 1024.
+    assert_eq!(
+        ring("maximumRingSize: 512"),
+        [format!(
+            "spec.loadBalancer.ringHash: Invalid value: \"object\": {}",
+            ring_min_above_max(1024, 512)
+        )]
+    );
+    assert_eq!(
+        ring("maximumRingSize: 8388609"),
+        [format!(
+            "spec.loadBalancer.ringHash.maximumRingSize: Invalid value: 8388609: {RING_SIZE_CAP}"
+        )]
+    );
+    // Over the cap is said once, not again as min > max.
+    assert_eq!(
+        ring("minimumRingSize: 9000000"),
+        [format!(
+            "spec.loadBalancer.ringHash.minimumRingSize: Invalid value: 9000000: {RING_SIZE_CAP}"
+        )]
+    );
+    for ok in [
+        "minimumRingSize: 0",
+        "maximumRingSize: 8388608",
+        "minimumRingSize: 1024\nmaximumRingSize: 1024",
+        "",
+    ] {
+        assert_eq!(ring(ok), Vec::<String>::new(), "{ok}");
+    }
+    let got = ring("minimumRingSize: -1\nmaximumRingSize: -2");
+    assert_eq!(got.len(), 2, "the CRD's minimum only: {got:?}");
+}
+
+#[test]
+fn hash_header_names_envoy_refuses() {
+    let got = messages(&format!(
+        "{TARGET}loadBalancer:\n  maglev:\n    hashPolicies:\n    - header: {{name: \"x\\ny\"}}"
+    ));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with(
+            "spec.loadBalancer.maglev.hashPolicies[0].header.name: Invalid value: \"x\\ny\": name must not"
+        ),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn int32_fields_beyond_32_bits() {
+    assert_eq!(
+        messages(&format!("{TARGET}circuitBreakers:\n  maxConnections: 2147483648")),
+        [format!(
+            "spec.circuitBreakers.maxConnections: Invalid value: 2147483648: {INT32_MAX}"
+        )]
+    );
+    assert_eq!(
+        messages(&format!("{TARGET}perConnectionBufferLimitBytes: 4294967296")),
+        [format!(
+            "spec.perConnectionBufferLimitBytes: Invalid value: 4294967296: {INT32_MAX}"
+        )]
+    );
+    assert!(messages(&format!("{TARGET}perConnectionBufferLimitBytes: 2147483647")).is_empty());
+}
+
+#[test]
+fn zeros_the_data_plane_serves_are_accepted() {
+    let spec = format!(
+        "{TARGET}perConnectionBufferLimitBytes: 0\ncommonHttpProtocolOptions:\n  idleTimeout: 0s\n  \
+         maxRequestsPerConnection: 0\n  maxStreamDuration: 0s\n{}\nloadBalancer:\n  ringHash:\n    \
+         minimumRingSize: 0\n    hashPolicies:\n    - cookie: {{name: s, ttl: 0s}}",
+        HEALTH_CHECK
+            .replace("healthyThreshold: 1", "healthyThreshold: 0")
+            .replace("unhealthyThreshold: 1", "unhealthyThreshold: 0")
+    );
+    assert_eq!(messages(&spec), Vec::<String>::new());
+}
+
+#[test]
+fn limits_wait_for_a_schema_that_passes() {
+    let got = messages(&format!(
+        "{TARGET}connectTimeout: 0s\nupstreamProxyProtocol:\n  version: V3"
+    ));
+    assert_eq!(
+        got,
+        [
+            "spec.upstreamProxyProtocol.version: Unsupported value: \"V3\": supported values: \"V1\", \"V2\""
+                .to_string(),
+            format!("<nil>: Invalid value: \"null\": {SKIPPED_RULES}"),
+        ]
+    );
 }
