@@ -1,7 +1,7 @@
 //! The one "not supported yet" gate: input that is valid (the API server would take it) but that
 //! the data plane does not implement, refused at apply time so that nothing ever claims an
 //! effect that does not happen. One function per kind; [`unsupported`] is the only entry point
-//! (`kgw apply`, the state file and the Kubernetes watch all call it).
+//! (the store calls it on what `kgw apply` admits and on what the Kubernetes watch reads).
 //!
 //! Every refusal is a Forbidden error on the field, saying what to do instead.
 
