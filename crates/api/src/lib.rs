@@ -25,5 +25,6 @@ pub use objects::{
     DecodeError, Document, Kind, ManifestError, Object, ObjectKey, decode_object, parse_documents,
     parse_manifests,
 };
+mod unsupported;
 pub mod yaml;
-pub use validate::unsupported;
+pub use unsupported::unsupported;

@@ -1,5 +1,5 @@
-//! Validation of the kinds that come from the ecosystem crates, and the list of what the data
-//! plane does not implement yet. BackendConfigPolicy's own checks live beside its types.
+//! Validation of the kinds that come from the ecosystem crates. BackendConfigPolicy's own checks
+//! live beside its types; what the data plane does not implement yet is in `unsupported.rs`.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -8,9 +8,6 @@ use crate::backend_config_policy;
 use crate::error::FieldError;
 use crate::objects::Object;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-
-const NOT_YET: &str = "not supported yet by kgateway-rs: remove the field (the data plane does not implement it, \
-                       so it would have no effect)";
 
 /// What the API server would refuse: schema and semantic checks.
 pub fn validate(object: &Object) -> Vec<FieldError> {
@@ -224,110 +221,6 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
         }
     }
     errors
-}
-
-/// Valid input that the data plane cannot honour yet: refused at apply time so that nothing
-/// ever claims an effect that does not happen.
-pub fn unsupported(object: &Object) -> Vec<FieldError> {
-    let mut out = Vec::new();
-    match object {
-        Object::BackendConfigPolicy(p) => out.extend(backend_config_policy::unsupported_fields(&p.spec)),
-        Object::Gateway(g) => {
-            for (i, l) in g.spec.listeners.iter().enumerate() {
-                if l.protocol != "HTTP" {
-                    out.push(FieldError::forbidden(
-                        format!("spec.listeners[{i}].protocol"),
-                        format!("protocol {} is {NOT_YET}; use HTTP", l.protocol),
-                    ));
-                }
-                if l.tls.is_some() {
-                    out.push(FieldError::forbidden(format!("spec.listeners[{i}].tls"), NOT_YET));
-                }
-            }
-            for (i, a) in g.spec.addresses.iter().flatten().enumerate() {
-                if a.r#type.as_deref().unwrap_or("IPAddress") != "IPAddress" {
-                    out.push(FieldError::forbidden(
-                        format!("spec.addresses[{i}].type"),
-                        format!("only IPAddress addresses are supported; {NOT_YET}"),
-                    ));
-                }
-            }
-            if g.spec.tls.is_some() {
-                out.push(FieldError::forbidden("spec.tls", NOT_YET));
-            }
-            if g.spec.infrastructure.is_some() {
-                out.push(FieldError::forbidden("spec.infrastructure", NOT_YET));
-            }
-        }
-        Object::HTTPRoute(r) => {
-            for (i, rule) in r.spec.rules.iter().flatten().enumerate() {
-                let at = format!("spec.rules[{i}]");
-                if rule.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-                    out.push(FieldError::forbidden(format!("{at}.filters"), NOT_YET));
-                }
-                if rule.timeouts.is_some() {
-                    out.push(FieldError::forbidden(format!("{at}.timeouts"), NOT_YET));
-                }
-                for (j, m) in rule.matches.iter().flatten().enumerate() {
-                    use gateway_api::httproutes::{
-                        HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
-                    };
-                    if matches!(
-                        m.path.as_ref().and_then(|p| p.r#type.as_ref()),
-                        Some(HttpRouteRulesMatchesPathType::RegularExpression)
-                    ) {
-                        out.push(FieldError::forbidden(
-                            format!("{at}.matches[{j}].path.type"),
-                            format!("RegularExpression is {NOT_YET}; use Exact or PathPrefix"),
-                        ));
-                    }
-                    for (k, h) in m.headers.iter().flatten().enumerate() {
-                        if matches!(
-                            h.r#type,
-                            Some(HttpRouteRulesMatchesHeadersType::RegularExpression)
-                        ) {
-                            out.push(FieldError::forbidden(
-                                format!("{at}.matches[{j}].headers[{k}].type"),
-                                format!("RegularExpression is {NOT_YET}; use Exact"),
-                            ));
-                        }
-                    }
-                    if m.query_params.as_ref().is_some_and(|q| !q.is_empty()) {
-                        out.push(FieldError::forbidden(
-                            format!("{at}.matches[{j}].queryParams"),
-                            NOT_YET,
-                        ));
-                    }
-                }
-                for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
-                    let is_service = b.group.as_deref().unwrap_or("").is_empty()
-                        && b.kind.as_deref().unwrap_or("Service") == "Service";
-                    if !is_service {
-                        out.push(FieldError::forbidden(
-                            format!("{at}.backendRefs[{j}].kind"),
-                            format!("only Service backends are supported; {NOT_YET}"),
-                        ));
-                    }
-                    if b.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-                        out.push(FieldError::forbidden(
-                            format!("{at}.backendRefs[{j}].filters"),
-                            NOT_YET,
-                        ));
-                    }
-                }
-            }
-        }
-        Object::EndpointSlice(e) => {
-            if e.address_type == "FQDN" {
-                out.push(FieldError::forbidden(
-                    "addressType",
-                    format!("FQDN is {NOT_YET}; use IPv4 or IPv6"),
-                ));
-            }
-        }
-        Object::Service(_) => {}
-    }
-    out
 }
 
 fn validate_meta(object: &Object) -> Vec<FieldError> {

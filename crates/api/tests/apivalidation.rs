@@ -66,6 +66,12 @@ fn read_cases() -> Vec<Case> {
 fn apivalidation_cases() {
     let cases = read_cases();
     assert!(cases.len() >= 11, "found only {} cases in {CASES}", cases.len());
+    let named = std::fs::read_to_string(CASES)
+        .expect("the cases file reads")
+        .lines()
+        .filter(|l| l.starts_with("# case:"))
+        .count();
+    assert_eq!(cases.len(), named, "every case of {CASES} is run");
     let mut failures = Vec::new();
     for case in &cases {
         let value: serde_json::Value = match serde_yaml_ng::from_str(&case.document) {

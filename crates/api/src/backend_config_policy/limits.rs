@@ -1,0 +1,270 @@
+//! Ours, not the CRD's: values the API server accepts but the data plane cannot honour, refused
+//! at apply time rather than turned into failing connects or a configuration Envoy would refuse.
+//! Each is checked only once the CRD's own checks on the field pass, and each message names
+//! the limit, where it comes from, and the fix.
+//!
+//! What is left out on purpose, because it can be served as Envoy serves it: `0` for
+//! `perConnectionBufferLimitBytes` (no limit), `maxRequestsPerConnection` (unlimited),
+//! `idleTimeout` and `maxStreamDuration` (disabled), a health check threshold of 0 (acts as 1),
+//! `minimumRingSize: 0`, a cookie `ttl` of 0 (a session cookie). Durations cannot overflow: the
+//! CRD's pattern allows at most four parts of 99999 units (under 46 years).
+
+use super::schema::Checker;
+use super::types::*;
+use crate::duration::{NANOS_PER_SECOND, matches_kube_duration_pattern, parse_go_duration};
+
+// Linux: TCP_KEEPCNT 1..=127 (MAX_TCP_KEEPCNT), TCP_KEEPIDLE and TCP_KEEPINTVL 1..=32767 s
+// (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL); setsockopt refuses more with EINVAL.
+pub(super) const LINUX_MAX_KEEPCNT: i64 = 127;
+pub(super) const LINUX_MAX_KEEP_SECS: i128 = 32767;
+pub(super) const KEEPALIVE_PROBES_LINUX: &str = "keepAliveProbes must be between 1 and 127 (the Linux TCP_KEEPCNT \
+                                                 range): set a value in that range, or remove the field to keep the \
+                                                 kernel default (9)";
+pub(super) const KEEPALIVE_TIME_LINUX: &str = "keepAliveTime must be at most 32767s (9h6m7s, the Linux TCP_KEEPIDLE \
+                                               limit): set a shorter duration, or remove the field to keep the \
+                                               kernel default (7200s)";
+pub(super) const KEEPALIVE_INTERVAL_LINUX: &str = "keepAliveInterval must be at most 32767s (9h6m7s, the Linux \
+                                                   TCP_KEEPINTVL limit): set a shorter duration, or remove the \
+                                                   field to keep the kernel default (75s)";
+
+// Envoy's own limits (its proto validation and cluster setup refuse these; checked with
+// `envoy --mode validate`).
+pub(super) const CONNECT_TIMEOUT_ZERO: &str = "connectTimeout must be greater than 0 (Envoy refuses a zero connect \
+                                               timeout): set a duration such as 5s, or remove the field to keep the \
+                                               default (5s)";
+pub(super) const HEALTH_CHECK_INTERVAL_ZERO: &str = "interval must be greater than 0 (a health check needs time \
+                                                     between probes; Envoy refuses 0): set a duration such as 5s";
+pub(super) const HEALTH_CHECK_TIMEOUT_ZERO: &str = "timeout must be greater than 0 (Envoy refuses 0): set how long a \
+                                                    probe may take, such as 1s";
+pub(super) const HEALTH_CHECK_PATH_EMPTY: &str = "path must not be empty (Envoy refuses it): set the path to probe, \
+                                                  such as /healthz";
+pub(super) const HEADER_VALUE_CONTROL: &str = "must not contain NUL, CR or LF (it is sent in a request header; \
+                                               Envoy refuses it): remove those characters";
+pub(super) const HEADER_NAME_CONTROL: &str = "must not contain NUL, CR or LF (it names a request header; Envoy \
+                                              refuses it): remove those characters";
+pub(super) const MAX_HEADERS_COUNT_ZERO: &str = "maxHeadersCount must be at least 1 (Envoy refuses 0; every HTTP \
+                                                 response has at least one header): set a limit such as 100, or \
+                                                 remove the field to keep the default (100)";
+pub(super) const CHOICE_COUNT_MIN: &str = "choiceCount must be at least 2 (least request compares that many \
+                                           random endpoints; Envoy refuses fewer): set 2 or more, or remove the \
+                                           field to keep the default (2)";
+/// Envoy's cap on either ring size (`lte: 8388608` in its proto).
+pub(super) const MAX_RING_SIZE: i64 = 8_388_608;
+/// Envoy's defaults, used when a ring size is not set.
+pub(super) const DEFAULT_MIN_RING_SIZE: i64 = 1024;
+pub(super) const DEFAULT_MAX_RING_SIZE: i64 = MAX_RING_SIZE;
+pub(super) const RING_SIZE_CAP: &str =
+    "must be at most 8388608 (8M, Envoy's largest ring): set a smaller size";
+pub(super) const INT32_MAX: &str = "must be at most 2147483647 (kgateway reads this field as a 32-bit integer): \
+                                    set a smaller value";
+
+pub(super) fn ring_min_above_max(min: i64, max: i64) -> String {
+    format!(
+        "minimumRingSize ({min}) must not be greater than maximumRingSize ({max}) (Envoy refuses such a ring; an unset \
+         minimumRingSize is 1024, an unset maximumRingSize 8388608): raise maximumRingSize or lower minimumRingSize"
+    )
+}
+
+/// A duration that passed the CRD's checks (length and pattern), in nanoseconds.
+fn crd_valid_duration(value: Option<&str>) -> Option<i128> {
+    let v = value?;
+    if v.len() > 32 || !matches_kube_duration_pattern(v) {
+        return None;
+    }
+    parse_go_duration(v)
+}
+
+fn has_header_control(s: &str) -> bool {
+    s.contains(['\0', '\r', '\n'])
+}
+
+/// Fields of `format: int32` whose only CRD bound is a minimum.
+fn at_most_int32(c: &mut Checker, path: &str, value: Option<i64>) {
+    if let Some(v) = value
+        && v > i64::from(i32::MAX)
+    {
+        c.rule_failed(path, &v, INT32_MAX);
+    }
+}
+
+/// Every limit of the data plane, in the CRD's (alphabetical) field order.
+pub(super) fn check(c: &mut Checker, s: &BackendConfigPolicySpec) {
+    if let Some(cb) = &s.circuit_breakers {
+        let at = "spec.circuitBreakers";
+        at_most_int32(c, &format!("{at}.maxConnections"), cb.max_connections);
+        at_most_int32(c, &format!("{at}.maxPendingRequests"), cb.max_pending_requests);
+        at_most_int32(c, &format!("{at}.maxRequests"), cb.max_requests);
+        at_most_int32(c, &format!("{at}.maxRetries"), cb.max_retries);
+    }
+    if let Some(o) = &s.common_http_protocol_options {
+        let at = "spec.commonHttpProtocolOptions";
+        if o.max_headers_count == Some(0) {
+            c.rule_failed(&format!("{at}.maxHeadersCount"), &0, MAX_HEADERS_COUNT_ZERO);
+        }
+        at_most_int32(c, &format!("{at}.maxHeadersCount"), o.max_headers_count);
+        at_most_int32(
+            c,
+            &format!("{at}.maxRequestsPerConnection"),
+            o.max_requests_per_connection,
+        );
+    }
+    if crd_valid_duration(s.connect_timeout.as_deref()) == Some(0) {
+        c.rule_failed("spec.connectTimeout", &s.connect_timeout, CONNECT_TIMEOUT_ZERO);
+    }
+    if let Some(hc) = &s.health_check {
+        check_health_check(c, hc);
+    }
+    if let Some(lb) = &s.load_balancer {
+        check_load_balancer(c, lb);
+    }
+    if let Some(od) = &s.outlier_detection {
+        let at = "spec.outlierDetection";
+        at_most_int32(c, &format!("{at}.consecutive5xx"), od.consecutive_5xx);
+        at_most_int32(
+            c,
+            &format!("{at}.consecutiveLocalOriginFailure"),
+            od.consecutive_local_origin_failure,
+        );
+    }
+    at_most_int32(
+        c,
+        "spec.perConnectionBufferLimitBytes",
+        s.per_connection_buffer_limit_bytes,
+    );
+    if let Some(k) = &s.tcp_keepalive {
+        check_tcp_keepalive(c, k);
+    }
+}
+
+fn check_health_check(c: &mut Checker, hc: &HealthCheck) {
+    let at = "spec.healthCheck";
+    at_most_int32(c, &format!("{at}.healthyThreshold"), Some(hc.healthy_threshold));
+    if let Some(http) = &hc.http {
+        if let Some(host) = &http.host
+            && has_header_control(host)
+        {
+            c.rule_failed(
+                &format!("{at}.http.host"),
+                host,
+                &format!("host {HEADER_VALUE_CONTROL}"),
+            );
+        }
+        if http.path.is_empty() {
+            c.rule_failed(&format!("{at}.http.path"), &http.path, HEALTH_CHECK_PATH_EMPTY);
+        } else if has_header_control(&http.path) {
+            c.rule_failed(
+                &format!("{at}.http.path"),
+                &http.path,
+                &format!("path {HEADER_VALUE_CONTROL}"),
+            );
+        }
+    }
+    if crd_valid_duration(Some(&hc.interval)) == Some(0) {
+        c.rule_failed(
+            &format!("{at}.interval"),
+            &hc.interval,
+            HEALTH_CHECK_INTERVAL_ZERO,
+        );
+    }
+    if crd_valid_duration(Some(&hc.timeout)) == Some(0) {
+        c.rule_failed(&format!("{at}.timeout"), &hc.timeout, HEALTH_CHECK_TIMEOUT_ZERO);
+    }
+    at_most_int32(
+        c,
+        &format!("{at}.unhealthyThreshold"),
+        Some(hc.unhealthy_threshold),
+    );
+}
+
+fn check_load_balancer(c: &mut Checker, lb: &LoadBalancer) {
+    let at = "spec.loadBalancer";
+    if let Some(lr) = &lb.least_request
+        && let Some(n) = lr.choice_count
+    {
+        let path = format!("{at}.leastRequest.choiceCount");
+        if n < 2 {
+            c.rule_failed(&path, &n, CHOICE_COUNT_MIN);
+        }
+        at_most_int32(c, &path, Some(n));
+    }
+    if let Some(m) = &lb.maglev {
+        check_hash_header_names(c, &format!("{at}.maglev.hashPolicies"), &m.hash_policies);
+    }
+    if let Some(rh) = &lb.ring_hash {
+        let at = format!("{at}.ringHash");
+        check_hash_header_names(c, &format!("{at}.hashPolicies"), &rh.hash_policies);
+        let mut sizes_ok = true;
+        for (name, size) in [
+            ("maximumRingSize", rh.maximum_ring_size),
+            ("minimumRingSize", rh.minimum_ring_size),
+        ] {
+            match size {
+                // Negative sizes are the CRD's minimum: 0 error.
+                Some(n) if n < 0 => sizes_ok = false,
+                Some(n) if n > MAX_RING_SIZE => {
+                    c.rule_failed(&format!("{at}.{name}"), &n, RING_SIZE_CAP);
+                    sizes_ok = false;
+                }
+                _ => {}
+            }
+        }
+        let min = rh.minimum_ring_size.unwrap_or(DEFAULT_MIN_RING_SIZE);
+        let max = rh.maximum_ring_size.unwrap_or(DEFAULT_MAX_RING_SIZE);
+        if sizes_ok && min > max {
+            c.rule_failed(&at, &"object", &ring_min_above_max(min, max));
+        }
+    }
+    if let Some(za) = &lb.zone_aware
+        && let Some(force) = za.prefer_local.as_ref().and_then(|p| p.force.as_ref())
+    {
+        at_most_int32(
+            c,
+            &format!("{at}.zoneAware.preferLocal.force.minEndpointsInZoneThreshold"),
+            force.min_endpoints_in_zone_threshold,
+        );
+    }
+}
+
+fn check_hash_header_names(c: &mut Checker, at: &str, policies: &[HashPolicy]) {
+    for (i, p) in policies.iter().enumerate() {
+        if let Some(h) = &p.header
+            && has_header_control(&h.name)
+        {
+            c.rule_failed(
+                &format!("{at}[{i}].header.name"),
+                &h.name,
+                &format!("name {HEADER_NAME_CONTROL}"),
+            );
+        }
+    }
+}
+
+fn check_tcp_keepalive(c: &mut Checker, k: &TcpKeepalive) {
+    let at = "spec.tcpKeepalive";
+    // Durations over the limit are over the CRD's 1s minimum too, so a valid duration suffices.
+    if let Some(n) = crd_valid_duration(k.keep_alive_interval.as_deref())
+        && n / NANOS_PER_SECOND > LINUX_MAX_KEEP_SECS
+    {
+        c.rule_failed(
+            &format!("{at}.keepAliveInterval"),
+            &k.keep_alive_interval,
+            KEEPALIVE_INTERVAL_LINUX,
+        );
+    }
+    // Negative counts are the CRD's minimum: 0 error.
+    if let Some(p) = k.keep_alive_probes
+        && p >= 0
+        && !(1..=LINUX_MAX_KEEPCNT).contains(&p)
+    {
+        c.rule_failed(&format!("{at}.keepAliveProbes"), &p, KEEPALIVE_PROBES_LINUX);
+    }
+    if let Some(n) = crd_valid_duration(k.keep_alive_time.as_deref())
+        && n / NANOS_PER_SECOND > LINUX_MAX_KEEP_SECS
+    {
+        c.rule_failed(
+            &format!("{at}.keepAliveTime"),
+            &k.keep_alive_time,
+            KEEPALIVE_TIME_LINUX,
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! `gateway.kgateway.dev/v1alpha1` BackendConfigPolicy: the whole schema of kgateway's CRD as
+//! Rust types (`types.rs`), and [`validate`], which gives the verdicts and messages of the API
+//! server for that CRD (`rules.rs`, on the checker of `schema.rs`, with `quantity.rs` for CEL's
+//! `quantity()`), and the limits of the data plane that the CRD does not know (`limits.rs`).
+//! Tests in `tests.rs`.
+
+mod limits;
+mod quantity;
+mod rules;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod types;
+
+/// The fields the data plane does not implement yet; the gate of every kind is `crate::unsupported`.
+pub use crate::unsupported::backend_config_policy as unsupported_fields;
+pub use rules::validate;
+pub use types::*;
+
+pub const API_VERSION: &str = "gateway.kgateway.dev/v1alpha1";
+pub const KIND: &str = "BackendConfigPolicy";

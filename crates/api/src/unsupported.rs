@@ -1,0 +1,268 @@
+//! The one "not supported yet" gate: input that is valid (the API server would take it) but that
+//! the data plane does not implement, refused at apply time so that nothing ever claims an
+//! effect that does not happen. One function per kind; [`unsupported`] is the only entry point
+//! (the store calls it on what `kgw apply` admits and on what the Kubernetes watch reads).
+//!
+//! Every refusal is a Forbidden error on the field, saying what to do instead.
+
+use gateway_api::httproutes::{HttpRoute, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::Gateway;
+use crate::backend_config_policy::BackendConfigPolicySpec;
+use crate::error::FieldError;
+use crate::objects::Object;
+
+const NOT_YET: &str = "not supported yet by kgateway-rs: remove the field (the data plane does not implement it, \
+                       so it would have no effect)";
+
+/// What `object` asks that the data plane cannot do yet, one Forbidden error per field.
+pub fn unsupported(object: &Object) -> Vec<FieldError> {
+    match object {
+        Object::BackendConfigPolicy(p) => backend_config_policy(&p.spec),
+        Object::Gateway(g) => gateway(g),
+        Object::HTTPRoute(r) => http_route(r),
+        Object::EndpointSlice(e) => endpoint_slice(e),
+        Object::Service(_) => Vec::new(),
+    }
+}
+
+/// The features that later issues bring, named in the refusal so the user knows what to wait for.
+const WITH_BACKEND_TLS: &str = "backend TLS and the Backend kind, issue 15";
+const WITH_HTTP2: &str = "upstream HTTP/2 and gRPC, issue 16";
+
+/// NOT_YET, saying which feature will bring the field.
+fn not_yet_until(feature: &str) -> String {
+    format!(
+        "not supported yet by kgateway-rs (it comes with {feature}): remove the field (the data plane does not \
+         implement it, so it would have no effect)"
+    )
+}
+
+/// The spec fields that are valid but that the data plane does not implement yet: what needs
+/// TLS or the Backend kind (`tls`, `dns`, `useHostnameForHashing`) and what needs upstream
+/// HTTP/2 (`http2ProtocolOptions`, `healthCheck.grpc`). `useHostnameForHashing: false` is
+/// what kgw does anyway (it hashes on addresses), so only `true` is refused.
+pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> {
+    let lb = spec.load_balancer.as_ref();
+    let set = [
+        ("dns", spec.dns.is_some(), WITH_BACKEND_TLS),
+        (
+            "healthCheck.grpc",
+            spec.health_check.as_ref().is_some_and(|h| h.grpc.is_some()),
+            WITH_HTTP2,
+        ),
+        (
+            "http2ProtocolOptions",
+            spec.http2_protocol_options.is_some(),
+            WITH_HTTP2,
+        ),
+        (
+            "loadBalancer.maglev.useHostnameForHashing",
+            lb.and_then(|lb| lb.maglev.as_ref())
+                .is_some_and(|m| m.use_hostname_for_hashing == Some(true)),
+            WITH_BACKEND_TLS,
+        ),
+        (
+            "loadBalancer.ringHash.useHostnameForHashing",
+            lb.and_then(|lb| lb.ring_hash.as_ref())
+                .is_some_and(|r| r.use_hostname_for_hashing == Some(true)),
+            WITH_BACKEND_TLS,
+        ),
+        ("tls", spec.tls.is_some(), WITH_BACKEND_TLS),
+    ];
+    set.into_iter()
+        .filter(|(_, is_set, _)| *is_set)
+        .map(|(field, _, feature)| FieldError::forbidden(format!("spec.{field}"), not_yet_until(feature)))
+        .collect()
+}
+
+pub fn gateway(g: &Gateway) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    for (i, l) in g.spec.listeners.iter().enumerate() {
+        if l.protocol != "HTTP" {
+            out.push(FieldError::forbidden(
+                format!("spec.listeners[{i}].protocol"),
+                format!("protocol {} is {NOT_YET}; use HTTP", l.protocol),
+            ));
+        }
+        if l.tls.is_some() {
+            out.push(FieldError::forbidden(format!("spec.listeners[{i}].tls"), NOT_YET));
+        }
+    }
+    for (i, a) in g.spec.addresses.iter().flatten().enumerate() {
+        if a.r#type.as_deref().unwrap_or("IPAddress") != "IPAddress" {
+            out.push(FieldError::forbidden(
+                format!("spec.addresses[{i}].type"),
+                format!("only IPAddress addresses are supported; {NOT_YET}"),
+            ));
+        }
+    }
+    if g.spec.tls.is_some() {
+        out.push(FieldError::forbidden("spec.tls", NOT_YET));
+    }
+    if g.spec.infrastructure.is_some() {
+        out.push(FieldError::forbidden("spec.infrastructure", NOT_YET));
+    }
+    out
+}
+
+pub fn http_route(r: &HttpRoute) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    for (i, rule) in r.spec.rules.iter().flatten().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if rule.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+            out.push(FieldError::forbidden(format!("{at}.filters"), NOT_YET));
+        }
+        if rule.timeouts.is_some() {
+            out.push(FieldError::forbidden(format!("{at}.timeouts"), NOT_YET));
+        }
+        for (j, m) in rule.matches.iter().flatten().enumerate() {
+            if matches!(
+                m.path.as_ref().and_then(|p| p.r#type.as_ref()),
+                Some(HttpRouteRulesMatchesPathType::RegularExpression)
+            ) {
+                out.push(FieldError::forbidden(
+                    format!("{at}.matches[{j}].path.type"),
+                    format!("RegularExpression is {NOT_YET}; use Exact or PathPrefix"),
+                ));
+            }
+            for (k, h) in m.headers.iter().flatten().enumerate() {
+                if matches!(
+                    h.r#type,
+                    Some(HttpRouteRulesMatchesHeadersType::RegularExpression)
+                ) {
+                    out.push(FieldError::forbidden(
+                        format!("{at}.matches[{j}].headers[{k}].type"),
+                        format!("RegularExpression is {NOT_YET}; use Exact"),
+                    ));
+                }
+            }
+            if m.query_params.as_ref().is_some_and(|q| !q.is_empty()) {
+                out.push(FieldError::forbidden(
+                    format!("{at}.matches[{j}].queryParams"),
+                    NOT_YET,
+                ));
+            }
+        }
+        for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
+            let is_service = b.group.as_deref().unwrap_or("").is_empty()
+                && b.kind.as_deref().unwrap_or("Service") == "Service";
+            if !is_service {
+                out.push(FieldError::forbidden(
+                    format!("{at}.backendRefs[{j}].kind"),
+                    format!("only Service backends are supported; {NOT_YET}"),
+                ));
+            }
+            if b.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+                out.push(FieldError::forbidden(
+                    format!("{at}.backendRefs[{j}].filters"),
+                    NOT_YET,
+                ));
+            }
+        }
+    }
+    out
+}
+
+pub fn endpoint_slice(e: &EndpointSlice) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    if e.address_type == "FQDN" {
+        out.push(FieldError::forbidden(
+            "addressType",
+            format!("FQDN is {NOT_YET}; use IPv4 or IPv6"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(yaml: &str) -> Vec<String> {
+        let objects = crate::parse_manifests(yaml, "test").expect("test manifest parses");
+        assert_eq!(objects.len(), 1, "one object per test manifest");
+        unsupported(&objects[0]).iter().map(ToString::to_string).collect()
+    }
+
+    fn policy(spec: &str) -> String {
+        format!(
+            "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: BackendConfigPolicy\nmetadata:\n  name: p\n  \
+             namespace: default\nspec:\n  targetRefs:\n  - group: \"\"\n    kind: Service\n    name: httpbin\n{}",
+            spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
+        )
+    }
+
+    #[test]
+    fn backend_config_policy_refuses_only_what_later_issues_bring() {
+        let every_field_of_this_issue = "connectTimeout: 5s\ntcpKeepalive: {}\nperConnectionBufferLimitBytes: 1024\n\
+            commonHttpProtocolOptions:\n  idleTimeout: 10s\n  maxRequestsPerConnection: 5\n\
+            http1ProtocolOptions:\n  enableTrailers: true\n\
+            loadBalancer:\n  ringHash:\n    useHostnameForHashing: false\n    hashPolicies:\n    - header: {name: x}\n\
+            healthCheck:\n  http: {path: /health}\n  interval: 1s\n  timeout: 1s\n  healthyThreshold: 1\n  \
+            unhealthyThreshold: 1\n\
+            outlierDetection:\n  consecutive5xx: 3\n\
+            circuitBreakers:\n  maxConnections: 1\n\
+            upstreamProxyProtocol:\n  version: V2";
+        assert_eq!(messages(&policy(every_field_of_this_issue)), Vec::<String>::new());
+
+        let tls = not_yet_until(WITH_BACKEND_TLS);
+        let h2 = not_yet_until(WITH_HTTP2);
+        let got = messages(&policy(
+            "dns:\n  respectTTL: true\ntls:\n  insecureSkipVerify: true\n\
+             http2ProtocolOptions:\n  maxConcurrentStreams: 10\n\
+             healthCheck:\n  grpc: {}\n  interval: 1s\n  timeout: 1s\n  healthyThreshold: 1\n  unhealthyThreshold: 1\n\
+             loadBalancer:\n  maglev:\n    useHostnameForHashing: true",
+        ));
+        assert_eq!(
+            got,
+            [
+                format!("spec.dns: Forbidden: {tls}"),
+                format!("spec.healthCheck.grpc: Forbidden: {h2}"),
+                format!("spec.http2ProtocolOptions: Forbidden: {h2}"),
+                format!("spec.loadBalancer.maglev.useHostnameForHashing: Forbidden: {tls}"),
+                format!("spec.tls: Forbidden: {tls}"),
+            ]
+        );
+        let got = messages(&policy(
+            "loadBalancer:\n  ringHash:\n    useHostnameForHashing: true",
+        ));
+        assert_eq!(
+            got,
+            [format!(
+                "spec.loadBalancer.ringHash.useHostnameForHashing: Forbidden: {tls}"
+            )]
+        );
+        assert!(
+            tls.starts_with(
+                "not supported yet by kgateway-rs (it comes with backend TLS and the Backend kind"
+            ),
+            "{tls}"
+        );
+    }
+
+    #[test]
+    fn other_kinds_name_the_field_and_the_fix() {
+        let got = messages(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: default\n\
+             spec:\n  gatewayClassName: kgateway\n  listeners:\n  - name: tcp\n    port: 80\n    protocol: TCP\n",
+        );
+        assert_eq!(
+            got,
+            [format!(
+                "spec.listeners[0].protocol: Forbidden: protocol TCP is {NOT_YET}; use HTTP"
+            )]
+        );
+        let got = messages(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s\n  namespace: default\n\
+             addressType: FQDN\nendpoints: []\n",
+        );
+        assert_eq!(
+            got,
+            [format!(
+                "addressType: Forbidden: FQDN is {NOT_YET}; use IPv4 or IPv6"
+            )]
+        );
+    }
+}
