@@ -74,10 +74,15 @@ fn bad_policies_are_refused_and_the_serving_config_stays() {
         (
             GUIDE_POLICY.replace(
                 "  tcpKeepalive:",
-                "  perConnectionBufferLimitBytes: 1024\n  tcpKeepalive:",
+                "  tls:\n    insecureSkipVerify: true\n  tcpKeepalive:",
             ),
-            "spec.perConnectionBufferLimitBytes",
+            "spec.tls",
             "not supported yet",
+        ),
+        (
+            GUIDE_POLICY.replace("  tcpKeepalive:", "  connectTimeout: 0s\n  tcpKeepalive:"),
+            "spec.connectTimeout",
+            "must be greater than 0",
         ),
     ];
     for (doc, field, words) in &cases {
