@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use crate::local_reply::ResponseFlag;
+
 /// The buffer is handed to the writer when it holds this much.
 const FLUSH_SIZE: usize = 64 * 1024;
 /// And at least this often.
@@ -88,7 +90,7 @@ impl RequestFields {
 pub(crate) struct Entry<'a> {
     pub request: RequestFields,
     pub status: u16,
-    pub flags: &'a str,
+    pub flag: Option<ResponseFlag>,
     pub upstream: Option<std::net::SocketAddr>,
     pub cluster: &'a str,
 }
@@ -316,7 +318,7 @@ fn format_line(out: &mut Vec<u8>, e: &Entry, ended: Duration) {
     let mut number = itoa::Buffer::new();
     out.extend_from_slice(number.format(e.status).as_bytes());
     out.push(b' ');
-    out.extend_from_slice(or_dash(e.flags).as_bytes());
+    out.extend_from_slice(e.flag.map_or("-", ResponseFlag::as_str).as_bytes());
     out.push(b' ');
     let duration = ended.saturating_sub(request.start);
     out.extend_from_slice(number.format(duration.as_millis()).as_bytes());
@@ -368,7 +370,7 @@ mod tests {
         Entry {
             request,
             status,
-            flags: if upstream.is_some() { "" } else { "NR" },
+            flag: upstream.is_none().then_some(ResponseFlag::NoRouteFound),
             upstream: upstream.map(|a| a.parse().unwrap()),
             cluster: if upstream.is_some() {
                 "kube_httpbin_httpbin_8000"
@@ -428,7 +430,7 @@ mod exit_flush_tests {
             log.log(Entry {
                 request,
                 status: 200,
-                flags: "",
+                flag: None,
                 upstream: None,
                 cluster: "",
             });

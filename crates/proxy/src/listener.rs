@@ -21,10 +21,11 @@ use crate::DataPlane;
 use crate::access_log::Entry;
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::h1::{self, Framing, HeadError, RequestHead, ResponseHead};
+use crate::local_reply::{self, LocalReply, ResponseFlag};
 use crate::recycle::{self, READ_CHUNK};
 use crate::router::RequestView;
 use crate::stats;
-use crate::upstream::{self, ConnectError, Connection, End};
+use crate::upstream::{self, Connection, End};
 
 /// A bound listener address; dropping it stops accepting.
 pub(crate) struct Bound {
@@ -204,13 +205,6 @@ struct Downstream {
     client: String,
 }
 
-/// Why a request did not get an upstream response (Envoy's response flags).
-struct LocalReply {
-    status: u16,
-    flag: &'static str,
-    body: String,
-}
-
 /// How an exchange ended, for the downstream connection.
 enum Next {
     /// Ready for the client's next request.
@@ -227,7 +221,7 @@ enum Next {
 /// What the access log and the counters say of one request.
 struct Outcome {
     status: u16,
-    flag: &'static str,
+    flag: Option<ResponseFlag>,
     upstream: Option<SocketAddr>,
     next: Next,
 }
@@ -326,12 +320,12 @@ impl Downstream {
             dp.access_log.log(Entry {
                 request: request.began_earlier(waited),
                 status,
-                flags: if status == 408 { "" } else { "DPE" },
+                flag: (status != 408).then_some(ResponseFlag::DownstreamProtocolError),
                 upstream: None,
                 cluster: "",
             });
         }
-        let reply = format!("HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let reply = local_reply::refused_head(status, reason);
         let _ = self.stream.write_all(reply.as_bytes()).await;
     }
 
@@ -406,38 +400,22 @@ impl Downstream {
             if is_connect {
                 // No tunnels yet: refused, and the connection closes (what follows may be
                 // tunnel bytes, not a request).
-                break 'route Err(LocalReply {
-                    status: 405,
-                    flag: "",
-                    body: String::new(),
-                });
+                break 'route Err(LocalReply::connect_refused());
             }
             let Some(route) = crate::router::find_listener(&runtime.snapshot.listeners, port)
                 .and_then(|l| crate::router::route(l, &view))
             else {
-                break 'route Err(LocalReply {
-                    status: 404,
-                    flag: "NR",
-                    body: String::new(),
-                });
+                break 'route Err(LocalReply::no_route());
             };
             let targets = match &route.action {
                 RouteAction::Forward(t) => t,
                 RouteAction::Direct { status, body } => {
-                    break 'route Err(LocalReply {
-                        status: *status,
-                        flag: "",
-                        body: body.clone(),
-                    });
+                    break 'route Err(LocalReply::direct(*status, body));
                 }
             };
             let target = pick_weighted(targets);
             let Some(index) = target.index else {
-                break 'route Err(LocalReply {
-                    status: 500,
-                    flag: "NC",
-                    body: String::new(),
-                });
+                break 'route Err(LocalReply::no_cluster());
             };
             let cluster = &runtime.clusters[index];
             if logged.is_some() {
@@ -446,11 +424,7 @@ impl Downstream {
             stats::inc(&cluster.stats().upstream_rq_total);
             let Some(endpoint) = cluster.pick() else {
                 stats::inc(&cluster.stats().upstream_cx_none_healthy);
-                break 'route Err(LocalReply {
-                    status: 503,
-                    flag: "UH",
-                    body: "no healthy upstream".into(),
-                });
+                break 'route Err(LocalReply::no_healthy_upstream());
             };
             Ok((cluster.clone(), endpoint))
         };
@@ -500,10 +474,10 @@ impl Downstream {
                         outcome
                     }
                     Err(reply) => {
-                        if reply.flag == "UT" {
+                        if reply.flag == Some(ResponseFlag::UpstreamRequestTimeout) {
                             stats::inc(&cluster.stats().upstream_rq_timeout);
                         }
-                        if reply.flag == "SI" {
+                        if reply.flag == Some(ResponseFlag::StreamIdleTimeout) {
                             stats::inc(&dp.downstream.downstream_rq_idle_timeout);
                         }
                         cluster.stats().count_status(reply.status);
@@ -524,7 +498,7 @@ impl Downstream {
             dp.access_log.log(Entry {
                 request,
                 status: outcome.status,
-                flags: outcome.flag,
+                flag: outcome.flag,
                 upstream: outcome.upstream,
                 cluster: &cluster_name,
             });
@@ -543,27 +517,7 @@ impl Downstream {
         upstream: Option<SocketAddr>,
     ) -> std::io::Result<Outcome> {
         let close = !keep_alive || framing != Framing::Empty;
-        let reason = http::StatusCode::from_u16(reply.status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("");
-        let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\ncontent-length: {}\r\n",
-            reply.status,
-            reply.body.len()
-        );
-        if !reply.body.is_empty() {
-            out.push_str("content-type: text/plain\r\n");
-        }
-        if close {
-            out.push_str("connection: close\r\n");
-        }
-        out.push_str("\r\n");
-        // An answer to HEAD says how long its body would be and sends none: bytes after the
-        // head would be read as the start of the next response.
-        if !is_head {
-            out.push_str(&reply.body);
-        }
+        let out = reply.to_http1(close, is_head);
         self.stream.write_all(out.as_bytes()).await?;
         Ok(Outcome {
             status: reply.status,
@@ -625,22 +579,18 @@ impl Downstream {
                 Ok(Err(Failure::Client)) => {
                     return Ok(Outcome {
                         status: 0,
-                        flag: "DC",
+                        flag: Some(ResponseFlag::DownstreamConnectionTermination),
                         upstream: Some(x.endpoint.address),
                         next: Next::Close,
                     });
                 }
                 Ok(Err(Failure::BadBody)) => {
                     conn.end = End::Local;
-                    return Err(LocalReply {
-                        status: 400,
-                        flag: "DPE",
-                        body: String::new(),
-                    });
+                    return Err(LocalReply::bad_request_body());
                 }
                 Ok(Err(Failure::Protocol)) => {
                     conn.end = End::Local;
-                    return Err(protocol_error());
+                    return Err(LocalReply::upstream_protocol_error());
                 }
                 Ok(Err(Failure::Upstream(end))) => {
                     conn.end = end;
@@ -655,7 +605,7 @@ impl Downstream {
                         conn = new_connection(x.cluster, x.endpoint).await?;
                         continue;
                     }
-                    return Err(termination());
+                    return Err(LocalReply::upstream_terminated());
                 }
             }
         };
@@ -695,7 +645,7 @@ impl Downstream {
                             idle_timer.as_mut().reset(due);
                             continue;
                         }
-                        return Err(stream_timeout());
+                        return Err(LocalReply::stream_timeout_in_request());
                     }
                 }
             }
@@ -940,7 +890,7 @@ impl Downstream {
         conn.buf.drain(..head.len);
         let mut outcome = Outcome {
             status: head.status,
-            flag: "",
+            flag: None,
             upstream: Some(x.endpoint.address),
             next: if close { Next::Close } else { Next::KeepAlive },
         };
@@ -959,7 +909,7 @@ impl Downstream {
                     Ok(n) => n,
                     Err(_) => {
                         conn.end = End::Local;
-                        outcome.flag = "UPE";
+                        outcome.flag = Some(ResponseFlag::UpstreamProtocolError);
                         outcome.next = Next::Reset;
                         return outcome;
                     }
@@ -1030,14 +980,14 @@ impl Downstream {
                 Ok(0) => {
                     // The upstream closed mid-body: the client's response is cut short.
                     conn.end = End::Remote;
-                    outcome.flag = "UC";
+                    outcome.flag = Some(ResponseFlag::UpstreamConnectionTermination);
                     outcome.next = Next::Reset;
                     return outcome;
                 }
                 Ok(_) => {}
                 Err(e) => {
                     conn.end = upstream::end_of(&e);
-                    outcome.flag = "UC";
+                    outcome.flag = Some(ResponseFlag::UpstreamConnectionTermination);
                     outcome.next = Next::Reset;
                     return outcome;
                 }
@@ -1159,7 +1109,7 @@ impl<'t> StreamIdle<'t> {
     fn reset(&self, dp: &DataPlane, conn: &mut Connection, mut outcome: Outcome) -> Outcome {
         stats::inc(&dp.downstream.downstream_rq_idle_timeout);
         conn.end = End::Local;
-        outcome.flag = "SI";
+        outcome.flag = Some(ResponseFlag::StreamIdleTimeout);
         outcome.next = Next::Reset;
         outcome
     }
@@ -1186,60 +1136,18 @@ fn is_idempotent(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE")
 }
 
-fn timeout() -> LocalReply {
-    LocalReply {
-        status: 504,
-        flag: "UT",
-        body: "upstream request timeout".into(),
-    }
-}
-
 /// How long a request waits for its response head, and the answer when that runs out: the
 /// route timeout, or the stream idle timeout when it is shorter (nothing moves on the stream
 /// while the upstream thinks; Envoy then answers 504 `SI`). One timer serves both.
 fn response_head_wait(dp: &DataPlane) -> (Duration, fn() -> LocalReply) {
     let options = &dp.options;
     if options.stream_idle_timeout < options.route_timeout {
-        (options.stream_idle_timeout, stream_timeout_after_request)
+        (
+            options.stream_idle_timeout,
+            LocalReply::stream_timeout_after_request,
+        )
     } else {
-        (options.route_timeout, timeout)
-    }
-}
-
-/// The upstream sent no response head within the stream idle timeout (Envoy: 504, flag SI).
-fn stream_timeout_after_request() -> LocalReply {
-    LocalReply {
-        status: 504,
-        flag: "SI",
-        body: "stream timeout".into(),
-    }
-}
-
-/// The client's body stalled past the stream idle timeout (Envoy: 408, flag SI).
-fn stream_timeout() -> LocalReply {
-    LocalReply {
-        status: 408,
-        flag: "SI",
-        body: "stream timeout".into(),
-    }
-}
-
-fn protocol_error() -> LocalReply {
-    LocalReply {
-        status: 502,
-        flag: "UPE",
-        body: "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
-            .into(),
-    }
-}
-
-fn termination() -> LocalReply {
-    LocalReply {
-        status: 503,
-        flag: "UC",
-        body:
-            "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
-                .into(),
+        (options.route_timeout, LocalReply::upstream_timeout)
     }
 }
 
@@ -1247,21 +1155,9 @@ async fn new_connection(
     cluster: &Arc<ClusterRuntime>,
     endpoint: &Endpoint,
 ) -> Result<Connection, LocalReply> {
-    upstream::connect(cluster, endpoint.address).await.map_err(|e| {
-        let reason = match e {
-            ConnectError::Timeout => "connection timeout".to_string(),
-            ConnectError::Failed(err) => {
-                format!("remote connection failure, transport failure reason: {err}")
-            }
-        };
-        LocalReply {
-            status: 503,
-            flag: "UF",
-            body: format!(
-                "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
-            ),
-        }
-    })
+    upstream::connect(cluster, endpoint.address)
+        .await
+        .map_err(LocalReply::connect_failed)
 }
 
 /// Picks a cluster by weight (one target: no randomness needed).

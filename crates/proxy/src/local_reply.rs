@@ -1,0 +1,192 @@
+//! Answers the proxy gives itself, as Envoy's: the status, the body, and the response flag the
+//! access log shows for why no upstream answered.
+
+use crate::upstream::ConnectError;
+
+/// Envoy's response flags: why a request did not get (all of) an upstream response. The access
+/// log shows the short code (`%RESPONSE_FLAGS%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResponseFlag {
+    /// UH: the cluster has no endpoint to send to.
+    NoHealthyUpstream,
+    /// UF: connecting to the upstream failed or timed out.
+    UpstreamConnectionFailure,
+    /// UT: no response head within the route timeout.
+    UpstreamRequestTimeout,
+    /// UC: the upstream connection ended before the response did.
+    UpstreamConnectionTermination,
+    /// URX: the retry limit was reached.
+    #[expect(dead_code, reason = "retries with a limit come with the retry policy")]
+    UpstreamRetryLimitExceeded,
+    /// UO: a circuit breaker refused the request.
+    #[expect(dead_code, reason = "circuit breaking is not implemented yet")]
+    UpstreamOverflow,
+    /// UPE: the upstream's answer is not HTTP we can forward.
+    UpstreamProtocolError,
+    /// DC: the client went away before the response was complete.
+    DownstreamConnectionTermination,
+    /// DPE: the client's request does not follow HTTP/1.1.
+    DownstreamProtocolError,
+    /// SI: the stream moved no byte for the stream idle timeout.
+    StreamIdleTimeout,
+    /// NR: no route matches the request.
+    NoRouteFound,
+    /// NC: the route's cluster does not exist.
+    NoClusterFound,
+    /// UMSDR: the request ran past the cluster's max stream duration.
+    #[expect(dead_code, reason = "maxStreamDuration is not implemented yet")]
+    UpstreamMaxStreamDurationReached,
+    /// LR: the proxy reset the stream itself.
+    #[expect(dead_code, reason = "no local reset path is flagged yet")]
+    LocalReset,
+}
+
+impl ResponseFlag {
+    /// Envoy's short code, as the access log writes it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ResponseFlag::NoHealthyUpstream => "UH",
+            ResponseFlag::UpstreamConnectionFailure => "UF",
+            ResponseFlag::UpstreamRequestTimeout => "UT",
+            ResponseFlag::UpstreamConnectionTermination => "UC",
+            ResponseFlag::UpstreamRetryLimitExceeded => "URX",
+            ResponseFlag::UpstreamOverflow => "UO",
+            ResponseFlag::UpstreamProtocolError => "UPE",
+            ResponseFlag::DownstreamConnectionTermination => "DC",
+            ResponseFlag::DownstreamProtocolError => "DPE",
+            ResponseFlag::StreamIdleTimeout => "SI",
+            ResponseFlag::NoRouteFound => "NR",
+            ResponseFlag::NoClusterFound => "NC",
+            ResponseFlag::UpstreamMaxStreamDurationReached => "UMSDR",
+            ResponseFlag::LocalReset => "LR",
+        }
+    }
+}
+
+/// An answer the proxy gives instead of an upstream's.
+pub(crate) struct LocalReply {
+    pub status: u16,
+    pub flag: Option<ResponseFlag>,
+    pub body: String,
+}
+
+/// The start of Envoy's body for a request that got no response head.
+const RESET_BEFORE_HEADERS: &str = "upstream connect error or disconnect/reset before headers. reset reason:";
+
+impl LocalReply {
+    fn new(status: u16, flag: Option<ResponseFlag>, body: impl Into<String>) -> LocalReply {
+        LocalReply {
+            status,
+            flag,
+            body: body.into(),
+        }
+    }
+
+    /// No tunnels yet: CONNECT is refused (and the connection closes).
+    pub(crate) fn connect_refused() -> LocalReply {
+        LocalReply::new(405, None, "")
+    }
+
+    pub(crate) fn no_route() -> LocalReply {
+        LocalReply::new(404, Some(ResponseFlag::NoRouteFound), "")
+    }
+
+    /// The route answers itself (Envoy's direct_response).
+    pub(crate) fn direct(status: u16, body: &str) -> LocalReply {
+        LocalReply::new(status, None, body)
+    }
+
+    /// The picked backend does not resolve to a cluster.
+    pub(crate) fn no_cluster() -> LocalReply {
+        LocalReply::new(500, Some(ResponseFlag::NoClusterFound), "")
+    }
+
+    pub(crate) fn no_healthy_upstream() -> LocalReply {
+        LocalReply::new(503, Some(ResponseFlag::NoHealthyUpstream), "no healthy upstream")
+    }
+
+    /// The route timeout ran out before the response head.
+    pub(crate) fn upstream_timeout() -> LocalReply {
+        LocalReply::new(
+            504,
+            Some(ResponseFlag::UpstreamRequestTimeout),
+            "upstream request timeout",
+        )
+    }
+
+    /// The upstream sent no response head within the stream idle timeout (Envoy: 504, SI).
+    pub(crate) fn stream_timeout_after_request() -> LocalReply {
+        LocalReply::new(504, Some(ResponseFlag::StreamIdleTimeout), "stream timeout")
+    }
+
+    /// The client's body stalled past the stream idle timeout (Envoy: 408, SI).
+    pub(crate) fn stream_timeout_in_request() -> LocalReply {
+        LocalReply::new(408, Some(ResponseFlag::StreamIdleTimeout), "stream timeout")
+    }
+
+    /// The client's chunked body does not follow the grammar.
+    pub(crate) fn bad_request_body() -> LocalReply {
+        LocalReply::new(400, Some(ResponseFlag::DownstreamProtocolError), "")
+    }
+
+    pub(crate) fn upstream_protocol_error() -> LocalReply {
+        LocalReply::new(
+            502,
+            Some(ResponseFlag::UpstreamProtocolError),
+            format!("{RESET_BEFORE_HEADERS} protocol error"),
+        )
+    }
+
+    pub(crate) fn upstream_terminated() -> LocalReply {
+        LocalReply::new(
+            503,
+            Some(ResponseFlag::UpstreamConnectionTermination),
+            format!("{RESET_BEFORE_HEADERS} connection termination"),
+        )
+    }
+
+    pub(crate) fn connect_failed(error: ConnectError) -> LocalReply {
+        let reason = match error {
+            ConnectError::Timeout => "connection timeout".to_string(),
+            ConnectError::Failed(err) => {
+                format!("remote connection failure, transport failure reason: {err}")
+            }
+        };
+        LocalReply::new(
+            503,
+            Some(ResponseFlag::UpstreamConnectionFailure),
+            format!("{RESET_BEFORE_HEADERS} {reason}"),
+        )
+    }
+
+    /// The reply as HTTP/1.1 bytes. An answer to HEAD says how long its body would be and
+    /// sends none: bytes after the head would be read as the start of the next response.
+    pub(crate) fn to_http1(&self, close: bool, is_head: bool) -> String {
+        let reason = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\ncontent-length: {}\r\n",
+            self.status,
+            self.body.len()
+        );
+        if !self.body.is_empty() {
+            out.push_str("content-type: text/plain\r\n");
+        }
+        if close {
+            out.push_str("connection: close\r\n");
+        }
+        out.push_str("\r\n");
+        if !is_head {
+            out.push_str(&self.body);
+        }
+        out
+    }
+}
+
+/// The answer to a request head that cannot be served (malformed, too large, too slow); the
+/// connection closes after it.
+pub(crate) fn refused_head(status: u16, reason: &str) -> String {
+    format!("HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+}
