@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use snapshot::{Cluster, TcpKeepalive};
 
 use crate::endpoint_health::EndpointHealth;
+use crate::load_balancing::RoundRobin;
 use crate::stats::{self, ClusterStats};
 use crate::upstream::{self, Connection, End};
 
@@ -26,7 +27,7 @@ pub struct ClusterRuntime {
     name: String,
     settings: ArcSwap<Settings>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
-    next: AtomicUsize,
+    balancer: RoundRobin,
     stats: ClusterStats,
     /// Every open connection's socket, by connection id.
     live: Mutex<HashMap<u64, Live>>,
@@ -76,7 +77,7 @@ impl ClusterRuntime {
             name: cluster.name.clone(),
             settings: ArcSwap::from_pointee(settings_of(cluster)),
             endpoints: ArcSwap::from_pointee(Vec::new()),
-            next: AtomicUsize::new(0),
+            balancer: RoundRobin::default(),
             stats: ClusterStats::default(),
             live: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(0),
@@ -178,14 +179,10 @@ impl ClusterRuntime {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Round robin over the endpoints; None when there are none.
+    /// The endpoint for the next request, by the cluster's load balancing; None when there
+    /// are none.
     pub(crate) fn pick(&self) -> Option<Arc<Endpoint>> {
-        let endpoints = self.endpoints.load();
-        if endpoints.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
-        Some(endpoints[i].clone())
+        self.balancer.pick(&self.endpoints.load()).cloned()
     }
 
     /// An idle pooled connection to this endpoint that is still open, if any (most recently

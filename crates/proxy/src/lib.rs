@@ -11,6 +11,7 @@ mod fd_limit;
 pub mod fuzzing;
 mod h1;
 mod listener;
+mod load_balancing;
 mod local_reply;
 mod recycle;
 mod router;

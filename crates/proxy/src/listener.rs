@@ -21,6 +21,7 @@ use crate::DataPlane;
 use crate::access_log::Entry;
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::h1::{self, Framing, HeadError, RequestHead, ResponseHead};
+use crate::load_balancing;
 use crate::local_reply::{self, LocalReply, ResponseFlag};
 use crate::recycle::{self, READ_CHUNK};
 use crate::router::RequestView;
@@ -413,7 +414,7 @@ impl Downstream {
                     break 'route Err(LocalReply::direct(*status, body));
                 }
             };
-            let target = pick_weighted(targets);
+            let target = load_balancing::pick_weighted(targets);
             let Some(index) = target.index else {
                 break 'route Err(LocalReply::no_cluster());
             };
@@ -1158,38 +1159,4 @@ async fn new_connection(
     upstream::connect(cluster, endpoint.address)
         .await
         .map_err(LocalReply::connect_failed)
-}
-
-/// Picks a cluster by weight (one target: no randomness needed).
-fn pick_weighted(targets: &[snapshot::WeightedCluster]) -> &snapshot::WeightedCluster {
-    if targets.len() == 1 {
-        return &targets[0];
-    }
-    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
-    let mut roll = fast_random() % total.max(1);
-    for t in targets {
-        if roll < u64::from(t.weight) {
-            return t;
-        }
-        roll -= u64::from(t.weight);
-    }
-    &targets[targets.len() - 1]
-}
-
-/// A per-thread xorshift: weighted picks need spread, not cryptographic randomness.
-fn fast_random() -> u64 {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
-        );
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        x
-    })
 }
