@@ -1,15 +1,20 @@
 //! The data plane. It knows the Snapshot, nothing else: a new Snapshot is swapped in atomically
 //! and requests in flight finish on the one they started with. Follow one request:
-//! `listener.rs` (accept, HTTP/1.1) -> `router.rs` (virtual host, route) -> `cluster.rs`
-//! (endpoint pick, pool) -> `upstream.rs` (connect, socket options, the upstream exchange).
+//! `listener.rs` (bind, accept) -> `downstream.rs` (the client connection: read a head, route
+//! it) -> `router.rs` (virtual host, route) -> `load_balancing.rs` (the cluster by weight, its
+//! endpoint) -> `http1_exchange.rs` (the request upstream, the response back) on a connection
+//! from `cluster.rs` (pool) or `upstream.rs` (connect, socket options); when no upstream
+//! answers, `local_reply.rs` does (status, body, response flag).
 
 mod access_log;
 mod cluster;
+mod downstream;
 mod endpoint_health;
 mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;
+mod http1_exchange;
 mod listener;
 mod load_balancing;
 mod local_reply;

@@ -26,6 +26,20 @@ use crate::h1::HeaderLine;
 /// Bytes read per system call; buffers start at this size and grow only for large heads.
 pub(crate) const READ_CHUNK: usize = 4096;
 
+/// Appends what one read gives; Ok(0) at end of stream. Cancel-safe (it is raced against other
+/// reads and writes): bytes land in the spare capacity and count only once read.
+pub(crate) async fn read_some<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    if buf.capacity() == 0 {
+        *buf = bytes();
+    } else {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio::io::AsyncReadExt::read_buf(stream, buf).await
+}
+
 /// Buffers kept per thread: enough for the connections one thread serves back to back.
 const KEPT: usize = 128;
 /// A buffer that grew past this (a large head, a long body read) goes back to the allocator.

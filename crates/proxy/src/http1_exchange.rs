@@ -1,0 +1,654 @@
+//! The HTTP/1.1 exchange with an upstream: a request goes on a pooled or new connection (its
+//! body passed through framed as it came, while an early answer is listened for), and the
+//! response comes back to the client, under the route and stream idle timeouts; the connection
+//! goes back to its pool when the exchange left it clean.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::time::Sleep;
+
+use crate::DataPlane;
+use crate::cluster::{ClusterRuntime, Endpoint};
+use crate::downstream::{Downstream, Next, Outcome};
+use crate::h1::{self, Framing, ResponseHead};
+use crate::local_reply::{LocalReply, ResponseFlag};
+use crate::recycle::{self, read_some};
+use crate::stats;
+use crate::upstream::{self, Connection, End};
+
+/// A response rest this small is read to its end when the client leaves early, so that its
+/// connection goes back to the pool instead of being closed (a new connection costs the backend
+/// a handshake, and the next request a round trip).
+const DRAIN_LIMIT: u64 = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// Room for what the proxy adds to a head (x-forwarded-*, connection).
+pub(crate) const HEAD_EDITS: usize = 128;
+
+/// Idle time after which a reused connection may be closing under us (see `exchange`).
+const REPLAY_AFTER_IDLE: Duration = Duration::from_millis(100);
+
+impl Downstream {
+    /// Sends the request on a pooled or new connection, and the response back. A reused
+    /// connection that fails before the response began (the peer closed it as we wrote: the
+    /// close race) gets the request again, once, on a new connection, when that is safe: the
+    /// request is idempotent, has no body, and the connection had idled long enough to be in
+    /// that race.
+    ///
+    /// As Envoy's: the route timeout counts from the end of the request. A request without a
+    /// body ends with its head; a body is uploaded under the stream idle timeout instead (a
+    /// stall, not a slow upload, ends it), and the route timeout starts when its last byte is in.
+    pub(crate) async fn exchange(
+        &mut self,
+        dp: &DataPlane,
+        x: Exchange<'_>,
+        mut route_timer: Pin<&mut Sleep>,
+        mut idle_timer: Pin<&mut Sleep>,
+    ) -> Result<Outcome, LocalReply> {
+        let now = tokio::time::Instant::now();
+        let (head_wait, head_timeout) = response_head_wait(dp);
+        if x.framing == Framing::Empty {
+            route_timer.as_mut().reset(now + head_wait);
+        }
+        let now = now.into_std();
+        let mut conn = match x.cluster.take_idle(x.endpoint) {
+            Some(c) => c,
+            None => new_connection(x.cluster, x.endpoint).await?,
+        };
+        let mut retried = false;
+        let response = loop {
+            let may_replay = x.replayable
+                && !retried
+                && conn.reused
+                && now.saturating_duration_since(conn.idle_since) >= REPLAY_AFTER_IDLE;
+            let sent = if x.framing == Framing::Empty {
+                tokio::select! {
+                    biased;
+                    r = self.send_request(&mut conn, &x) => Ok(r),
+                    () = route_timer.as_mut() => Err(head_timeout()),
+                }
+            } else {
+                self.send_with_body(dp, &mut conn, &x, route_timer.as_mut(), idle_timer.as_mut())
+                    .await
+            };
+            match sent {
+                Err(reply) => {
+                    // Cut mid-request: the upstream connection cannot be reused.
+                    conn.end = End::Local;
+                    return Err(reply);
+                }
+                Ok(Ok(head)) => break head,
+                Ok(Err(Failure::Client)) => {
+                    return Ok(Outcome {
+                        status: 0,
+                        flag: Some(ResponseFlag::DownstreamConnectionTermination),
+                        upstream: Some(x.endpoint.address),
+                        next: Next::Close,
+                    });
+                }
+                Ok(Err(Failure::BadBody)) => {
+                    conn.end = End::Local;
+                    return Err(LocalReply::bad_request_body());
+                }
+                Ok(Err(Failure::Protocol)) => {
+                    conn.end = End::Local;
+                    return Err(LocalReply::upstream_protocol_error());
+                }
+                Ok(Err(Failure::Upstream(end))) => {
+                    conn.end = end;
+                    drop(conn);
+                    if may_replay && end != End::TimedOut {
+                        tracing::debug!(
+                            cluster = x.cluster.name(),
+                            "reused connection failed before the response; retrying"
+                        );
+                        retried = true;
+                        stats::inc(&x.cluster.stats().upstream_rq_retry);
+                        conn = new_connection(x.cluster, x.endpoint).await?;
+                        continue;
+                    }
+                    return Err(LocalReply::upstream_terminated());
+                }
+            }
+        };
+        let (response, whole) = response;
+        let draining = dp.is_draining();
+        Ok(self
+            .forward_response(dp, conn, response, whole, &x, draining, idle_timer)
+            .await)
+    }
+
+    /// A request with a body: the upload, bounded by the stream idle timeout (on the idle
+    /// timer, which a connection does not use during a request), then the wait for the
+    /// response head, bounded by the route timeout from the end of the upload.
+    async fn send_with_body(
+        &mut self,
+        dp: &DataPlane,
+        conn: &mut Connection,
+        x: &Exchange<'_>,
+        mut route_timer: Pin<&mut Sleep>,
+        mut idle_timer: Pin<&mut Sleep>,
+    ) -> Result<Result<(ResponseHead, bool), Failure>, LocalReply> {
+        let stream_idle = dp.options.stream_idle_timeout;
+        // The time of the last byte from the client: the timer is moved on to it only when it
+        // comes due, not on every read.
+        let progress = Progress::new();
+        idle_timer.as_mut().reset(progress.last() + stream_idle);
+        let sent = {
+            let upload = self.send_body(conn, x, Some(&progress));
+            tokio::pin!(upload);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut upload => break r,
+                    () = idle_timer.as_mut() => {
+                        let due = progress.last() + stream_idle;
+                        if due > tokio::time::Instant::now() {
+                            idle_timer.as_mut().reset(due);
+                            continue;
+                        }
+                        return Err(LocalReply::stream_timeout_in_request());
+                    }
+                }
+            }
+        };
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let (head_wait, head_timeout) = response_head_wait(dp);
+        route_timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + head_wait);
+        tokio::select! {
+            biased;
+            r = self.read_response_head(conn, x, sent) => Ok(r),
+            () = route_timer.as_mut() => Err(head_timeout()),
+        }
+    }
+
+    /// Writes the request (head and body) and reads the response head (see `send_body` and
+    /// `read_response_head`).
+    async fn send_request(
+        &mut self,
+        conn: &mut Connection,
+        x: &Exchange<'_>,
+    ) -> Result<(ResponseHead, bool), Failure> {
+        let sent = self.send_body(conn, x, None).await?;
+        self.read_response_head(conn, x, sent).await
+    }
+
+    /// Writes the request head and body. The body goes while the upstream is watched: one that
+    /// answers before it has the whole body (a 413, say) is heard, and the rest of the body is
+    /// not sent (`whole` is then false: neither connection can be reused). Each read of the
+    /// client's body, and each write of it upstream, sets `progress` to its time.
+    async fn send_body(
+        &mut self,
+        conn: &mut Connection,
+        x: &Exchange<'_>,
+        progress: Option<&Progress>,
+    ) -> Result<BodySent, Failure> {
+        let upstream_failed = |e: std::io::Error| {
+            tracing::debug!(
+                cluster = x.cluster.name(),
+                "writing or reading the upstream failed: {e}"
+            );
+            Failure::Upstream(upstream::end_of(&e))
+        };
+        // A body-less request (most of them) goes as its head alone, without a copy; a body is
+        // sent after the head in the same buffer.
+        let mut out = if x.framing == Framing::Empty {
+            Vec::new()
+        } else {
+            x.request.clone()
+        };
+        let mut whole = true;
+        // A write that fails may be the upstream closing after it answered early: its answer
+        // is read before the failure counts.
+        let mut write_failed: Option<Failure> = None;
+        let mut scanner = h1::ChunkedScanner::default();
+        let mut left = match x.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        loop {
+            let take = match x.framing {
+                Framing::Empty | Framing::UntilClose => 0,
+                Framing::Length(_) => left.min(self.buf.len() as u64) as usize,
+                Framing::Chunked => scanner.feed(&self.buf).map_err(|_| Failure::BadBody)?,
+            };
+            out.extend(self.buf.drain(..take));
+            if let Framing::Length(_) = x.framing {
+                left -= take as u64;
+            }
+            let finished = match x.framing {
+                Framing::Empty | Framing::UntilClose => true,
+                Framing::Length(_) => left == 0,
+                Framing::Chunked => scanner.is_done(),
+            };
+            let Connection { stream, buf, .. } = &mut *conn;
+            let (mut upstream_read, mut upstream_write) = stream.split();
+            if finished {
+                let all: &[u8] = if x.framing == Framing::Empty {
+                    &x.request
+                } else {
+                    &out
+                };
+                if let Err(e) = upstream_write.write_all(all).await {
+                    write_failed = Some(upstream_failed(e));
+                    whole = false;
+                }
+                break;
+            }
+            // Body bytes are still to come from the client: send what we have, then read more,
+            // either way listening for an early answer.
+            let early = tokio::select! {
+                biased;
+                // The write is cancelled, maybe part-way: this body cannot go on.
+                r = read_some(&mut upstream_read, buf) => Some((r, false)),
+                r = upstream_write.write_all(&out) => {
+                    if let Err(e) = r {
+                        write_failed = Some(upstream_failed(e));
+                        whole = false;
+                        break;
+                    }
+                    out.clear();
+                    // Bytes moved on count as activity too (a backend slow to read is no stall
+                    // of the client's).
+                    if let Some(progress) = progress {
+                        progress.now();
+                    }
+                    tokio::select! {
+                        biased;
+                        r = read_some(&mut upstream_read, buf) => Some((r, true)),
+                        r = read_some(&mut self.stream, &mut self.buf) => match r {
+                            Ok(n) if n > 0 => {
+                                if let Some(progress) = progress {
+                                    progress.now();
+                                }
+                                None
+                            }
+                            _ => return Err(Failure::Client),
+                        },
+                    }
+                }
+            };
+            match early {
+                None => {}
+                Some((Ok(n), body_intact)) if n > 0 => {
+                    // What the upstream says early is judged on a whole head: a 100 Continue
+                    // that arrives in pieces is not a final answer.
+                    while let Ok(None) = h1::parse_response(&conn.buf, b"GET") {
+                        match read_some(&mut conn.stream, &mut conn.buf).await {
+                            Ok(0) => return Err(Failure::Upstream(End::Remote)),
+                            Ok(_) => {}
+                            Err(e) => return Err(upstream_failed(e)),
+                        }
+                    }
+                    // An interim answer (100 Continue, unasked) is passed on and the body goes
+                    // on; anything else is the final answer, early.
+                    if self.pass_interim(conn, x).await? && conn.buf.is_empty() && body_intact {
+                        continue;
+                    }
+                    whole = false;
+                    break;
+                }
+                Some((Ok(_), _)) => return Err(Failure::Upstream(End::Remote)),
+                Some((Err(e), _)) => return Err(upstream_failed(e)),
+            }
+        }
+        Ok(BodySent { whole, write_failed })
+    }
+
+    /// Reads the response head, forwarding interim (1xx) responses to the client; the second
+    /// value says whether the whole request went upstream.
+    async fn read_response_head(
+        &mut self,
+        conn: &mut Connection,
+        x: &Exchange<'_>,
+        sent: BodySent,
+    ) -> Result<(ResponseHead, bool), Failure> {
+        let BodySent { whole, write_failed } = sent;
+        let upstream_failed = |e: std::io::Error| {
+            tracing::debug!(
+                cluster = x.cluster.name(),
+                "writing or reading the upstream failed: {e}"
+            );
+            Failure::Upstream(upstream::end_of(&e))
+        };
+        let method: &[u8] = if x.is_head { b"HEAD" } else { b"GET" };
+        loop {
+            // An interim head is passed on, the final one returned, from one parse each.
+            match h1::parse_response(&conn.buf, method) {
+                // We never ask for an upgrade (Upgrade is hop-by-hop): a 101 is a broken upstream.
+                Ok(Some(head)) if head.status == 101 => return Err(Failure::Protocol),
+                Ok(Some(head)) if (100..200).contains(&head.status) => {
+                    self.forward_interim(conn, head.len, x).await?;
+                    continue;
+                }
+                Ok(Some(head)) => return Ok((head, whole)),
+                Ok(None) => {}
+                Err(_) => return Err(Failure::Protocol),
+            }
+            match read_some(&mut conn.stream, &mut conn.buf).await {
+                Ok(0) => return Err(write_failed.unwrap_or(Failure::Upstream(End::Remote))),
+                Ok(_) => {}
+                Err(e) => return Err(write_failed.unwrap_or_else(|| upstream_failed(e))),
+            }
+        }
+    }
+
+    /// Passes on the interim (1xx, not 101) responses at the start of the upstream's buffer: to
+    /// an HTTP/1.1 client as they are; an HTTP/1.0 client cannot take them. True if any.
+    async fn pass_interim(&mut self, conn: &mut Connection, x: &Exchange<'_>) -> Result<bool, Failure> {
+        let mut any = false;
+        while let Ok(Some(head)) = h1::parse_response(&conn.buf, b"GET") {
+            if !(100..200).contains(&head.status) || head.status == 101 {
+                break;
+            }
+            self.forward_interim(conn, head.len, x).await?;
+            any = true;
+        }
+        Ok(any)
+    }
+
+    /// Passes on the interim response of `len` bytes at the start of the upstream's buffer.
+    async fn forward_interim(
+        &mut self,
+        conn: &mut Connection,
+        len: usize,
+        x: &Exchange<'_>,
+    ) -> Result<(), Failure> {
+        if x.client_version == h1::Version::Http11 {
+            self.stream
+                .write_all(&conn.buf[..len])
+                .await
+                .map_err(|_| Failure::Client)?;
+        }
+        conn.buf.drain(..len);
+        Ok(())
+    }
+
+    /// Sends the response head and body to the client, then pools the connection when the
+    /// exchange left it clean. As Envoy's stream idle timeout: a response that moves no byte
+    /// either way (the upstream stalls, or the client reads nothing) for `stream_idle_timeout`
+    /// is reset: both connections close and the log says `SI`.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_response(
+        &mut self,
+        dp: &DataPlane,
+        mut conn: Connection,
+        head: ResponseHead,
+        request_whole: bool,
+        x: &Exchange<'_>,
+        draining: bool,
+        idle_timer: Pin<&mut Sleep>,
+    ) -> Outcome {
+        let mut stream_idle = StreamIdle::new(idle_timer, dp.options.stream_idle_timeout);
+        // A request body not read to its end cannot be told from the client's next request.
+        let close = !x.keep_alive || draining || head.framing == Framing::UntilClose || !request_whole;
+        let mut out = Vec::with_capacity(head.len + HEAD_EDITS);
+        h1::write_response_head(&mut out, &conn.buf, &head, close, x.client_version);
+        conn.buf.drain(..head.len);
+        let mut outcome = Outcome {
+            status: head.status,
+            flag: None,
+            upstream: Some(x.endpoint.address),
+            next: if close { Next::Close } else { Next::KeepAlive },
+        };
+        let mut scanner = h1::ChunkedScanner::default();
+        let mut left = match head.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let mut client_gone = false;
+        loop {
+            // The body bytes we have, up to the end of this response.
+            let take = match head.framing {
+                Framing::Empty => 0,
+                Framing::Length(_) => left.min(conn.buf.len() as u64) as usize,
+                Framing::Chunked => match scanner.feed(&conn.buf) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        conn.end = End::Local;
+                        outcome.flag = Some(ResponseFlag::UpstreamProtocolError);
+                        outcome.next = Next::Reset;
+                        return outcome;
+                    }
+                },
+                Framing::UntilClose => conn.buf.len(),
+            };
+            if let Framing::Length(_) = head.framing {
+                left -= take as u64;
+            }
+            if !client_gone {
+                out.extend(conn.buf.drain(..take));
+                if !out.is_empty() {
+                    match stream_idle.bound(self.stream.write_all(&out)).await {
+                        Some(Ok(())) => {}
+                        Some(Err(_)) => {
+                            client_gone = true;
+                            outcome.next = Next::Close;
+                        }
+                        None => return stream_idle.reset(dp, &mut conn, outcome),
+                    }
+                }
+                out.clear();
+            } else {
+                conn.buf.drain(..take);
+            }
+            let done = match head.framing {
+                Framing::Empty => true,
+                Framing::Length(_) => left == 0,
+                Framing::Chunked => scanner.is_done(),
+                Framing::UntilClose => false,
+            };
+            if done {
+                // Complete: whatever happens to the connection now, no request was cut.
+                conn.busy = false;
+                break;
+            }
+            if client_gone
+                && !(x.framing == Framing::Empty
+                    && matches!(head.framing, Framing::Length(_))
+                    && left <= DRAIN_LIMIT)
+            {
+                // The client left and the rest is not worth reading: the connection closes.
+                conn.end = End::Local;
+                return outcome;
+            }
+            let read = if client_gone {
+                match tokio::time::timeout(DRAIN_TIME, read_some(&mut conn.stream, &mut conn.buf)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        conn.end = End::Local;
+                        return outcome;
+                    }
+                }
+            } else {
+                match stream_idle
+                    .bound(read_some(&mut conn.stream, &mut conn.buf))
+                    .await
+                {
+                    Some(r) => r,
+                    None => return stream_idle.reset(dp, &mut conn, outcome),
+                }
+            };
+            match read {
+                Ok(0) if head.framing == Framing::UntilClose => {
+                    conn.end = End::Remote;
+                    return outcome;
+                }
+                Ok(0) => {
+                    // The upstream closed mid-body: the client's response is cut short.
+                    conn.end = End::Remote;
+                    outcome.flag = Some(ResponseFlag::UpstreamConnectionTermination);
+                    outcome.next = Next::Reset;
+                    return outcome;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    conn.end = upstream::end_of(&e);
+                    outcome.flag = Some(ResponseFlag::UpstreamConnectionTermination);
+                    outcome.next = Next::Reset;
+                    return outcome;
+                }
+            }
+        }
+        if head.keep_alive && request_whole && conn.buf.is_empty() {
+            // A pooled connection keeps no buffer while it idles.
+            recycle::give_bytes(std::mem::take(&mut conn.buf));
+            x.cluster.put_idle(x.endpoint, conn);
+        }
+        outcome
+    }
+}
+
+/// One request on its way upstream.
+pub(crate) struct Exchange<'a> {
+    pub cluster: &'a Arc<ClusterRuntime>,
+    pub endpoint: &'a Arc<Endpoint>,
+    /// The request head as it goes upstream.
+    pub request: Vec<u8>,
+    /// How the request's body (in the client's stream) ends.
+    pub framing: Framing,
+    pub is_head: bool,
+    /// It may go again on a new connection (idempotent, no body, retries on).
+    pub replayable: bool,
+    /// The client keeps its connection after this exchange.
+    pub keep_alive: bool,
+    pub client_version: h1::Version,
+}
+
+/// Why one attempt did not give a response head.
+enum Failure {
+    /// The upstream's answer is not HTTP/1.1 we can forward (Envoy: UPE, 502).
+    Protocol,
+    /// The upstream connection failed (and how it ended).
+    Upstream(End),
+    /// The client went away while its request was being forwarded.
+    Client,
+    /// The client's chunked body does not follow the grammar (400).
+    BadBody,
+}
+
+/// When a stream last moved a byte: of an upload, or of a response (a `Cell` cannot cross the
+/// awaits of a `Send` future; a relaxed atomic costs the same).
+struct Progress {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start`.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            start: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.start + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// The stream idle timeout over a response, on the connection's idle timer (which does not run
+/// during a request). Set on the response's first wait, not per response; then moved on to the
+/// last byte's time only when it comes due, not on every read or write.
+struct StreamIdle<'t> {
+    timer: Pin<&'t mut Sleep>,
+    limit: Duration,
+    /// The time of the last byte read from the upstream or written to the client.
+    progress: Progress,
+    armed: bool,
+}
+
+impl<'t> StreamIdle<'t> {
+    fn new(timer: Pin<&'t mut Sleep>, limit: Duration) -> StreamIdle<'t> {
+        StreamIdle {
+            timer,
+            limit,
+            progress: Progress::new(),
+            armed: false,
+        }
+    }
+
+    /// Runs `io` to its end; None if the stream idled `limit` first (`io` is then dropped).
+    async fn bound<T>(&mut self, io: impl Future<Output = T>) -> Option<T> {
+        let mut io = std::pin::pin!(io);
+        let ended = std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = io.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if !self.armed {
+                self.armed = true;
+                self.timer.as_mut().reset(self.progress.last() + self.limit);
+            }
+            while self.timer.as_mut().poll(cx).is_ready() {
+                let due = self.progress.last() + self.limit;
+                if due <= tokio::time::Instant::now() {
+                    return Poll::Ready(None);
+                }
+                self.timer.as_mut().reset(due);
+            }
+            Poll::Pending
+        })
+        .await;
+        if ended.is_some() {
+            self.progress.now();
+        }
+        ended
+    }
+
+    /// Ends a response that idled: the client's connection closes (its response is cut, as
+    /// Envoy resets the stream) and the upstream's is not reused.
+    fn reset(&self, dp: &DataPlane, conn: &mut Connection, mut outcome: Outcome) -> Outcome {
+        stats::inc(&dp.downstream.downstream_rq_idle_timeout);
+        conn.end = End::Local;
+        outcome.flag = Some(ResponseFlag::StreamIdleTimeout);
+        outcome.next = Next::Reset;
+        outcome
+    }
+}
+
+/// How the upload of a request ended, for reading the response.
+struct BodySent {
+    /// The whole request went upstream.
+    whole: bool,
+    /// Writing failed; the failure counts if no response is read either.
+    write_failed: Option<Failure>,
+}
+
+/// How long a request waits for its response head, and the answer when that runs out: the
+/// route timeout, or the stream idle timeout when it is shorter (nothing moves on the stream
+/// while the upstream thinks; Envoy then answers 504 `SI`). One timer serves both.
+fn response_head_wait(dp: &DataPlane) -> (Duration, fn() -> LocalReply) {
+    let options = &dp.options;
+    if options.stream_idle_timeout < options.route_timeout {
+        (
+            options.stream_idle_timeout,
+            LocalReply::stream_timeout_after_request,
+        )
+    } else {
+        (options.route_timeout, LocalReply::upstream_timeout)
+    }
+}
+
+async fn new_connection(
+    cluster: &Arc<ClusterRuntime>,
+    endpoint: &Endpoint,
+) -> Result<Connection, LocalReply> {
+    upstream::connect(cluster, endpoint.address)
+        .await
+        .map_err(LocalReply::connect_failed)
+}
