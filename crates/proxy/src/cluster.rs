@@ -1,4 +1,4 @@
-//! A cluster's live state: its settings, endpoints with their idle connection pools, every
+//! A cluster's live state: its upstream policy, endpoints with their idle connection pools, every
 //! open connection's socket (so new keepalive settings reach them), and its counters.
 //! Pools are per cluster and per endpoint, so two clusters never share a socket.
 
@@ -9,23 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use snapshot::{Cluster, TcpKeepalive};
+use snapshot::{Cluster, TcpKeepalive, UpstreamPolicy};
 
 use crate::endpoint_health::EndpointHealth;
 use crate::load_balancing::RoundRobin;
 use crate::stats::{self, ClusterStats};
 use crate::upstream::{self, Connection, End};
 
-/// What a cluster's connections are opened with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    pub connect_timeout: Duration,
-    pub tcp_keepalive: Option<TcpKeepalive>,
-}
-
 pub struct ClusterRuntime {
     name: String,
-    settings: ArcSwap<Settings>,
+    /// The cluster's upstream settings from the Snapshot, as they are.
+    policy: ArcSwap<UpstreamPolicy>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     balancer: RoundRobin,
     stats: ClusterStats,
@@ -75,7 +69,7 @@ impl ClusterRuntime {
     pub fn new(cluster: &Cluster, tcp_user_timeout: bool) -> ClusterRuntime {
         let rt = ClusterRuntime {
             name: cluster.name.clone(),
-            settings: ArcSwap::from_pointee(settings_of(cluster)),
+            policy: ArcSwap::from_pointee(cluster.upstream.clone()),
             endpoints: ArcSwap::from_pointee(Vec::new()),
             balancer: RoundRobin::default(),
             stats: ClusterStats::default(),
@@ -99,16 +93,15 @@ impl ClusterRuntime {
         self.tcp_user_timeout
     }
 
-    pub(crate) fn settings(&self) -> Arc<Settings> {
-        self.settings.load_full()
+    pub(crate) fn policy(&self) -> Arc<UpstreamPolicy> {
+        self.policy.load_full()
     }
 
     /// Takes a new version of the cluster from a Snapshot.
     pub(crate) fn update(&self, cluster: &Cluster) {
-        let new = settings_of(cluster);
-        if **self.settings.load() != new {
-            let keepalive = new.tcp_keepalive;
-            self.settings.store(Arc::new(new));
+        if **self.policy.load() != cluster.upstream {
+            let keepalive = cluster.upstream.tcp_keepalive;
+            self.policy.store(Arc::new(cluster.upstream.clone()));
             // setsockopt on a live socket is allowed: idle pooled connections and those in use
             // get the new keepalive now, with no reconnect.
             let mut live = self.lock_live();
@@ -271,7 +264,7 @@ impl ClusterRuntime {
             },
         );
         // A policy change may have landed between reading the settings and registering.
-        let now = self.settings.load().tcp_keepalive;
+        let now = self.policy.load().tcp_keepalive;
         if now != applied {
             let mut live = self.lock_live();
             if let Some(l) = live.get_mut(&id) {
@@ -311,12 +304,5 @@ impl ClusterRuntime {
                 health_flags: e.health.flags(),
             })
             .collect()
-    }
-}
-
-fn settings_of(cluster: &Cluster) -> Settings {
-    Settings {
-        connect_timeout: cluster.upstream.connect_timeout(),
-        tcp_keepalive: cluster.upstream.tcp_keepalive,
     }
 }

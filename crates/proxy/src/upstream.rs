@@ -192,7 +192,7 @@ pub(crate) async fn connect(
     cluster: &Arc<ClusterRuntime>,
     address: SocketAddr,
 ) -> Result<Connection, ConnectError> {
-    let settings = cluster.settings();
+    let policy = cluster.policy();
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -200,20 +200,16 @@ pub(crate) async fn connect(
     }
     .map_err(ConnectError::Failed)?;
     let handle = socket2::SockRef::from(&socket);
-    if settings.tcp_keepalive.is_some() {
-        apply_keepalive(
-            &handle,
-            settings.tcp_keepalive.as_ref(),
-            cluster.tcp_user_timeout(),
-        )
-        .map_err(ConnectError::Failed)?;
+    if policy.tcp_keepalive.is_some() {
+        apply_keepalive(&handle, policy.tcp_keepalive.as_ref(), cluster.tcp_user_timeout())
+            .map_err(ConnectError::Failed)?;
     }
     let _ = handle.set_tcp_nodelay(true);
     // A second handle on the same socket, kept by the cluster so that later policy changes
     // reach this connection whoever is using it.
     let kept = handle.try_clone().map_err(ConnectError::Failed)?;
     stats::inc(&cluster.stats().upstream_cx_total);
-    let stream = match tokio::time::timeout(settings.connect_timeout, socket.connect(address)).await {
+    let stream = match tokio::time::timeout(policy.connect_timeout(), socket.connect(address)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             stats::inc(&cluster.stats().upstream_cx_connect_fail);
@@ -225,7 +221,7 @@ pub(crate) async fn connect(
             return Err(ConnectError::Timeout);
         }
     };
-    let id = cluster.register(address, kept, settings.tcp_keepalive);
+    let id = cluster.register(address, kept, policy.tcp_keepalive);
     stats::inc(&cluster.stats().upstream_cx_active);
     UPSTREAM_DESCRIPTORS.fetch_add(DESCRIPTORS_PER_CONNECTION, Ordering::Relaxed);
     Ok(Connection {
