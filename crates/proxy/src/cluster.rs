@@ -1,5 +1,5 @@
 //! A cluster's live state: its upstream policy, endpoints with their idle connection pools, every
-//! open connection's socket (so new keepalive settings reach them), and its counters.
+//! open connection's socket (so new socket options reach them), and its counters.
 //! Pools are per cluster and per endpoint, so two clusters never share a socket.
 
 use std::collections::HashMap;
@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use snapshot::{Cluster, TcpKeepalive, UpstreamPolicy};
+use snapshot::{Cluster, UpstreamPolicy};
 
 use crate::endpoint_health::EndpointHealth;
 use crate::load_balancing::RoundRobin;
+use crate::socket_options::SocketOptions;
 use crate::stats::{self, ClusterStats};
-use crate::upstream::{self, Connection, End};
+use crate::upstream::{Connection, End};
 
 pub struct ClusterRuntime {
     name: String,
@@ -33,7 +34,8 @@ pub struct ClusterRuntime {
 struct Live {
     endpoint: SocketAddr,
     socket: socket2::Socket,
-    applied: Option<TcpKeepalive>,
+    /// The options last set on it.
+    applied: SocketOptions,
 }
 
 /// One upstream address and its idle connections (most recently used last).
@@ -89,8 +91,9 @@ impl ClusterRuntime {
         &self.stats
     }
 
-    pub(crate) fn tcp_user_timeout(&self) -> bool {
-        self.tcp_user_timeout
+    /// What its upstream sockets are set to under `policy`.
+    pub(crate) fn socket_options(&self, policy: &UpstreamPolicy) -> SocketOptions {
+        SocketOptions::of(policy, self.tcp_user_timeout)
     }
 
     pub(crate) fn policy(&self) -> Arc<UpstreamPolicy> {
@@ -100,19 +103,16 @@ impl ClusterRuntime {
     /// Takes a new version of the cluster from a Snapshot.
     pub(crate) fn update(&self, cluster: &Cluster) {
         if **self.policy.load() != cluster.upstream {
-            let keepalive = cluster.upstream.tcp_keepalive;
             self.policy.store(Arc::new(cluster.upstream.clone()));
-            // setsockopt on a live socket is allowed: idle pooled connections and those in use
-            // get the new keepalive now, with no reconnect.
+            // Idle pooled connections and those in use get the new options now.
+            let wanted = self.socket_options(&cluster.upstream);
             let mut live = self.lock_live();
             for (id, conn) in live.iter_mut() {
-                if conn.applied != keepalive {
-                    if let Err(e) =
-                        upstream::apply_keepalive(&conn.socket, keepalive.as_ref(), self.tcp_user_timeout)
-                    {
-                        tracing::warn!(cluster = %self.name, id, "cannot update keepalive on a live socket: {e}");
+                if conn.applied != wanted {
+                    if let Err(e) = wanted.retune(&conn.socket, &conn.applied) {
+                        tracing::warn!(cluster = %self.name, id, "cannot update socket options on a live socket: {e}");
                     }
-                    conn.applied = keepalive;
+                    conn.applied = wanted;
                 }
             }
         }
@@ -252,7 +252,7 @@ impl ClusterRuntime {
         &self,
         endpoint: SocketAddr,
         socket: socket2::Socket,
-        applied: Option<TcpKeepalive>,
+        applied: SocketOptions,
     ) -> u64 {
         let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
         self.lock_live().insert(
@@ -263,12 +263,12 @@ impl ClusterRuntime {
                 applied,
             },
         );
-        // A policy change may have landed between reading the settings and registering.
-        let now = self.policy.load().tcp_keepalive;
+        // A policy change may have landed between reading the policy and registering.
+        let now = self.socket_options(&self.policy.load());
         if now != applied {
             let mut live = self.lock_live();
             if let Some(l) = live.get_mut(&id) {
-                let _ = upstream::apply_keepalive(&l.socket, now.as_ref(), self.tcp_user_timeout);
+                let _ = now.retune(&l.socket, &l.applied);
                 l.applied = now;
             }
         }

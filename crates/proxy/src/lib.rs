@@ -20,6 +20,7 @@ mod load_balancing;
 mod local_reply;
 mod recycle;
 mod router;
+mod socket_options;
 mod stats;
 mod upstream;
 

@@ -1,15 +1,14 @@
-//! Upstream connections: connect with the cluster's timeout, TCP keepalive (and our
-//! TCP_USER_TIMEOUT) set on the socket before connect. A connection is a socket and its read
+//! Upstream connections: connect with the cluster's timeout and socket options
+//! (`socket_options.rs`). A connection is a socket and its read
 //! buffer, driven by the request that uses it (no task of its own); idle in its pool, a sweep
 //! of socket readiness finds the ones that ended. Each ending is counted by reason, once.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use snapshot::TcpKeepalive;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::cluster::ClusterRuntime;
@@ -124,75 +123,13 @@ pub(crate) enum ConnectError {
     Failed(std::io::Error),
 }
 
-/// The kernel's keepalive defaults, for fields a policy leaves out.
-struct KernelKeepalive {
-    time: u64,
-    interval: u64,
-    probes: u64,
-}
-
-static KERNEL: LazyLock<KernelKeepalive> = LazyLock::new(|| {
-    let read = |name: &str, default: u64| {
-        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(default)
-    };
-    KernelKeepalive {
-        time: read("tcp_keepalive_time", 7200),
-        interval: read("tcp_keepalive_intvl", 75),
-        probes: read("tcp_keepalive_probes", 9),
-    }
-});
-
-/// Our addition to Envoy's keepalive: TCP_USER_TIMEOUT = keepAliveTime + probes x interval
-/// (kernel defaults for what the policy leaves out), so that a request in flight on a peer that
-/// vanished fails on the keepalive clock rather than after ~15 minutes of retransmissions.
-pub(crate) fn user_timeout(k: &TcpKeepalive) -> Duration {
-    let time = k.time.map(u64::from).unwrap_or(KERNEL.time);
-    let interval = k.interval.map(u64::from).unwrap_or(KERNEL.interval);
-    let probes = k.probes.map(u64::from).unwrap_or(KERNEL.probes);
-    Duration::from_secs(time + probes * interval)
-}
-
-/// Sets SO_KEEPALIVE and, for each given field, TCP_KEEPCNT / TCP_KEEPIDLE / TCP_KEEPINTVL; a
-/// field left out keeps the kernel's default. `None` turns keepalive off (a policy removed).
-/// With `user_timeout`, TCP_USER_TIMEOUT follows the keepalive (and is cleared without it).
-pub(crate) fn apply_keepalive(
-    socket: &socket2::Socket,
-    keepalive: Option<&TcpKeepalive>,
-    with_user_timeout: bool,
-) -> std::io::Result<()> {
-    let Some(k) = keepalive else {
-        if with_user_timeout {
-            socket.set_tcp_user_timeout(None)?;
-        }
-        return socket.set_keepalive(false);
-    };
-    let mut params = socket2::TcpKeepalive::new();
-    if let Some(t) = k.time {
-        params = params.with_time(Duration::from_secs(u64::from(t)));
-    }
-    if let Some(i) = k.interval {
-        params = params.with_interval(Duration::from_secs(u64::from(i)));
-    }
-    if let Some(p) = k.probes {
-        params = params.with_retries(p);
-    }
-    // set_tcp_keepalive turns SO_KEEPALIVE on and sets only the fields given.
-    socket.set_tcp_keepalive(&params)?;
-    if with_user_timeout {
-        socket.set_tcp_user_timeout(Some(user_timeout(k)))?;
-    }
-    Ok(())
-}
-
 /// Opens a new connection for the cluster to `address`.
 pub(crate) async fn connect(
     cluster: &Arc<ClusterRuntime>,
     address: SocketAddr,
 ) -> Result<Connection, ConnectError> {
     let policy = cluster.policy();
+    let options = cluster.socket_options(&policy);
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -200,11 +137,9 @@ pub(crate) async fn connect(
     }
     .map_err(ConnectError::Failed)?;
     let handle = socket2::SockRef::from(&socket);
-    if policy.tcp_keepalive.is_some() {
-        apply_keepalive(&handle, policy.tcp_keepalive.as_ref(), cluster.tcp_user_timeout())
-            .map_err(ConnectError::Failed)?;
-    }
-    let _ = handle.set_tcp_nodelay(true);
+    options
+        .apply_before_connect(&handle)
+        .map_err(ConnectError::Failed)?;
     // A second handle on the same socket, kept by the cluster so that later policy changes
     // reach this connection whoever is using it.
     let kept = handle.try_clone().map_err(ConnectError::Failed)?;
@@ -221,7 +156,7 @@ pub(crate) async fn connect(
             return Err(ConnectError::Timeout);
         }
     };
-    let id = cluster.register(address, kept, policy.tcp_keepalive);
+    let id = cluster.register(address, kept, options);
     stats::inc(&cluster.stats().upstream_cx_active);
     UPSTREAM_DESCRIPTORS.fetch_add(DESCRIPTORS_PER_CONNECTION, Ordering::Relaxed);
     Ok(Connection {
