@@ -184,7 +184,7 @@ impl ClusterRuntime {
         let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(mut conn) = idle.pop() {
             stats::dec(&self.stats.upstream_cx_pool_idle);
-            match conn.ended_while_idle() {
+            match conn.transport.ended_while_idle() {
                 None => {
                     conn.reused = true;
                     conn.busy = true;
@@ -215,7 +215,7 @@ impl ClusterRuntime {
         for endpoint in self.endpoints.load().iter() {
             let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
             let before = idle.len();
-            idle.retain_mut(|conn| match conn.ended_while_idle() {
+            idle.retain_mut(|conn| match conn.transport.ended_while_idle() {
                 None => true,
                 Some(end) => {
                     conn.end = end;

@@ -230,8 +230,8 @@ impl Downstream {
                 Framing::Length(_) => left == 0,
                 Framing::Chunked => scanner.is_done(),
             };
-            let Connection { stream, buf, .. } = &mut *conn;
-            let (mut upstream_read, mut upstream_write) = stream.split();
+            let Connection { transport, buf, .. } = &mut *conn;
+            let (mut upstream_read, mut upstream_write) = transport.split();
             if finished {
                 let all: &[u8] = if x.framing == Framing::Empty {
                     &x.request
@@ -283,7 +283,7 @@ impl Downstream {
                     // What the upstream says early is judged on a whole head: a 100 Continue
                     // that arrives in pieces is not a final answer.
                     while let Ok(None) = h1::parse_response(&conn.buf, b"GET") {
-                        match read_some(&mut conn.stream, &mut conn.buf).await {
+                        match read_some(&mut conn.transport, &mut conn.buf).await {
                             Ok(0) => return Err(Failure::Upstream(End::Remote)),
                             Ok(_) => {}
                             Err(e) => return Err(upstream_failed(e)),
@@ -334,7 +334,7 @@ impl Downstream {
                 Ok(None) => {}
                 Err(_) => return Err(Failure::Protocol),
             }
-            match read_some(&mut conn.stream, &mut conn.buf).await {
+            match read_some(&mut conn.transport, &mut conn.buf).await {
                 Ok(0) => return Err(write_failed.unwrap_or(Failure::Upstream(End::Remote))),
                 Ok(_) => {}
                 Err(e) => return Err(write_failed.unwrap_or_else(|| upstream_failed(e))),
@@ -462,7 +462,7 @@ impl Downstream {
                 return outcome;
             }
             let read = if client_gone {
-                match tokio::time::timeout(DRAIN_TIME, read_some(&mut conn.stream, &mut conn.buf)).await {
+                match tokio::time::timeout(DRAIN_TIME, read_some(&mut conn.transport, &mut conn.buf)).await {
                     Ok(r) => r,
                     Err(_) => {
                         conn.end = End::Local;
@@ -471,7 +471,7 @@ impl Downstream {
                 }
             } else {
                 match stream_idle
-                    .bound(read_some(&mut conn.stream, &mut conn.buf))
+                    .bound(read_some(&mut conn.transport, &mut conn.buf))
                     .await
                 {
                     Some(r) => r,

@@ -22,6 +22,7 @@ mod recycle;
 mod router;
 mod socket_options;
 mod stats;
+mod transport;
 mod upstream;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! Answers the proxy gives itself, as Envoy's: the status, the body, and the response flag the
 //! access log shows for why no upstream answered.
 
-use crate::upstream::ConnectError;
+use crate::transport::ConnectError;
 
 /// Envoy's response flags: why a request did not get (all of) an upstream response. The access
 /// log shows the short code (`%RESPONSE_FLAGS%`).

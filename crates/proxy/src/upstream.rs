@@ -6,10 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use tokio::net::{TcpSocket, TcpStream};
+use crate::transport::{ConnectError, Connector, Transport};
 
 use crate::cluster::ClusterRuntime;
 use crate::stats;
@@ -30,7 +29,7 @@ pub(crate) enum End {
 /// A pooled HTTP/1.1 connection to one endpoint of one cluster.
 pub(crate) struct Connection {
     pub id: u64,
-    pub stream: TcpStream,
+    pub transport: Transport,
     /// Bytes read from the upstream and not used yet.
     pub buf: Vec<u8>,
     pub idle_since: Instant,
@@ -40,28 +39,6 @@ pub(crate) struct Connection {
     pub busy: bool,
     pub end: End,
     cluster: Arc<ClusterRuntime>,
-}
-
-impl Connection {
-    /// For a connection in the pool: has it ended (the peer closed it, the kernel gave up, or it
-    /// sent bytes nobody asked for)? Costs no system call unless the socket became readable.
-    pub fn ended_while_idle(&mut self) -> Option<End> {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => None,
-            Poll::Ready(Err(e)) => Some(end_of(&e)),
-            Poll::Ready(Ok(())) => {
-                let mut byte = [0u8; 1];
-                match self.stream.try_read(&mut byte) {
-                    Ok(0) => Some(End::Remote),
-                    // An idle HTTP/1.1 connection has nothing to say: it cannot be trusted.
-                    Ok(_) => Some(End::Local),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-                    Err(e) => Some(end_of(&e)),
-                }
-            }
-        }
-    }
 }
 
 /// The end an I/O error means.
@@ -117,12 +94,6 @@ impl Drop for Connection {
     }
 }
 
-#[derive(Debug)]
-pub(crate) enum ConnectError {
-    Timeout,
-    Failed(std::io::Error),
-}
-
 /// Opens a new connection for the cluster to `address`.
 pub(crate) async fn connect(
     cluster: &Arc<ClusterRuntime>,
@@ -130,30 +101,16 @@ pub(crate) async fn connect(
 ) -> Result<Connection, ConnectError> {
     let policy = cluster.policy();
     let options = cluster.socket_options(&policy);
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(ConnectError::Failed)?;
-    let handle = socket2::SockRef::from(&socket);
-    options
-        .apply_before_connect(&handle)
-        .map_err(ConnectError::Failed)?;
-    // A second handle on the same socket, kept by the cluster so that later policy changes
-    // reach this connection whoever is using it.
-    let kept = handle.try_clone().map_err(ConnectError::Failed)?;
+    let (connector, kept) = Connector::new(address, &options).map_err(ConnectError::Failed)?;
     stats::inc(&cluster.stats().upstream_cx_total);
-    let stream = match tokio::time::timeout(policy.connect_timeout(), socket.connect(address)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let transport = match connector.connect(policy.connect_timeout()).await {
+        Ok(t) => t,
+        Err(e) => {
             stats::inc(&cluster.stats().upstream_cx_connect_fail);
-            return Err(ConnectError::Failed(e));
-        }
-        Err(_) => {
-            stats::inc(&cluster.stats().upstream_cx_connect_fail);
-            stats::inc(&cluster.stats().upstream_cx_connect_timeout);
-            return Err(ConnectError::Timeout);
+            if let ConnectError::Timeout = e {
+                stats::inc(&cluster.stats().upstream_cx_connect_timeout);
+            }
+            return Err(e);
         }
     };
     let id = cluster.register(address, kept, options);
@@ -161,7 +118,7 @@ pub(crate) async fn connect(
     UPSTREAM_DESCRIPTORS.fetch_add(DESCRIPTORS_PER_CONNECTION, Ordering::Relaxed);
     Ok(Connection {
         id,
-        stream,
+        transport,
         buf: Vec::new(),
         idle_since: Instant::now(),
         reused: false,
