@@ -13,6 +13,7 @@ use snapshot::{Cluster, UpstreamPolicy};
 
 use crate::endpoint_health::EndpointHealth;
 use crate::load_balancing::RoundRobin;
+use crate::pool::Pool;
 use crate::socket_options::SocketOptions;
 use crate::stats::{self, ClusterStats};
 use crate::upstream::{Connection, End};
@@ -44,10 +45,8 @@ pub struct Endpoint {
     /// The zone its EndpointSlice gives, for zone-aware balancing.
     pub zone: Option<String>,
     pub(crate) health: EndpointHealth,
-    idle: Mutex<Vec<Connection>>,
+    idle: Pool<Connection>,
     pub(crate) active_requests: AtomicU64,
-    /// The cluster no longer has it: connections that finish are closed, not pooled.
-    removed: std::sync::atomic::AtomicBool,
 }
 
 /// An open upstream connection, for `/clusters` and tests.
@@ -146,21 +145,15 @@ impl ClusterRuntime {
                         address: w.address,
                         zone: w.zone.clone(),
                         health: EndpointHealth::default(),
-                        idle: Mutex::new(Vec::new()),
+                        idle: Pool::new(),
                         active_requests: AtomicU64::new(0),
-                        removed: std::sync::atomic::AtomicBool::new(false),
                     }),
                 },
             )
             .collect();
         // Endpoints that left: their idle connections close now, and leave the gauge.
         for gone in old.iter().filter(|e| !new.iter().any(|n| Arc::ptr_eq(n, e))) {
-            let idle = {
-                let mut idle = gone.idle.lock().unwrap_or_else(|e| e.into_inner());
-                // Under the pool's lock, so that no connection is pooled after this.
-                gone.removed.store(true, Ordering::Relaxed);
-                std::mem::take(&mut *idle)
-            };
+            let idle = gone.idle.close();
             for _ in &idle {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
             }
@@ -178,51 +171,34 @@ impl ClusterRuntime {
         self.balancer.pick(&self.endpoints.load()).cloned()
     }
 
-    /// An idle pooled connection to this endpoint that is still open, if any (most recently
-    /// used first, so the others can reach their idle timeout).
+    /// An idle pooled connection to this endpoint that is still open, if any (see
+    /// `Pool::take`); those found ended are counted as they drop.
     pub(crate) fn take_idle(&self, endpoint: &Endpoint) -> Option<Connection> {
-        let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(mut conn) = idle.pop() {
+        let taken = endpoint.idle.take();
+        for _ in 0..taken.left {
             stats::dec(&self.stats.upstream_cx_pool_idle);
-            match conn.transport.ended_while_idle() {
-                None => {
-                    conn.reused = true;
-                    conn.busy = true;
-                    return Some(conn);
-                }
-                // Closed by the peer a moment ago: counted as it drops.
-                Some(end) => conn.end = end,
-            }
         }
-        None
+        let mut conn = taken.connection?;
+        conn.reused = true;
+        conn.busy = true;
+        Some(conn)
     }
 
-    /// A connection whose exchange completed goes back to its endpoint's pool.
+    /// A connection whose exchange completed goes back to its endpoint's pool (or closes, when
+    /// the endpoint is gone).
     pub(crate) fn put_idle(&self, endpoint: &Endpoint, mut conn: Connection) {
         conn.busy = false;
         conn.idle_since = Instant::now();
-        let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if endpoint.removed.load(Ordering::Relaxed) {
-            return;
+        if endpoint.idle.put(conn).is_ok() {
+            stats::inc(&self.stats.upstream_cx_pool_idle);
         }
-        idle.push(conn);
-        stats::inc(&self.stats.upstream_cx_pool_idle);
     }
 
     /// Pooled connections that ended (peer closed, keepalive gave up) leave the pool and are
     /// counted. Run often: it is what makes a dead idle connection leave at once.
     pub(crate) fn sweep_idle(&self) {
         for endpoint in self.endpoints.load().iter() {
-            let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let before = idle.len();
-            idle.retain_mut(|conn| match conn.transport.ended_while_idle() {
-                None => true,
-                Some(end) => {
-                    conn.end = end;
-                    false
-                }
-            });
-            for _ in idle.len()..before {
+            for _ in 0..endpoint.idle.sweep() {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
             }
         }
@@ -231,15 +207,7 @@ impl ClusterRuntime {
     /// Closes pooled connections idle for longer than `max_idle`.
     pub(crate) fn expire_idle(&self, max_idle: Duration) {
         for endpoint in self.endpoints.load().iter() {
-            let expired: Vec<Connection> = {
-                let mut idle = endpoint.idle.lock().unwrap_or_else(|e| e.into_inner());
-                let (old, fresh): (Vec<Connection>, Vec<Connection>) = std::mem::take(&mut *idle)
-                    .into_iter()
-                    .partition(|c| c.idle_since.elapsed() >= max_idle);
-                *idle = fresh;
-                old
-            };
-            for mut conn in expired {
+            for mut conn in endpoint.idle.expire(max_idle) {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
                 conn.end = End::IdleTimeout;
                 drop(conn); // counted as it drops
@@ -299,7 +267,7 @@ impl ClusterRuntime {
             .iter()
             .map(|e| EndpointInfo {
                 address: e.address,
-                idle: e.idle.lock().map(|i| i.len()).unwrap_or(0),
+                idle: e.idle.len(),
                 active_requests: e.active_requests.load(Ordering::Relaxed),
                 health_flags: e.health.flags(),
             })

@@ -18,6 +18,7 @@ mod http1_exchange;
 mod listener;
 mod load_balancing;
 mod local_reply;
+mod pool;
 mod recycle;
 mod router;
 mod socket_options;

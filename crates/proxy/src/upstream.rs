@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::transport::{ConnectError, Connector, Transport};
 
 use crate::cluster::ClusterRuntime;
+use crate::pool::Pooled;
 use crate::stats;
 
 /// How a connection ended, for its counters.
@@ -39,6 +40,23 @@ pub(crate) struct Connection {
     pub busy: bool,
     pub end: End,
     cluster: Arc<ClusterRuntime>,
+}
+
+impl Pooled for Connection {
+    fn ended_while_idle(&mut self) -> bool {
+        match self.transport.ended_while_idle() {
+            None => false,
+            Some(end) => {
+                // Counted as it drops.
+                self.end = end;
+                true
+            }
+        }
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.idle_since
+    }
 }
 
 /// The end an I/O error means.
