@@ -3,8 +3,9 @@
 //! `listener.rs` (bind, accept) -> `downstream.rs` (the client connection: read a head, route
 //! it) -> `router.rs` (virtual host, route) -> `load_balancing.rs` (the cluster by weight, its
 //! endpoint) -> `http1_exchange.rs` (the request upstream, the response back) on a connection
-//! from `cluster.rs` (pool) or `upstream.rs` (connect, socket options); when no upstream
-//! answers, `local_reply.rs` does (status, body, response flag).
+//! (`upstream.rs`) from the endpoint's `pool.rs` or a new one: `transport.rs` connects with
+//! `socket_options.rs`; `cluster.rs` holds each cluster's policy, endpoints and counters. When
+//! no upstream answers, `local_reply.rs` does (status, body, response flag).
 
 mod access_log;
 mod cluster;

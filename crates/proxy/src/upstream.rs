@@ -1,18 +1,18 @@
-//! Upstream connections: connect with the cluster's timeout and socket options
-//! (`socket_options.rs`). A connection is a socket and its read
-//! buffer, driven by the request that uses it (no task of its own); idle in its pool, a sweep
-//! of socket readiness finds the ones that ended. Each ending is counted by reason, once.
+//! Upstream connections and their counters: opened by the connector (`transport.rs`) with the
+//! cluster's connect timeout and socket options. A connection is a transport and its read
+//! buffer, driven by the request that uses it (no task of its own); idle in its pool
+//! (`pool.rs`), a sweep of socket readiness finds the ones that ended. Each ending is counted
+//! by reason, once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::transport::{ConnectError, Connector, Transport};
-
 use crate::cluster::ClusterRuntime;
 use crate::pool::Pooled;
 use crate::stats;
+use crate::transport::{ConnectError, Connector, Transport};
 
 /// How a connection ended, for its counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
