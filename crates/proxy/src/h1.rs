@@ -367,6 +367,61 @@ enum ChunkState {
     Done,
 }
 
+/// Where a body being forwarded ends, for either side: fed the bytes that arrived, it says how
+/// many belong to the body, then whether the body is complete.
+#[derive(Debug, Clone)]
+pub struct BodyFrame {
+    framing: Framing,
+    /// Bytes still to come of a `Length` body.
+    left: u64,
+    chunked: ChunkedScanner,
+}
+
+impl BodyFrame {
+    pub fn new(framing: Framing) -> BodyFrame {
+        BodyFrame {
+            framing,
+            left: match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            chunked: ChunkedScanner::default(),
+        }
+    }
+
+    /// How many of `bytes` (what arrived and was not forwarded yet) belong to the body.
+    pub fn take(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
+        Ok(match self.framing {
+            Framing::Empty => 0,
+            Framing::Length(_) => {
+                let n = self.left.min(bytes.len() as u64);
+                self.left -= n;
+                n as usize
+            }
+            Framing::Chunked => self.chunked.feed(bytes)?,
+            Framing::UntilClose => bytes.len(),
+        })
+    }
+
+    /// The whole body went by (a close-delimited one ends only with its connection).
+    pub fn is_done(&self) -> bool {
+        match self.framing {
+            Framing::Empty => true,
+            Framing::Length(_) => self.left == 0,
+            Framing::Chunked => self.chunked.is_done(),
+            Framing::UntilClose => false,
+        }
+    }
+
+    /// Bytes still to come of a body of known length.
+    pub fn length_left(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(_) => Some(self.left),
+            _ => None,
+        }
+    }
+}
+
 /// A chunked body that does not follow the grammar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkError;

@@ -14,7 +14,7 @@ use tokio::time::Sleep;
 use crate::DataPlane;
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::downstream::{Downstream, Next, Outcome};
-use crate::h1::{self, Framing, ResponseHead};
+use crate::h1::{self, BodyFrame, Framing, ResponseHead};
 use crate::local_reply::{LocalReply, ResponseFlag};
 use crate::recycle::{self, read_some};
 use crate::stats;
@@ -210,26 +210,12 @@ impl Downstream {
         // A write that fails may be the upstream closing after it answered early: its answer
         // is read before the failure counts.
         let mut write_failed: Option<Failure> = None;
-        let mut scanner = h1::ChunkedScanner::default();
-        let mut left = match x.framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        };
+        // A request's framing is never close-delimited (see `h1::parse_request`).
+        let mut body = BodyFrame::new(x.framing);
         loop {
-            let take = match x.framing {
-                Framing::Empty | Framing::UntilClose => 0,
-                Framing::Length(_) => left.min(self.buf.len() as u64) as usize,
-                Framing::Chunked => scanner.feed(&self.buf).map_err(|_| Failure::BadBody)?,
-            };
+            let take = body.take(&self.buf).map_err(|_| Failure::BadBody)?;
             out.extend(self.buf.drain(..take));
-            if let Framing::Length(_) = x.framing {
-                left -= take as u64;
-            }
-            let finished = match x.framing {
-                Framing::Empty | Framing::UntilClose => true,
-                Framing::Length(_) => left == 0,
-                Framing::Chunked => scanner.is_done(),
-            };
+            let finished = body.is_done();
             let Connection { transport, buf, .. } = &mut *conn;
             let (mut upstream_read, mut upstream_write) = transport.split();
             if finished {
@@ -400,31 +386,16 @@ impl Downstream {
             upstream: Some(x.endpoint.address),
             next: if close { Next::Close } else { Next::KeepAlive },
         };
-        let mut scanner = h1::ChunkedScanner::default();
-        let mut left = match head.framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        };
+        let mut body = BodyFrame::new(head.framing);
         let mut client_gone = false;
         loop {
             // The body bytes we have, up to the end of this response.
-            let take = match head.framing {
-                Framing::Empty => 0,
-                Framing::Length(_) => left.min(conn.buf.len() as u64) as usize,
-                Framing::Chunked => match scanner.feed(&conn.buf) {
-                    Ok(n) => n,
-                    Err(_) => {
-                        conn.end = End::Local;
-                        outcome.flag = Some(ResponseFlag::UpstreamProtocolError);
-                        outcome.next = Next::Reset;
-                        return outcome;
-                    }
-                },
-                Framing::UntilClose => conn.buf.len(),
+            let Ok(take) = body.take(&conn.buf) else {
+                conn.end = End::Local;
+                outcome.flag = Some(ResponseFlag::UpstreamProtocolError);
+                outcome.next = Next::Reset;
+                return outcome;
             };
-            if let Framing::Length(_) = head.framing {
-                left -= take as u64;
-            }
             if !client_gone {
                 out.extend(conn.buf.drain(..take));
                 if !out.is_empty() {
@@ -441,21 +412,14 @@ impl Downstream {
             } else {
                 conn.buf.drain(..take);
             }
-            let done = match head.framing {
-                Framing::Empty => true,
-                Framing::Length(_) => left == 0,
-                Framing::Chunked => scanner.is_done(),
-                Framing::UntilClose => false,
-            };
-            if done {
+            if body.is_done() {
                 // Complete: whatever happens to the connection now, no request was cut.
                 conn.busy = false;
                 break;
             }
             if client_gone
                 && !(x.framing == Framing::Empty
-                    && matches!(head.framing, Framing::Length(_))
-                    && left <= DRAIN_LIMIT)
+                    && body.length_left().is_some_and(|left| left <= DRAIN_LIMIT))
             {
                 // The client left and the rest is not worth reading: the connection closes.
                 conn.end = End::Local;
