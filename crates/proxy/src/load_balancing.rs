@@ -173,8 +173,11 @@ impl<H: Host> Balancer<H> {
         } else {
             Vec::new()
         };
+        // Zone-aware routing needs endpoints in two zones or more (kgateway's rule: with one
+        // zone there is nothing to prefer).
+        let zones_differ = hosts.iter().any(|h| h.zone() != hosts[0].zone());
         let zone_routing = match (zone_aware, local_zone) {
-            (Some(config), Some(zone)) => Some(ZoneRouting {
+            (Some(config), Some(zone)) if zones_differ => Some(ZoneRouting {
                 config,
                 local: (0..hosts.len() as u32)
                     .filter(|&i| hosts[i as usize].zone() == Some(zone))

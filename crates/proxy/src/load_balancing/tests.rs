@@ -570,6 +570,14 @@ fn zone_aware_routing_stays_in_the_local_zone() {
     let b = Balancer::new(Some(&zone_aware(100, 3, None)), members(&hs), None);
     assert_eq!(spread(&b, 300).len(), 3);
 
+    // Every endpoint in one zone: nothing to prefer, plain round robin.
+    let one_zone = vec![host(8001, Some("zone-a")), host(8002, Some("zone-a"))];
+    let b = Balancer::new(Some(&zone_aware(100, 1, None)), members(&one_zone), Some("zone-a"));
+    let stats = ClusterStats::default();
+    assert_eq!(pick_port(&b, &no_headers(), &stats), Some(8001));
+    assert_eq!(pick_port(&b, &no_headers(), &stats), Some(8002));
+    assert_eq!(stats.lb_zone_routing_all_directly.load(Ordering::Relaxed), 0);
+
     // routing_enabled 0: never.
     let b = Balancer::new(Some(&zone_aware(0, 3, None)), members(&hs), Some("zone-a"));
     assert_eq!(spread(&b, 300).len(), 3);
