@@ -181,7 +181,11 @@ impl DataPlane {
                     existing.update(c);
                     Arc::clone(existing)
                 }
-                None => Arc::new(ClusterRuntime::new(c, self.options.tcp_user_timeout)),
+                None => Arc::new(ClusterRuntime::new(
+                    c,
+                    self.options.tcp_user_timeout,
+                    self.options.zone.clone(),
+                )),
             })
             .collect();
         let kept: std::collections::HashSet<&str> =

@@ -29,7 +29,7 @@ use snapshot::{HashPolicy, LbAlgorithm, LoadBalancer, ZoneAware};
 
 use crate::stats::{self, ClusterStats};
 
-pub(crate) use hash_policy::{PickContext, RequestHeaders};
+pub(crate) use hash_policy::{Http1Headers, PickContext};
 
 /// Envoy's default `healthy_panic_threshold`, in percent.
 const DEFAULT_PANIC_THRESHOLD: u32 = 50;
@@ -204,19 +204,6 @@ impl<H: Host> Balancer<H> {
             cursor: AtomicUsize::new(0),
             zone_too_small: AtomicBool::new(false),
         }
-    }
-
-    pub(crate) fn hosts(&self) -> &[Arc<H>] {
-        &self.hosts
-    }
-
-    /// When the host joined the cluster (after the cluster existed), for carrying it over to the
-    /// next balancer.
-    pub(crate) fn added(&self, host: &Arc<H>) -> Option<Instant> {
-        self.hosts
-            .iter()
-            .position(|h| Arc::ptr_eq(h, host))
-            .and_then(|i| self.added[i])
     }
 
     /// The host for one request; None when no host can take it (the caller answers 503 UH).
@@ -473,23 +460,6 @@ pub(crate) fn pick_weighted(targets: &[snapshot::WeightedCluster]) -> &snapshot:
         roll -= u64::from(t.weight);
     }
     &targets[targets.len() - 1]
-}
-
-/// Round robin over a cluster's endpoints (Envoy's default policy).
-#[derive(Default)]
-pub(crate) struct RoundRobin {
-    next: AtomicUsize,
-}
-
-impl RoundRobin {
-    /// The next endpoint in turn; None when there are none.
-    pub(crate) fn pick<'a, E>(&self, endpoints: &'a [E]) -> Option<&'a E> {
-        if endpoints.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
-        Some(&endpoints[i])
-    }
 }
 
 /// A per-thread xorshift: picks need spread, not cryptographic randomness.

@@ -9,10 +9,29 @@ use std::net::SocketAddr;
 use snapshot::{CookieHash, HashPolicy, HashSource};
 use xxhash_rust::xxh64::xxh64;
 
+use crate::h1::RequestHead;
+
 /// The request's headers, as the load balancer reads them.
-pub(crate) trait RequestHeaders {
+pub(crate) trait RequestHeaders: Sync {
     /// Every value of the header `name` (case-insensitive), in order.
     fn values(&self, name: &str) -> Vec<&[u8]>;
+}
+
+/// An HTTP/1.1 request head's headers, in the connection's buffer.
+pub(crate) struct Http1Headers<'a> {
+    pub buf: &'a [u8],
+    pub head: &'a RequestHead,
+}
+
+impl RequestHeaders for Http1Headers<'_> {
+    fn values(&self, name: &str) -> Vec<&[u8]> {
+        self.head
+            .headers
+            .iter()
+            .filter(|h| self.buf[h.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| &self.buf[h.value.clone()])
+            .collect()
+    }
 }
 
 /// What a pick knows of the request, and what it leaves for the response.

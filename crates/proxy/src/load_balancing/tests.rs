@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use snapshot::{CookieHash, HashPolicy, HashSource, LbAlgorithm, LoadBalancer, SlowStart, ZoneAware};
 
+use super::hash_policy::RequestHeaders;
 use super::*;
 use crate::stats::ClusterStats;
 
@@ -572,7 +573,11 @@ fn zone_aware_routing_stays_in_the_local_zone() {
 
     // Every endpoint in one zone: nothing to prefer, plain round robin.
     let one_zone = vec![host(8001, Some("zone-a")), host(8002, Some("zone-a"))];
-    let b = Balancer::new(Some(&zone_aware(100, 1, None)), members(&one_zone), Some("zone-a"));
+    let b = Balancer::new(
+        Some(&zone_aware(100, 1, None)),
+        members(&one_zone),
+        Some("zone-a"),
+    );
     let stats = ClusterStats::default();
     assert_eq!(pick_port(&b, &no_headers(), &stats), Some(8001));
     assert_eq!(pick_port(&b, &no_headers(), &stats), Some(8002));
