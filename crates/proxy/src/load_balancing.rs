@@ -246,15 +246,15 @@ impl<H: Host> Balancer<H> {
         if panic {
             return (&self.all, &self.cursor);
         }
-        if !self.localities.is_empty() {
-            if let Some(l) = self.pick_locality() {
-                return (&self.localities[l], &self.locality_cursors[l]);
-            }
+        if !self.localities.is_empty()
+            && let Some(l) = self.pick_locality()
+        {
+            return (&self.localities[l], &self.locality_cursors[l]);
         }
-        if let Some(zone) = &self.zone_routing {
-            if self.route_to_local_zone(zone, healthy, stats) {
-                return (&zone.local, &self.cursor);
-            }
+        if let Some(zone) = &self.zone_routing
+            && self.route_to_local_zone(zone, healthy, stats)
+        {
+            return (&zone.local, &self.cursor);
         }
         (&self.all, &self.cursor)
     }
@@ -300,11 +300,12 @@ impl<H: Host> Balancer<H> {
             .iter()
             .filter(|&&i| self.hosts[i as usize].is_healthy())
             .count();
-        if let Some(min) = zone.config.force_local_zone_min_size {
-            if local_healthy > 0 && local_healthy >= min as usize {
-                stats::inc(&stats.lb_zone_routing_all_directly);
-                return true;
-            }
+        if let Some(min) = zone.config.force_local_zone_min_size
+            && local_healthy > 0
+            && local_healthy >= min as usize
+        {
+            stats::inc(&stats.lb_zone_routing_all_directly);
+            return true;
         }
         if (healthy as u64) < zone.config.min_cluster_size {
             if !self.zone_too_small.swap(true, Ordering::Relaxed) {
@@ -337,6 +338,10 @@ impl<H: Host> Balancer<H> {
             return None;
         }
         let nth = |n: usize| {
+            if count == candidates.len() {
+                // All eligible (the usual case): no walk.
+                return candidates[n];
+            }
             candidates
                 .iter()
                 .copied()
