@@ -603,34 +603,54 @@ fn maglev_is_consistent_per_source_ip_and_per_header() {
 }
 
 #[test]
-fn close_connections_on_host_set_change_empties_the_pool() {
-    let s = setup(2, &[], false, &[]);
+fn close_connections_on_host_set_change_closes_pooled_and_in_use_connections() {
+    let s = setup(2, &[], true, &[]);
     apply_policy(&s.gw, RING_HASH_HEADERS, "close_connections_on_host_set_change");
-    let mut client = Client::connect(s.gw.port);
+    let port = s.gw.port;
+    let stat = |name: &str| s.gw.stat(&format!("cluster.{CLUSTER}.{name}")).unwrap();
+    let mut client = Client::connect(port);
     for key in 0..10 {
         client.served_by("/get", &[("x-user-id", &format!("u{key}"))]);
     }
-    let pooled = format!("cluster.{CLUSTER}.upstream_cx_pool_idle");
-    wait_for("pooled connections", Duration::from_secs(2), || {
-        (s.gw.stat(&pooled) >= Some(2)).then_some(())
-    });
-    let destroyed_before =
-        s.gw.stat(&format!("cluster.{CLUSTER}.upstream_cx_destroy"))
-            .unwrap();
-    // A third endpoint joins: the cluster's connections close, though their hosts stayed.
+    wait_for(
+        "a pooled connection to each endpoint",
+        Duration::from_secs(2),
+        || (stat("upstream_cx_pool_idle") >= 2).then_some(()),
+    );
+    // A request in flight on backend-a (the first x-user-id value that hashes there).
+    let mut in_flight = None;
+    for key in 0..50 {
+        let user = format!("hold-{key}");
+        let request =
+            std::thread::spawn(move || Client::connect(port).served_by("/hold", &[("x-user-id", &user)]));
+        wait_for("the request to land", Duration::from_secs(5), || {
+            (request.is_finished() || s.backends[0].held.load(Ordering::SeqCst) == 1).then_some(())
+        });
+        if s.backends[0].held.load(Ordering::SeqCst) == 1 {
+            in_flight = Some(request);
+            break;
+        }
+        assert_eq!(request.join().unwrap(), "backend-b");
+    }
+    let in_flight = in_flight.expect("a value hashed to backend-a");
+    let idle = stat("upstream_cx_pool_idle");
+    let destroyed_before = stat("upstream_cx_destroy");
+
+    // A third endpoint joins: the pooled connections close, though their hosts stayed.
     let _third = Backend::start(IPS[2], s.backend_port, NAMES[2], false);
     apply(&s.gw, &endpoint_slice(s.backend_port, 3, &[]));
     wait_for("the pool to empty", Duration::from_secs(5), || {
-        (s.gw.stat(&pooled) == Some(0)).then_some(())
+        (stat("upstream_cx_pool_idle") == 0).then_some(())
     });
-    let destroyed =
-        s.gw.stat(&format!("cluster.{CLUSTER}.upstream_cx_destroy"))
-            .unwrap();
-    assert!(
-        destroyed >= destroyed_before + 2,
-        "{destroyed_before} -> {destroyed}"
-    );
-    assert_eq!(s.backends.len(), 2);
+    assert_eq!(stat("upstream_cx_destroy"), destroyed_before + idle);
+
+    // The one in use finishes its request, then closes instead of going back to the pool.
+    s.backends[0].release();
+    assert_eq!(in_flight.join().unwrap(), "backend-a");
+    wait_for("the in-use connection to close", Duration::from_secs(5), || {
+        (stat("upstream_cx_destroy") == destroyed_before + idle + 1).then_some(())
+    });
+    assert_eq!(stat("upstream_cx_pool_idle"), 0);
 }
 
 #[test]
