@@ -4,7 +4,8 @@
 //! A `Balancer` is built when the cluster's endpoint set or policy changes (never per request):
 //! it holds the hosts, the ring (ring hash) or table (maglev), the localities. Health changes
 //! (active health checks, outlier detection) flip an atomic on the host and are read per pick,
-//! so a pick sees them at once without a rebuild.
+//! so a pick sees them at once; ring hash and maglev build their ring or table over the healthy
+//! hosts again (as Envoy does) the first time a pick sees that set changed.
 //!
 //! Per pick, in Envoy's order: panic (too few healthy hosts: every host is a candidate,
 //! `lb_healthy_panic`), else locality weighted (pick a zone, then a host in it), else zone-aware
@@ -21,8 +22,8 @@ mod ring_hash;
 mod tests;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use snapshot::{HashPolicy, LbAlgorithm, LoadBalancer, ZoneAware};
@@ -63,8 +64,51 @@ enum Algorithm {
     RoundRobin,
     LeastRequest { choice_count: u32 },
     Random,
-    RingHash(ring_hash::Ring),
+    Hashing(Hashing),
+}
+
+/// Ring hash or maglev. As Envoy, the ring or table covers the healthy hosts (every host in
+/// panic): built over all of them, and over the healthy ones again when their set changes.
+struct Hashing {
+    kind: HashKind,
+    /// Over every host: used while all are healthy, and in panic.
+    all: HashTable,
+    /// The table over the healthy hosts, while some host is unhealthy.
+    healthy: Mutex<Option<Arc<OverHealthy>>>,
+}
+
+/// A ring or table over some hosts: their indices, and the table over their addresses.
+type OverHealthy = (Vec<u32>, HashTable);
+
+enum HashKind {
+    Ring { min_size: u64, max_size: u64 },
+    Maglev,
+}
+
+enum HashTable {
+    Ring(ring_hash::Ring),
     Maglev(maglev::Table),
+}
+
+impl HashKind {
+    fn build(&self, addresses: &[SocketAddr]) -> HashTable {
+        match self {
+            HashKind::Ring { min_size, max_size } => {
+                HashTable::Ring(ring_hash::Ring::build(addresses, *min_size, *max_size))
+            }
+            HashKind::Maglev => HashTable::Maglev(maglev::Table::build(addresses)),
+        }
+    }
+}
+
+impl HashTable {
+    /// The index (among the addresses it was built over) of the host owning `hash`.
+    fn owner(&self, hash: u64) -> Option<u32> {
+        match self {
+            HashTable::Ring(ring) => ring.owner(hash),
+            HashTable::Maglev(table) => table.owner(hash),
+        }
+    }
 }
 
 struct SlowStart {
@@ -130,12 +174,16 @@ impl<H: Host> Balancer<H> {
                 minimum_ring_size,
                 maximum_ring_size,
                 ..
-            }) => Algorithm::RingHash(ring_hash::Ring::build(
+            }) => Algorithm::Hashing(Hashing::new(
+                HashKind::Ring {
+                    min_size: minimum_ring_size.unwrap_or(DEFAULT_MIN_RING_SIZE),
+                    max_size: maximum_ring_size.unwrap_or(DEFAULT_MAX_RING_SIZE),
+                },
                 &addresses,
-                minimum_ring_size.unwrap_or(DEFAULT_MIN_RING_SIZE),
-                maximum_ring_size.unwrap_or(DEFAULT_MAX_RING_SIZE),
             )),
-            Some(LbAlgorithm::Maglev { .. }) => Algorithm::Maglev(maglev::Table::build(&addresses)),
+            Some(LbAlgorithm::Maglev { .. }) => {
+                Algorithm::Hashing(Hashing::new(HashKind::Maglev, &addresses))
+            }
         };
         let slow_start = match algorithm_config {
             Some(LbAlgorithm::RoundRobin { slow_start: Some(s) })
@@ -156,7 +204,7 @@ impl<H: Host> Balancer<H> {
         let slow_start_ends = slow_start
             .as_ref()
             .and_then(|s| added.iter().flatten().max().map(|latest| *latest + s.window));
-        let is_hashing = matches!(algorithm, Algorithm::RingHash(_) | Algorithm::Maglev(_));
+        let is_hashing = matches!(algorithm, Algorithm::Hashing(_));
         // As the dump renders it: round robin, least request and random carry a locality config
         // (zone aware, else locality weighted); the hashing ones carry none; without an
         // algorithm, `common_lb_config` says (locality weighted by default).
@@ -219,13 +267,17 @@ impl<H: Host> Balancer<H> {
         }
         let eligible = |i: u32| panic || self.hosts[i as usize].is_healthy();
         let index = match &self.algorithm {
-            Algorithm::RingHash(ring) => {
+            Algorithm::Hashing(hashing) => {
                 let hash = self.request_hash(context);
-                ring.walk_from(hash).find(|&i| eligible(i))
-            }
-            Algorithm::Maglev(table) => {
-                let hash = self.request_hash(context);
-                table.walk_from(hash).find(|&i| eligible(i))
+                if panic || healthy == self.hosts.len() {
+                    hashing.all.owner(hash)
+                } else if healthy == 0 {
+                    None
+                } else {
+                    let over_healthy = self.healthy_table(hashing);
+                    let (indices, table) = &*over_healthy;
+                    table.owner(hash).map(|i| indices[i as usize])
+                }
             }
             Algorithm::RoundRobin | Algorithm::LeastRequest { .. } | Algorithm::Random => {
                 let (candidates, cursor) = self.source(healthy, panic, stats);
@@ -239,6 +291,27 @@ impl<H: Host> Balancer<H> {
     /// then picks a random host).
     fn request_hash(&self, context: &mut PickContext<'_>) -> u64 {
         hash_policy::request_hash(&self.hash_policies, context).unwrap_or_else(random_u64)
+    }
+
+    /// The ring or table over the healthy hosts, built again when they changed.
+    fn healthy_table(&self, hashing: &Hashing) -> Arc<OverHealthy> {
+        let healthy: Vec<u32> = (0..self.hosts.len() as u32)
+            .filter(|&i| self.hosts[i as usize].is_healthy())
+            .collect();
+        let mut cached = hashing.healthy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(current) = cached.as_ref()
+            && current.0 == healthy
+        {
+            return current.clone();
+        }
+        let addresses: Vec<SocketAddr> = healthy
+            .iter()
+            .map(|&i| self.hosts[i as usize].address())
+            .collect();
+        let table = hashing.kind.build(&addresses);
+        let built = Arc::new((healthy, table));
+        *cached = Some(built.clone());
+        built
     }
 
     /// The hosts this pick chooses among, and the round robin cursor that goes with them.
@@ -378,9 +451,7 @@ impl<H: Host> Balancer<H> {
                 }
                 Some(best)
             }
-            Algorithm::Random | Algorithm::RingHash(_) | Algorithm::Maglev(_) => {
-                Some(nth(random_u64() as usize % count))
-            }
+            Algorithm::Random | Algorithm::Hashing(_) => Some(nth(random_u64() as usize % count)),
         }
     }
 
@@ -426,6 +497,16 @@ impl<H: Host> Balancer<H> {
             time_factor.powf(1.0 / slow_start.aggression)
         };
         scaled.max(slow_start.min_weight)
+    }
+}
+
+impl Hashing {
+    fn new(kind: HashKind, addresses: &[SocketAddr]) -> Hashing {
+        Hashing {
+            all: kind.build(addresses),
+            kind,
+            healthy: Mutex::new(None),
+        }
     }
 }
 

@@ -61,11 +61,11 @@ impl Table {
         &self.entries
     }
 
-    /// The host owning `hash`, then the following entries' hosts (when the owner is unhealthy;
-    /// Envoy rebuilds the table without it instead, which moves a few more keys).
-    pub(super) fn walk_from(&self, hash: u64) -> impl Iterator<Item = u32> + '_ {
-        let len = self.entries.len();
-        let start = if len == 0 { 0 } else { (hash % len as u64) as usize };
-        (0..len).map(move |k| self.entries[(start + k) % len])
+    /// The host owning `hash`; None when the table is empty.
+    pub(super) fn owner(&self, hash: u64) -> Option<u32> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        Some(self.entries[(hash % self.entries.len() as u64) as usize])
     }
 }

@@ -1,6 +1,7 @@
 //! Ring hash (Envoy's ketama-style ring): each host is hashed onto the ring many times
 //! (xxHash64 of "<address>_<i>"), and a request goes to the first entry at or after its hash,
-//! wrapping around. Removing a host moves only the keys that were on it.
+//! wrapping around. Removing a host moves its keys and few others (the hosts left get more
+//! entries each, as Envoy sizes the ring).
 
 use std::net::SocketAddr;
 
@@ -47,11 +48,12 @@ impl Ring {
         self.entries.len()
     }
 
-    /// The hosts from the entry owning `hash` on, around the ring once (the next ones serve
-    /// when the owner is unhealthy, as a ring rebuilt without it would give).
-    pub(super) fn walk_from(&self, hash: u64) -> impl Iterator<Item = u32> + '_ {
-        let start = self.entries.partition_point(|(h, _)| *h < hash);
-        let len = self.entries.len();
-        (0..len).map(move |k| self.entries[(start + k) % len].1)
+    /// The host of the first entry at or after `hash`, wrapping around; None on an empty ring.
+    pub(super) fn owner(&self, hash: u64) -> Option<u32> {
+        let at = self.entries.partition_point(|(h, _)| *h < hash);
+        self.entries
+            .get(at)
+            .or(self.entries.first())
+            .map(|(_, host)| *host)
     }
 }

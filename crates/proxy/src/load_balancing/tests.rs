@@ -302,6 +302,36 @@ fn ring_hash_skips_an_unhealthy_owner_and_returns_to_it() {
 }
 
 #[test]
+fn hashing_over_an_unhealthy_host_is_hashing_without_it() {
+    // Envoy builds the ring or table over the healthy hosts only.
+    let maglev = lb(LbAlgorithm::Maglev {
+        hash_policies: vec![header_policy("x-user")],
+        use_hostname_for_hashing: false,
+    });
+    for policy in [ring(vec![header_policy("x-user")]), maglev] {
+        let hs = hosts(3);
+        let b = Balancer::new(Some(&policy), members(&hs), None);
+        let without = Balancer::new(Some(&policy), members(&[hs[0].clone(), hs[2].clone()]), None);
+        hs[1].healthy.store(false, Ordering::Relaxed);
+        let stats = ClusterStats::default();
+        for key in 0..300 {
+            let headers = Headers(vec![("x-user", format!("k{key}"))]);
+            assert_eq!(
+                pick_port(&b, &headers, &stats),
+                pick_port(&without, &headers, &stats)
+            );
+        }
+        // Healthy again: the table over every host.
+        hs[1].healthy.store(true, Ordering::Relaxed);
+        let all = Balancer::new(Some(&policy), members(&hs), None);
+        for key in 0..300 {
+            let headers = Headers(vec![("x-user", format!("k{key}"))]);
+            assert_eq!(pick_port(&b, &headers, &stats), pick_port(&all, &headers, &stats));
+        }
+    }
+}
+
+#[test]
 fn ring_hash_without_a_hash_picks_at_random() {
     let hs = hosts(3);
     let b = Balancer::new(Some(&ring(vec![header_policy("x-user")])), members(&hs), None);
