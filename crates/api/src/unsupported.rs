@@ -38,7 +38,6 @@ const PENDING: &[&str] = &[
     "commonHttpProtocolOptions",
     "healthCheck",
     "http1ProtocolOptions",
-    "loadBalancer",
     "outlierDetection",
     "perConnectionBufferLimitBytes",
     "upstreamProxyProtocol",

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use snapshot::{Cluster, UpstreamPolicy};
 
 use crate::endpoint_health::EndpointHealth;
-use crate::load_balancing::RoundRobin;
+use crate::load_balancing::{Balancer, Host, Member, PickContext};
 use crate::pool::Pool;
 use crate::socket_options::SocketOptions;
 use crate::stats::{self, ClusterStats};
@@ -23,7 +23,13 @@ pub struct ClusterRuntime {
     /// The cluster's upstream settings from the Snapshot, as they are.
     policy: ArcSwap<UpstreamPolicy>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
-    balancer: RoundRobin,
+    /// Rebuilt when the endpoints or the load balancing policy change, never per request.
+    balancer: ArcSwap<Balancer<Endpoint>>,
+    /// The proxy's own zone (`kgw run --zone`), for zone-aware balancing.
+    local_zone: Option<String>,
+    /// With `closeConnectionsOnHostSetChange`: connections with an id up to this one were
+    /// open when the host set last changed, and are not pooled again.
+    unpooled_up_to: AtomicU64,
     stats: ClusterStats,
     /// Every open connection's socket, by connection id.
     live: Mutex<HashMap<u64, Live>>,
@@ -47,6 +53,23 @@ pub struct Endpoint {
     pub(crate) health: EndpointHealth,
     idle: Pool<Connection>,
     pub(crate) active_requests: AtomicU64,
+    /// When it joined a cluster that already existed (slow start); None for the first ones.
+    added: Option<Instant>,
+}
+
+impl Host for Endpoint {
+    fn address(&self) -> SocketAddr {
+        self.address
+    }
+    fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
+    }
+    fn is_healthy(&self) -> bool {
+        self.health.is_healthy()
+    }
+    fn active_requests(&self) -> u64 {
+        self.active_requests.load(Ordering::Relaxed)
+    }
 }
 
 /// An open upstream connection, for `/clusters` and tests.
@@ -67,18 +90,20 @@ pub struct EndpointInfo {
 }
 
 impl ClusterRuntime {
-    pub fn new(cluster: &Cluster, tcp_user_timeout: bool) -> ClusterRuntime {
+    pub fn new(cluster: &Cluster, tcp_user_timeout: bool, local_zone: Option<String>) -> ClusterRuntime {
         let rt = ClusterRuntime {
             name: cluster.name.clone(),
             policy: ArcSwap::from_pointee(cluster.upstream.clone()),
             endpoints: ArcSwap::from_pointee(Vec::new()),
-            balancer: RoundRobin::default(),
+            balancer: ArcSwap::from_pointee(Balancer::new(None, Vec::new(), None)),
+            local_zone,
+            unpooled_up_to: AtomicU64::new(0),
             stats: ClusterStats::default(),
             live: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(0),
             tcp_user_timeout,
         };
-        rt.set_endpoints(&cluster.endpoints);
+        rt.set_endpoints(&cluster.endpoints, None);
         rt
     }
 
@@ -101,6 +126,7 @@ impl ClusterRuntime {
 
     /// Takes a new version of the cluster from a Snapshot.
     pub(crate) fn update(&self, cluster: &Cluster) {
+        let balancing_changed = self.policy.load().load_balancer != cluster.upstream.load_balancer;
         if **self.policy.load() != cluster.upstream {
             self.policy.store(Arc::new(cluster.upstream.clone()));
             // Idle pooled connections and those in use get the new options now.
@@ -124,17 +150,60 @@ impl ClusterRuntime {
                     .any(|(have, want)| have.address != want.address || have.zone != want.zone)
         };
         if changed {
-            self.set_endpoints(&cluster.endpoints);
+            self.set_endpoints(&cluster.endpoints, Some(Instant::now()));
+            if cluster
+                .upstream
+                .load_balancer
+                .as_ref()
+                .is_some_and(|lb| lb.close_connections_on_host_set_change)
+            {
+                self.close_connections();
+            }
+        } else if balancing_changed {
+            self.rebuild_balancer();
         }
+    }
+
+    /// Envoy's `close_connections_on_host_set_change`: every pooled connection of the cluster
+    /// closes, and those in use are not pooled again.
+    fn close_connections(&self) {
+        self.unpooled_up_to
+            .store(self.ids.load(Ordering::Relaxed), Ordering::Relaxed);
+        for endpoint in self.endpoints.load().iter() {
+            for conn in endpoint.idle.expire(Duration::ZERO) {
+                stats::dec(&self.stats.upstream_cx_pool_idle);
+                drop(conn); // counted as it drops
+            }
+        }
+    }
+
+    /// A new balancer over the current endpoints and policy (rings and tables built here).
+    fn rebuild_balancer(&self) {
+        let members = self
+            .endpoints
+            .load()
+            .iter()
+            .map(|e| Member {
+                host: e.clone(),
+                added: e.added,
+            })
+            .collect();
+        let policy = self.policy.load();
+        self.balancer.store(Arc::new(Balancer::new(
+            policy.load_balancer.as_ref(),
+            members,
+            self.local_zone.as_deref(),
+        )));
     }
 
     /// The cluster left the Snapshot: its idle connections close, and none is pooled again.
     /// (Pooled connections hold their cluster: without this they would keep each other.)
     pub(crate) fn retire(&self) {
-        self.set_endpoints(&[]);
+        self.set_endpoints(&[], None);
     }
 
-    fn set_endpoints(&self, wanted: &[snapshot::Endpoint]) {
+    /// `now`: when endpoints new to the set joined it (None when the cluster is created).
+    fn set_endpoints(&self, wanted: &[snapshot::Endpoint], now: Option<Instant>) {
         let old = self.endpoints.load_full();
         let new: Vec<Arc<Endpoint>> = wanted
             .iter()
@@ -147,6 +216,7 @@ impl ClusterRuntime {
                         health: EndpointHealth::default(),
                         idle: Pool::new(),
                         active_requests: AtomicU64::new(0),
+                        added: now,
                     }),
                 },
             )
@@ -159,16 +229,17 @@ impl ClusterRuntime {
             }
         }
         self.endpoints.store(Arc::new(new));
+        self.rebuild_balancer();
     }
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The endpoint for the next request, by the cluster's load balancing; None when there
-    /// are none.
-    pub(crate) fn pick(&self) -> Option<Arc<Endpoint>> {
-        self.balancer.pick(&self.endpoints.load()).cloned()
+    /// The endpoint for a request, by the cluster's load balancing; None when none can take
+    /// it. A hash policy may leave a `Set-Cookie` for the response in `context`.
+    pub(crate) fn pick(&self, context: &mut PickContext<'_>) -> Option<Arc<Endpoint>> {
+        self.balancer.load().pick(context, &self.stats)
     }
 
     /// An idle pooled connection to this endpoint that is still open, if any (see
@@ -189,6 +260,9 @@ impl ClusterRuntime {
     pub(crate) fn put_idle(&self, endpoint: &Endpoint, mut conn: Connection) {
         conn.busy = false;
         conn.idle_since = Instant::now();
+        if conn.id <= self.unpooled_up_to.load(Ordering::Relaxed) {
+            return; // open when the host set changed: closed as it drops
+        }
         if endpoint.idle.put(conn).is_ok() {
             stats::inc(&self.stats.upstream_cx_pool_idle);
         }

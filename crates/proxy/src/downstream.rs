@@ -62,6 +62,8 @@ pub(crate) struct Downstream {
     pub(crate) buf: Vec<u8>,
     /// The client's address as x-forwarded-for carries it.
     client: String,
+    /// The client's address and port (hash policies: source IP, generated cookies).
+    peer: SocketAddr,
 }
 
 /// How an exchange ended, for the downstream connection.
@@ -91,6 +93,7 @@ impl Downstream {
             stream,
             buf: Vec::new(),
             client: client_address(peer),
+            peer,
         }
     }
 
@@ -249,12 +252,16 @@ impl Downstream {
             header: &header,
         };
         let mut cluster_name = String::new();
+        let request_headers = load_balancing::Http1Headers { buf: &buf, head };
+        let mut pick = load_balancing::PickContext::new(&request_headers, self.peer);
         let routed = route_to_endpoint(
             &runtime,
             port,
             &view,
+            &mut pick,
             logged.is_some().then_some(&mut cluster_name),
         );
+        let set_cookies = pick.set_cookies;
         let is_head = line.method.eq_ignore_ascii_case("HEAD");
         let is_connect = line.method == "CONNECT";
         let replayable = dp.options.retry_on_reused_connection
@@ -280,6 +287,7 @@ impl Downstream {
                     replayable,
                     keep_alive: head.keep_alive,
                     client_version: head.version,
+                    set_cookies,
                 };
                 self.proxy(dp, exchange, route_timer, idle_timer).await?
             }
@@ -420,6 +428,7 @@ fn route_to_endpoint(
     runtime: &Runtime,
     port: u16,
     view: &RequestView<'_>,
+    pick: &mut load_balancing::PickContext<'_>,
     cluster_name: Option<&mut String>,
 ) -> Result<(Arc<ClusterRuntime>, Arc<Endpoint>), LocalReply> {
     if view.method == "CONNECT" {
@@ -445,7 +454,7 @@ fn route_to_endpoint(
         *name = target.name.clone();
     }
     stats::inc(&cluster.stats().upstream_rq_total);
-    let Some(endpoint) = cluster.pick() else {
+    let Some(endpoint) = cluster.pick(pick) else {
         stats::inc(&cluster.stats().upstream_cx_none_healthy);
         return Err(LocalReply::no_healthy_upstream());
     };

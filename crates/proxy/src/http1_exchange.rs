@@ -379,6 +379,16 @@ impl Downstream {
         let close = !x.keep_alive || draining || head.framing == Framing::UntilClose || !request_whole;
         let mut out = Vec::with_capacity(head.len + HEAD_EDITS);
         h1::write_response_head(&mut out, &conn.buf, &head, close, x.client_version);
+        if !x.set_cookies.is_empty() {
+            // A cookie a hash policy generated (load_balancing): before the head's last CRLF.
+            out.truncate(out.len() - 2);
+            for cookie in &x.set_cookies {
+                out.extend_from_slice(b"set-cookie: ");
+                out.extend_from_slice(cookie.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
         conn.buf.drain(..head.len);
         let mut outcome = Outcome {
             status: head.status,
@@ -486,6 +496,8 @@ pub(crate) struct Exchange<'a> {
     /// The client keeps its connection after this exchange.
     pub keep_alive: bool,
     pub client_version: h1::Version,
+    /// `Set-Cookie` values the response carries (a cookie a hash policy generated).
+    pub set_cookies: Vec<String>,
 }
 
 /// Why one attempt did not give a response head.

@@ -69,6 +69,8 @@ pub struct ProxyOptions {
     /// Descriptors client and upstream connections may hold together (the fd limit less a
     /// reserve for kgw's own files); near it, new client connections are refused the same way.
     pub connection_descriptor_budget: u64,
+    /// The proxy's own zone (`kgw run --zone`), for zone-aware load balancing.
+    pub zone: Option<String>,
 }
 
 impl Default for ProxyOptions {
@@ -83,6 +85,7 @@ impl Default for ProxyOptions {
             retry_on_reused_connection: true,
             max_downstream_connections: u64::MAX,
             connection_descriptor_budget: u64::MAX,
+            zone: None,
         }
     }
 }
@@ -178,7 +181,11 @@ impl DataPlane {
                     existing.update(c);
                     Arc::clone(existing)
                 }
-                None => Arc::new(ClusterRuntime::new(c, self.options.tcp_user_timeout)),
+                None => Arc::new(ClusterRuntime::new(
+                    c,
+                    self.options.tcp_user_timeout,
+                    self.options.zone.clone(),
+                )),
             })
             .collect();
         let kept: std::collections::HashSet<&str> =

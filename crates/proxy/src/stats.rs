@@ -73,6 +73,14 @@ counters!(ClusterStats {
     upstream_rq_4xx: Counter,
     upstream_rq_5xx: Counter,
     upstream_cx_pool_idle: Gauge,
+    // Load balancing (load_balancing.rs): picks made among all hosts because too few were
+    // healthy, and zone-aware routing's decisions.
+    lb_healthy_panic: Counter,
+    lb_zone_cluster_too_small: Counter,
+    lb_zone_routing_all_directly: Counter,
+    lb_zone_routing_sampled: Counter,
+    lb_zone_routing_cross_zone: Counter,
+    lb_zone_no_capacity_left: Counter,
 });
 
 counters!(ListenerStats {
