@@ -317,9 +317,9 @@ spec:
     random: {}
 "#;
 
-/// kgateway's consistent hashing guide, "Ringhash" with headers, verbatim but for
-/// `useHostnameForHashing: true`, which kgw refuses until the Backend kind lands (on a
-/// Service's endpoints, which have no hostname, Envoy hashes their address either way).
+/// kgateway's consistent hashing guide, "Ringhash" with headers, verbatim
+/// (`useHostnameForHashing` changes nothing on a Service's endpoints, which have no hostname:
+/// kgateway and kgw hash their address either way).
 const RING_HASH_HEADERS: &str = r#"kind: BackendConfigPolicy
 apiVersion: gateway.kgateway.dev/v1alpha1
 metadata:
@@ -334,6 +334,7 @@ spec:
     ringHash:
       minimumRingSize: 1024
       maximumRingSize: 2048
+      useHostnameForHashing: true
       hashPolicies:
       - header:
           name: "x-user-id"
@@ -388,8 +389,7 @@ spec:
         terminal: true
 "#;
 
-/// The consistent hashing guide, "Maglev" with headers, verbatim but for
-/// `useHostnameForHashing: true` (see RING_HASH_HEADERS).
+/// The consistent hashing guide, "Maglev" with headers, verbatim (see RING_HASH_HEADERS).
 const MAGLEV_HEADERS: &str = r#"kind: BackendConfigPolicy
 apiVersion: gateway.kgateway.dev/v1alpha1
 metadata:
@@ -402,6 +402,7 @@ spec:
       kind: Service
   loadBalancer:
     maglev:
+      useHostnameForHashing: true
       hashPolicies:
       - header:
           name: "x-user-id"
