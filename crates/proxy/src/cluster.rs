@@ -12,7 +12,9 @@ use arc_swap::ArcSwap;
 use snapshot::{Cluster, UpstreamPolicy};
 
 use crate::endpoint_health::EndpointHealth;
+use crate::health_check::ClusterHealthChecking;
 use crate::load_balancing::{Balancer, Host, Member, PickContext};
+use crate::outlier_detection::ClusterOutlierDetection;
 use crate::pool::Pool;
 use crate::socket_options::SocketOptions;
 use crate::stats::{self, ClusterStats};
@@ -36,6 +38,10 @@ pub struct ClusterRuntime {
     ids: AtomicU64,
     /// Set TCP_USER_TIMEOUT along with keepalive (our addition; `kgw run --no-tcp-user-timeout`).
     tcp_user_timeout: bool,
+    /// Active health checks of its endpoints (health_check.rs).
+    pub(crate) health_checks: ClusterHealthChecking,
+    /// Outlier detection of its endpoints (outlier_detection.rs).
+    pub(crate) outlier: ClusterOutlierDetection,
 }
 
 struct Live {
@@ -102,6 +108,8 @@ impl ClusterRuntime {
             live: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(0),
             tcp_user_timeout,
+            health_checks: ClusterHealthChecking::default(),
+            outlier: ClusterOutlierDetection::default(),
         };
         rt.set_endpoints(&cluster.endpoints, None);
         rt
@@ -199,7 +207,24 @@ impl ClusterRuntime {
     /// The cluster left the Snapshot: its idle connections close, and none is pooled again.
     /// (Pooled connections hold their cluster: without this they would keep each other.)
     pub(crate) fn retire(&self) {
+        self.health_checks.stop();
+        self.outlier.stop();
         self.set_endpoints(&[], None);
+    }
+
+    /// The endpoints now.
+    pub(crate) fn endpoint_list(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints.load_full()
+    }
+
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.endpoints.load().len()
+    }
+
+    /// Has the cluster ever opened a connection for traffic (Envoy's test for the health
+    /// checks' no-traffic interval)?
+    pub(crate) fn has_had_traffic(&self) -> bool {
+        self.stats.upstream_cx_total.load(Ordering::Relaxed) > 0
     }
 
     /// `now`: when endpoints new to the set joined it (None when the cluster is created).
@@ -346,5 +371,19 @@ impl ClusterRuntime {
                 health_flags: e.health.flags(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+impl Endpoint {
+    pub(crate) fn for_test(address: SocketAddr) -> Endpoint {
+        Endpoint {
+            address,
+            zone: None,
+            health: EndpointHealth::default(),
+            idle: Pool::new(),
+            active_requests: AtomicU64::new(0),
+            added: None,
+        }
     }
 }

@@ -15,10 +15,12 @@ mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;
+mod health_check;
 mod http1_exchange;
 mod listener;
 mod load_balancing;
 mod local_reply;
+mod outlier_detection;
 mod pool;
 mod recycle;
 mod router;
@@ -173,7 +175,7 @@ impl DataPlane {
         // By name: thousands of clusters make a linear search per cluster quadratic.
         let by_name: std::collections::HashMap<&str, &Arc<ClusterRuntime>> =
             old.clusters.iter().map(|c| (c.name(), c)).collect();
-        let clusters = snapshot
+        let clusters: Vec<Arc<ClusterRuntime>> = snapshot
             .clusters
             .iter()
             .map(|c| match by_name.get(c.name.as_str()) {
@@ -188,6 +190,14 @@ impl DataPlane {
                 )),
             })
             .collect();
+        // Health checks and outlier detection follow each cluster's policy and endpoints.
+        for (c, runtime) in snapshot.clusters.iter().zip(&clusters) {
+            health_check::ClusterHealthChecking::configure(runtime, c.upstream.health_check.as_ref());
+            outlier_detection::ClusterOutlierDetection::configure(
+                runtime,
+                c.upstream.outlier_detection.as_ref(),
+            );
+        }
         let kept: std::collections::HashSet<&str> =
             snapshot.clusters.iter().map(|c| c.name.as_str()).collect();
         for gone in old.clusters.iter().filter(|c| !kept.contains(c.name())) {

@@ -172,6 +172,21 @@ impl crate::DataPlane {
                     scope: Scope::Cluster(c.name().to_string()),
                 });
             }
+            // `health_check.*` and `outlier_detection.*`, while the cluster has them.
+            let policy_stats = c
+                .health_checks
+                .list()
+                .into_iter()
+                .chain(c.outlier.stats().map(|s| s.list()).unwrap_or_default());
+            for (field, family, kind, value) in policy_stats {
+                out.push(Metric {
+                    name: format!("cluster.{}.{field}", c.name()),
+                    kind,
+                    value,
+                    family,
+                    scope: Scope::Cluster(c.name().to_string()),
+                });
+            }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
