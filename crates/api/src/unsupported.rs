@@ -36,7 +36,6 @@ const WITH_THIS_ISSUE: &str = "its data-plane module, issue 14";
 const PENDING: &[&str] = &[
     "circuitBreakers",
     "commonHttpProtocolOptions",
-    "healthCheck",
     "http1ProtocolOptions",
     "outlierDetection",
     "perConnectionBufferLimitBytes",
