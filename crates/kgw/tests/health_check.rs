@@ -11,7 +11,7 @@ mod controlled_backend;
 use std::time::{Duration, Instant};
 
 use common::*;
-use controlled_backend::{ANSWER_CLOSE, ControlledBackend};
+use controlled_backend::{ANSWER_CLOSE, ControlledBackend, health_flags, two_backends};
 
 const CLUSTER: &str = "kube_default_httpbin_8080";
 
@@ -119,37 +119,12 @@ spec:
     )
 }
 
-/// Two backends on one port, 127.0.0.2 ("a") and 127.0.0.3 ("b").
-fn two_backends() -> (ControlledBackend, ControlledBackend) {
-    for _ in 0..20 {
-        let a = ControlledBackend::start("127.0.0.2:0", "a");
-        if let Ok(b) = std::panic::catch_unwind(|| {
-            ControlledBackend::start(&format!("127.0.0.3:{}", a.addr.port()), "b")
-        }) {
-            return (a, b);
-        }
-    }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
-}
-
-/// `health_flags` of each endpoint of the cluster, from `/clusters`.
 fn flags(gw: &Gateway) -> Vec<(String, String)> {
-    let (_, body) = http(gw.admin, "GET", "/clusters", "");
-    body.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(&format!("{CLUSTER}::"))?;
-            let (host, flags) = rest.split_once("::health_flags::")?;
-            Some((host.to_string(), flags.to_string()))
-        })
-        .collect()
+    health_flags(gw, CLUSTER)
 }
 
 fn flags_of(gw: &Gateway, backend: &ControlledBackend) -> String {
-    flags(gw)
-        .into_iter()
-        .find(|(h, _)| *h == backend.addr.to_string())
-        .map(|(_, f)| f)
-        .unwrap_or_default()
+    controlled_backend::flags_of(gw, CLUSTER, backend)
 }
 
 /// Who answered each of `n` requests through the gateway.

@@ -179,22 +179,23 @@ impl ProbeConnection {
         if self.stream.as_ref().is_some_and(|s| !Self::kept_is_usable(s)) {
             self.stream = None;
         }
-        let mut stream = match self.stream.take() {
-            Some(s) => s,
-            None => options.connect(address).await?,
-        };
-        self.buf.clear();
-        stream.write_all(request).await?;
-        let method: &[u8] = if head_request { b"HEAD" } else { b"GET" };
-        let head = loop {
-            match h1::parse_response(&self.buf, method) {
-                Ok(Some(head)) if (100..200).contains(&head.status) => {
-                    // An interim answer: the final one follows.
-                    self.buf.drain(..head.len);
+        let (mut stream, head) = match self.stream.take() {
+            Some(mut kept) => match self.send(&mut kept, request, head_request).await {
+                Ok(head) => (kept, head),
+                // The peer closed the kept connection as the check went out (an idle timeout
+                // equal to the interval does that): the check goes again on a new one.
+                Err(e) if self.buf.is_empty() => {
+                    tracing::debug!(%address, "health check: kept connection failed ({e}); reconnecting");
+                    let mut fresh = options.connect(address).await?;
+                    let head = self.send(&mut fresh, request, head_request).await?;
+                    (fresh, head)
                 }
-                Ok(Some(head)) => break head,
-                Ok(None) => read_more(&mut stream, &mut self.buf).await?,
-                Err(e) => return Err(std::io::Error::other(format!("malformed answer: {e:?}"))),
+                Err(e) => return Err(e),
+            },
+            None => {
+                let mut fresh = options.connect(address).await?;
+                let head = self.send(&mut fresh, request, head_request).await?;
+                (fresh, head)
             }
         };
         let status = head.status;
@@ -231,6 +232,31 @@ impl ProbeConnection {
             self.stream = Some(stream);
         }
         Ok(status)
+    }
+}
+
+impl ProbeConnection {
+    /// Writes the request and reads the answer's head (past interim answers).
+    async fn send(
+        &mut self,
+        stream: &mut TcpStream,
+        request: &[u8],
+        head_request: bool,
+    ) -> std::io::Result<h1::ResponseHead> {
+        self.buf.clear();
+        stream.write_all(request).await?;
+        let method: &[u8] = if head_request { b"HEAD" } else { b"GET" };
+        loop {
+            match h1::parse_response(&self.buf, method) {
+                Ok(Some(head)) if (100..200).contains(&head.status) => {
+                    // An interim answer: the final one follows.
+                    self.buf.drain(..head.len);
+                }
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => read_more(stream, &mut self.buf).await?,
+                Err(e) => return Err(std::io::Error::other(format!("malformed answer: {e:?}"))),
+            }
+        }
     }
 }
 
@@ -614,6 +640,9 @@ mod tests {
                             let Some(answer) = answers.lock().unwrap().next() else {
                                 return;
                             };
+                            if answer == "drop" {
+                                return;
+                            }
                             if answer == "hang" {
                                 tokio::time::sleep(Duration::from_secs(10)).await;
                                 return;
@@ -697,6 +726,29 @@ mod tests {
         );
         let ids: Vec<usize> = seen.lock().unwrap().iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_closed_as_the_check_goes_out_is_retried_on_a_new_one() {
+        let (addr, seen) = server(vec![OK, "drop", OK, "drop", "drop"]).await;
+        let request = request(&policy(1, 1), "c");
+        let mut conn = ProbeConnection::new();
+        let t = Duration::from_secs(2);
+        assert_eq!(
+            conn.probe(addr, &request, false, &options(), t).await,
+            Probe::Pass
+        );
+        assert_eq!(
+            conn.probe(addr, &request, false, &options(), t).await,
+            Probe::Pass
+        );
+        let ids: Vec<usize> = seen.lock().unwrap().iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, vec![1, 1, 2]);
+        // Once only: a new connection that fails too is a network failure.
+        assert_eq!(
+            conn.probe(addr, &request, false, &options(), t).await,
+            Probe::NetworkFailure
+        );
     }
 
     #[tokio::test]

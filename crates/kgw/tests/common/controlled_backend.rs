@@ -110,3 +110,38 @@ fn serve(mut conn: TcpStream, name: &str, answer: &AtomicU16, requests: &Mutex<V
         }
     }
 }
+
+/// Two backends on one port, 127.0.0.2 ("a") and 127.0.0.3 ("b").
+pub fn two_backends() -> (ControlledBackend, ControlledBackend) {
+    for _ in 0..20 {
+        let a = ControlledBackend::start("127.0.0.2:0", "a");
+        let b = std::net::TcpListener::bind(("127.0.0.3", a.addr.port()));
+        if let Ok(b) = b {
+            drop(b);
+            let b = ControlledBackend::start(&format!("127.0.0.3:{}", a.addr.port()), "b");
+            return (a, b);
+        }
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
+}
+
+/// `health_flags` of each endpoint of `cluster`, from `/clusters`.
+pub fn health_flags(gw: &super::common::Gateway, cluster: &str) -> Vec<(String, String)> {
+    let (_, body) = super::common::http(gw.admin, "GET", "/clusters", "");
+    body.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&format!("{cluster}::"))?;
+            let (host, flags) = rest.split_once("::health_flags::")?;
+            Some((host.to_string(), flags.to_string()))
+        })
+        .collect()
+}
+
+/// `health_flags` of `backend` in `cluster`.
+pub fn flags_of(gw: &super::common::Gateway, cluster: &str, backend: &ControlledBackend) -> String {
+    health_flags(gw, cluster)
+        .into_iter()
+        .find(|(h, _)| *h == backend.addr.to_string())
+        .map(|(_, f)| f)
+        .unwrap_or_default()
+}
