@@ -311,6 +311,8 @@ pub struct ClusterHealthChecking {
 
 struct Checking {
     policy: HealthCheck,
+    /// Changes with the policy: a task of an older one records nothing.
+    generation: u64,
     sessions: Vec<(Arc<Endpoint>, AbortHandle)>,
 }
 
@@ -412,9 +414,12 @@ impl ClusterHealthChecking {
             tracing::warn!(cluster = cluster.name(), "no runtime to run health checks on");
             return;
         };
+        let previous_generation = state.as_ref().map_or(0, |c| c.generation);
+        let mut generation = previous_generation + 1;
         let (checked_before, mut sessions) = match state.take() {
             // Same policy: keep the tasks of endpoints still there.
             Some(mut old) if old.policy == *policy => {
+                generation = previous_generation;
                 let kept = std::mem::take(&mut old.sessions);
                 (Vec::new(), kept)
             }
@@ -451,13 +456,23 @@ impl ClusterHealthChecking {
                 Arc::downgrade(cluster),
                 endpoint.clone(),
                 policy.clone(),
+                generation,
             ));
             sessions.push((endpoint.clone(), task.abort_handle()));
         }
         *state = Some(Checking {
             policy: policy.clone(),
+            generation,
             sessions,
         });
+    }
+
+    /// Runs `record` if the task of `generation` is still current, under the lock that
+    /// `configure` takes (so a result that raced with a policy change or removal is dropped).
+    fn if_current<R>(&self, generation: u64, record: impl FnOnce(&HealthCheckStats) -> R) -> Option<R> {
+        let state = self.lock();
+        state.as_ref().filter(|c| c.generation == generation)?;
+        Some(record(&self.stats))
     }
 
     /// The cluster left the Snapshot: every task stops.
@@ -467,7 +482,12 @@ impl ClusterHealthChecking {
 }
 
 /// One endpoint's checks, until aborted or the cluster is gone.
-async fn check_loop(cluster: Weak<ClusterRuntime>, endpoint: Arc<Endpoint>, policy: HealthCheck) {
+async fn check_loop(
+    cluster: Weak<ClusterRuntime>,
+    endpoint: Arc<Endpoint>,
+    policy: HealthCheck,
+    generation: u64,
+) {
     let mut session = Session::new();
     let mut connection = ProbeConnection::new();
     let head_request = policy
@@ -487,7 +507,11 @@ async fn check_loop(cluster: Weak<ClusterRuntime>, endpoint: Arc<Endpoint>, poli
             .await;
         {
             let Some(cluster) = cluster.upgrade() else { return };
-            if session.record(probe, &policy, &endpoint.health, &cluster.health_checks.stats) {
+            let changed = cluster.health_checks.if_current(generation, |stats| {
+                session.record(probe, &policy, &endpoint.health, stats)
+            });
+            let Some(changed) = changed else { return };
+            if changed {
                 tracing::info!(
                     cluster = cluster.name(),
                     endpoint = %endpoint.address,

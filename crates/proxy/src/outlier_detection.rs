@@ -139,18 +139,26 @@ struct Monitor {
 /// A cluster's detector for one version of its policy.
 pub(crate) struct OutlierDetector {
     config: OutlierDetection,
-    hosts: Mutex<HashMap<SocketAddr, Monitor>>,
+    hosts: Mutex<Hosts>,
+}
+
+#[derive(Default)]
+struct Hosts {
+    monitors: HashMap<SocketAddr, Monitor>,
+    /// Replaced or removed: a report that raced with that ejects nobody (the next detector
+    /// would never return the host).
+    released: bool,
 }
 
 impl OutlierDetector {
     pub(crate) fn new(config: OutlierDetection) -> OutlierDetector {
         OutlierDetector {
             config,
-            hosts: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(Hosts::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Monitor>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Hosts> {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -166,7 +174,11 @@ impl OutlierDetector {
         now: Instant,
         roll: &mut dyn FnMut() -> u32,
     ) {
-        let mut all = self.lock();
+        let mut state = self.lock();
+        if state.released {
+            return;
+        }
+        let all = &mut state.monitors;
         let monitor = all.entry(endpoint.address).or_default();
         let detected = if self.config.split_external_local_origin_errors {
             match report {
@@ -268,7 +280,8 @@ impl OutlierDetector {
     /// The interval sweep: hosts ejected for long enough return; those in rotation shrink
     /// their backoff; hosts the cluster no longer has are forgotten.
     pub(crate) fn sweep(&self, endpoints: &[Arc<Endpoint>], stats: &OutlierStats, now: Instant) {
-        let mut all = self.lock();
+        let mut hosts = self.lock();
+        let all = &mut hosts.monitors;
         all.retain(|address, monitor| {
             let present = endpoints.iter().any(|e| e.address == *address);
             if !present && monitor.ejected_at.is_some() {
@@ -300,8 +313,9 @@ impl OutlierDetector {
 
     /// The policy went away or changed: every host this detector ejected returns.
     fn release(&self, endpoints: &[Arc<Endpoint>], stats: &OutlierStats) {
-        let mut all = self.lock();
-        for (address, monitor) in all.iter_mut() {
+        let mut hosts = self.lock();
+        hosts.released = true;
+        for (address, monitor) in hosts.monitors.iter_mut() {
             if monitor.ejected_at.take().is_some() {
                 stats::dec(&stats.ejections_active);
                 if let Some(e) = endpoints.iter().find(|e| e.address == *address) {
@@ -680,5 +694,15 @@ mod tests {
         d.release(&eps, &s);
         assert!(eps[0].health.is_healthy());
         assert_eq!(value(&s, "ejections_active"), 0);
+        // A report that raced with the release ejects nobody.
+        d.report(
+            &eps[1],
+            Report::Status(500),
+            2,
+            &s,
+            Instant::now(),
+            &mut always(true),
+        );
+        assert!(eps[1].health.is_healthy());
     }
 }
