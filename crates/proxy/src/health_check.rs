@@ -20,13 +20,14 @@ use std::time::Duration;
 
 use snapshot::HealthCheck;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::AbortHandle;
 
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::endpoint_health::EndpointHealth;
 use crate::h1::{self, Framing};
+use crate::socket_options::SocketOptions;
 use crate::stats::{self, MetricKind};
+use crate::transport::{ConnectError, Connector, Transport};
 
 /// Envoy's default `no_traffic_interval` (kgateway's API does not set it).
 const NO_TRAFFIC_INTERVAL: Duration = Duration::from_secs(60);
@@ -127,7 +128,7 @@ fn request(policy: &HealthCheck, cluster_name: &str) -> Vec<u8> {
 
 /// A probe's connection, kept between checks.
 pub(crate) struct ProbeConnection {
-    stream: Option<TcpStream>,
+    stream: Option<Transport>,
     buf: Vec<u8>,
 }
 
@@ -139,19 +140,13 @@ impl ProbeConnection {
         }
     }
 
-    /// True if the kept connection is still open and quiet (the peer may close an idle one).
-    fn kept_is_usable(stream: &TcpStream) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-    }
-
     /// Sends one check to `address` and reads its answer, all within `timeout`.
     pub(crate) async fn probe(
         &mut self,
         address: std::net::SocketAddr,
         request: &[u8],
         head_request: bool,
-        options: &ProbeSocketOptions,
+        options: &ProbeConnector,
         timeout: Duration,
     ) -> Probe {
         match tokio::time::timeout(timeout, self.exchange(address, request, head_request, options)).await {
@@ -174,9 +169,14 @@ impl ProbeConnection {
         address: std::net::SocketAddr,
         request: &[u8],
         head_request: bool,
-        options: &ProbeSocketOptions,
+        options: &ProbeConnector,
     ) -> std::io::Result<u16> {
-        if self.stream.as_ref().is_some_and(|s| !Self::kept_is_usable(s)) {
+        // The peer may have closed the kept connection while it was idle.
+        if self
+            .stream
+            .as_mut()
+            .is_some_and(|s| s.ended_while_idle().is_some())
+        {
             self.stream = None;
         }
         let (mut stream, head) = match self.stream.take() {
@@ -239,12 +239,12 @@ impl ProbeConnection {
     /// Writes the request and reads the answer's head (past interim answers).
     async fn send(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Transport,
         request: &[u8],
         head_request: bool,
     ) -> std::io::Result<h1::ResponseHead> {
         self.buf.clear();
-        stream.write_all(request).await?;
+        stream.split().1.write_all(request).await?;
         let method: &[u8] = if head_request { b"HEAD" } else { b"GET" };
         loop {
             match h1::parse_response(&self.buf, method) {
@@ -260,7 +260,7 @@ impl ProbeConnection {
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+async fn read_more(stream: &mut Transport, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let mut chunk = [0u8; 4096];
     let n = stream.read(&mut chunk).await?;
     if n == 0 {
@@ -273,32 +273,32 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
     Ok(())
 }
 
-/// The socket options a probe's connection is opened with: the cluster's.
-pub(crate) struct ProbeSocketOptions {
-    pub tcp_keepalive: Option<snapshot::TcpKeepalive>,
-    pub tcp_user_timeout: bool,
+/// How a probe's connection is opened: with the cluster's connector, socket options and
+/// connect timeout, as its traffic's connections are (the health check's timeout bounds it too).
+pub(crate) struct ProbeConnector {
+    pub options: SocketOptions,
+    pub connect_timeout: Duration,
 }
 
-impl ProbeSocketOptions {
-    fn of(cluster: &ClusterRuntime) -> ProbeSocketOptions {
-        ProbeSocketOptions {
-            tcp_keepalive: cluster.policy().tcp_keepalive,
-            tcp_user_timeout: cluster.socket_options(&cluster.policy()).tcp_user_timeout,
+impl ProbeConnector {
+    fn of(cluster: &ClusterRuntime) -> ProbeConnector {
+        let policy = cluster.policy();
+        ProbeConnector {
+            options: cluster.socket_options(&policy),
+            connect_timeout: policy.connect_timeout(),
         }
     }
 
-    async fn connect(&self, address: std::net::SocketAddr) -> std::io::Result<TcpStream> {
-        let socket = if address.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }?;
-        let options = crate::socket_options::SocketOptions {
-            tcp_keepalive: self.tcp_keepalive,
-            tcp_user_timeout: self.tcp_user_timeout,
-        };
-        options.apply_before_connect(&socket2::SockRef::from(&socket))?;
-        socket.connect(address).await
+    async fn connect(&self, address: std::net::SocketAddr) -> std::io::Result<Transport> {
+        // The cluster keeps no handle on a probe's socket: it is not traffic.
+        let (connector, _handle) = Connector::new(address, &self.options)?;
+        connector
+            .connect(self.connect_timeout)
+            .await
+            .map_err(|e| match e {
+                ConnectError::Timeout => std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"),
+                ConnectError::Failed(e) => e,
+            })
     }
 }
 
@@ -500,7 +500,7 @@ async fn check_loop(
         let (request, options) = {
             let Some(cluster) = cluster.upgrade() else { return };
             stats::inc(&cluster.health_checks.stats.attempt);
-            (request(&policy, cluster.name()), ProbeSocketOptions::of(&cluster))
+            (request(&policy, cluster.name()), ProbeConnector::of(&cluster))
         };
         let probe = connection
             .probe(endpoint.address, &request, head_request, &options, policy.timeout)
@@ -685,14 +685,17 @@ mod tests {
         (addr, seen)
     }
 
-    fn options() -> ProbeSocketOptions {
-        ProbeSocketOptions {
-            tcp_keepalive: Some(snapshot::TcpKeepalive {
-                probes: Some(3),
-                time: Some(30),
-                interval: Some(5),
-            }),
-            tcp_user_timeout: true,
+    fn options() -> ProbeConnector {
+        ProbeConnector {
+            options: SocketOptions {
+                tcp_keepalive: Some(snapshot::TcpKeepalive {
+                    probes: Some(3),
+                    time: Some(30),
+                    interval: Some(5),
+                }),
+                tcp_user_timeout: true,
+            },
+            connect_timeout: Duration::from_secs(1),
         }
     }
 
