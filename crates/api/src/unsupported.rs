@@ -37,7 +37,6 @@ const PENDING: &[&str] = &[
     "circuitBreakers",
     "commonHttpProtocolOptions",
     "http1ProtocolOptions",
-    "outlierDetection",
     "perConnectionBufferLimitBytes",
     "upstreamProxyProtocol",
 ];

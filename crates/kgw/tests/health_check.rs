@@ -242,7 +242,7 @@ fn network_failures_need_unhealthy_threshold_checks_in_a_row() {
     let bound = Duration::from_secs(3 + 1);
     let t = Instant::now();
     b.answer(ANSWER_CLOSE);
-    let failed_checks = wait_for("b marked /failed_active_hc", bound, || {
+    let probes = wait_for("b marked /failed_active_hc", bound, || {
         (flags_of(&gw, &b) == "/failed_active_hc").then(|| {
             b.requests_on("/status/200")
                 .into_iter()
@@ -251,11 +251,10 @@ fn network_failures_need_unhealthy_threshold_checks_in_a_row() {
         })
     });
     let left = t.elapsed();
-    eprintln!("closing to /failed_active_hc: {left:?} (bound {bound:?}), {failed_checks} failed checks");
-    assert!(
-        failed_checks >= 3,
-        "unhealthyThreshold 3: {failed_checks} failed checks"
-    );
+    // (A check whose kept connection fails is tried once more on a new one: more probes
+    // than checks.)
+    eprintln!("closing to /failed_active_hc: {left:?} (bound {bound:?}), {probes} probes");
+    assert!(probes >= 3, "unhealthyThreshold 3: {probes} probes");
     assert!(
         left >= Duration::from_millis(1500),
         "3 checks 1 s apart take 2 s: {left:?}"

@@ -16,6 +16,7 @@ use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::downstream::{Downstream, Next, Outcome};
 use crate::h1::{self, BodyFrame, Framing, ResponseHead};
 use crate::local_reply::{LocalReply, ResponseFlag};
+use crate::outlier_detection::Report;
 use crate::recycle::{self, read_some};
 use crate::stats;
 use crate::upstream::{self, Connection, End};
@@ -79,9 +80,17 @@ impl Downstream {
                 Err(reply) => {
                     // Cut mid-request: the upstream connection cannot be reused.
                     conn.end = End::Local;
+                    if reply.flag == Some(ResponseFlag::UpstreamRequestTimeout) {
+                        x.cluster.outlier.report(x.cluster, x.endpoint, Report::Timeout);
+                    }
                     return Err(reply);
                 }
-                Ok(Ok(head)) => break head,
+                Ok(Ok(head)) => {
+                    x.cluster
+                        .outlier
+                        .report(x.cluster, x.endpoint, Report::Status(head.0.status));
+                    break head;
+                }
                 Ok(Err(Failure::Client)) => {
                     return Ok(Outcome {
                         status: 0,
@@ -96,11 +105,18 @@ impl Downstream {
                 }
                 Ok(Err(Failure::Protocol)) => {
                     conn.end = End::Local;
+                    // Envoy resets the stream: a local-origin failure, as a reset.
+                    x.cluster
+                        .outlier
+                        .report(x.cluster, x.endpoint, Report::ConnectFailed);
                     return Err(LocalReply::upstream_protocol_error());
                 }
                 Ok(Err(Failure::Upstream(end))) => {
                     conn.end = end;
                     drop(conn);
+                    x.cluster
+                        .outlier
+                        .report(x.cluster, x.endpoint, Report::ConnectFailed);
                     if may_replay && end != End::TimedOut {
                         tracing::debug!(
                             cluster = x.cluster.name(),
@@ -624,7 +640,12 @@ async fn new_connection(
     cluster: &Arc<ClusterRuntime>,
     endpoint: &Endpoint,
 ) -> Result<Connection, LocalReply> {
-    upstream::connect(cluster, endpoint.address)
-        .await
-        .map_err(LocalReply::connect_failed)
+    let connected = upstream::connect(cluster, endpoint.address).await;
+    let report = if connected.is_ok() {
+        Report::ConnectSuccess
+    } else {
+        Report::ConnectFailed
+    };
+    cluster.outlier.report(cluster, endpoint, report);
+    connected.map_err(LocalReply::connect_failed)
 }
