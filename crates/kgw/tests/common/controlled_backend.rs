@@ -2,6 +2,9 @@
 //! status, or a connection closed without an answer. It records every request head it reads.
 //! Included with `#[path]` by the tests that need it.
 
+// Each test crate uses part of it.
+#![allow(dead_code)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
