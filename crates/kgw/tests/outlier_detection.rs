@@ -257,7 +257,8 @@ fn an_ejected_host_comes_back_after_base_ejection_time() {
     let out_for = ejected_at.elapsed();
     eprintln!("back after {out_for:?} (baseEjectionTime 2 s, interval 500 ms)");
     assert!(out_for >= Duration::from_millis(1900), "{out_for:?}");
-    assert!(out_for <= Duration::from_millis(2500 + 300), "{out_for:?}");
+    // Bound: baseEjectionTime + interval (the sweep that finds it due), + 0.5 s of slack.
+    assert!(out_for <= Duration::from_millis(2000 + 500 + 500), "{out_for:?}");
     let mut seen: Vec<String> = (0..6).map(|_| request(&gw).1).collect();
     seen.sort();
     seen.dedup();
