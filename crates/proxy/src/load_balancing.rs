@@ -332,15 +332,17 @@ impl<H: Host> Balancer<H> {
         (&self.all, &self.cursor)
     }
 
-    /// A locality by its effective weight (weight 1 each, scaled down as its hosts fail, as
-    /// Envoy scales it with the overprovisioning factor); None when none has a healthy host.
+    /// A locality by its effective weight: its number of hosts (kgateway weighs a locality as
+    /// the sum of its endpoints' weights, 1 each), scaled down as its hosts fail, as Envoy
+    /// scales it with the overprovisioning factor; None when none has a healthy host.
     fn pick_locality(&self) -> Option<usize> {
         let weight = |hosts: &[u32]| {
             let healthy = hosts
                 .iter()
                 .filter(|&&i| self.hosts[i as usize].is_healthy())
                 .count();
-            (OVERPROVISIONING_FACTOR * healthy as f64 / hosts.len() as f64).min(1.0)
+            let size = hosts.len() as f64;
+            size * (OVERPROVISIONING_FACTOR * healthy as f64 / size).min(1.0)
         };
         let total: f64 = self.localities.iter().map(|l| weight(l)).sum();
         if total <= 0.0 {

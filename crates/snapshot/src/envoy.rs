@@ -160,7 +160,8 @@ fn cluster(c: &Cluster) -> Value {
     Value::Object(v)
 }
 
-/// Endpoints grouped by zone, one locality each (weight 1, as kgateway writes them).
+/// Endpoints grouped by zone, one locality each, weighing its number of endpoints as kgateway
+/// writes them.
 fn load_assignment(c: &Cluster) -> Value {
     let mut v = Map::new();
     v.insert(
@@ -184,8 +185,9 @@ fn load_assignment(c: &Cluster) -> Value {
                 if let Some(z) = zone {
                     l.insert("locality".into(), json!({ "zone": z }));
                 }
+                // kgateway weighs a locality as the sum of its endpoints' weights (1 each).
+                l.insert("load_balancing_weight".into(), lb.len().into());
                 l.insert("lb_endpoints".into(), Value::Array(lb));
-                l.insert("load_balancing_weight".into(), 1.into());
                 Value::Object(l)
             })
             .collect();

@@ -42,6 +42,11 @@ pub(super) const HEADER_VALUE_CONTROL: &str = "must not contain NUL, CR or LF (i
                                                Envoy refuses it): remove those characters";
 pub(super) const HEADER_NAME_CONTROL: &str = "must not contain NUL, CR or LF (it names a request header; Envoy \
                                               refuses it): remove those characters";
+pub(super) const COOKIE_NAME_TOKEN: &str = "cookie name must be a token (letters, digits and !#$%&'*+-.^_`|~; \
+                                            RFC 6265), as it is sent in a Set-Cookie header: rename the cookie, \
+                                            such as session-id";
+pub(super) const COOKIE_PATH_CHARS: &str = "cookie path must not contain control characters or ';' (it is sent \
+                                            in a Set-Cookie header): use a plain path such as /";
 pub(super) const MAX_HEADERS_COUNT_ZERO: &str = "maxHeadersCount must be at least 1 (Envoy refuses 0; every HTTP \
                                                  response has at least one header): set a limit such as 100, or \
                                                  remove the field to keep the default (100)";
@@ -236,7 +241,24 @@ fn check_hash_header_names(c: &mut Checker, at: &str, policies: &[HashPolicy]) {
                 &format!("name {HEADER_NAME_CONTROL}"),
             );
         }
+        // A generated cookie is written into a Set-Cookie header: its name and path must not
+        // be able to end that header or add attributes.
+        if let Some(cookie) = &p.cookie {
+            if !cookie.name.is_empty() && !cookie.name.bytes().all(is_token_byte) {
+                c.rule_failed(&format!("{at}[{i}].cookie.name"), &cookie.name, COOKIE_NAME_TOKEN);
+            }
+            if let Some(path) = &cookie.path
+                && path.bytes().any(|b| b.is_ascii_control() || b == b';')
+            {
+                c.rule_failed(&format!("{at}[{i}].cookie.path"), path, COOKIE_PATH_CHARS);
+            }
+        }
     }
+}
+
+/// RFC 9110's `tchar`, which RFC 6265 requires of a cookie name.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn check_tcp_keepalive(c: &mut Checker, k: &TcpKeepalive) {

@@ -748,3 +748,31 @@ fn limits_wait_for_a_schema_that_passes() {
         ]
     );
 }
+
+#[test]
+fn a_generated_cookie_cannot_break_its_set_cookie_header() {
+    let lb = |cookie: &str| {
+        format!("{TARGET}loadBalancer:\n  ringHash:\n    hashPolicies:\n    - cookie: {cookie}\n")
+    };
+    assert_eq!(
+        messages(&lb("{name: session-id, ttl: 1h, path: /api}")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        messages(&lb("{name: \"a b\", ttl: 1h}")),
+        [format!(
+            "spec.loadBalancer.ringHash.hashPolicies[0].cookie.name: Invalid value: \"a b\": {COOKIE_NAME_TOKEN}"
+        )]
+    );
+    assert_eq!(
+        messages(&lb("{name: s, ttl: 1h, path: \"/\\r\\nX-Evil: 1\"}")),
+        [format!(
+            "spec.loadBalancer.ringHash.hashPolicies[0].cookie.path: Invalid value: \"/\\r\\nX-Evil: 1\": {COOKIE_PATH_CHARS}"
+        )]
+    );
+    assert_eq!(
+        messages(&lb("{name: s, path: \"/; Domain=evil\"}")).len(),
+        1,
+        "a ';' would add an attribute"
+    );
+}

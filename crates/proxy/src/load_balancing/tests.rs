@@ -546,7 +546,7 @@ fn slow_start_gives_a_new_host_its_minimum_weight_first() {
 }
 
 #[test]
-fn localities_weigh_the_same_whatever_their_size() {
+fn localities_weigh_as_many_as_their_hosts() {
     let hs = vec![
         host(8001, Some("zone-a")),
         host(8002, Some("zone-b")),
@@ -556,7 +556,17 @@ fn localities_weigh_the_same_whatever_their_size() {
     // kgateway's default (no loadBalancer): locality weighted round robin.
     let b = Balancer::new(None, members(&hs), None);
     let counts = spread(&b, 4000);
-    assert!((1800..=2200).contains(&counts[&8001]), "{counts:?}");
+    assert!(
+        (800..=1200).contains(&counts[&8001]),
+        "one host of four: {counts:?}"
+    );
+    // A locality that lost hosts weighs less (Envoy's overprovisioning factor 1.4: 2 of 3
+    // healthy still weighs 3 x min(1, 1.4 x 2/3) = 2.8).
+    hs[1].healthy.store(false, Ordering::Relaxed);
+    let b = Balancer::new(None, members(&hs), None);
+    let counts = spread(&b, 3800);
+    assert!((800..=1200).contains(&counts[&8001]), "1 of 3.8: {counts:?}");
+    hs[1].healthy.store(true, Ordering::Relaxed);
     // A ring hash ignores localities.
     let b = Balancer::new(Some(&ring(Vec::new())), members(&hs), None);
     let counts = spread(&b, 4000);
