@@ -34,14 +34,9 @@ const WITH_HTTP2: &str = "upstream HTTP/2 and gRPC, issue 16";
 /// list with the commit that makes it work, so the dump never shows a setting nobody applies).
 const WITH_THIS_ISSUE: &str = "its data-plane module, issue 14";
 const PENDING: &[&str] = &[
-    "circuitBreakers",
-    "commonHttpProtocolOptions",
     "healthCheck",
-    "http1ProtocolOptions",
     "loadBalancer",
     "outlierDetection",
-    "perConnectionBufferLimitBytes",
-    "upstreamProxyProtocol",
 ];
 
 /// NOT_YET, saying which feature will bring the field.

@@ -8,6 +8,7 @@
 //! no upstream answers, `local_reply.rs` does (status, body, response flag).
 
 mod access_log;
+mod circuit_breakers;
 mod cluster;
 mod downstream;
 mod endpoint_health;
@@ -16,10 +17,12 @@ mod fd_limit;
 pub mod fuzzing;
 mod h1;
 mod http1_exchange;
+mod http_protocol;
 mod listener;
 mod load_balancing;
 mod local_reply;
 mod pool;
+mod proxy_protocol;
 mod recycle;
 mod router;
 mod socket_options;

@@ -73,6 +73,18 @@ counters!(ClusterStats {
     upstream_rq_4xx: Counter,
     upstream_rq_5xx: Counter,
     upstream_cx_pool_idle: Gauge,
+    // The circuit breaker (circuit_breakers.rs): a request that waited for a connection at
+    // max_connections; one refused beyond max_pending_requests or max_requests; a replay
+    // refused beyond max_retries; requests waiting for a connection.
+    upstream_cx_overflow: Counter,
+    upstream_rq_pending_overflow: Counter,
+    upstream_rq_retry_overflow: Counter,
+    upstream_rq_pending_total: Counter,
+    upstream_rq_pending_active: Gauge,
+    // The HTTP protocol options (http_protocol.rs).
+    upstream_cx_max_requests: Counter,
+    upstream_cx_protocol_error: Counter,
+    upstream_rq_max_duration_reached: Counter,
 });
 
 counters!(ListenerStats {
@@ -161,6 +173,16 @@ impl crate::DataPlane {
                     kind,
                     value,
                     family: field,
+                    scope: Scope::Cluster(c.name().to_string()),
+                });
+            }
+            let active = c.stats().upstream_rq_active.load(Ordering::Relaxed);
+            for (field, family, kind, value) in c.breaker().gauges(active) {
+                out.push(Metric {
+                    name: format!("cluster.{}.{field}", c.name()),
+                    kind,
+                    value,
+                    family,
                     scope: Scope::Cluster(c.name().to_string()),
                 });
             }
