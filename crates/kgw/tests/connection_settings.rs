@@ -59,7 +59,7 @@ fn policy(spec: &str) -> String {
 
 /// A raw HTTP/1.1 backend: keeps connections open, records every request head as it came, and
 /// answers `/headers/N` with N header lines, `/trailers` with a chunked body and a trailer, `/big`
-/// with 64 KiB, anything else with a small body.
+/// with 64 KiB, `/stall` with half its body then a 3 s pause, anything else with a small body.
 struct RawBackend {
     port: u16,
     heads: Arc<Mutex<Vec<String>>>,
@@ -123,6 +123,16 @@ fn serve(stream: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
               5\r\nhello\r\n0\r\nx-checksum: abc123\r\n\r\n"
                 .to_vec()
+        } else if path == "/stall" {
+            // Half the body, then nothing for 3 s.
+            if out
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello")
+                .is_err()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(3));
+            b"world".to_vec()
         } else if path == "/big" {
             let mut a = b"HTTP/1.1 200 OK\r\ncontent-length: 65536\r\n\r\n".to_vec();
             a.extend(std::iter::repeat_n(b'x', 65536));
@@ -281,6 +291,45 @@ fn max_stream_duration_ends_a_slow_request_with_504_umsdr() {
     });
     // A quick one is untouched.
     assert_eq!(gw.curl("x", "/get").0, 200);
+}
+
+#[test]
+fn max_stream_duration_resets_a_response_already_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RawBackend::start();
+    let gw = setup(dir.path(), backend.port);
+    apply_policy(
+        &gw,
+        &policy("  commonHttpProtocolOptions:\n    maxStreamDuration: 1s\n"),
+        |c| http_options(c)["common_http_protocol_options"]["max_stream_duration"] == "1s",
+    );
+    let t = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let ended = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break "closed",
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break "reset",
+        }
+    };
+    let took = t.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    eprintln!("maxStreamDuration 1s, a stalled body: {ended} after {took:?}, got {text:?}");
+    assert!(text.starts_with("HTTP/1.1 200 OK") && text.ends_with("hello"), "{text:?}");
+    assert_eq!(ended, "reset", "the cut response is reset, not ended cleanly");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(stat(&gw, "upstream_rq_max_duration_reached"), 1);
+    wait_for("the access log line", Duration::from_secs(5), || {
+        gw.proc
+            .log_text()
+            .lines()
+            .any(|l| l.contains("\"GET /stall HTTP/1.1\" 200 UMSDR"))
+            .then_some(())
+    });
 }
 
 #[test]
