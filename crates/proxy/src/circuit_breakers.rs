@@ -25,9 +25,9 @@ use crate::proxy_protocol::ProxyAddresses;
 use crate::stats::{self, MetricKind};
 use crate::upstream::{self, Connection};
 
-/// Envoy's default for `max_connection_pools`: unlimited (kgw does not count pools: one per
-/// endpoint, so `remaining_cx_pools` stays at this).
-const UNLIMITED_POOLS: u64 = u32::MAX as u64;
+/// Envoy's default for `max_connection_pools`: unlimited, u64::MAX (kgw has one pool per
+/// endpoint: `remaining_cx_pools` is this less the endpoints, as Envoy shows it with one worker).
+const UNLIMITED_POOLS: u64 = u64::MAX;
 
 pub(crate) struct CircuitBreaker {
     max_connections: AtomicU32,
@@ -78,9 +78,9 @@ impl CircuitBreaker {
         self.wake_pending();
     }
 
-    /// `active` requests (this one included) are over `max_requests`: the request is refused
-    /// (Envoy counts it in `upstream_rq_pending_overflow`: conn_pool_base.cc,
-    /// attachStreamToClient, "max streams overflow").
+    /// `active` requests (this one included) are over `max_requests`: the request is refused,
+    /// counted in `upstream_rq_active_overflow` (what Envoy 1.40 counts, measured; its pool's
+    /// older check counted `upstream_rq_pending_overflow`).
     pub(crate) fn requests_over_limit(&self, active: u64) -> bool {
         active > u64::from(self.max_requests.load(Ordering::Relaxed))
     }
@@ -127,14 +127,18 @@ impl CircuitBreaker {
 
     /// Envoy's `circuit_breakers.default.*` gauges: `*_open` (1 when that limit is reached)
     /// always, `remaining_*` with `track_remaining`.
-    pub(crate) fn gauges(&self, active_requests: u64) -> Vec<(&'static str, &'static str, MetricKind, u64)> {
+    pub(crate) fn gauges(
+        &self,
+        active_requests: u64,
+        pools: u64,
+    ) -> Vec<(&'static str, &'static str, MetricKind, u64)> {
         let limit = |a: &AtomicU32| u64::from(a.load(Ordering::Relaxed));
         let connections = self.connections.load(Ordering::Relaxed);
         let pending = self.pending.load(Ordering::Relaxed);
         let retries = self.retries.load(Ordering::Relaxed);
         let rows = [
             ("cx", connections, limit(&self.max_connections)),
-            ("cx_pool", 0, UNLIMITED_POOLS),
+            ("cx_pool", pools, UNLIMITED_POOLS),
             ("rq", active_requests, limit(&self.max_requests)),
             ("rq_pending", pending, limit(&self.max_pending)),
             ("rq_retry", retries, limit(&self.max_retries)),

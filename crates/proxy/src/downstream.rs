@@ -366,7 +366,7 @@ impl Downstream {
             + 1;
         stats::inc(&endpoint.active_requests);
         let result = if cluster.breaker().requests_over_limit(active) {
-            stats::inc(&cluster.stats().upstream_rq_pending_overflow);
+            stats::inc(&cluster.stats().upstream_rq_active_overflow);
             Err(LocalReply::overflow())
         } else {
             self.exchange(dp, exchange, route_timer, idle_timer).await

@@ -74,10 +74,11 @@ counters!(ClusterStats {
     upstream_rq_5xx: Counter,
     upstream_cx_pool_idle: Gauge,
     // The circuit breaker (circuit_breakers.rs): a request that waited for a connection at
-    // max_connections; one refused beyond max_pending_requests or max_requests; a replay
-    // refused beyond max_retries; requests waiting for a connection.
+    // max_connections; one refused beyond max_pending_requests; one refused beyond
+    // max_requests; a replay refused beyond max_retries; requests waiting for a connection.
     upstream_cx_overflow: Counter,
     upstream_rq_pending_overflow: Counter,
+    upstream_rq_active_overflow: Counter,
     upstream_rq_retry_overflow: Counter,
     upstream_rq_pending_total: Counter,
     upstream_rq_pending_active: Gauge,
@@ -177,7 +178,8 @@ impl crate::DataPlane {
                 });
             }
             let active = c.stats().upstream_rq_active.load(Ordering::Relaxed);
-            for (field, family, kind, value) in c.breaker().gauges(active) {
+            let pools = c.endpoints().len() as u64;
+            for (field, family, kind, value) in c.breaker().gauges(active, pools) {
                 out.push(Metric {
                     name: format!("cluster.{}.{field}", c.name()),
                     kind,
