@@ -74,7 +74,11 @@ fn get(port: u16, path: &str) -> (u16, String, String) {
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
@@ -94,15 +98,33 @@ fn the_guides_policy_is_dumped_and_its_gauges_listed() {
     let dir = tempfile::tempdir().unwrap();
     let (_sample, gw) = setup(dir.path());
     // Without a policy the breaker exists with Envoy's defaults: the gauges are there, closed.
-    for g in ["cx_open", "cx_pool_open", "rq_open", "rq_pending_open", "rq_retry_open"] {
-        assert_eq!(gw.stat(&format!("cluster.{CLUSTER}.circuit_breakers.default.{g}")), Some(0), "{g}");
+    for g in [
+        "cx_open",
+        "cx_pool_open",
+        "rq_open",
+        "rq_pending_open",
+        "rq_retry_open",
+    ] {
+        assert_eq!(
+            gw.stat(&format!("cluster.{CLUSTER}.circuit_breakers.default.{g}")),
+            Some(0),
+            "{g}"
+        );
     }
-    assert_eq!(stat(&gw, "circuit_breakers.default.remaining_rq"), 0, "only with trackRemaining");
+    assert_eq!(
+        stat(&gw, "circuit_breakers.default.remaining_rq"),
+        0,
+        "only with trackRemaining"
+    );
     apply_limits(&gw, GUIDE_POLICY, 1000);
     let c = gw.cluster(CLUSTER).unwrap();
     let t = &c["circuit_breakers"]["thresholds"][0];
     assert_eq!(
-        (t["max_pending_requests"].clone(), t["max_requests"].clone(), t["max_retries"].clone()),
+        (
+            t["max_pending_requests"].clone(),
+            t["max_requests"].clone(),
+            t["max_retries"].clone()
+        ),
         (500.into(), 2000.into(), 10.into())
     );
     assert_eq!(gw.curl("x", "/get").0, 200);
@@ -124,7 +146,11 @@ fn one_connection_one_pending_and_ten_slow_requests_give_503_uo() {
         &policy("    maxConnections: 1\n    maxPendingRequests: 1\n    trackRemaining: true\n"),
         1,
     );
-    assert_eq!(stat(&gw, "circuit_breakers.default.remaining_cx"), 0, "the route check's pooled connection");
+    assert_eq!(
+        stat(&gw, "circuit_breakers.default.remaining_cx"),
+        0,
+        "the route check's pooled connection"
+    );
     assert_eq!(stat(&gw, "circuit_breakers.default.remaining_pending"), 1);
 
     let answers = concurrent(gw.port, 10, "/delay/0.5");

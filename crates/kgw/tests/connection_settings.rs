@@ -202,7 +202,9 @@ fn the_guides_policies_are_taken_and_dumped_as_kgateway_renders_them() {
     assert_eq!(common["max_requests_per_connection"], 100);
     assert_eq!(gw.curl("x", "/headers/10").0, 200, "10 headers are within 15");
 
-    apply_policy(&gw, GUIDE_GENERAL, |c| c["per_connection_buffer_limit_bytes"] == 1024);
+    apply_policy(&gw, GUIDE_GENERAL, |c| {
+        c["per_connection_buffer_limit_bytes"] == 1024
+    });
     // A 64 KiB answer goes through 1 KiB reads whole.
     let (status, body) = gw.curl("x", "/big");
     assert_eq!((status, body.len()), (200, 65536));
@@ -257,7 +259,10 @@ fn a_pooled_connection_idle_past_idle_timeout_is_closed_and_counted() {
         (stat(&gw, "upstream_cx_idle_timeout") > before).then(|| pooled.elapsed())
     });
     eprintln!("idleTimeout 1s: the pooled connection closed {after:?} after its request");
-    assert!(after >= Duration::from_millis(900), "not before its time: {after:?}");
+    assert!(
+        after >= Duration::from_millis(900),
+        "not before its time: {after:?}"
+    );
     assert!(after <= Duration::from_millis(1600), "{after:?}");
     assert_eq!(stat(&gw, "upstream_cx_pool_idle"), 0);
     assert_eq!(stat(&gw, "upstream_cx_active"), 0);
@@ -319,7 +324,10 @@ fn max_stream_duration_resets_a_response_already_started() {
     let took = t.elapsed();
     let text = String::from_utf8_lossy(&got);
     eprintln!("maxStreamDuration 1s, a stalled body: {ended} after {took:?}, got {text:?}");
-    assert!(text.starts_with("HTTP/1.1 200 OK") && text.ends_with("hello"), "{text:?}");
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.ends_with("hello"),
+        "{text:?}"
+    );
     assert_eq!(ended, "reset", "the cut response is reset, not ended cleanly");
     assert!(took < Duration::from_millis(1500), "{took:?}");
     assert_eq!(stat(&gw, "upstream_rq_max_duration_reached"), 1);
@@ -367,15 +375,16 @@ fn trailers_are_dropped_unless_enable_trailers() {
     let gw = setup(dir.path(), backend.port);
     let get = "GET /trailers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let answer = raw(gw.port, get);
-    assert!(answer.ends_with("5\r\nhello\r\n0\r\n\r\n"), "dropped by default: {answer:?}");
+    assert!(
+        answer.ends_with("5\r\nhello\r\n0\r\n\r\n"),
+        "dropped by default: {answer:?}"
+    );
     assert!(!answer.contains("x-checksum: abc123"));
 
     apply_policy(
         &gw,
         &policy("  http1ProtocolOptions:\n    enableTrailers: true\n"),
-        |c| {
-            http_options(c)["explicit_http_config"]["http_protocol_options"]["enable_trailers"] == true
-        },
+        |c| http_options(c)["explicit_http_config"]["http_protocol_options"]["enable_trailers"] == true,
     );
     let answer = raw(gw.port, get);
     assert!(
@@ -401,10 +410,10 @@ fn header_names_go_upstream_lower_cased_unless_preserve_http1_header_case() {
 
     apply_policy(
         &gw,
-        &policy("  http1ProtocolOptions:\n    preserveHttp1HeaderCase: true\n    overrideStreamErrorOnInvalidHttpMessage: true\n"),
-        |c| {
-            !http_options(c)["explicit_http_config"]["http_protocol_options"]["header_key_format"].is_null()
-        },
+        &policy(
+            "  http1ProtocolOptions:\n    preserveHttp1HeaderCase: true\n    overrideStreamErrorOnInvalidHttpMessage: true\n",
+        ),
+        |c| !http_options(c)["explicit_http_config"]["http_protocol_options"]["header_key_format"].is_null(),
     );
     assert!(raw(gw.port, get).starts_with("HTTP/1.1 200"));
     let head = backend.last_head();

@@ -73,7 +73,15 @@ fn nginx(dir: &std::path::Path, port: u16) -> Proc {
 /// that connection's local port.
 fn from_client(port: u16, paths: &[&str]) -> (Vec<Vec<String>>, u16) {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "10", "--interface", "127.0.0.2", "-H", "host: example.com"]);
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "--interface",
+        "127.0.0.2",
+        "-H",
+        "host: example.com",
+    ]);
     cmd.args(["-w", "local_port=%{local_port}\n"]);
     for p in paths {
         cmd.arg(format!("http://127.0.0.1:{port}{p}"));
@@ -95,7 +103,10 @@ fn from_client(port: u16, paths: &[&str]) -> (Vec<Vec<String>>, u16) {
 fn setup(dir: &std::path::Path, backend: u16, policy: &str) -> Gateway {
     let port = free_port();
     let gw = GatewayBuilder::run(dir, port).start();
-    let yaml = format!("{}---\n{policy}", route_all_to(NS, "upstream-pp-svc", port, backend));
+    let yaml = format!(
+        "{}---\n{policy}",
+        route_all_to(NS, "upstream-pp-svc", port, backend)
+    );
     let out = gw.kgw(&["apply", "-f", "-"], &yaml);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for("the policy in the dump", Duration::from_secs(10), || {
@@ -136,14 +147,20 @@ fn v1_header_carries_the_clients_address_and_no_two_clients_share_a_connection()
             && a[3] == gw.port.to_string()
     };
     assert!(answers.iter().all(want), "{answers:?}");
-    assert_eq!(answers[0][4], answers[1][4], "one client, one upstream connection");
+    assert_eq!(
+        answers[0][4], answers[1][4],
+        "one client, one upstream connection"
+    );
 
     // A second client: its own header on its own connection, though the first one is idle in
     // the pool.
     let before = stat(&gw, "upstream_cx_total");
     let (second, second_port) = from_client(gw.port, &["/c"]);
     assert_ne!(second_port, client_port);
-    assert!(second.iter().all(|a| a[1] == second_port.to_string()), "{second:?}");
+    assert!(
+        second.iter().all(|a| a[1] == second_port.to_string()),
+        "{second:?}"
+    );
     assert_ne!(second[0][4], answers[0][4], "never the first client's connection");
     assert_eq!(stat(&gw, "upstream_cx_total"), before + 1);
 }
@@ -186,7 +203,10 @@ fn v2_header_is_the_binary_form_with_the_clients_address() {
                         Ok(0) | Err(_) => return,
                         Ok(_) => {}
                     }
-                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}\n", text.len() + 1);
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}\n",
+                        text.len() + 1
+                    );
                     if s.write_all(answer.as_bytes()).is_err() {
                         return;
                     }
@@ -194,7 +214,11 @@ fn v2_header_is_the_binary_form_with_the_clients_address() {
             });
         }
     });
-    let gw = setup(dir.path(), backend, &E2E_POLICY.replace("version: V1", "version: V2"));
+    let gw = setup(
+        dir.path(),
+        backend,
+        &E2E_POLICY.replace("version: V1", "version: V2"),
+    );
     assert_eq!(
         gw.cluster(CLUSTER).unwrap()["transport_socket"]["typed_config"]["config"]["version"],
         "V2"
@@ -204,6 +228,9 @@ fn v2_header_is_the_binary_form_with_the_clients_address() {
     eprintln!("client 127.0.0.2:{client_port} -> the backend read {line}");
     assert_eq!(
         line,
-        format!("sig=true cmd=21 fam=11 len=12 src=127.0.0.2:{client_port} dst=127.0.0.1:{}", gw.port)
+        format!(
+            "sig=true cmd=21 fam=11 len=12 src=127.0.0.2:{client_port} dst=127.0.0.1:{}",
+            gw.port
+        )
     );
 }

@@ -69,8 +69,7 @@ impl CircuitBreaker {
             .store(limits.max_connections(), Ordering::Relaxed);
         self.max_pending
             .store(limits.max_pending_requests(), Ordering::Relaxed);
-        self.max_requests
-            .store(limits.max_requests(), Ordering::Relaxed);
+        self.max_requests.store(limits.max_requests(), Ordering::Relaxed);
         self.max_retries.store(limits.max_retries(), Ordering::Relaxed);
         self.track_remaining
             .store(limits.track_remaining, Ordering::Relaxed);
@@ -120,7 +119,9 @@ impl CircuitBreaker {
     pub(crate) fn start_retry(self: &Arc<Self>) -> Option<RetryGuard> {
         let max = u64::from(self.max_retries.load(Ordering::Relaxed));
         self.retries
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| RetryGuard(self.clone()))
     }
@@ -145,12 +146,18 @@ impl CircuitBreaker {
         ];
         let open = |name: &str| -> (&'static str, &'static str) {
             match name {
-                "cx" => ("circuit_breakers.default.cx_open", "circuit_breakers_default_cx_open"),
+                "cx" => (
+                    "circuit_breakers.default.cx_open",
+                    "circuit_breakers_default_cx_open",
+                ),
                 "cx_pool" => (
                     "circuit_breakers.default.cx_pool_open",
                     "circuit_breakers_default_cx_pool_open",
                 ),
-                "rq" => ("circuit_breakers.default.rq_open", "circuit_breakers_default_rq_open"),
+                "rq" => (
+                    "circuit_breakers.default.rq_open",
+                    "circuit_breakers_default_rq_open",
+                ),
                 "rq_pending" => (
                     "circuit_breakers.default.rq_pending_open",
                     "circuit_breakers_default_rq_pending_open",
@@ -170,13 +177,21 @@ impl CircuitBreaker {
             .collect();
         if self.track_remaining.load(Ordering::Relaxed) {
             let remaining = [
-                ("circuit_breakers.default.remaining_cx", "circuit_breakers_default_remaining_cx", 0),
+                (
+                    "circuit_breakers.default.remaining_cx",
+                    "circuit_breakers_default_remaining_cx",
+                    0,
+                ),
                 (
                     "circuit_breakers.default.remaining_cx_pools",
                     "circuit_breakers_default_remaining_cx_pools",
                     1,
                 ),
-                ("circuit_breakers.default.remaining_rq", "circuit_breakers_default_remaining_rq", 2),
+                (
+                    "circuit_breakers.default.remaining_rq",
+                    "circuit_breakers_default_remaining_rq",
+                    2,
+                ),
                 (
                     "circuit_breakers.default.remaining_pending",
                     "circuit_breakers_default_remaining_pending",
@@ -228,7 +243,13 @@ pub(crate) async fn connection_for(
     reuse: bool,
 ) -> Result<Connection, LocalReply> {
     let breaker = cluster.breaker();
-    let take_idle = || if reuse { cluster.take_idle(endpoint, proxied) } else { None };
+    let take_idle = || {
+        if reuse {
+            cluster.take_idle(endpoint, proxied)
+        } else {
+            None
+        }
+    };
     // The common case: no lock beyond the pool's, no timer, no queue.
     if let Some(c) = take_idle() {
         return Ok(c);

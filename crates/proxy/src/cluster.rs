@@ -198,7 +198,11 @@ impl ClusterRuntime {
     /// An idle pooled connection to this endpoint that is still open, if any (see
     /// `Pool::take`), and with PROXY protocol one that carried the header of the same client
     /// (`proxied`); those found ended are counted as they drop.
-    pub(crate) fn take_idle(&self, endpoint: &Endpoint, proxied: Option<ProxyAddresses>) -> Option<Connection> {
+    pub(crate) fn take_idle(
+        &self,
+        endpoint: &Endpoint,
+        proxied: Option<ProxyAddresses>,
+    ) -> Option<Connection> {
         let taken = endpoint.idle.take_matching(|c| c.proxied == proxied);
         for _ in 0..taken.left {
             stats::dec(&self.stats.upstream_cx_pool_idle);

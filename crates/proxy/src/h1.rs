@@ -418,7 +418,12 @@ impl BodyFrame {
 
     /// Moves the body bytes at the start of `from` to `to`, leaving out the chunked trailer
     /// lines unless `keep_trailers` (Envoy's HTTP/1 codec drops them unless enable_trailers).
-    pub fn move_body(&mut self, from: &mut Vec<u8>, to: &mut Vec<u8>, keep_trailers: bool) -> Result<(), ChunkError> {
+    pub fn move_body(
+        &mut self,
+        from: &mut Vec<u8>,
+        to: &mut Vec<u8>,
+        keep_trailers: bool,
+    ) -> Result<(), ChunkError> {
         let take = self.take(from)?;
         match self.chunked.trailer.take() {
             Some(trailer) if !keep_trailers && self.framing == Framing::Chunked => {

@@ -63,15 +63,21 @@ impl Downstream {
         if x.framing == Framing::Empty {
             route_timer.as_mut().reset(now + head_wait);
         }
-        let mut conn = circuit_breakers::connection_for(x.cluster, x.endpoint, x.proxied, head_wait, true).await?;
+        let mut conn =
+            circuit_breakers::connection_for(x.cluster, x.endpoint, x.proxied, head_wait, true).await?;
         conn.requests += 1;
-        if x.options.max_requests_per_connection.is_some_and(|max| conn.requests >= max.get()) {
+        if x.options
+            .max_requests_per_connection
+            .is_some_and(|max| conn.requests >= max.get())
+        {
             // Its last request: it closes once this one is done (Envoy counts it here).
             stats::inc(&x.cluster.stats().upstream_cx_max_requests);
             conn.end = End::MaxRequests;
         }
         let Some(limit) = x.options.max_stream_duration else {
-            return self.exchange_on(dp, conn, &x, now.into_std(), route_timer, idle_timer).await;
+            return self
+                .exchange_on(dp, conn, &x, now.into_std(), route_timer, idle_timer)
+                .await;
         };
         let on = self.exchange_on(dp, conn, &x, now.into_std(), route_timer, idle_timer);
         match tokio::time::timeout(limit, on).await {
@@ -162,8 +168,10 @@ impl Downstream {
                         );
                         retried = true;
                         stats::inc(&x.cluster.stats().upstream_rq_retry);
-                        conn = circuit_breakers::connection_for(x.cluster, x.endpoint, x.proxied, head_wait, false)
-                            .await?;
+                        conn = circuit_breakers::connection_for(
+                            x.cluster, x.endpoint, x.proxied, head_wait, false,
+                        )
+                        .await?;
                         conn.requests += 1;
                         continue;
                     }
@@ -510,7 +518,11 @@ impl Downstream {
                 }
             } else {
                 match stream_idle
-                    .bound(read_bounded(&mut conn.transport, &mut conn.buf, x.options.read_limit))
+                    .bound(read_bounded(
+                        &mut conn.transport,
+                        &mut conn.buf,
+                        x.options.read_limit,
+                    ))
                     .await
                 {
                     Some(r) => r,
@@ -689,5 +701,3 @@ fn response_head_wait(dp: &DataPlane) -> (Duration, fn() -> LocalReply) {
         (options.route_timeout, LocalReply::upstream_timeout)
     }
 }
-
-

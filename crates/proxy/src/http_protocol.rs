@@ -46,9 +46,7 @@ impl HttpOptions {
         let http1 = policy.http1.unwrap_or_default();
         HttpOptions {
             idle_timeout: common.idle_timeout,
-            max_requests_per_connection: common
-                .max_requests_per_connection
-                .and_then(NonZeroU32::new),
+            max_requests_per_connection: common.max_requests_per_connection.and_then(NonZeroU32::new),
             max_headers_count: common.max_headers_count,
             max_stream_duration: common.max_stream_duration.filter(|d| !d.is_zero()),
             // What kgw buffers per upstream connection is one read at a time (the body is
@@ -77,8 +75,7 @@ impl HttpOptions {
 
     /// The response head has more header lines than `maxHeadersCount`.
     pub(crate) fn too_many_headers(&self, count: usize) -> bool {
-        self.max_headers_count
-            .is_some_and(|max| count > max as usize)
+        self.max_headers_count.is_some_and(|max| count > max as usize)
     }
 }
 

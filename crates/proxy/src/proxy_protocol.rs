@@ -189,13 +189,18 @@ mod tests {
     fn v2_ipv4_is_the_binary_form() {
         let h = ProxyHeader::for_client(ProxyProtocolVersion::V2, addrs("10.0.0.1:5000", "127.0.0.1:8080"));
         let mut want = V2_SIGNATURE.to_vec();
-        want.extend([0x21, 0x11, 0, 12, 10, 0, 0, 1, 127, 0, 0, 1, 0x13, 0x88, 0x1f, 0x90]);
+        want.extend([
+            0x21, 0x11, 0, 12, 10, 0, 0, 1, 127, 0, 0, 1, 0x13, 0x88, 0x1f, 0x90,
+        ]);
         assert_eq!(h.as_bytes(), want);
     }
 
     #[test]
     fn mapped_addresses_are_ipv4_and_mixed_families_are_ipv6() {
-        let h = ProxyHeader::for_client(ProxyProtocolVersion::V1, addrs("[::ffff:10.0.0.1]:1", "127.0.0.1:2"));
+        let h = ProxyHeader::for_client(
+            ProxyProtocolVersion::V1,
+            addrs("[::ffff:10.0.0.1]:1", "127.0.0.1:2"),
+        );
         assert_eq!(h.as_bytes(), b"PROXY TCP4 10.0.0.1 127.0.0.1 1 2\r\n");
         let h = ProxyHeader::for_client(ProxyProtocolVersion::V2, addrs("10.0.0.1:1", "[::1]:2"));
         assert_eq!(&h.as_bytes()[12..16], &[0x21, 0x21, 0, 36]);

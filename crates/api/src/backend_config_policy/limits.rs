@@ -104,7 +104,10 @@ pub(super) fn check(c: &mut Checker, s: &BackendConfigPolicySpec) {
         if o.max_headers_count == Some(0) {
             c.rule_failed(&format!("{at}.maxHeadersCount"), &0, MAX_HEADERS_COUNT_ZERO);
         }
-        if let Some(n) = o.max_headers_count.filter(|n| (101..=i64::from(i32::MAX)).contains(n)) {
+        if let Some(n) = o
+            .max_headers_count
+            .filter(|n| (101..=i64::from(i32::MAX)).contains(n))
+        {
             c.rule_failed(&format!("{at}.maxHeadersCount"), &n, MAX_HEADERS_COUNT_CAP);
         }
         at_most_int32(c, &format!("{at}.maxHeadersCount"), o.max_headers_count);
