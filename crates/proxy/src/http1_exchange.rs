@@ -65,15 +65,7 @@ impl Downstream {
         }
         let mut conn =
             circuit_breakers::connection_for(x.cluster, x.endpoint, x.proxied, head_wait, true).await?;
-        conn.requests += 1;
-        if x.options
-            .max_requests_per_connection
-            .is_some_and(|max| conn.requests >= max.get())
-        {
-            // Its last request: it closes once this one is done (Envoy counts it here).
-            stats::inc(&x.cluster.stats().upstream_cx_max_requests);
-            conn.end = End::MaxRequests;
-        }
+        given_request(&mut conn, &x);
         let Some(limit) = x.options.max_stream_duration else {
             return self
                 .exchange_on(dp, conn, &x, now.into_std(), route_timer, idle_timer)
@@ -172,7 +164,7 @@ impl Downstream {
                             x.cluster, x.endpoint, x.proxied, head_wait, false,
                         )
                         .await?;
-                        conn.requests += 1;
+                        given_request(&mut conn, x);
                         continue;
                     }
                     return Err(LocalReply::upstream_terminated());
@@ -676,6 +668,19 @@ impl<'t> StreamIdle<'t> {
         outcome.flag = Some(ResponseFlag::StreamIdleTimeout);
         outcome.next = Next::Reset;
         outcome
+    }
+}
+
+/// Counts a request given to `conn`; at the cluster's maxRequestsPerConnection it is the
+/// connection's last: it closes once the request is done (Envoy counts it then).
+fn given_request(conn: &mut Connection, x: &Exchange<'_>) {
+    conn.requests += 1;
+    if x.options
+        .max_requests_per_connection
+        .is_some_and(|max| conn.requests >= max.get())
+    {
+        stats::inc(&x.cluster.stats().upstream_cx_max_requests);
+        conn.end = End::MaxRequests;
     }
 }
 

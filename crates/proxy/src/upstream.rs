@@ -104,9 +104,9 @@ impl Drop for Connection {
                 stats::inc(&s.upstream_cx_idle_timeout);
                 stats::inc(&s.upstream_cx_destroy_local);
             }
-            // Counted in upstream_cx_max_requests when its last request was given to it.
-            (End::MaxRequests, _) => stats::inc(&s.upstream_cx_destroy_local),
-            (End::Local, busy) => {
+            // (A connection that reached maxRequestsPerConnection was counted in
+            // upstream_cx_max_requests when its last request was given to it.)
+            (End::Local | End::MaxRequests, busy) => {
                 stats::inc(&s.upstream_cx_destroy_local);
                 if busy {
                     stats::inc(&s.upstream_cx_destroy_local_with_active_rq);
