@@ -209,3 +209,69 @@ fn max_requests_over_limit_is_503_uo_counted_as_active_overflow() {
     assert_eq!(stat(&gw, "upstream_rq_pending_overflow"), 0);
     assert_eq!(stat(&gw, "upstream_rq_active"), 0);
 }
+
+/// A backend that answers the first request of each connection and closes the connection
+/// without answering the second (a keep-alive connection closed under the gateway as it reuses
+/// it: the close race, made certain).
+fn closing_backend() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                for request in 0.. {
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    if request > 0 {
+                        return;
+                    }
+                    let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A request on the pooled connection (which served one request) after 150 ms: the backend
+/// closes it; kgw's replay on a new connection is a retry to the breaker.
+fn reuse_after_idle(gw: &Gateway) -> u16 {
+    // The replay is for a connection that idled long enough to be in the close race.
+    std::thread::sleep(Duration::from_millis(150));
+    gw.curl("x", "/again").0
+}
+
+#[test]
+fn max_retries_bounds_the_replay_on_a_reused_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = closing_backend();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port).start();
+    let out = gw.kgw(&["apply", "-f", "-"], &route_all_to(NS, "httpbin", port, backend));
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("the route", Duration::from_secs(10), || {
+        (gw.curl("x", "/").0 == 200).then_some(())
+    });
+    // Envoy's default (3 retries): the request goes again on a new connection.
+    assert_eq!(reuse_after_idle(&gw), 200);
+    assert_eq!(stat(&gw, "upstream_rq_retry"), 1);
+    assert_eq!(stat(&gw, "upstream_rq_retry_overflow"), 0);
+
+    apply_limits(&gw, &policy("    maxConnections: 10\n    maxRetries: 0\n"), 10);
+    let status = reuse_after_idle(&gw);
+    eprintln!("maxRetries 0: the request on the closed connection got {status}");
+    assert_eq!(status, 503, "no replay allowed");
+    assert_eq!(stat(&gw, "upstream_rq_retry"), 1, "no second replay");
+    assert_eq!(stat(&gw, "upstream_rq_retry_overflow"), 1);
+}
