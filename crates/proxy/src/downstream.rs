@@ -64,10 +64,10 @@ pub(crate) struct Downstream {
     pub(crate) buf: Vec<u8>,
     /// The client's address as x-forwarded-for carries it.
     client: String,
-    /// The client's address, and the one it connected to once a PROXY protocol header needed
-    /// it (asked of the socket once per connection).
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
+    /// The client's address and the one it connected to, once a PROXY protocol header needed
+    /// them (asked of the socket once per connection; boxed, so that a connection that never
+    /// needs them keeps one word for them).
+    proxied: Option<Box<ProxyAddresses>>,
 }
 
 /// How an exchange ended, for the downstream connection.
@@ -97,8 +97,7 @@ impl Downstream {
             stream,
             buf: Vec::new(),
             client: client_address(peer),
-            peer,
-            local: None,
+            proxied: None,
         }
     }
 
@@ -423,13 +422,14 @@ impl Downstream {
 impl Downstream {
     /// The client's addresses for a PROXY protocol header.
     fn proxied(&mut self) -> Option<ProxyAddresses> {
-        if self.local.is_none() {
-            self.local = self.stream.local_addr().ok();
+        if self.proxied.is_none() {
+            let addresses = ProxyAddresses {
+                source: self.stream.peer_addr().ok()?,
+                destination: self.stream.local_addr().ok()?,
+            };
+            self.proxied = Some(Box::new(addresses));
         }
-        Some(ProxyAddresses {
-            source: self.peer,
-            destination: self.local?,
-        })
+        self.proxied.as_deref().copied()
     }
 }
 
