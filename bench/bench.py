@@ -253,12 +253,12 @@ spec:
 {policy}"""
 
 
-def start_kgw(work, port, backend_ip, backend_port, keepalive=None, log=False):
+def start_kgw(work, port, backend_ip, backend_port, keepalive=None, log=False, binary=None):
     d = Path(work) / f"kgw-{port}"
     d.mkdir(parents=True, exist_ok=True)
     (d / "gw.yaml").write_text(kgw_manifest(port, backend_ip, backend_port, keepalive))
     admin = free_port()
-    p = Proc([KGW, "run", "-f", d / "gw.yaml", "--state-dir", d / "state", "--admin-address",
+    p = Proc([binary or KGW, "run", "-f", d / "gw.yaml", "--state-dir", d / "state", "--admin-address",
               f"127.0.0.1:{admin}", "--access-log", d / "access.log" if log else "off"], PROXY_CPU, d / "kgw.log")
     wait_port(port)
     p.admin = admin
@@ -587,7 +587,14 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--only", default="throughput,latency,memory,race,detection")
     ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument("--before", default=None,
+                    help="another kgw binary (e.g. the last release) measured in the same rounds, as a reference row "
+                         "'kgw before': a data-plane change reports before and after in one sitting")
     args = ap.parse_args()
+    if args.before:
+        before = Path(args.before).resolve()
+        REFERENCES["kgw before"] = functools.partial(start_kgw, binary=before)
+        REFERENCE_LABELS["kgw before"] = f"kgw before (reference: {before.name})"
     only = set(args.only.split(","))
     raise_nofile()
     work = tempfile.mkdtemp(prefix="kgw-bench-")

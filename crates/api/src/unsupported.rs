@@ -33,7 +33,7 @@ const WITH_HTTP2: &str = "upstream HTTP/2 and gRPC, issue 16";
 /// Fields issue 14 makes real, refused until their data-plane module lands (each leaves the
 /// list with the commit that makes it work, so the dump never shows a setting nobody applies).
 const WITH_THIS_ISSUE: &str = "its data-plane module, issue 14";
-const PENDING: &[&str] = &["healthCheck", "loadBalancer", "outlierDetection"];
+const PENDING: &[&str] = &[];
 
 /// NOT_YET, saying which feature will bring the field.
 fn not_yet_until(feature: &str) -> String {
@@ -44,11 +44,12 @@ fn not_yet_until(feature: &str) -> String {
 }
 
 /// The spec fields that are valid but that the data plane does not implement yet: what needs
-/// TLS or the Backend kind (`tls`, `dns`, `useHostnameForHashing`) and what needs upstream
-/// HTTP/2 (`http2ProtocolOptions`, `healthCheck.grpc`). `useHostnameForHashing: false` is
-/// what kgw does anyway (it hashes on addresses), so only `true` is refused.
+/// TLS or the Backend kind (`tls`, `dns`) and what needs upstream HTTP/2
+/// (`http2ProtocolOptions`, `healthCheck.grpc`). `useHostnameForHashing` is accepted: a policy
+/// targets Services, whose (EDS) clusters have no hostnames, and kgateway ignores it there
+/// too (rendering an empty `consistent_hashing_lb_config`); the Backend kind (issue 15) brings
+/// hostnames to hash.
 pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> {
-    let lb = spec.load_balancer.as_ref();
     let set = [
         (
             "circuitBreakers",
@@ -92,18 +93,6 @@ pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> 
             "http2ProtocolOptions",
             spec.http2_protocol_options.is_some(),
             WITH_HTTP2,
-        ),
-        (
-            "loadBalancer.maglev.useHostnameForHashing",
-            lb.and_then(|lb| lb.maglev.as_ref())
-                .is_some_and(|m| m.use_hostname_for_hashing == Some(true)),
-            WITH_BACKEND_TLS,
-        ),
-        (
-            "loadBalancer.ringHash.useHostnameForHashing",
-            lb.and_then(|lb| lb.ring_hash.as_ref())
-                .is_some_and(|r| r.use_hostname_for_hashing == Some(true)),
-            WITH_BACKEND_TLS,
         ),
         ("tls", spec.tls.is_some(), WITH_BACKEND_TLS),
     ];
@@ -259,7 +248,7 @@ mod tests {
             "dns:\n  respectTTL: true\ntls:\n  insecureSkipVerify: true\n\
              http2ProtocolOptions:\n  maxConcurrentStreams: 10\n\
              healthCheck:\n  grpc: {}\n  interval: 1s\n  timeout: 1s\n  healthyThreshold: 1\n  unhealthyThreshold: 1\n\
-             loadBalancer:\n  maglev:\n    useHostnameForHashing: true",
+             loadBalancer:\n  maglev:\n    useHostnameForHashing: true\n    hashPolicies:\n    - sourceIP: {}",
         )));
         assert_eq!(
             got,
@@ -267,19 +256,14 @@ mod tests {
                 format!("spec.dns: Forbidden: {tls}"),
                 format!("spec.healthCheck.grpc: Forbidden: {h2}"),
                 format!("spec.http2ProtocolOptions: Forbidden: {h2}"),
-                format!("spec.loadBalancer.maglev.useHostnameForHashing: Forbidden: {tls}"),
                 format!("spec.tls: Forbidden: {tls}"),
             ]
         );
+        // kgateway ignores it on a Service's cluster, and so do we.
         let got = later_issues(messages(&policy(
             "loadBalancer:\n  ringHash:\n    useHostnameForHashing: true",
         )));
-        assert_eq!(
-            got,
-            [format!(
-                "spec.loadBalancer.ringHash.useHostnameForHashing: Forbidden: {tls}"
-            )]
-        );
+        assert_eq!(got, Vec::<String>::new());
         assert!(
             tls.starts_with(
                 "not supported yet by kgateway-rs (it comes with backend TLS and the Backend kind"

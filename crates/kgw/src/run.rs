@@ -91,6 +91,11 @@ pub struct RunArgs {
     /// With --kubernetes: how long a status writer's Lease lasts without renewal.
     #[arg(long, default_value = "15s", value_parser = parse_duration, requires = "kubernetes")]
     pub lease_duration: Duration,
+    /// The zone this proxy runs in (kgateway's KGATEWAY_NODE_ZONE), for zone-aware load
+    /// balancing: a cluster with `loadBalancer.zoneAware` prefers endpoints whose EndpointSlice
+    /// `zone` is this one. Without it, zone-aware routing is off.
+    #[arg(long, env = "KGATEWAY_NODE_ZONE")]
+    pub zone: Option<String>,
 }
 
 #[derive(Args)]
@@ -367,6 +372,7 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
             .max_downstream_connections
             .unwrap_or_else(|| fd_limit.connection_budget()),
         connection_descriptor_budget: fd_limit.connection_budget(),
+        zone: args.zone.clone().filter(|z| !z.is_empty()),
     };
     // Kept to write out the access log's last lines at exit.
     let access_log_at_exit = access_log.clone();

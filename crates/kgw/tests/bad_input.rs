@@ -84,6 +84,42 @@ fn bad_policies_are_refused_and_the_serving_config_stays() {
             "spec.connectTimeout",
             "must be greater than 0",
         ),
+        // The CRD's CEL rules: one health check kind, one hash source per policy.
+        (
+            GUIDE_POLICY.replace(
+                "  tcpKeepalive:",
+                "  healthCheck:\n    timeout: 1s\n    interval: 1s\n    healthyThreshold: 1\n    \
+                 unhealthyThreshold: 1\n    http: {path: /}\n    grpc: {}\n  tcpKeepalive:",
+            ),
+            "spec.healthCheck",
+            "exactly one of http or grpc must be set",
+        ),
+        (
+            GUIDE_POLICY.replace(
+                "  tcpKeepalive:",
+                "  loadBalancer:\n    ringHash:\n      hashPolicies:\n      - header: {name: x}\n        \
+                 sourceIP: {}\n  tcpKeepalive:",
+            ),
+            "spec.loadBalancer.ringHash.hashPolicies[0]",
+            "exactly one of the fields in [header cookie sourceIP] must be set",
+        ),
+        // Values the CRD allows but the data plane (and Envoy) cannot honour.
+        (
+            GUIDE_POLICY.replace(
+                "  tcpKeepalive:",
+                "  loadBalancer:\n    ringHash:\n      minimumRingSize: 4096\n      maximumRingSize: 1024\n  tcpKeepalive:",
+            ),
+            "spec.loadBalancer.ringHash",
+            "must not be greater than maximumRingSize",
+        ),
+        (
+            GUIDE_POLICY.replace(
+                "  tcpKeepalive:",
+                "  commonHttpProtocolOptions:\n    maxHeadersCount: 0\n  tcpKeepalive:",
+            ),
+            "spec.commonHttpProtocolOptions.maxHeadersCount",
+            "must be at least 1",
+        ),
     ];
     for (doc, field, words) in &cases {
         let out = gw.kgw(&["apply", "-f", "-"], doc);

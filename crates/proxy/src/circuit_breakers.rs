@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::local_reply::LocalReply;
+use crate::outlier_detection::Report;
 use crate::proxy_protocol::ProxyAddresses;
 use crate::stats::{self, MetricKind};
 use crate::upstream::{self, Connection};
@@ -299,7 +300,13 @@ async fn new_connection(
     proxied: Option<ProxyAddresses>,
 ) -> Result<Connection, LocalReply> {
     // The slot is the connection's from here: released when it closes or fails to open.
-    upstream::connect_for_request(cluster, endpoint, proxied)
-        .await
-        .map_err(LocalReply::connect_failed)
+    let connected = upstream::connect_for_request(cluster, endpoint, proxied).await;
+    // Outlier detection hears of every connect, as Envoy's does.
+    let report = if connected.is_ok() {
+        Report::ConnectSuccess
+    } else {
+        Report::ConnectFailed
+    };
+    cluster.outlier.report(cluster, endpoint, report);
+    connected.map_err(LocalReply::connect_failed)
 }

@@ -13,8 +13,10 @@ use snapshot::{Cluster, UpstreamPolicy};
 
 use crate::circuit_breakers::CircuitBreaker;
 use crate::endpoint_health::EndpointHealth;
+use crate::health_check::ClusterHealthChecking;
 use crate::http_protocol::HttpOptions;
-use crate::load_balancing::RoundRobin;
+use crate::load_balancing::{Balancer, Host, Member, PickContext};
+use crate::outlier_detection::ClusterOutlierDetection;
 use crate::pool::Pool;
 use crate::proxy_protocol::ProxyAddresses;
 use crate::socket_options::SocketOptions;
@@ -26,7 +28,13 @@ pub struct ClusterRuntime {
     /// The cluster's upstream settings from the Snapshot, as they are.
     policy: ArcSwap<UpstreamPolicy>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
-    balancer: RoundRobin,
+    /// Rebuilt when the endpoints or the load balancing policy change, never per request.
+    balancer: ArcSwap<Balancer<Endpoint>>,
+    /// The proxy's own zone (`kgw run --zone`), for zone-aware balancing.
+    local_zone: Option<String>,
+    /// With `closeConnectionsOnHostSetChange`: connections with an id up to this one were
+    /// open when the host set last changed, and are not pooled again.
+    unpooled_up_to: AtomicU64,
     stats: ClusterStats,
     breaker: Arc<CircuitBreaker>,
     /// Every open connection's socket, by connection id.
@@ -34,6 +42,10 @@ pub struct ClusterRuntime {
     ids: AtomicU64,
     /// Set TCP_USER_TIMEOUT along with keepalive (our addition; `kgw run --no-tcp-user-timeout`).
     tcp_user_timeout: bool,
+    /// Active health checks of its endpoints (health_check.rs).
+    pub(crate) health_checks: ClusterHealthChecking,
+    /// Outlier detection of its endpoints (outlier_detection.rs).
+    pub(crate) outlier: ClusterOutlierDetection,
 }
 
 struct Live {
@@ -54,6 +66,23 @@ pub struct Endpoint {
     /// Connections open or opening to it from the request path (the circuit breaker lets an
     /// endpoint with none open one even at the limit).
     pub(crate) open_connections: Arc<AtomicU64>,
+    /// When it joined a cluster that already existed (slow start); None for the first ones.
+    added: Option<Instant>,
+}
+
+impl Host for Endpoint {
+    fn address(&self) -> SocketAddr {
+        self.address
+    }
+    fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
+    }
+    fn is_healthy(&self) -> bool {
+        self.health.is_healthy()
+    }
+    fn active_requests(&self) -> u64 {
+        self.active_requests.load(Ordering::Relaxed)
+    }
 }
 
 /// An open upstream connection, for `/clusters` and tests.
@@ -74,19 +103,23 @@ pub struct EndpointInfo {
 }
 
 impl ClusterRuntime {
-    pub fn new(cluster: &Cluster, tcp_user_timeout: bool) -> ClusterRuntime {
+    pub fn new(cluster: &Cluster, tcp_user_timeout: bool, local_zone: Option<String>) -> ClusterRuntime {
         let rt = ClusterRuntime {
             name: cluster.name.clone(),
             policy: ArcSwap::from_pointee(cluster.upstream.clone()),
             endpoints: ArcSwap::from_pointee(Vec::new()),
-            balancer: RoundRobin::default(),
+            balancer: ArcSwap::from_pointee(Balancer::new(None, Vec::new(), None)),
+            local_zone,
+            unpooled_up_to: AtomicU64::new(0),
             stats: ClusterStats::default(),
             breaker: Arc::new(CircuitBreaker::new(&cluster.upstream)),
             live: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(0),
             tcp_user_timeout,
+            health_checks: ClusterHealthChecking::default(),
+            outlier: ClusterOutlierDetection::default(),
         };
-        rt.set_endpoints(&cluster.endpoints);
+        rt.set_endpoints(&cluster.endpoints, None);
         rt
     }
 
@@ -123,6 +156,7 @@ impl ClusterRuntime {
 
     /// Takes a new version of the cluster from a Snapshot.
     pub(crate) fn update(&self, cluster: &Cluster) {
+        let balancing_changed = self.policy.load().load_balancer != cluster.upstream.load_balancer;
         if **self.policy.load() != cluster.upstream {
             self.policy.store(Arc::new(cluster.upstream.clone()));
             self.breaker.set_limits(&cluster.upstream);
@@ -147,17 +181,77 @@ impl ClusterRuntime {
                     .any(|(have, want)| have.address != want.address || have.zone != want.zone)
         };
         if changed {
-            self.set_endpoints(&cluster.endpoints);
+            self.set_endpoints(&cluster.endpoints, Some(Instant::now()));
+            if cluster
+                .upstream
+                .load_balancer
+                .as_ref()
+                .is_some_and(|lb| lb.close_connections_on_host_set_change)
+            {
+                self.close_connections();
+            }
+        } else if balancing_changed {
+            self.rebuild_balancer();
         }
+    }
+
+    /// Envoy's `close_connections_on_host_set_change`: every pooled connection of the cluster
+    /// closes, and those in use are not pooled again.
+    fn close_connections(&self) {
+        self.unpooled_up_to
+            .store(self.ids.load(Ordering::Relaxed), Ordering::Relaxed);
+        for endpoint in self.endpoints.load().iter() {
+            for conn in endpoint.idle.expire(Duration::ZERO) {
+                stats::dec(&self.stats.upstream_cx_pool_idle);
+                drop(conn); // counted as it drops
+            }
+        }
+    }
+
+    /// A new balancer over the current endpoints and policy (rings and tables built here).
+    fn rebuild_balancer(&self) {
+        let members = self
+            .endpoints
+            .load()
+            .iter()
+            .map(|e| Member {
+                host: e.clone(),
+                added: e.added,
+            })
+            .collect();
+        let policy = self.policy.load();
+        self.balancer.store(Arc::new(Balancer::new(
+            policy.load_balancer.as_ref(),
+            members,
+            self.local_zone.as_deref(),
+        )));
     }
 
     /// The cluster left the Snapshot: its idle connections close, and none is pooled again.
     /// (Pooled connections hold their cluster: without this they would keep each other.)
     pub(crate) fn retire(&self) {
-        self.set_endpoints(&[]);
+        self.health_checks.stop();
+        self.outlier.stop();
+        self.set_endpoints(&[], None);
     }
 
-    fn set_endpoints(&self, wanted: &[snapshot::Endpoint]) {
+    /// The endpoints now.
+    pub(crate) fn endpoint_list(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints.load_full()
+    }
+
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.endpoints.load().len()
+    }
+
+    /// Has the cluster ever opened a connection for traffic (Envoy's test for the health
+    /// checks' no-traffic interval)?
+    pub(crate) fn has_had_traffic(&self) -> bool {
+        self.stats.upstream_cx_total.load(Ordering::Relaxed) > 0
+    }
+
+    /// `now`: when endpoints new to the set joined it (None when the cluster is created).
+    fn set_endpoints(&self, wanted: &[snapshot::Endpoint], now: Option<Instant>) {
         let old = self.endpoints.load_full();
         let new: Vec<Arc<Endpoint>> = wanted
             .iter()
@@ -171,6 +265,7 @@ impl ClusterRuntime {
                         idle: Pool::new(),
                         active_requests: AtomicU64::new(0),
                         open_connections: Arc::new(AtomicU64::new(0)),
+                        added: now,
                     }),
                 },
             )
@@ -183,16 +278,17 @@ impl ClusterRuntime {
             }
         }
         self.endpoints.store(Arc::new(new));
+        self.rebuild_balancer();
     }
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The endpoint for the next request, by the cluster's load balancing; None when there
-    /// are none.
-    pub(crate) fn pick(&self) -> Option<Arc<Endpoint>> {
-        self.balancer.pick(&self.endpoints.load()).cloned()
+    /// The endpoint for a request, by the cluster's load balancing; None when none can take
+    /// it. A hash policy may leave a `Set-Cookie` for the response in `context`.
+    pub(crate) fn pick(&self, context: &mut PickContext<'_>) -> Option<Arc<Endpoint>> {
+        self.balancer.load().pick(context, &self.stats)
     }
 
     /// An idle pooled connection to this endpoint that is still open, if any (see
@@ -218,6 +314,9 @@ impl ClusterRuntime {
     pub(crate) fn put_idle(&self, endpoint: &Endpoint, mut conn: Connection) {
         conn.busy = false;
         conn.idle_since = Instant::now();
+        if conn.id <= self.unpooled_up_to.load(Ordering::Relaxed) {
+            return; // open when the host set changed: closed as it drops
+        }
         if endpoint.idle.put(conn).is_ok() {
             stats::inc(&self.stats.upstream_cx_pool_idle);
             self.breaker.wake_pending();
@@ -306,5 +405,20 @@ impl ClusterRuntime {
                 health_flags: e.health.flags(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+impl Endpoint {
+    pub(crate) fn for_test(address: SocketAddr) -> Endpoint {
+        Endpoint {
+            address,
+            zone: None,
+            health: EndpointHealth::default(),
+            idle: Pool::new(),
+            active_requests: AtomicU64::new(0),
+            open_connections: Arc::new(AtomicU64::new(0)),
+            added: None,
+        }
     }
 }

@@ -64,9 +64,11 @@ pub(crate) struct Downstream {
     pub(crate) buf: Vec<u8>,
     /// The client's address as x-forwarded-for carries it.
     client: String,
+    /// The client's address and port (hash policies: source IP, generated cookies).
+    peer: SocketAddr,
     /// The client's address and the one it connected to, once a PROXY protocol header needed
-    /// them (asked of the socket once per connection; boxed, so that a connection that never
-    /// needs them keeps one word for them).
+    /// them (the latter asked of the socket once per connection; boxed, so that a connection
+    /// that never needs them keeps one word for them).
     proxied: Option<Box<ProxyAddresses>>,
 }
 
@@ -97,6 +99,7 @@ impl Downstream {
             stream,
             buf: Vec::new(),
             client: client_address(peer),
+            peer,
             proxied: None,
         }
     }
@@ -256,12 +259,16 @@ impl Downstream {
             header: &header,
         };
         let mut cluster_name = String::new();
+        let request_headers = load_balancing::Http1Headers { buf: &buf, head };
+        let mut pick = load_balancing::PickContext::new(&request_headers, self.peer);
         let routed = route_to_endpoint(
             &runtime,
             port,
             &view,
+            &mut pick,
             logged.is_some().then_some(&mut cluster_name),
         );
+        let set_cookies = pick.set_cookies;
         let is_head = line.method.eq_ignore_ascii_case("HEAD");
         let is_connect = line.method == "CONNECT";
         let replayable = dp.options.retry_on_reused_connection
@@ -295,6 +302,7 @@ impl Downstream {
                     replayable,
                     keep_alive: head.keep_alive,
                     client_version: head.version,
+                    set_cookies,
                     proxied,
                     options,
                     response_status: std::sync::atomic::AtomicU16::new(0),
@@ -424,7 +432,7 @@ impl Downstream {
     fn proxied(&mut self) -> Option<ProxyAddresses> {
         if self.proxied.is_none() {
             let addresses = ProxyAddresses {
-                source: self.stream.peer_addr().ok()?,
+                source: self.peer,
                 destination: self.stream.local_addr().ok()?,
             };
             self.proxied = Some(Box::new(addresses));
@@ -474,6 +482,7 @@ fn route_to_endpoint(
     runtime: &Runtime,
     port: u16,
     view: &RequestView<'_>,
+    pick: &mut load_balancing::PickContext<'_>,
     cluster_name: Option<&mut String>,
 ) -> Result<(Arc<ClusterRuntime>, Arc<Endpoint>), LocalReply> {
     if view.method == "CONNECT" {
@@ -499,7 +508,7 @@ fn route_to_endpoint(
         *name = target.name.clone();
     }
     stats::inc(&cluster.stats().upstream_rq_total);
-    let Some(endpoint) = cluster.pick() else {
+    let Some(endpoint) = cluster.pick(pick) else {
         stats::inc(&cluster.stats().upstream_cx_none_healthy);
         return Err(LocalReply::no_healthy_upstream());
     };

@@ -18,6 +18,7 @@ use crate::downstream::{Downstream, Next, Outcome};
 use crate::h1::{self, BodyFrame, Framing, ResponseHead};
 use crate::http_protocol::{HttpOptions, read_bounded};
 use crate::local_reply::{LocalReply, ResponseFlag};
+use crate::outlier_detection::Report;
 use crate::proxy_protocol::ProxyAddresses;
 use crate::recycle::{self, read_some};
 use crate::stats;
@@ -124,9 +125,17 @@ impl Downstream {
                 Err(reply) => {
                     // Cut mid-request: the upstream connection cannot be reused.
                     conn.end = End::Local;
+                    if reply.flag == Some(ResponseFlag::UpstreamRequestTimeout) {
+                        x.cluster.outlier.report(x.cluster, x.endpoint, Report::Timeout);
+                    }
                     return Err(reply);
                 }
-                Ok(Ok(head)) => break head,
+                Ok(Ok(head)) => {
+                    x.cluster
+                        .outlier
+                        .report(x.cluster, x.endpoint, Report::Status(head.0.status));
+                    break head;
+                }
                 Ok(Err(Failure::Client)) => {
                     return Ok(Outcome {
                         status: 0,
@@ -142,11 +151,18 @@ impl Downstream {
                 Ok(Err(Failure::Protocol)) => {
                     conn.end = End::Local;
                     stats::inc(&x.cluster.stats().upstream_cx_protocol_error);
+                    // Envoy resets the stream: a local-origin failure, as a reset.
+                    x.cluster
+                        .outlier
+                        .report(x.cluster, x.endpoint, Report::ConnectFailed);
                     return Err(LocalReply::upstream_protocol_error());
                 }
                 Ok(Err(Failure::Upstream(end))) => {
                     conn.end = end;
                     drop(conn);
+                    x.cluster
+                        .outlier
+                        .report(x.cluster, x.endpoint, Report::ConnectFailed);
                     if may_replay && end != End::TimedOut {
                         // The replay is a retry to the circuit breaker: within max_retries.
                         let Some(guard) = x.cluster.breaker().start_retry() else {
@@ -450,6 +466,16 @@ impl Downstream {
                 .store(head.status, std::sync::atomic::Ordering::Relaxed);
         }
         h1::write_response_head(&mut out, &conn.buf, &head, close, x.client_version);
+        if !x.set_cookies.is_empty() {
+            // A cookie a hash policy generated (load_balancing): before the head's last CRLF.
+            out.truncate(out.len() - 2);
+            for cookie in &x.set_cookies {
+                out.extend_from_slice(b"set-cookie: ");
+                out.extend_from_slice(cookie.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
         conn.buf.drain(..head.len);
         let mut outcome = Outcome {
             status: head.status,
@@ -565,6 +591,8 @@ pub(crate) struct Exchange<'a> {
     /// The client keeps its connection after this exchange.
     pub keep_alive: bool,
     pub client_version: h1::Version,
+    /// `Set-Cookie` values the response carries (a cookie a hash policy generated).
+    pub set_cookies: Vec<String>,
     /// The client's addresses, when the cluster sends them in a PROXY protocol header.
     pub proxied: Option<ProxyAddresses>,
     /// The cluster's HTTP protocol options.

@@ -18,11 +18,13 @@ mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;
+mod health_check;
 mod http1_exchange;
 mod http_protocol;
 mod listener;
 mod load_balancing;
 mod local_reply;
+mod outlier_detection;
 mod pool;
 mod proxy_protocol;
 mod recycle;
@@ -74,6 +76,8 @@ pub struct ProxyOptions {
     /// Descriptors client and upstream connections may hold together (the fd limit less a
     /// reserve for kgw's own files); near it, new client connections are refused the same way.
     pub connection_descriptor_budget: u64,
+    /// The proxy's own zone (`kgw run --zone`), for zone-aware load balancing.
+    pub zone: Option<String>,
 }
 
 impl Default for ProxyOptions {
@@ -88,6 +92,7 @@ impl Default for ProxyOptions {
             retry_on_reused_connection: true,
             max_downstream_connections: u64::MAX,
             connection_descriptor_budget: u64::MAX,
+            zone: None,
         }
     }
 }
@@ -175,7 +180,7 @@ impl DataPlane {
         // By name: thousands of clusters make a linear search per cluster quadratic.
         let by_name: std::collections::HashMap<&str, &Arc<ClusterRuntime>> =
             old.clusters.iter().map(|c| (c.name(), c)).collect();
-        let clusters = snapshot
+        let clusters: Vec<Arc<ClusterRuntime>> = snapshot
             .clusters
             .iter()
             .map(|c| match by_name.get(c.name.as_str()) {
@@ -183,9 +188,21 @@ impl DataPlane {
                     existing.update(c);
                     Arc::clone(existing)
                 }
-                None => Arc::new(ClusterRuntime::new(c, self.options.tcp_user_timeout)),
+                None => Arc::new(ClusterRuntime::new(
+                    c,
+                    self.options.tcp_user_timeout,
+                    self.options.zone.clone(),
+                )),
             })
             .collect();
+        // Health checks and outlier detection follow each cluster's policy and endpoints.
+        for (c, runtime) in snapshot.clusters.iter().zip(&clusters) {
+            health_check::ClusterHealthChecking::configure(runtime, c.upstream.health_check.as_ref());
+            outlier_detection::ClusterOutlierDetection::configure(
+                runtime,
+                c.upstream.outlier_detection.as_ref(),
+            );
+        }
         let kept: std::collections::HashSet<&str> =
             snapshot.clusters.iter().map(|c| c.name.as_str()).collect();
         for gone in old.clusters.iter().filter(|c| !kept.contains(c.name())) {

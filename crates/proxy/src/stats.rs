@@ -86,6 +86,14 @@ counters!(ClusterStats {
     upstream_cx_max_requests: Counter,
     upstream_cx_protocol_error: Counter,
     upstream_rq_max_duration_reached: Counter,
+    // Load balancing (load_balancing.rs): picks made among all hosts because too few were
+    // healthy, and zone-aware routing's decisions.
+    lb_healthy_panic: Counter,
+    lb_zone_cluster_too_small: Counter,
+    lb_zone_routing_all_directly: Counter,
+    lb_zone_routing_sampled: Counter,
+    lb_zone_routing_cross_zone: Counter,
+    lb_zone_no_capacity_left: Counter,
 });
 
 counters!(ListenerStats {
@@ -177,9 +185,17 @@ impl crate::DataPlane {
                     scope: Scope::Cluster(c.name().to_string()),
                 });
             }
+            // `health_check.*` and `outlier_detection.*`, while the cluster has them, and the
+            // circuit breaker's `circuit_breakers.default.*` always.
             let active = c.stats().upstream_rq_active.load(Ordering::Relaxed);
             let pools = c.endpoints().len() as u64;
-            for (field, family, kind, value) in c.breaker().gauges(active, pools) {
+            let policy_stats = c
+                .health_checks
+                .list()
+                .into_iter()
+                .chain(c.outlier.stats().map(|s| s.list()).unwrap_or_default())
+                .chain(c.breaker().gauges(active, pools));
+            for (field, family, kind, value) in policy_stats {
                 out.push(Metric {
                     name: format!("cluster.{}.{field}", c.name()),
                     kind,

@@ -128,16 +128,6 @@ impl Drop for Connection {
     }
 }
 
-/// Opens a new connection for the cluster to `address`, outside the circuit breaker (as
-/// Envoy's health checks); with PROXY protocol, its header names no client.
-#[allow(dead_code, reason = "the health checker's connections (health_check.rs)")]
-pub(crate) async fn connect(
-    cluster: &Arc<ClusterRuntime>,
-    address: SocketAddr,
-) -> Result<Connection, ConnectError> {
-    connect_with(cluster, address, None, None).await
-}
-
 /// Opens a new connection for a request to `endpoint`, in the circuit breaker slot the caller
 /// reserved (released when the connection closes, or here if it fails to open); with PROXY
 /// protocol, its header carries `proxied`, the client's addresses.

@@ -302,10 +302,13 @@ fn route(r: &Route, clusters: &[Cluster]) -> Value {
             v.insert("route".into(), Value::Object(action));
         }
         RouteAction::Direct { status, body } => {
-            v.insert(
-                "direct_response".into(),
-                json!({"status": status, "body": {"inline_string": body}}),
-            );
+            // An empty body is no body (Envoy leaves an unset DataSource out).
+            let response = if body.is_empty() {
+                json!({ "status": status })
+            } else {
+                json!({"status": status, "body": {"inline_string": body}})
+            };
+            v.insert("direct_response".into(), response);
         }
     }
     Value::Object(v)

@@ -674,3 +674,182 @@ fn camel_case_keys_become_proto_field_names() {
         vec!["a: 1\n".to_string(), "b: 2\n".to_string()]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Envoy's own protos as the judge
+// ---------------------------------------------------------------------------------------------
+
+const DUMP_CHECK: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/tools/envoy-dump-check"
+);
+
+/// Our whole `/config_dump?include_eds` for these resources, written to a file of its own.
+fn dump_file(resources: &Resources, name: &str) -> PathBuf {
+    let (snapshot, _) = translate(resources, 1, now());
+    let dump = snapshot::config_dump(
+        &snapshot,
+        &DumpOptions {
+            include_eds: true,
+            ..Default::default()
+        },
+    )
+    .expect("config_dump without filters cannot fail");
+    let dir = std::env::temp_dir().join(format!("kgw-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&dump).expect("JSON")).expect("writing the dump");
+    path
+}
+
+/// Runs `envoy-dump-check ARGS`; Err with its output when it does not pass.
+fn dump_check(args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let out = std::process::Command::new(DUMP_CHECK)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {DUMP_CHECK}: {e}"));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Every dump the corpus makes parses as Envoy's ConfigDump with proto field names and no
+/// defaults written out; and for every case that passes, Envoy's protos also find our clusters
+/// equal to the expected ones (a second judge, independent of our JSON comparison).
+#[test]
+fn every_dump_passes_envoy_dump_check() {
+    let gaps = known_gaps();
+    let mut failures = Vec::new();
+    for case in cases() {
+        let loaded = load(&case.input).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let path = dump_file(&loaded.resources, &case.name);
+        if let Err(e) = dump_check(&["check".as_ref(), path.as_os_str()]) {
+            failures.push(format!("{}: check: {e}", case.name));
+        }
+        if !gaps.contains_key(&case.name) {
+            let mut args: Vec<&std::ffi::OsStr> =
+                vec!["compare".as_ref(), path.as_os_str(), case.output.as_os_str()];
+            let ours = run(&loaded.resources);
+            let names: Vec<String> = ours.clusters.keys().cloned().collect();
+            for name in &names {
+                args.push("--cluster".as_ref());
+                args.push(name.as_ref());
+            }
+            if let Err(e) = dump_check(&args) {
+                failures.push(format!("{}: compare: {e}", case.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The corpus leaves some fields out (hash policies, cookie attributes, panic threshold, merge
+/// window, health check method, outlier local-origin settings): one policy with every field the
+/// gateway implements, rendered and checked against Envoy's protos.
+#[test]
+fn a_policy_with_every_field_renders_valid_envoy() {
+    let manifest = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin, namespace: default}
+spec:
+  ports: [{name: http, port: 8000, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: httpbin-1
+  namespace: default
+  labels: {kubernetes.io/service-name: httpbin}
+addressType: IPv4
+endpoints:
+- addresses: [10.0.0.1]
+  zone: zone-a
+- addresses: [10.0.0.2]
+  zone: zone-b
+ports: [{name: http, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: kgateway
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: httpbin, port: 8000}]}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: BackendConfigPolicy
+metadata: {name: everything, namespace: default}
+spec:
+  targetRefs: [{group: "", kind: Service, name: httpbin}]
+  connectTimeout: 2s
+  perConnectionBufferLimitBytes: 32768
+  tcpKeepalive: {keepAliveProbes: 3, keepAliveTime: 30s, keepAliveInterval: 5s}
+  commonHttpProtocolOptions: {idleTimeout: 10s, maxHeadersCount: 50, maxRequestsPerConnection: 100, maxStreamDuration: 30s}
+  http1ProtocolOptions: {enableTrailers: true, preserveHttp1HeaderCase: true, overrideStreamErrorOnInvalidHttpMessage: false}
+  loadBalancer:
+    healthyPanicThreshold: 40
+    updateMergeWindow: 2s
+    closeConnectionsOnHostSetChange: true
+    ringHash:
+      minimumRingSize: 1024
+      maximumRingSize: 4096
+      hashPolicies:
+      - header: {name: x-user}
+        terminal: true
+      - cookie: {name: session, ttl: 1h, path: /, httpOnly: true, secure: true, sameSite: Strict}
+      - sourceIP: {}
+  healthCheck:
+    timeout: 1s
+    interval: 2s
+    unhealthyThreshold: 3
+    healthyThreshold: 2
+    http: {host: example.com, path: /healthz, method: HEAD}
+  outlierDetection:
+    consecutive5xx: 3
+    consecutiveLocalOriginFailure: 4
+    enforcingConsecutive5xx: 90
+    enforcingConsecutiveLocalOriginFailure: 80
+    splitExternalLocalOriginErrors: true
+    interval: 1s
+    baseEjectionTime: 10s
+    maxEjectionPercent: 50
+  circuitBreakers: {maxConnections: 10, maxPendingRequests: 5, maxRequests: 20, maxRetries: 1, trackRemaining: true}
+  upstreamProxyProtocol: {version: V2}
+"#;
+    let mut resources = Resources::new();
+    // parse_manifests validates each object as the API server would (schema and CEL rules).
+    for object in api::parse_manifests(manifest, "every-field").expect("the manifest is valid") {
+        resources.insert(object.key(), object.into());
+    }
+    let path = dump_file(&resources, "every-field");
+    dump_check(&["check".as_ref(), path.as_os_str()]).unwrap_or_else(|e| panic!("{e}"));
+    let ours = run(&resources);
+    let cluster = &ours.clusters["kube_default_httpbin_8000"];
+    assert_eq!(
+        cluster["load_balancing_policy"]["policies"][0]["typed_extension_config"]["name"],
+        "envoy.load_balancing_policies.ring_hash"
+    );
+    let dump: Value = serde_json::from_slice(&std::fs::read(&path).expect("dump")).expect("JSON");
+    let text = dump.to_string();
+    for wanted in [
+        r#""hash_policy":[{"header":{"header_name":"x-user"},"terminal":true}"#,
+        r#""attributes":[{"name":"HttpOnly"},{"name":"Secure"},{"name":"SameSite","value":"Strict"}]"#,
+        r#""locality":{"zone":"zone-a"}"#,
+        r#""healthy_panic_threshold":{"value":40}"#,
+    ] {
+        assert!(text.contains(wanted), "{wanted} not in the dump: {text}");
+    }
+}
