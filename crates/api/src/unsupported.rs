@@ -33,13 +33,7 @@ const WITH_HTTP2: &str = "upstream HTTP/2 and gRPC, issue 16";
 /// Fields issue 14 makes real, refused until their data-plane module lands (each leaves the
 /// list with the commit that makes it work, so the dump never shows a setting nobody applies).
 const WITH_THIS_ISSUE: &str = "its data-plane module, issue 14";
-const PENDING: &[&str] = &[
-    "circuitBreakers",
-    "commonHttpProtocolOptions",
-    "http1ProtocolOptions",
-    "perConnectionBufferLimitBytes",
-    "upstreamProxyProtocol",
-];
+const PENDING: &[&str] = &[];
 
 /// NOT_YET, saying which feature will bring the field.
 fn not_yet_until(feature: &str) -> String {

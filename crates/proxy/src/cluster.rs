@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use snapshot::{Cluster, UpstreamPolicy};
 
+use crate::circuit_breakers::CircuitBreaker;
 use crate::endpoint_health::EndpointHealth;
 use crate::health_check::ClusterHealthChecking;
+use crate::http_protocol::HttpOptions;
 use crate::load_balancing::{Balancer, Host, Member, PickContext};
 use crate::outlier_detection::ClusterOutlierDetection;
 use crate::pool::Pool;
+use crate::proxy_protocol::ProxyAddresses;
 use crate::socket_options::SocketOptions;
 use crate::stats::{self, ClusterStats};
 use crate::upstream::{Connection, End};
@@ -33,6 +36,7 @@ pub struct ClusterRuntime {
     /// open when the host set last changed, and are not pooled again.
     unpooled_up_to: AtomicU64,
     stats: ClusterStats,
+    breaker: Arc<CircuitBreaker>,
     /// Every open connection's socket, by connection id.
     live: Mutex<HashMap<u64, Live>>,
     ids: AtomicU64,
@@ -59,6 +63,9 @@ pub struct Endpoint {
     pub(crate) health: EndpointHealth,
     idle: Pool<Connection>,
     pub(crate) active_requests: AtomicU64,
+    /// Connections open or opening to it from the request path (the circuit breaker lets an
+    /// endpoint with none open one even at the limit).
+    pub(crate) open_connections: Arc<AtomicU64>,
     /// When it joined a cluster that already existed (slow start); None for the first ones.
     added: Option<Instant>,
 }
@@ -105,6 +112,7 @@ impl ClusterRuntime {
             local_zone,
             unpooled_up_to: AtomicU64::new(0),
             stats: ClusterStats::default(),
+            breaker: Arc::new(CircuitBreaker::new(&cluster.upstream)),
             live: Mutex::new(HashMap::new()),
             ids: AtomicU64::new(0),
             tcp_user_timeout,
@@ -132,11 +140,26 @@ impl ClusterRuntime {
         self.policy.load_full()
     }
 
+    /// Its policy, for a look within a request (no reference count taken).
+    pub(crate) fn policy_ref(&self) -> arc_swap::Guard<Arc<UpstreamPolicy>> {
+        self.policy.load()
+    }
+
+    pub(crate) fn breaker(&self) -> &Arc<CircuitBreaker> {
+        &self.breaker
+    }
+
+    /// Its HTTP protocol options, as a request reads them (no reference count taken).
+    pub(crate) fn http_options(&self) -> HttpOptions {
+        HttpOptions::of(&self.policy.load())
+    }
+
     /// Takes a new version of the cluster from a Snapshot.
     pub(crate) fn update(&self, cluster: &Cluster) {
         let balancing_changed = self.policy.load().load_balancer != cluster.upstream.load_balancer;
         if **self.policy.load() != cluster.upstream {
             self.policy.store(Arc::new(cluster.upstream.clone()));
+            self.breaker.set_limits(&cluster.upstream);
             // Idle pooled connections and those in use get the new options now.
             let wanted = self.socket_options(&cluster.upstream);
             let mut live = self.lock_live();
@@ -241,6 +264,7 @@ impl ClusterRuntime {
                         health: EndpointHealth::default(),
                         idle: Pool::new(),
                         active_requests: AtomicU64::new(0),
+                        open_connections: Arc::new(AtomicU64::new(0)),
                         added: now,
                     }),
                 },
@@ -268,9 +292,14 @@ impl ClusterRuntime {
     }
 
     /// An idle pooled connection to this endpoint that is still open, if any (see
-    /// `Pool::take`); those found ended are counted as they drop.
-    pub(crate) fn take_idle(&self, endpoint: &Endpoint) -> Option<Connection> {
-        let taken = endpoint.idle.take();
+    /// `Pool::take`), and with PROXY protocol one that carried the header of the same client
+    /// (`proxied`); those found ended are counted as they drop.
+    pub(crate) fn take_idle(
+        &self,
+        endpoint: &Endpoint,
+        proxied: Option<ProxyAddresses>,
+    ) -> Option<Connection> {
+        let taken = endpoint.idle.take_matching(|c| c.proxied == proxied);
         for _ in 0..taken.left {
             stats::dec(&self.stats.upstream_cx_pool_idle);
         }
@@ -290,6 +319,7 @@ impl ClusterRuntime {
         }
         if endpoint.idle.put(conn).is_ok() {
             stats::inc(&self.stats.upstream_cx_pool_idle);
+            self.breaker.wake_pending();
         }
     }
 
@@ -303,8 +333,12 @@ impl ClusterRuntime {
         }
     }
 
-    /// Closes pooled connections idle for longer than `max_idle`.
-    pub(crate) fn expire_idle(&self, max_idle: Duration) {
+    /// Closes pooled connections idle for longer than the cluster's `idleTimeout`, else
+    /// `default_max_idle` (`--upstream-idle-timeout`).
+    pub(crate) fn expire_idle(&self, default_max_idle: Duration) {
+        let Some(max_idle) = self.http_options().pooled_idle_timeout(default_max_idle) else {
+            return;
+        };
         for endpoint in self.endpoints.load().iter() {
             for mut conn in endpoint.idle.expire(max_idle) {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
@@ -383,6 +417,7 @@ impl Endpoint {
             health: EndpointHealth::default(),
             idle: Pool::new(),
             active_requests: AtomicU64::new(0),
+            open_connections: Arc::new(AtomicU64::new(0)),
             added: None,
         }
     }

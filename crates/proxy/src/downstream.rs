@@ -15,9 +15,11 @@ use tokio::time::Sleep;
 use crate::access_log::Entry;
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::h1::{self, Framing, HeadError, RequestHead};
+use crate::http_protocol::HttpOptions;
 use crate::http1_exchange::{Exchange, HEAD_EDITS};
 use crate::load_balancing;
 use crate::local_reply::{self, LocalReply, ResponseFlag};
+use crate::proxy_protocol::ProxyAddresses;
 use crate::recycle::{self, read_some};
 use crate::router::{self, RequestView};
 use crate::stats;
@@ -64,6 +66,10 @@ pub(crate) struct Downstream {
     client: String,
     /// The client's address and port (hash policies: source IP, generated cookies).
     peer: SocketAddr,
+    /// The client's address and the one it connected to, once a PROXY protocol header needed
+    /// them (the latter asked of the socket once per connection; boxed, so that a connection
+    /// that never needs them keeps one word for them).
+    proxied: Option<Box<ProxyAddresses>>,
 }
 
 /// How an exchange ended, for the downstream connection.
@@ -94,6 +100,7 @@ impl Downstream {
             buf: Vec::new(),
             client: client_address(peer),
             peer,
+            proxied: None,
         }
     }
 
@@ -277,7 +284,15 @@ impl Downstream {
                     .await?
             }
             Ok((cluster, endpoint)) => {
-                let request = self.upstream_head(buf, head).await?;
+                // One look at the policy for the request.
+                let (options, proxy_protocol) = {
+                    let policy = cluster.policy_ref();
+                    (HttpOptions::of(&policy), policy.proxy_protocol.is_some())
+                };
+                let proxied = proxy_protocol.then(|| self.proxied()).flatten();
+                let request = self
+                    .upstream_head(buf, head, options.preserve_header_case)
+                    .await?;
                 let exchange = Exchange {
                     cluster: &cluster,
                     endpoint: &endpoint,
@@ -288,6 +303,9 @@ impl Downstream {
                     keep_alive: head.keep_alive,
                     client_version: head.version,
                     set_cookies,
+                    proxied,
+                    options,
+                    response_status: std::sync::atomic::AtomicU16::new(0),
                 };
                 self.proxy(dp, exchange, route_timer, idle_timer).await?
             }
@@ -309,7 +327,20 @@ impl Downstream {
     /// consumed from `buf` (given back to the connection). A client that waits for leave to
     /// send its body gets it here (as Envoy does), so the body does not wait for the upstream's
     /// own 100 Continue.
-    async fn upstream_head(&mut self, buf: Vec<u8>, head: &RequestHead) -> std::io::Result<Vec<u8>> {
+    /// Header names go lower-cased, as Envoy's HTTP/1 codec writes them, unless the cluster
+    /// preserves their case (`preserveHttp1HeaderCase`; see `http_protocol.rs`).
+    async fn upstream_head(
+        &mut self,
+        mut buf: Vec<u8>,
+        head: &RequestHead,
+        preserve_case: bool,
+    ) -> std::io::Result<Vec<u8>> {
+        if !preserve_case {
+            // In place: the client's head is not read again.
+            for h in head.headers.iter() {
+                buf[h.name.clone()].make_ascii_lowercase();
+            }
+        }
         // Sized to the head (glibc's per-thread cache serves these small blocks fast; a pooled
         // 4 KiB buffer per in-flight head cost memory under many clients).
         let mut request = Vec::with_capacity(head.len + HEAD_EDITS);
@@ -335,9 +366,18 @@ impl Downstream {
         let cluster = exchange.cluster;
         let endpoint = exchange.endpoint;
         let (framing, keep_alive, is_head) = (exchange.framing, exchange.keep_alive, exchange.is_head);
-        stats::inc(&cluster.stats().upstream_rq_active);
+        let active = cluster
+            .stats()
+            .upstream_rq_active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         stats::inc(&endpoint.active_requests);
-        let result = self.exchange(dp, exchange, route_timer, idle_timer).await;
+        let result = if cluster.breaker().requests_over_limit(active) {
+            stats::inc(&cluster.stats().upstream_rq_active_overflow);
+            Err(LocalReply::overflow())
+        } else {
+            self.exchange(dp, exchange, route_timer, idle_timer).await
+        };
         stats::dec(&cluster.stats().upstream_rq_active);
         stats::dec(&endpoint.active_requests);
         match result {
@@ -384,6 +424,20 @@ impl Downstream {
             upstream,
             next: if close { Next::Close } else { Next::KeepAlive },
         })
+    }
+}
+
+impl Downstream {
+    /// The client's addresses for a PROXY protocol header.
+    fn proxied(&mut self) -> Option<ProxyAddresses> {
+        if self.proxied.is_none() {
+            let addresses = ProxyAddresses {
+                source: self.peer,
+                destination: self.stream.local_addr().ok()?,
+            };
+            self.proxied = Some(Box::new(addresses));
+        }
+        self.proxied.as_deref().copied()
     }
 }
 

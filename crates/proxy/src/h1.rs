@@ -338,6 +338,9 @@ pub struct ChunkedScanner {
     remaining: u64,
     /// Hex digits read of the current size line (a size line needs one).
     digits: u8,
+    /// Where the trailer lines were in the bytes of the last `feed` (one run: only the final
+    /// CRLF follows them).
+    trailer: Option<Range<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -413,6 +416,26 @@ impl BodyFrame {
         }
     }
 
+    /// Moves the body bytes at the start of `from` to `to`, leaving out the chunked trailer
+    /// lines unless `keep_trailers` (Envoy's HTTP/1 codec drops them unless enable_trailers).
+    pub fn move_body(
+        &mut self,
+        from: &mut Vec<u8>,
+        to: &mut Vec<u8>,
+        keep_trailers: bool,
+    ) -> Result<(), ChunkError> {
+        let take = self.take(from)?;
+        match self.chunked.trailer.take() {
+            Some(trailer) if !keep_trailers && self.framing == Framing::Chunked => {
+                to.extend_from_slice(&from[..trailer.start]);
+                to.extend_from_slice(&from[trailer.end..take]);
+                from.drain(..take);
+            }
+            _ => to.extend(from.drain(..take)),
+        }
+        Ok(())
+    }
+
     /// Bytes still to come of a body of known length.
     pub fn length_left(&self) -> Option<u64> {
         match self.framing {
@@ -430,6 +453,7 @@ impl ChunkedScanner {
     /// Consumes bytes of the body; returns how many belong to it (less than `bytes.len()` only
     /// when the body ended within them).
     pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
+        self.trailer = None;
         let mut i = 0;
         while i < bytes.len() {
             if self.state == ChunkState::Data {
@@ -444,6 +468,15 @@ impl ChunkedScanner {
             }
             let b = bytes[i];
             i += 1;
+            let in_trailer = match self.state {
+                ChunkState::TrailerStart => b != b'\r',
+                ChunkState::Trailer | ChunkState::TrailerLf => true,
+                _ => false,
+            };
+            if in_trailer {
+                let start = self.trailer.as_ref().map_or(i - 1, |r| r.start);
+                self.trailer = Some(start..i);
+            }
             self.state = match (self.state, b) {
                 (ChunkState::Size, b) if b.is_ascii_hexdigit() => {
                     let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
@@ -705,6 +738,29 @@ fn head_reason<'a>(buf: &'a [u8], head: &ResponseHead) -> &'a [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn move_body_drops_trailers_unless_kept_even_across_reads() {
+        let body = b"5\r\nhello\r\n0\r\nx-a: 1\r\nx-b: 2\r\n\r\nNEXT";
+        for split in 0..body.len() - "NEXT".len() {
+            for keep in [false, true] {
+                let mut frame = BodyFrame::new(Framing::Chunked);
+                let mut out = Vec::new();
+                let mut first = body[..split].to_vec();
+                frame.move_body(&mut first, &mut out, keep).unwrap();
+                let mut second = body[split..].to_vec();
+                frame.move_body(&mut second, &mut out, keep).unwrap();
+                assert!(frame.is_done());
+                assert_eq!(second, b"NEXT", "split at {split}");
+                let want: &[u8] = if keep {
+                    b"5\r\nhello\r\n0\r\nx-a: 1\r\nx-b: 2\r\n\r\n"
+                } else {
+                    b"5\r\nhello\r\n0\r\n\r\n"
+                };
+                assert_eq!(out, want, "split at {split}, keep {keep}");
+            }
+        }
+    }
 
     fn text<'a>(buf: &'a [u8], r: &Range<usize>) -> &'a str {
         std::str::from_utf8(&buf[r.clone()]).unwrap()

@@ -278,6 +278,10 @@ async fn read_more(stream: &mut Transport, buf: &mut Vec<u8>) -> std::io::Result
 pub(crate) struct ProbeConnector {
     pub options: SocketOptions,
     pub connect_timeout: Duration,
+    /// The cluster's PROXY protocol: a probe's connection carries the header too, naming no
+    /// client (as Envoy's health checks through its transport socket: v1 the connection's own
+    /// addresses, v2 LOCAL).
+    pub proxy_protocol: Option<snapshot::ProxyProtocolVersion>,
 }
 
 impl ProbeConnector {
@@ -286,6 +290,7 @@ impl ProbeConnector {
         ProbeConnector {
             options: cluster.socket_options(&policy),
             connect_timeout: policy.connect_timeout(),
+            proxy_protocol: policy.proxy_protocol,
         }
     }
 
@@ -293,7 +298,7 @@ impl ProbeConnector {
         // The cluster keeps no handle on a probe's socket: it is not traffic.
         let (connector, _handle) = Connector::new(address, &self.options)?;
         connector
-            .connect(self.connect_timeout)
+            .connect(self.connect_timeout, self.proxy_protocol.map(|v| (v, None)))
             .await
             .map_err(|e| match e {
                 ConnectError::Timeout => std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"),
@@ -696,6 +701,7 @@ mod tests {
                 tcp_user_timeout: true,
             },
             connect_timeout: Duration::from_secs(1),
+            proxy_protocol: None,
         }
     }
 

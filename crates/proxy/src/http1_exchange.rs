@@ -12,11 +12,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Sleep;
 
 use crate::DataPlane;
+use crate::circuit_breakers::{self, RetryGuard};
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::downstream::{Downstream, Next, Outcome};
 use crate::h1::{self, BodyFrame, Framing, ResponseHead};
+use crate::http_protocol::{HttpOptions, read_bounded};
 use crate::local_reply::{LocalReply, ResponseFlag};
 use crate::outlier_detection::Report;
+use crate::proxy_protocol::ProxyAddresses;
 use crate::recycle::{self, read_some};
 use crate::stats;
 use crate::upstream::{self, Connection, End};
@@ -43,24 +46,66 @@ impl Downstream {
     /// As Envoy's: the route timeout counts from the end of the request. A request without a
     /// body ends with its head; a body is uploaded under the stream idle timeout instead (a
     /// stall, not a slow upload, ends it), and the route timeout starts when its last byte is in.
+    ///
+    /// The connection comes from the circuit breaker (`circuit_breakers::connection_for`: a
+    /// pooled one, a new one, or one waited for). With the cluster's `maxStreamDuration`, the
+    /// exchange on it is ended when it runs longer (Envoy's timer also starts once the
+    /// connection is ready): before the response head, 504 `UMSDR`; after, the client's
+    /// connection is reset.
     pub(crate) async fn exchange(
         &mut self,
         dp: &DataPlane,
         x: Exchange<'_>,
         mut route_timer: Pin<&mut Sleep>,
-        mut idle_timer: Pin<&mut Sleep>,
+        idle_timer: Pin<&mut Sleep>,
     ) -> Result<Outcome, LocalReply> {
         let now = tokio::time::Instant::now();
-        let (head_wait, head_timeout) = response_head_wait(dp);
+        let (head_wait, _) = response_head_wait(dp);
         if x.framing == Framing::Empty {
             route_timer.as_mut().reset(now + head_wait);
         }
-        let now = now.into_std();
-        let mut conn = match x.cluster.take_idle(x.endpoint) {
-            Some(c) => c,
-            None => new_connection(x.cluster, x.endpoint).await?,
+        let mut conn =
+            circuit_breakers::connection_for(x.cluster, x.endpoint, x.proxied, head_wait, true).await?;
+        given_request(&mut conn, &x);
+        let Some(limit) = x.options.max_stream_duration else {
+            return self
+                .exchange_on(dp, conn, &x, now.into_std(), route_timer, idle_timer)
+                .await;
         };
+        let on = self.exchange_on(dp, conn, &x, now.into_std(), route_timer, idle_timer);
+        match tokio::time::timeout(limit, on).await {
+            Ok(result) => result,
+            Err(_) => {
+                // The connection, mid-request, was dropped with the exchange: it closes.
+                stats::inc(&x.cluster.stats().upstream_rq_max_duration_reached);
+                let status = x.response_status.load(std::sync::atomic::Ordering::Relaxed);
+                if status == 0 {
+                    return Err(LocalReply::max_stream_duration());
+                }
+                Ok(Outcome {
+                    status,
+                    flag: Some(ResponseFlag::UpstreamMaxStreamDurationReached),
+                    upstream: Some(x.endpoint.address),
+                    next: Next::Reset,
+                })
+            }
+        }
+    }
+
+    /// `exchange` on its connection.
+    async fn exchange_on(
+        &mut self,
+        dp: &DataPlane,
+        mut conn: Connection,
+        x: &Exchange<'_>,
+        now: std::time::Instant,
+        mut route_timer: Pin<&mut Sleep>,
+        mut idle_timer: Pin<&mut Sleep>,
+    ) -> Result<Outcome, LocalReply> {
+        let (head_wait, head_timeout) = response_head_wait(dp);
         let mut retried = false;
+        // A replay in flight counts in the breaker's retries until the response head.
+        let mut replay: Option<RetryGuard> = None;
         let response = loop {
             let may_replay = x.replayable
                 && !retried
@@ -69,11 +114,11 @@ impl Downstream {
             let sent = if x.framing == Framing::Empty {
                 tokio::select! {
                     biased;
-                    r = self.send_request(&mut conn, &x) => Ok(r),
+                    r = self.send_request(&mut conn, x) => Ok(r),
                     () = route_timer.as_mut() => Err(head_timeout()),
                 }
             } else {
-                self.send_with_body(dp, &mut conn, &x, route_timer.as_mut(), idle_timer.as_mut())
+                self.send_with_body(dp, &mut conn, x, route_timer.as_mut(), idle_timer.as_mut())
                     .await
             };
             match sent {
@@ -105,6 +150,7 @@ impl Downstream {
                 }
                 Ok(Err(Failure::Protocol)) => {
                     conn.end = End::Local;
+                    stats::inc(&x.cluster.stats().upstream_cx_protocol_error);
                     // Envoy resets the stream: a local-origin failure, as a reset.
                     x.cluster
                         .outlier
@@ -118,23 +164,34 @@ impl Downstream {
                         .outlier
                         .report(x.cluster, x.endpoint, Report::ConnectFailed);
                     if may_replay && end != End::TimedOut {
+                        // The replay is a retry to the circuit breaker: within max_retries.
+                        let Some(guard) = x.cluster.breaker().start_retry() else {
+                            stats::inc(&x.cluster.stats().upstream_rq_retry_overflow);
+                            return Err(LocalReply::upstream_terminated());
+                        };
+                        replay = Some(guard);
                         tracing::debug!(
                             cluster = x.cluster.name(),
                             "reused connection failed before the response; retrying"
                         );
                         retried = true;
                         stats::inc(&x.cluster.stats().upstream_rq_retry);
-                        conn = new_connection(x.cluster, x.endpoint).await?;
+                        conn = circuit_breakers::connection_for(
+                            x.cluster, x.endpoint, x.proxied, head_wait, false,
+                        )
+                        .await?;
+                        given_request(&mut conn, x);
                         continue;
                     }
                     return Err(LocalReply::upstream_terminated());
                 }
             }
         };
+        drop(replay);
         let (response, whole) = response;
         let draining = dp.is_draining();
         Ok(self
-            .forward_response(dp, conn, response, whole, &x, draining, idle_timer)
+            .forward_response(dp, conn, response, whole, x, draining, idle_timer)
             .await)
     }
 
@@ -229,8 +286,8 @@ impl Downstream {
         // A request's framing is never close-delimited (see `h1::parse_request`).
         let mut body = BodyFrame::new(x.framing);
         loop {
-            let take = body.take(&self.buf).map_err(|_| Failure::BadBody)?;
-            out.extend(self.buf.drain(..take));
+            body.move_body(&mut self.buf, &mut out, x.options.enable_trailers)
+                .map_err(|_| Failure::BadBody)?;
             let finished = body.is_done();
             let Connection { transport, buf, .. } = &mut *conn;
             let (mut upstream_read, mut upstream_write) = transport.split();
@@ -267,7 +324,7 @@ impl Downstream {
                     tokio::select! {
                         biased;
                         r = read_some(&mut upstream_read, buf) => Some((r, true)),
-                        r = read_some(&mut self.stream, &mut self.buf) => match r {
+                        r = read_bounded(&mut self.stream, &mut self.buf, x.options.read_limit) => match r {
                             Ok(n) if n > 0 => {
                                 if let Some(progress) = progress {
                                     progress.now();
@@ -332,6 +389,14 @@ impl Downstream {
                     self.forward_interim(conn, head.len, x).await?;
                     continue;
                 }
+                Ok(Some(head)) if x.options.too_many_headers(head.headers.len()) => {
+                    tracing::debug!(
+                        cluster = x.cluster.name(),
+                        headers = head.headers.len(),
+                        "the response has more headers than maxHeadersCount"
+                    );
+                    return Err(Failure::Protocol);
+                }
                 Ok(Some(head)) => return Ok((head, whole)),
                 Ok(None) => {}
                 Err(_) => return Err(Failure::Protocol),
@@ -394,6 +459,12 @@ impl Downstream {
         // A request body not read to its end cannot be told from the client's next request.
         let close = !x.keep_alive || draining || head.framing == Framing::UntilClose || !request_whole;
         let mut out = Vec::with_capacity(head.len + HEAD_EDITS);
+        if x.options.max_stream_duration.is_some() {
+            // From here the client may have part of the response: a max stream duration
+            // reached now resets it.
+            x.response_status
+                .store(head.status, std::sync::atomic::Ordering::Relaxed);
+        }
         h1::write_response_head(&mut out, &conn.buf, &head, close, x.client_version);
         if !x.set_cookies.is_empty() {
             // A cookie a hash policy generated (load_balancing): before the head's last CRLF.
@@ -416,14 +487,20 @@ impl Downstream {
         let mut client_gone = false;
         loop {
             // The body bytes we have, up to the end of this response.
-            let Ok(take) = body.take(&conn.buf) else {
+            let moved = if client_gone {
+                body.take(&conn.buf).map(|take| {
+                    conn.buf.drain(..take);
+                })
+            } else {
+                body.move_body(&mut conn.buf, &mut out, x.options.enable_trailers)
+            };
+            if moved.is_err() {
                 conn.end = End::Local;
                 outcome.flag = Some(ResponseFlag::UpstreamProtocolError);
                 outcome.next = Next::Reset;
                 return outcome;
-            };
+            }
             if !client_gone {
-                out.extend(conn.buf.drain(..take));
                 if !out.is_empty() {
                     match stream_idle.bound(self.stream.write_all(&out)).await {
                         Some(Ok(())) => {}
@@ -435,8 +512,6 @@ impl Downstream {
                     }
                 }
                 out.clear();
-            } else {
-                conn.buf.drain(..take);
             }
             if body.is_done() {
                 // Complete: whatever happens to the connection now, no request was cut.
@@ -461,7 +536,11 @@ impl Downstream {
                 }
             } else {
                 match stream_idle
-                    .bound(read_some(&mut conn.transport, &mut conn.buf))
+                    .bound(read_bounded(
+                        &mut conn.transport,
+                        &mut conn.buf,
+                        x.options.read_limit,
+                    ))
                     .await
                 {
                     Some(r) => r,
@@ -489,7 +568,7 @@ impl Downstream {
                 }
             }
         }
-        if head.keep_alive && request_whole && conn.buf.is_empty() {
+        if head.keep_alive && request_whole && conn.buf.is_empty() && conn.end != End::MaxRequests {
             // A pooled connection keeps no buffer while it idles.
             recycle::give_bytes(std::mem::take(&mut conn.buf));
             x.cluster.put_idle(x.endpoint, conn);
@@ -514,6 +593,13 @@ pub(crate) struct Exchange<'a> {
     pub client_version: h1::Version,
     /// `Set-Cookie` values the response carries (a cookie a hash policy generated).
     pub set_cookies: Vec<String>,
+    /// The client's addresses, when the cluster sends them in a PROXY protocol header.
+    pub proxied: Option<ProxyAddresses>,
+    /// The cluster's HTTP protocol options.
+    pub options: HttpOptions,
+    /// The response's status once its head goes to the client (0 before), when a max stream
+    /// duration may cut it.
+    pub response_status: std::sync::atomic::AtomicU16,
 }
 
 /// Why one attempt did not give a response head.
@@ -613,6 +699,19 @@ impl<'t> StreamIdle<'t> {
     }
 }
 
+/// Counts a request given to `conn`; at the cluster's maxRequestsPerConnection it is the
+/// connection's last: it closes once the request is done (Envoy counts it then).
+fn given_request(conn: &mut Connection, x: &Exchange<'_>) {
+    conn.requests += 1;
+    if x.options
+        .max_requests_per_connection
+        .is_some_and(|max| conn.requests >= max.get())
+    {
+        stats::inc(&x.cluster.stats().upstream_cx_max_requests);
+        conn.end = End::MaxRequests;
+    }
+}
+
 /// How the upload of a request ended, for reading the response.
 struct BodySent {
     /// The whole request went upstream.
@@ -634,18 +733,4 @@ fn response_head_wait(dp: &DataPlane) -> (Duration, fn() -> LocalReply) {
     } else {
         (options.route_timeout, LocalReply::upstream_timeout)
     }
-}
-
-async fn new_connection(
-    cluster: &Arc<ClusterRuntime>,
-    endpoint: &Endpoint,
-) -> Result<Connection, LocalReply> {
-    let connected = upstream::connect(cluster, endpoint.address).await;
-    let report = if connected.is_ok() {
-        Report::ConnectSuccess
-    } else {
-        Report::ConnectFailed
-    };
-    cluster.outlier.report(cluster, endpoint, report);
-    connected.map_err(LocalReply::connect_failed)
 }

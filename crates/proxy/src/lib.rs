@@ -2,12 +2,15 @@
 //! and requests in flight finish on the one they started with. Follow one request:
 //! `listener.rs` (bind, accept) -> `downstream.rs` (the client connection: read a head, route
 //! it) -> `router.rs` (virtual host, route) -> `load_balancing.rs` (the cluster by weight, its
-//! endpoint) -> `http1_exchange.rs` (the request upstream, the response back) on a connection
-//! (`upstream.rs`) from the endpoint's `pool.rs` or a new one: `transport.rs` connects with
-//! `socket_options.rs`; `cluster.rs` holds each cluster's policy, endpoints and counters. When
-//! no upstream answers, `local_reply.rs` does (status, body, response flag).
+//! endpoint) -> `http1_exchange.rs` (the request upstream, the response back, under the
+//! cluster's `http_protocol.rs` options) on a connection (`upstream.rs`) that
+//! `circuit_breakers.rs` gives: from the endpoint's `pool.rs`, a new one, or one waited for;
+//! `transport.rs` connects with `socket_options.rs` and writes the `proxy_protocol.rs` header;
+//! `cluster.rs` holds each cluster's policy, endpoints and counters. When no upstream answers,
+//! `local_reply.rs` does (status, body, response flag).
 
 mod access_log;
+mod circuit_breakers;
 mod cluster;
 mod downstream;
 mod endpoint_health;
@@ -17,11 +20,13 @@ pub mod fuzzing;
 mod h1;
 mod health_check;
 mod http1_exchange;
+mod http_protocol;
 mod listener;
 mod load_balancing;
 mod local_reply;
 mod outlier_detection;
 mod pool;
+mod proxy_protocol;
 mod recycle;
 mod router;
 mod socket_options;

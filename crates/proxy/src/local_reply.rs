@@ -19,7 +19,6 @@ pub(crate) enum ResponseFlag {
     #[expect(dead_code, reason = "retries with a limit come with the retry policy")]
     UpstreamRetryLimitExceeded,
     /// UO: a circuit breaker refused the request.
-    #[expect(dead_code, reason = "circuit breaking is not implemented yet")]
     UpstreamOverflow,
     /// UPE: the upstream's answer is not HTTP we can forward.
     UpstreamProtocolError,
@@ -34,7 +33,6 @@ pub(crate) enum ResponseFlag {
     /// NC: the route's cluster does not exist.
     NoClusterFound,
     /// UMSDR: the request ran past the cluster's max stream duration.
-    #[expect(dead_code, reason = "maxStreamDuration is not implemented yet")]
     UpstreamMaxStreamDurationReached,
     /// LR: the proxy reset the stream itself.
     #[expect(dead_code, reason = "no local reset path is flagged yet")]
@@ -68,6 +66,8 @@ pub(crate) struct LocalReply {
     pub status: u16,
     pub flag: Option<ResponseFlag>,
     pub body: String,
+    /// A circuit breaker refused it: `x-envoy-overloaded: true`, as Envoy says it.
+    pub overloaded: bool,
 }
 
 /// The start of Envoy's body for a request that got no response head.
@@ -79,7 +79,29 @@ impl LocalReply {
             status,
             flag,
             body: body.into(),
+            overloaded: false,
         }
+    }
+
+    /// A circuit breaker refused the request (Envoy's answer to a pool overflow).
+    pub(crate) fn overflow() -> LocalReply {
+        LocalReply {
+            overloaded: true,
+            ..LocalReply::new(
+                503,
+                Some(ResponseFlag::UpstreamOverflow),
+                format!("{RESET_BEFORE_HEADERS} overflow"),
+            )
+        }
+    }
+
+    /// The request ran past the cluster's maxStreamDuration before the response head.
+    pub(crate) fn max_stream_duration() -> LocalReply {
+        LocalReply::new(
+            504,
+            Some(ResponseFlag::UpstreamMaxStreamDurationReached),
+            "upstream max stream duration reached",
+        )
     }
 
     /// No tunnels yet: CONNECT is refused (and the connection closes).
@@ -173,6 +195,9 @@ impl LocalReply {
         );
         if !self.body.is_empty() {
             out.push_str("content-type: text/plain\r\n");
+        }
+        if self.overloaded {
+            out.push_str("x-envoy-overloaded: true\r\n");
         }
         if close {
             out.push_str("connection: close\r\n");

@@ -49,10 +49,23 @@ impl<C: Pooled> Pool<C> {
 
     /// The most recently used idle connection that is still open, if any (so that the others
     /// can reach their idle timeout).
+    #[cfg(test)]
     pub(crate) fn take(&self) -> Taken<C> {
+        self.take_matching(|_| true)
+    }
+
+    /// As `take`, among the connections `usable` accepts (a PROXY protocol connection is one
+    /// client's); the others stay.
+    pub(crate) fn take_matching(&self, usable: impl Fn(&C) -> bool) -> Taken<C> {
         let mut idle = self.lock();
         let mut left = 0;
-        while let Some(mut connection) = idle.connections.pop() {
+        let mut at = idle.connections.len();
+        while at > 0 {
+            at -= 1;
+            if !usable(&idle.connections[at]) {
+                continue;
+            }
+            let mut connection = idle.connections.remove(at);
             left += 1;
             if !connection.ended_while_idle() {
                 return Taken {
@@ -144,6 +157,19 @@ mod tests {
         assert_eq!(taken.connection.map(|c| c.id), Some(2));
         assert_eq!(taken.left, 2);
         assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn take_matching_leaves_the_others_in_place() {
+        let pool = Pool::new();
+        for id in [1, 2, 3] {
+            assert!(pool.put(fake(id, false, Duration::ZERO)).is_ok());
+        }
+        let taken = pool.take_matching(|c| c.id == 2);
+        assert_eq!(taken.connection.map(|c| c.id), Some(2));
+        assert_eq!(taken.left, 1);
+        assert!(pool.take_matching(|c| c.id == 2).connection.is_none());
+        assert_eq!(pool.take().connection.map(|c| c.id), Some(3));
     }
 
     #[test]

@@ -73,6 +73,19 @@ counters!(ClusterStats {
     upstream_rq_4xx: Counter,
     upstream_rq_5xx: Counter,
     upstream_cx_pool_idle: Gauge,
+    // The circuit breaker (circuit_breakers.rs): a request that waited for a connection at
+    // max_connections; one refused beyond max_pending_requests; one refused beyond
+    // max_requests; a replay refused beyond max_retries; requests waiting for a connection.
+    upstream_cx_overflow: Counter,
+    upstream_rq_pending_overflow: Counter,
+    upstream_rq_active_overflow: Counter,
+    upstream_rq_retry_overflow: Counter,
+    upstream_rq_pending_total: Counter,
+    upstream_rq_pending_active: Gauge,
+    // The HTTP protocol options (http_protocol.rs).
+    upstream_cx_max_requests: Counter,
+    upstream_cx_protocol_error: Counter,
+    upstream_rq_max_duration_reached: Counter,
     // Load balancing (load_balancing.rs): picks made among all hosts because too few were
     // healthy, and zone-aware routing's decisions.
     lb_healthy_panic: Counter,
@@ -172,12 +185,16 @@ impl crate::DataPlane {
                     scope: Scope::Cluster(c.name().to_string()),
                 });
             }
-            // `health_check.*` and `outlier_detection.*`, while the cluster has them.
+            // `health_check.*` and `outlier_detection.*`, while the cluster has them, and the
+            // circuit breaker's `circuit_breakers.default.*` always.
+            let active = c.stats().upstream_rq_active.load(Ordering::Relaxed);
+            let pools = c.endpoints().len() as u64;
             let policy_stats = c
                 .health_checks
                 .list()
                 .into_iter()
-                .chain(c.outlier.stats().map(|s| s.list()).unwrap_or_default());
+                .chain(c.outlier.stats().map(|s| s.list()).unwrap_or_default())
+                .chain(c.breaker().gauges(active, pools));
             for (field, family, kind, value) in policy_stats {
                 out.push(Metric {
                     name: format!("cluster.{}.{field}", c.name()),

@@ -14,6 +14,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, tcp};
 
+use snapshot::ProxyProtocolVersion;
+use tokio::io::AsyncWriteExt;
+
+use crate::proxy_protocol::{ProxyAddresses, ProxyHeader};
 use crate::socket_options::SocketOptions;
 use crate::upstream::{End, end_of};
 
@@ -152,9 +156,27 @@ impl Connector {
         Ok((Connector { socket, address }, kept))
     }
 
-    /// Connects within `timeout`.
-    pub(crate) async fn connect(self, timeout: Duration) -> Result<Transport, ConnectError> {
-        match tokio::time::timeout(timeout, self.socket.connect(self.address)).await {
+    /// Connects within `timeout`, and writes the PROXY protocol header first when the cluster
+    /// sends one (`proxy`: its version, and the client's addresses; None for a connection of
+    /// no client's, a health check's).
+    pub(crate) async fn connect(
+        self,
+        timeout: Duration,
+        proxy: Option<(ProxyProtocolVersion, Option<ProxyAddresses>)>,
+    ) -> Result<Transport, ConnectError> {
+        let address = self.address;
+        let connected = async move {
+            let mut stream = self.socket.connect(address).await?;
+            if let Some((version, client)) = proxy {
+                let header = match client {
+                    Some(addresses) => ProxyHeader::for_client(version, addresses),
+                    None => ProxyHeader::without_client(version, stream.local_addr()?, stream.peer_addr()?),
+                };
+                stream.write_all(header.as_bytes()).await?;
+            }
+            Ok::<_, io::Error>(stream)
+        };
+        match tokio::time::timeout(timeout, connected).await {
             Ok(Ok(stream)) => Ok(Transport::Tcp(stream)),
             Ok(Err(e)) => Err(ConnectError::Failed(e)),
             Err(_) => Err(ConnectError::Timeout),

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::cluster::ClusterRuntime;
+use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::pool::Pooled;
+use crate::proxy_protocol::ProxyAddresses;
 use crate::stats;
 use crate::transport::{ConnectError, Connector, Transport};
 
@@ -23,8 +24,10 @@ pub(crate) enum End {
     Remote,
     /// The kernel gave up on the peer (keepalive probes, or TCP_USER_TIMEOUT): ETIMEDOUT.
     TimedOut,
-    /// It sat idle past `--upstream-idle-timeout`.
+    /// It sat idle past the cluster's `idleTimeout` (else `--upstream-idle-timeout`).
     IdleTimeout,
+    /// It served the cluster's `maxRequestsPerConnection`.
+    MaxRequests,
 }
 
 /// A pooled HTTP/1.1 connection to one endpoint of one cluster.
@@ -39,6 +42,13 @@ pub(crate) struct Connection {
     /// A request is using it (for the destroy counters).
     pub busy: bool,
     pub end: End,
+    /// Requests it was given.
+    pub requests: u32,
+    /// The client whose PROXY protocol header it carried: it serves no other.
+    pub proxied: Option<ProxyAddresses>,
+    /// Its endpoint's count of open connections, when it holds a circuit breaker slot (the
+    /// request path's connections; a health check's holds none).
+    slot: Option<Arc<AtomicU64>>,
     cluster: Arc<ClusterRuntime>,
 }
 
@@ -94,7 +104,9 @@ impl Drop for Connection {
                 stats::inc(&s.upstream_cx_idle_timeout);
                 stats::inc(&s.upstream_cx_destroy_local);
             }
-            (End::Local, busy) => {
+            // (A connection that reached maxRequestsPerConnection was counted in
+            // upstream_cx_max_requests when its last request was given to it.)
+            (End::Local | End::MaxRequests, busy) => {
                 stats::inc(&s.upstream_cx_destroy_local);
                 if busy {
                     stats::inc(&s.upstream_cx_destroy_local_with_active_rq);
@@ -109,19 +121,43 @@ impl Drop for Connection {
         }
         tracing::debug!(cluster = self.cluster.name(), id = self.id, end = ?self.end, "upstream connection closed");
         self.cluster.forget(self.id);
+        if let Some(open) = &self.slot {
+            open.fetch_sub(1, Ordering::SeqCst);
+            self.cluster.breaker().release_connection();
+        }
     }
 }
 
-/// Opens a new connection for the cluster to `address`.
-pub(crate) async fn connect(
+/// Opens a new connection for a request to `endpoint`, in the circuit breaker slot the caller
+/// reserved (released when the connection closes, or here if it fails to open); with PROXY
+/// protocol, its header carries `proxied`, the client's addresses.
+pub(crate) async fn connect_for_request(
+    cluster: &Arc<ClusterRuntime>,
+    endpoint: &Endpoint,
+    proxied: Option<ProxyAddresses>,
+) -> Result<Connection, ConnectError> {
+    endpoint.open_connections.fetch_add(1, Ordering::SeqCst);
+    let slot = endpoint.open_connections.clone();
+    let result = connect_with(cluster, endpoint.address, proxied, Some(slot.clone())).await;
+    if result.is_err() {
+        slot.fetch_sub(1, Ordering::SeqCst);
+        cluster.breaker().release_connection();
+    }
+    result
+}
+
+async fn connect_with(
     cluster: &Arc<ClusterRuntime>,
     address: SocketAddr,
+    proxied: Option<ProxyAddresses>,
+    slot: Option<Arc<AtomicU64>>,
 ) -> Result<Connection, ConnectError> {
     let policy = cluster.policy();
     let options = cluster.socket_options(&policy);
     let (connector, kept) = Connector::new(address, &options).map_err(ConnectError::Failed)?;
     stats::inc(&cluster.stats().upstream_cx_total);
-    let transport = match connector.connect(policy.connect_timeout()).await {
+    let proxy = policy.proxy_protocol.map(|version| (version, proxied));
+    let transport = match connector.connect(policy.connect_timeout(), proxy).await {
         Ok(t) => t,
         Err(e) => {
             stats::inc(&cluster.stats().upstream_cx_connect_fail);
@@ -142,6 +178,10 @@ pub(crate) async fn connect(
         reused: false,
         busy: true,
         end: End::Local,
+        requests: 0,
+        // Only a connection that carried a client's header is that client's.
+        proxied: proxied.filter(|_| policy.proxy_protocol.is_some()),
+        slot,
         cluster: cluster.clone(),
     })
 }

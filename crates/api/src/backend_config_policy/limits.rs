@@ -50,6 +50,9 @@ pub(super) const COOKIE_PATH_CHARS: &str = "cookie path must not contain control
 pub(super) const MAX_HEADERS_COUNT_ZERO: &str = "maxHeadersCount must be at least 1 (Envoy refuses 0; every HTTP \
                                                  response has at least one header): set a limit such as 100, or \
                                                  remove the field to keep the default (100)";
+pub(super) const MAX_HEADERS_COUNT_CAP: &str = "maxHeadersCount must be at most 100 (kgw reads at most 100 header \
+                                                lines of a response head, Envoy's default): set 100 or less, or \
+                                                remove the field to keep the default (100)";
 pub(super) const CHOICE_COUNT_MIN: &str = "choiceCount must be at least 2 (least request compares that many \
                                            random endpoints; Envoy refuses fewer): set 2 or more, or remove the \
                                            field to keep the default (2)";
@@ -105,6 +108,12 @@ pub(super) fn check(c: &mut Checker, s: &BackendConfigPolicySpec) {
         let at = "spec.commonHttpProtocolOptions";
         if o.max_headers_count == Some(0) {
             c.rule_failed(&format!("{at}.maxHeadersCount"), &0, MAX_HEADERS_COUNT_ZERO);
+        }
+        if let Some(n) = o
+            .max_headers_count
+            .filter(|n| (101..=i64::from(i32::MAX)).contains(n))
+        {
+            c.rule_failed(&format!("{at}.maxHeadersCount"), &n, MAX_HEADERS_COUNT_CAP);
         }
         at_most_int32(c, &format!("{at}.maxHeadersCount"), o.max_headers_count);
         at_most_int32(

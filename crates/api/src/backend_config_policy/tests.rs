@@ -624,6 +624,14 @@ fn max_headers_count_zero_and_choice_count_below_two() {
             "spec.commonHttpProtocolOptions.maxHeadersCount: Invalid value: 0: {MAX_HEADERS_COUNT_ZERO}"
         )]
     );
+    assert_eq!(
+        messages(&format!(
+            "{TARGET}commonHttpProtocolOptions:\n  maxHeadersCount: 101"
+        )),
+        [format!(
+            "spec.commonHttpProtocolOptions.maxHeadersCount: Invalid value: 101: {MAX_HEADERS_COUNT_CAP}"
+        )]
+    );
     for n in ["1", "0", "-3"] {
         assert_eq!(
             messages(&format!(
