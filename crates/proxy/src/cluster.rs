@@ -253,6 +253,7 @@ impl ClusterRuntime {
     /// `now`: when endpoints new to the set joined it (None when the cluster is created).
     fn set_endpoints(&self, wanted: &[snapshot::Endpoint], now: Option<Instant>) {
         let old = self.endpoints.load_full();
+        let health_checked = self.policy.load().health_check.is_some();
         let new: Vec<Arc<Endpoint>> = wanted
             .iter()
             .map(
@@ -261,7 +262,10 @@ impl ClusterRuntime {
                     None => Arc::new(Endpoint {
                         address: w.address,
                         zone: w.zone.clone(),
-                        health: EndpointHealth::default(),
+                        // Envoy: a new host of a health-checked cluster starts
+                        // /failed_active_hc, so it takes no traffic until its first check
+                        // (run at once) passes.
+                        health: EndpointHealth::new(health_checked),
                         idle: Pool::new(),
                         active_requests: AtomicU64::new(0),
                         open_connections: Arc::new(AtomicU64::new(0)),

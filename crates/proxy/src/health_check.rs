@@ -622,6 +622,26 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_added_to_a_health_checked_cluster_takes_no_traffic_before_its_first_check() {
+        let endpoint = |port| snapshot::Endpoint::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut cluster = snapshot::Cluster {
+            name: "c".into(),
+            endpoints: vec![endpoint(1)],
+            upstream: snapshot::UpstreamPolicy {
+                health_check: Some(policy(3, 2)),
+                ..Default::default()
+            },
+        };
+        let runtime = ClusterRuntime::new(&cluster, true, None);
+        cluster.endpoints.push(endpoint(2));
+        runtime.update(&cluster);
+        // Before `configure` starts its checks (DataPlane::update runs it after every
+        // cluster's update), no endpoint may be picked.
+        let flags: Vec<String> = runtime.endpoints().into_iter().map(|e| e.health_flags).collect();
+        assert_eq!(flags, ["/failed_active_hc", "/failed_active_hc"]);
+    }
+
+    #[test]
     fn the_request_names_the_host_or_the_cluster() {
         let mut p = policy(1, 1);
         assert_eq!(
