@@ -289,6 +289,12 @@ impl ClusterRuntime {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// An endpoint's health mark changed: the balancer's tables over the healthy hosts are
+    /// rebuilt, off the request path.
+    pub(crate) fn health_changed(&self) {
+        self.balancer.load().health_changed();
+    }
+
     /// The endpoint for a request, by the cluster's load balancing; None when none can take
     /// it. A hash policy may leave a `Set-Cookie` for the response in `context`.
     pub(crate) fn pick(&self, context: &mut PickContext<'_>) -> Option<Arc<Endpoint>> {

@@ -421,6 +421,7 @@ impl ClusterHealthChecking {
                 for (endpoint, _) in &old.sessions {
                     endpoint.health.set_failed_active_hc(false);
                 }
+                cluster.health_changed();
             }
             return;
         };
@@ -479,6 +480,8 @@ impl ClusterHealthChecking {
             generation,
             sessions,
         });
+        // New hosts were marked.
+        cluster.health_changed();
     }
 
     /// Runs `record` if the task of `generation` is still current, under the lock that
@@ -526,6 +529,7 @@ async fn check_loop(
             });
             let Some(changed) = changed else { return };
             if changed {
+                cluster.health_changed();
                 tracing::info!(
                     cluster = cluster.name(),
                     endpoint = %endpoint.address,

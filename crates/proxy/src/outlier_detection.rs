@@ -278,8 +278,9 @@ impl OutlierDetector {
     }
 
     /// The interval sweep: hosts ejected for long enough return; those in rotation shrink
-    /// their backoff; hosts the cluster no longer has are forgotten.
-    pub(crate) fn sweep(&self, endpoints: &[Arc<Endpoint>], stats: &OutlierStats, now: Instant) {
+    /// their backoff; hosts the cluster no longer has are forgotten. True if a host returned.
+    pub(crate) fn sweep(&self, endpoints: &[Arc<Endpoint>], stats: &OutlierStats, now: Instant) -> bool {
+        let mut returned = false;
         let mut hosts = self.lock();
         let all = &mut hosts.monitors;
         all.retain(|address, monitor| {
@@ -304,11 +305,13 @@ impl OutlierDetector {
                     monitor.consecutive_gateway_failure = 0;
                     endpoint.health.set_ejected(false);
                     stats::dec(&stats.ejections_active);
+                    returned = true;
                     tracing::info!(endpoint = %endpoint.address, "outlier detection returned the endpoint");
                 }
                 Some(_) => {}
             }
         }
+        returned
     }
 
     /// The policy went away or changed: every host this detector ejected returns.
@@ -344,6 +347,7 @@ impl ClusterOutlierDetection {
     pub(crate) fn report(&self, cluster: &ClusterRuntime, endpoint: &Endpoint, report: Report) {
         let guard = self.detector.load();
         let Some(detector) = guard.as_ref() else { return };
+        let was_ejected = endpoint.health.ejected();
         detector.report(
             endpoint,
             report,
@@ -352,6 +356,9 @@ impl ClusterOutlierDetection {
             Instant::now(),
             &mut roll_percent,
         );
+        if !was_ejected && endpoint.health.ejected() {
+            cluster.health_changed();
+        }
     }
 
     /// Applies the cluster's policy from a new Snapshot: a new or changed policy gets a new
@@ -367,6 +374,7 @@ impl ClusterOutlierDetection {
         this.detector.store(next.clone());
         if let Some(old) = current {
             old.release(&cluster.endpoint_list(), &this.stats);
+            cluster.health_changed();
         }
         if let Some(detector) = next {
             tokio::spawn(sweep_loop(Arc::downgrade(cluster), detector));
@@ -413,7 +421,9 @@ async fn sweep_loop(cluster: Weak<ClusterRuntime>, detector: Arc<OutlierDetector
         if !current.as_ref().is_some_and(|d| Arc::ptr_eq(d, &detector)) {
             return;
         }
-        detector.sweep(&cluster.endpoint_list(), &cluster.outlier.stats, Instant::now());
+        if detector.sweep(&cluster.endpoint_list(), &cluster.outlier.stats, Instant::now()) {
+            cluster.health_changed();
+        }
     }
 }
 
