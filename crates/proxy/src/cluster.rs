@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,15 @@ pub struct Endpoint {
     pub(crate) open_connections: Arc<AtomicU64>,
     /// When it joined a cluster that already existed (slow start); None for the first ones.
     added: Option<Instant>,
+    /// It left the cluster (requests in flight may still hold it).
+    removed: AtomicBool,
+}
+
+impl Endpoint {
+    /// Has it left its cluster's endpoint set?
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
 }
 
 impl Host for Endpoint {
@@ -270,12 +279,14 @@ impl ClusterRuntime {
                         active_requests: AtomicU64::new(0),
                         open_connections: Arc::new(AtomicU64::new(0)),
                         added: now,
+                        removed: AtomicBool::new(false),
                     }),
                 },
             )
             .collect();
         // Endpoints that left: their idle connections close now, and leave the gauge.
         for gone in old.iter().filter(|e| !new.iter().any(|n| Arc::ptr_eq(n, e))) {
+            gone.removed.store(true, Ordering::Relaxed);
             let idle = gone.idle.close();
             for _ in &idle {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
@@ -429,6 +440,7 @@ impl Endpoint {
             active_requests: AtomicU64::new(0),
             open_connections: Arc::new(AtomicU64::new(0)),
             added: None,
+            removed: AtomicBool::new(false),
         }
     }
 }

@@ -175,7 +175,9 @@ impl OutlierDetector {
         roll: &mut dyn FnMut() -> u32,
     ) {
         let mut state = self.lock();
-        if state.released {
+        // Removed (checked under the lock `forget_gone` takes after the removal, so a late report
+        // from a request in flight leaves no monitor behind): no count, no ejection.
+        if state.released || endpoint.is_removed() {
             return;
         }
         let all = &mut state.monitors;
@@ -277,19 +279,25 @@ impl OutlierDetector {
         detected
     }
 
-    /// The interval sweep: hosts ejected for long enough return; those in rotation shrink
-    /// their backoff; hosts the cluster no longer has are forgotten. True if a host returned.
-    pub(crate) fn sweep(&self, endpoints: &[Arc<Endpoint>], stats: &OutlierStats, now: Instant) -> bool {
-        let mut returned = false;
-        let mut hosts = self.lock();
-        let all = &mut hosts.monitors;
-        all.retain(|address, monitor| {
+    /// Hosts the cluster no longer has are forgotten: they leave the ejected count (and the
+    /// max ejection share), and an address that comes back starts fresh.
+    fn forget_gone(&self, endpoints: &[Arc<Endpoint>], stats: &OutlierStats) {
+        self.lock().monitors.retain(|address, monitor| {
             let present = endpoints.iter().any(|e| e.address == *address);
             if !present && monitor.ejected_at.is_some() {
                 stats::dec(&stats.ejections_active);
             }
             present
         });
+    }
+
+    /// The interval sweep: hosts ejected for long enough return; those in rotation shrink
+    /// their backoff. True if a host returned.
+    pub(crate) fn sweep(&self, endpoints: &[Arc<Endpoint>], stats: &OutlierStats, now: Instant) -> bool {
+        let mut returned = false;
+        self.forget_gone(endpoints, stats);
+        let mut hosts = self.lock();
+        let all = &mut hosts.monitors;
         let base = self.config.base_ejection_time();
         let max = MAX_EJECTION_TIME.max(base);
         for endpoint in endpoints {
@@ -368,6 +376,9 @@ impl ClusterOutlierDetection {
         let this = &cluster.outlier;
         let current = this.detector.load_full();
         if current.as_ref().map(|d| &d.config) == policy {
+            if let Some(detector) = current {
+                detector.forget_gone(&cluster.endpoint_list(), &this.stats);
+            }
             return;
         }
         let next = policy.map(|p| Arc::new(OutlierDetector::new(*p)));
@@ -683,6 +694,79 @@ mod tests {
         assert_eq!(value(&s, "ejections_active"), 1);
         d.sweep(&eps[1..], &s, now);
         assert_eq!(value(&s, "ejections_active"), 0);
+    }
+
+    /// A live cluster with outlier detection (`consecutive_5xx`, ejecting up to 100%) over
+    /// `ports` on 127.0.0.1.
+    fn cluster_with(ports: &[u16], consecutive_5xx: u32) -> (Arc<ClusterRuntime>, snapshot::Cluster) {
+        let policy = config(|c| {
+            c.consecutive_5xx = Some(consecutive_5xx);
+            c.max_ejection_percent = Some(100);
+        });
+        let mut cluster = snapshot::Cluster {
+            name: "c".into(),
+            endpoints: Vec::new(),
+            upstream: snapshot::UpstreamPolicy {
+                outlier_detection: Some(policy),
+                ..Default::default()
+            },
+        };
+        set_ports(&mut cluster, ports);
+        let runtime = Arc::new(ClusterRuntime::new(&cluster, true, None));
+        ClusterOutlierDetection::configure(&runtime, Some(&policy));
+        (runtime, cluster)
+    }
+
+    fn set_ports(cluster: &mut snapshot::Cluster, ports: &[u16]) {
+        cluster.endpoints = ports
+            .iter()
+            .map(|&p| snapshot::Endpoint::new(std::net::SocketAddr::from(([127, 0, 0, 1], p))))
+            .collect();
+    }
+
+    /// As `DataPlane::update` applies a new version of the cluster.
+    fn apply(runtime: &Arc<ClusterRuntime>, cluster: &snapshot::Cluster) {
+        runtime.update(cluster);
+        ClusterOutlierDetection::configure(runtime, cluster.upstream.outlier_detection.as_ref());
+    }
+
+    fn active(runtime: &ClusterRuntime) -> u64 {
+        value(runtime.outlier.stats().unwrap(), "ejections_active")
+    }
+
+    #[tokio::test]
+    async fn a_report_for_a_removed_endpoint_ejects_nobody() {
+        let (runtime, mut cluster) = cluster_with(&[8001, 8002], 1);
+        let removed = runtime.endpoint_list()[1].clone();
+        set_ports(&mut cluster, &[8001]);
+        apply(&runtime, &cluster);
+        // A request that was in flight on it ends with a 5xx.
+        runtime.outlier.report(&runtime, &removed, Report::Status(500));
+        assert!(!removed.health.ejected());
+        assert_eq!(active(&runtime), 0);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_leaves_leaves_the_ejected_count_and_comes_back_fresh() {
+        let (runtime, mut cluster) = cluster_with(&[8001, 8002, 8003], 2);
+        let leaving = runtime.endpoint_list()[1].clone();
+        runtime.outlier.report(&runtime, &leaving, Report::Status(500));
+        runtime.outlier.report(&runtime, &leaving, Report::Status(500));
+        assert!(leaving.health.ejected());
+        // One 5xx in a row on another host, which leaves too.
+        let other = runtime.endpoint_list()[2].clone();
+        runtime.outlier.report(&runtime, &other, Report::Status(500));
+        set_ports(&mut cluster, &[8001]);
+        apply(&runtime, &cluster);
+        assert_eq!(active(&runtime), 0, "at once, not at the next sweep (10 s)");
+
+        // The address comes back: a new host, with no count from before.
+        set_ports(&mut cluster, &[8001, 8003]);
+        apply(&runtime, &cluster);
+        let back = runtime.endpoint_list()[1].clone();
+        runtime.outlier.report(&runtime, &back, Report::Status(500));
+        assert!(!back.health.ejected(), "one 5xx of two");
+        assert_eq!(active(&runtime), 0);
     }
 
     #[test]
