@@ -335,10 +335,11 @@ impl ClusterRuntime {
     pub(crate) fn put_idle(&self, endpoint: &Endpoint, mut conn: Connection) {
         conn.busy = false;
         conn.idle_since = Instant::now();
-        if conn.id <= self.unpooled_up_to.load(Ordering::Relaxed) {
-            return; // open when the host set changed: closed as it drops
-        }
-        if endpoint.idle.put(conn).is_ok() {
+        // Open when the host set changed: not pooled, closed as it drops. Decided under the
+        // pool's lock, which `close_connections` takes after raising the bound: a connection
+        // finishing as the host set changes is refused here or taken out there.
+        let opened_before_the_change = |c: &Connection| c.id <= self.unpooled_up_to.load(Ordering::Relaxed);
+        if endpoint.idle.put_unless(conn, opened_before_the_change).is_ok() {
             stats::inc(&self.stats.upstream_cx_pool_idle);
             self.breaker.wake_pending();
         }
