@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -341,6 +341,9 @@ impl OutlierDetector {
 #[derive(Default)]
 pub struct ClusterOutlierDetection {
     detector: ArcSwapOption<OutlierDetector>,
+    /// Whether `detector` is set: what a cluster without outlier detection reads per exchange
+    /// (one relaxed load, where an ArcSwap load takes a few atomic read-modify-writes).
+    enabled: AtomicBool,
     stats: OutlierStats,
 }
 
@@ -353,6 +356,9 @@ impl ClusterOutlierDetection {
 
     /// Called by the request path after each upstream exchange.
     pub(crate) fn report(&self, cluster: &ClusterRuntime, endpoint: &Endpoint, report: Report) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
         let guard = self.detector.load();
         let Some(detector) = guard.as_ref() else { return };
         let was_ejected = endpoint.health.ejected();
@@ -383,6 +389,7 @@ impl ClusterOutlierDetection {
         }
         let next = policy.map(|p| Arc::new(OutlierDetector::new(*p)));
         this.detector.store(next.clone());
+        this.enabled.store(next.is_some(), Ordering::Relaxed);
         if let Some(old) = current {
             old.release(&cluster.endpoint_list(), &this.stats);
             cluster.health_changed();
@@ -394,6 +401,7 @@ impl ClusterOutlierDetection {
 
     /// The cluster left the Snapshot: its sweep stops.
     pub(crate) fn stop(&self) {
+        self.enabled.store(false, Ordering::Relaxed);
         self.detector.store(None);
     }
 }
