@@ -269,16 +269,25 @@ fn network_failures_need_unhealthy_threshold_checks_in_a_row() {
         Some(1)
     );
 
-    // Both fail: Envoy's panic mode sends to every endpoint rather than to none.
-    a.answer(ANSWER_CLOSE);
+    // Both fail their checks but serve other paths: Envoy's panic mode sends to every endpoint
+    // rather than to none (without it: 503 "no healthy upstream").
+    for backend in [&a, &b] {
+        backend.answer_on("/status/200", ANSWER_CLOSE);
+        backend.answer(200);
+    }
     wait_for("a marked /failed_active_hc", Duration::from_secs(5), || {
         (flags_of(&gw, &a) == "/failed_active_hc").then_some(())
     });
-    let (status, _) = gw.curl("www.example.com", "/");
-    assert_eq!(
-        status, 503,
-        "panic mode: the request reaches a host (which closes)"
-    );
+    assert_eq!(flags_of(&gw, &b), "/failed_active_hc");
+    let panics = || {
+        gw.stat(&format!("cluster.{CLUSTER}.lb_healthy_panic"))
+            .unwrap_or(0)
+    };
+    let panics_before = panics();
+    let (status, body) = gw.curl("www.example.com", "/");
+    assert_eq!(status, 200, "panic mode: the request reaches a host: {body}");
+    assert!(body == "a" || body == "b", "{body}");
+    assert!(panics() > panics_before, "lb_healthy_panic counts the pick");
 
     // Removing the policy clears the marks.
     let out = gw.kgw(

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,15 @@ pub struct Endpoint {
     pub(crate) open_connections: Arc<AtomicU64>,
     /// When it joined a cluster that already existed (slow start); None for the first ones.
     added: Option<Instant>,
+    /// It left the cluster (requests in flight may still hold it).
+    removed: AtomicBool,
+}
+
+impl Endpoint {
+    /// Has it left its cluster's endpoint set?
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
 }
 
 impl Host for Endpoint {
@@ -253,6 +262,7 @@ impl ClusterRuntime {
     /// `now`: when endpoints new to the set joined it (None when the cluster is created).
     fn set_endpoints(&self, wanted: &[snapshot::Endpoint], now: Option<Instant>) {
         let old = self.endpoints.load_full();
+        let health_checked = self.policy.load().health_check.is_some();
         let new: Vec<Arc<Endpoint>> = wanted
             .iter()
             .map(
@@ -261,17 +271,22 @@ impl ClusterRuntime {
                     None => Arc::new(Endpoint {
                         address: w.address,
                         zone: w.zone.clone(),
-                        health: EndpointHealth::default(),
+                        // Envoy: a new host of a health-checked cluster starts
+                        // /failed_active_hc, so it takes no traffic until its first check
+                        // (run at once) passes.
+                        health: EndpointHealth::new(health_checked),
                         idle: Pool::new(),
                         active_requests: AtomicU64::new(0),
                         open_connections: Arc::new(AtomicU64::new(0)),
                         added: now,
+                        removed: AtomicBool::new(false),
                     }),
                 },
             )
             .collect();
         // Endpoints that left: their idle connections close now, and leave the gauge.
         for gone in old.iter().filter(|e| !new.iter().any(|n| Arc::ptr_eq(n, e))) {
+            gone.removed.store(true, Ordering::Relaxed);
             let idle = gone.idle.close();
             for _ in &idle {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
@@ -283,6 +298,12 @@ impl ClusterRuntime {
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An endpoint's health mark changed: the balancer's tables over the healthy hosts are
+    /// rebuilt, off the request path.
+    pub(crate) fn health_changed(&self) {
+        self.balancer.load().health_changed();
     }
 
     /// The endpoint for a request, by the cluster's load balancing; None when none can take
@@ -314,10 +335,11 @@ impl ClusterRuntime {
     pub(crate) fn put_idle(&self, endpoint: &Endpoint, mut conn: Connection) {
         conn.busy = false;
         conn.idle_since = Instant::now();
-        if conn.id <= self.unpooled_up_to.load(Ordering::Relaxed) {
-            return; // open when the host set changed: closed as it drops
-        }
-        if endpoint.idle.put(conn).is_ok() {
+        // Open when the host set changed: not pooled, closed as it drops. Decided under the
+        // pool's lock, which `close_connections` takes after raising the bound: a connection
+        // finishing as the host set changes is refused here or taken out there.
+        let opened_before_the_change = |c: &Connection| c.id <= self.unpooled_up_to.load(Ordering::Relaxed);
+        if endpoint.idle.put_unless(conn, opened_before_the_change).is_ok() {
             stats::inc(&self.stats.upstream_cx_pool_idle);
             self.breaker.wake_pending();
         }
@@ -419,6 +441,7 @@ impl Endpoint {
             active_requests: AtomicU64::new(0),
             open_connections: Arc::new(AtomicU64::new(0)),
             added: None,
+            removed: AtomicBool::new(false),
         }
     }
 }

@@ -13,6 +13,14 @@ pub struct EndpointHealth {
 }
 
 impl EndpointHealth {
+    /// A new endpoint's health: `/failed_active_hc` as given, not ejected.
+    pub fn new(failed_active_hc: bool) -> EndpointHealth {
+        EndpointHealth {
+            failed_active_hc: AtomicBool::new(failed_active_hc),
+            ejected: AtomicBool::new(false),
+        }
+    }
+
     pub fn is_healthy(&self) -> bool {
         !self.failed_active_hc.load(Ordering::Relaxed) && !self.ejected.load(Ordering::Relaxed)
     }

@@ -31,6 +31,8 @@ use crate::transport::{ConnectError, Connector, Transport};
 
 /// Envoy's default `no_traffic_interval` (kgateway's API does not set it).
 const NO_TRAFFIC_INTERVAL: Duration = Duration::from_secs(60);
+/// What a probe's buffer keeps between checks: room for a usual answer head.
+const KEPT_BUFFER: usize = 4096;
 /// The only status that passes (Envoy's default `expected_statuses`).
 const EXPECTED_STATUS: u16 = 200;
 
@@ -149,7 +151,13 @@ impl ProbeConnection {
         options: &ProbeConnector,
         timeout: Duration,
     ) -> Probe {
-        match tokio::time::timeout(timeout, self.exchange(address, request, head_request, options)).await {
+        let exchanged =
+            tokio::time::timeout(timeout, self.exchange(address, request, head_request, options)).await;
+        // Only a head was ever buffered (bounded by h1's head limit); keep no more than a
+        // usual one between checks.
+        self.buf.clear();
+        self.buf.shrink_to(KEPT_BUFFER);
+        match exchanged {
             Ok(Ok(status)) if status == EXPECTED_STATUS => Probe::Pass,
             Ok(Ok(status)) => Probe::Fail(status),
             Ok(Err(e)) => {
@@ -200,33 +208,29 @@ impl ProbeConnection {
         };
         let status = head.status;
         let keep = head.keep_alive;
-        self.buf.drain(..head.len);
-        // The body is read and dropped, so that the connection can carry the next check.
+        // The body is read and dropped (as Envoy's checker, which matches no body, drops it),
+        // through a small scratch buffer: a big health page, or a Content-Length never met,
+        // costs no memory. Read whole, the connection can carry the next check.
+        let early_body = &self.buf[head.len..];
+        let mut scratch = [0u8; 4096];
         match head.framing {
             Framing::Empty => {}
             Framing::Length(n) => {
-                let n = usize::try_from(n).unwrap_or(usize::MAX);
-                while self.buf.len() < n {
-                    read_more(&mut stream, &mut self.buf).await?;
+                let mut left = n.saturating_sub(early_body.len() as u64);
+                while left > 0 {
+                    left = left.saturating_sub(read_some(&mut stream, &mut scratch).await? as u64);
                 }
             }
             Framing::Chunked => {
+                let malformed = |_| std::io::Error::other("malformed chunked body");
                 let mut scanner = h1::ChunkedScanner::default();
-                let mut at = 0;
-                loop {
-                    at += scanner
-                        .feed(&self.buf[at..])
-                        .map_err(|_| std::io::Error::other("malformed chunked body"))?;
-                    if scanner.is_done() {
-                        break;
-                    }
-                    read_more(&mut stream, &mut self.buf).await?;
+                scanner.feed(early_body).map_err(malformed)?;
+                while !scanner.is_done() {
+                    let n = read_some(&mut stream, &mut scratch).await?;
+                    scanner.feed(&scratch[..n]).map_err(malformed)?;
                 }
             }
-            Framing::UntilClose => {
-                let mut sink = [0u8; 4096];
-                while stream.read(&mut sink).await? > 0 {}
-            }
+            Framing::UntilClose => while stream.read(&mut scratch).await? > 0 {},
         }
         if keep {
             self.stream = Some(stream);
@@ -262,15 +266,20 @@ impl ProbeConnection {
 
 async fn read_more(stream: &mut Transport, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let mut chunk = [0u8; 4096];
-    let n = stream.read(&mut chunk).await?;
-    if n == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "closed before a whole answer",
-        ));
-    }
+    let n = read_some(stream, &mut chunk).await?;
     buf.extend_from_slice(&chunk[..n]);
     Ok(())
+}
+
+/// Reads at least one byte into `into`; the peer closing is an error (the answer is not whole).
+async fn read_some(stream: &mut Transport, into: &mut [u8]) -> std::io::Result<usize> {
+    match stream.read(into).await? {
+        0 => Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed before a whole answer",
+        )),
+        n => Ok(n),
+    }
 }
 
 /// How a probe's connection is opened: with the cluster's connector, socket options and
@@ -412,6 +421,7 @@ impl ClusterHealthChecking {
                 for (endpoint, _) in &old.sessions {
                     endpoint.health.set_failed_active_hc(false);
                 }
+                cluster.health_changed();
             }
             return;
         };
@@ -470,6 +480,8 @@ impl ClusterHealthChecking {
             generation,
             sessions,
         });
+        // New hosts were marked.
+        cluster.health_changed();
     }
 
     /// Runs `record` if the task of `generation` is still current, under the lock that
@@ -517,6 +529,7 @@ async fn check_loop(
             });
             let Some(changed) = changed else { return };
             if changed {
+                cluster.health_changed();
                 tracing::info!(
                     cluster = cluster.name(),
                     endpoint = %endpoint.address,
@@ -619,6 +632,26 @@ mod tests {
         assert!(!s.record(Probe::Pass, &p, &health, &stats));
         assert!(s.record(Probe::Pass, &p, &health, &stats));
         assert!(health.is_healthy());
+    }
+
+    #[test]
+    fn an_endpoint_added_to_a_health_checked_cluster_takes_no_traffic_before_its_first_check() {
+        let endpoint = |port| snapshot::Endpoint::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut cluster = snapshot::Cluster {
+            name: "c".into(),
+            endpoints: vec![endpoint(1)],
+            upstream: snapshot::UpstreamPolicy {
+                health_check: Some(policy(3, 2)),
+                ..Default::default()
+            },
+        };
+        let runtime = ClusterRuntime::new(&cluster, true, None);
+        cluster.endpoints.push(endpoint(2));
+        runtime.update(&cluster);
+        // Before `configure` starts its checks (DataPlane::update runs it after every
+        // cluster's update), no endpoint may be picked.
+        let flags: Vec<String> = runtime.endpoints().into_iter().map(|e| e.health_flags).collect();
+        assert_eq!(flags, ["/failed_active_hc", "/failed_active_hc"]);
     }
 
     #[test]
@@ -816,6 +849,45 @@ mod tests {
             .probe(addr, &request, false, &options(), Duration::from_secs(2))
             .await;
         assert_eq!(got, Probe::NetworkFailure);
+    }
+
+    #[tokio::test]
+    async fn a_big_or_endless_body_is_discarded_without_holding_its_size() {
+        let big = |framing: &str, body: String| -> &'static str {
+            Box::leak(format!("HTTP/1.1 200 OK\r\n{framing}\r\n\r\n{body}").into_boxed_str())
+        };
+        let five_mb = 5 * 1024 * 1024;
+        let by_length = big(&format!("content-length: {five_mb}"), "x".repeat(five_mb));
+        let chunk = 1024 * 1024;
+        let chunked = big(
+            "transfer-encoding: chunked",
+            format!("{chunk:x}\r\n{}\r\n", "y".repeat(chunk)).repeat(5) + "0\r\n\r\n",
+        );
+        // A Content-Length far past what is sent: the server then waits for the next request.
+        let bogus_length = big("content-length: 100000000", "z".repeat(chunk));
+        let (addr, seen) = server(vec![by_length, chunked, OK, bogus_length]).await;
+        let request = request(&policy(1, 1), "c");
+        let mut conn = ProbeConnection::new();
+        let t = Duration::from_secs(5);
+        let held = 64 * 1024;
+        for _ in 0..3 {
+            assert_eq!(
+                conn.probe(addr, &request, false, &options(), t).await,
+                Probe::Pass
+            );
+            assert!(conn.buf.capacity() <= held, "holds {} bytes", conn.buf.capacity());
+        }
+        let ids: Vec<usize> = seen.lock().unwrap().iter().map(|(id, _)| *id).collect();
+        assert_eq!(
+            ids,
+            vec![1, 1, 1],
+            "each body read whole: the connection carries the next check"
+        );
+        let got = conn
+            .probe(addr, &request, false, &options(), Duration::from_millis(500))
+            .await;
+        assert_eq!(got, Probe::Timeout);
+        assert!(conn.buf.capacity() <= held, "holds {} bytes", conn.buf.capacity());
     }
 
     #[tokio::test]

@@ -5,7 +5,9 @@
 //! it holds the hosts, the ring (ring hash) or table (maglev), the localities. Health changes
 //! (active health checks, outlier detection) flip an atomic on the host and are read per pick,
 //! so a pick sees them at once; ring hash and maglev build their ring or table over the healthy
-//! hosts again (as Envoy does) the first time a pick sees that set changed.
+//! hosts again (as Envoy does), off the request path: whoever changed a mark calls
+//! `health_changed`, and a blocking task builds the table and swaps it in. Until it is in,
+//! picks use the one before (as Envoy's workers do until the main thread's rebuild reaches them).
 //!
 //! Per pick, in Envoy's order: panic (too few healthy hosts: every host is a candidate,
 //! `lb_healthy_panic`), else locality weighted (pick a zone, then a host in it), else zone-aware
@@ -26,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use snapshot::{HashPolicy, LbAlgorithm, LoadBalancer, ZoneAware};
 
 use crate::stats::{self, ClusterStats};
@@ -46,7 +49,7 @@ const DEFAULT_MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 const OVERPROVISIONING_FACTOR: f64 = 1.4;
 
 /// What the balancer needs of an endpoint.
-pub(crate) trait Host {
+pub(crate) trait Host: Send + Sync + 'static {
     fn address(&self) -> SocketAddr;
     fn zone(&self) -> Option<&str>;
     fn is_healthy(&self) -> bool;
@@ -60,21 +63,32 @@ pub(crate) struct Member<H> {
     pub added: Option<Instant>,
 }
 
-enum Algorithm {
+enum Algorithm<H> {
     RoundRobin,
     LeastRequest { choice_count: u32 },
     Random,
-    Hashing(Hashing),
+    Hashing(Hashing<H>),
 }
 
 /// Ring hash or maglev. As Envoy, the ring or table covers the healthy hosts (every host in
 /// panic): built over all of them, and over the healthy ones again when their set changes.
-struct Hashing {
-    kind: HashKind,
+struct Hashing<H> {
     /// Over every host: used while all are healthy, and in panic.
     all: HashTable,
-    /// The table over the healthy hosts, while some host is unhealthy.
-    healthy: Mutex<Option<Arc<OverHealthy>>>,
+    over_healthy: Arc<HealthyTable<H>>,
+}
+
+/// The ring or table over the healthy hosts while some host is unhealthy, rebuilt off the
+/// request path (`schedule_rebuild`) and swapped in; picks only load it.
+struct HealthyTable<H> {
+    kind: HashKind,
+    hosts: Vec<Arc<H>>,
+    /// None while every host is healthy (or none is).
+    current: ArcSwapOption<OverHealthy>,
+    /// A rebuild is scheduled and has not read the hosts' health yet.
+    rebuild_pending: AtomicBool,
+    /// One build at a time, so that an older one never lands after a newer one.
+    building: Mutex<()>,
 }
 
 /// A ring or table over some hosts: their indices, and the table over their addresses.
@@ -129,7 +143,7 @@ pub(crate) struct Balancer<H> {
     added: Vec<Option<Instant>>,
     /// Every host's index: the candidates when no locality applies.
     all: Vec<u32>,
-    algorithm: Algorithm,
+    algorithm: Algorithm<H>,
     hash_policies: Vec<HashPolicy>,
     slow_start: Option<SlowStart>,
     /// Past this instant no host is in its slow start window, and picks take the unweighted path.
@@ -179,10 +193,11 @@ impl<H: Host> Balancer<H> {
                     min_size: minimum_ring_size.unwrap_or(DEFAULT_MIN_RING_SIZE),
                     max_size: maximum_ring_size.unwrap_or(DEFAULT_MAX_RING_SIZE),
                 },
+                &hosts,
                 &addresses,
             )),
             Some(LbAlgorithm::Maglev { .. }) => {
-                Algorithm::Hashing(Hashing::new(HashKind::Maglev, &addresses))
+                Algorithm::Hashing(Hashing::new(HashKind::Maglev, &hosts, &addresses))
             }
         };
         let slow_start = match algorithm_config {
@@ -274,9 +289,20 @@ impl<H: Host> Balancer<H> {
                 } else if healthy == 0 {
                     None
                 } else {
-                    let over_healthy = self.healthy_table(hashing);
-                    let (indices, table) = &*over_healthy;
-                    table.owner(hash).map(|i| indices[i as usize])
+                    let mut current = hashing.over_healthy.current.load();
+                    // A mark changed and nobody said so (or its rebuild is under way): one
+                    // is scheduled; this pick uses the table there is.
+                    if current.as_ref().is_none_or(|c| c.0.len() != healthy) {
+                        hashing.over_healthy.schedule_rebuild();
+                        current = hashing.over_healthy.current.load();
+                    }
+                    match current.as_ref() {
+                        Some(over_healthy) => {
+                            let (indices, table) = &**over_healthy;
+                            table.owner(hash).map(|i| indices[i as usize])
+                        }
+                        None => hashing.all.owner(hash),
+                    }
                 }
             }
             Algorithm::RoundRobin | Algorithm::LeastRequest { .. } | Algorithm::Random => {
@@ -293,25 +319,12 @@ impl<H: Host> Balancer<H> {
         hash_policy::request_hash(&self.hash_policies, context).unwrap_or_else(random_u64)
     }
 
-    /// The ring or table over the healthy hosts, built again when they changed.
-    fn healthy_table(&self, hashing: &Hashing) -> Arc<OverHealthy> {
-        let healthy: Vec<u32> = (0..self.hosts.len() as u32)
-            .filter(|&i| self.hosts[i as usize].is_healthy())
-            .collect();
-        let mut cached = hashing.healthy.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(current) = cached.as_ref()
-            && current.0 == healthy
-        {
-            return current.clone();
+    /// A host's health mark changed: ring hash and maglev build their table over the healthy
+    /// hosts again, off the request path. Cheap: call it from wherever a mark changes.
+    pub(crate) fn health_changed(&self) {
+        if let Algorithm::Hashing(hashing) = &self.algorithm {
+            hashing.over_healthy.schedule_rebuild();
         }
-        let addresses: Vec<SocketAddr> = healthy
-            .iter()
-            .map(|&i| self.hosts[i as usize].address())
-            .collect();
-        let table = hashing.kind.build(&addresses);
-        let built = Arc::new((healthy, table));
-        *cached = Some(built.clone());
-        built
     }
 
     /// The hosts this pick chooses among, and the round robin cursor that goes with them.
@@ -502,13 +515,57 @@ impl<H: Host> Balancer<H> {
     }
 }
 
-impl Hashing {
-    fn new(kind: HashKind, addresses: &[SocketAddr]) -> Hashing {
-        Hashing {
-            all: kind.build(addresses),
+impl<H: Host> Hashing<H> {
+    /// Both tables: over every host, and (when some are unhealthy now) over the healthy ones.
+    fn new(kind: HashKind, hosts: &[Arc<H>], addresses: &[SocketAddr]) -> Hashing<H> {
+        let over_healthy = Arc::new(HealthyTable {
             kind,
-            healthy: Mutex::new(None),
+            hosts: hosts.to_vec(),
+            current: ArcSwapOption::empty(),
+            rebuild_pending: AtomicBool::new(false),
+            building: Mutex::new(()),
+        });
+        over_healthy.rebuild();
+        Hashing {
+            all: over_healthy.kind.build(addresses),
+            over_healthy,
         }
+    }
+}
+
+impl<H: Host> HealthyTable<H> {
+    /// A rebuild on a blocking thread (a big ring takes seconds); one at a time is pending.
+    fn schedule_rebuild(self: &Arc<Self>) {
+        if self.rebuild_pending.load(Ordering::Relaxed) || self.rebuild_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || this.rebuild())),
+            // Outside a runtime (unit tests): at once.
+            Err(_) => this.rebuild(),
+        }
+    }
+
+    /// Builds the table over the hosts healthy now and swaps it in.
+    fn rebuild(&self) {
+        let _one_at_a_time = self.building.lock().unwrap_or_else(|e| e.into_inner());
+        // Acquire: a mark set before its `schedule_rebuild` is seen below.
+        self.rebuild_pending.swap(false, Ordering::AcqRel);
+        let healthy: Vec<u32> = (0..self.hosts.len() as u32)
+            .filter(|&i| self.hosts[i as usize].is_healthy())
+            .collect();
+        if healthy.is_empty() || healthy.len() == self.hosts.len() {
+            // Picks use the table over every host (or none).
+            self.current.store(None);
+            return;
+        }
+        let addresses: Vec<SocketAddr> = healthy
+            .iter()
+            .map(|&i| self.hosts[i as usize].address())
+            .collect();
+        let table = self.kind.build(&addresses);
+        self.current.store(Some(Arc::new((healthy, table))));
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -175,7 +175,9 @@ impl OutlierDetector {
         roll: &mut dyn FnMut() -> u32,
     ) {
         let mut state = self.lock();
-        if state.released {
+        // Removed (checked under the lock `forget_gone` takes after the removal, so a late report
+        // from a request in flight leaves no monitor behind): no count, no ejection.
+        if state.released || endpoint.is_removed() {
             return;
         }
         let all = &mut state.monitors;
@@ -277,18 +279,25 @@ impl OutlierDetector {
         detected
     }
 
-    /// The interval sweep: hosts ejected for long enough return; those in rotation shrink
-    /// their backoff; hosts the cluster no longer has are forgotten.
-    pub(crate) fn sweep(&self, endpoints: &[Arc<Endpoint>], stats: &OutlierStats, now: Instant) {
-        let mut hosts = self.lock();
-        let all = &mut hosts.monitors;
-        all.retain(|address, monitor| {
+    /// Hosts the cluster no longer has are forgotten: they leave the ejected count (and the
+    /// max ejection share), and an address that comes back starts fresh.
+    fn forget_gone(&self, endpoints: &[Arc<Endpoint>], stats: &OutlierStats) {
+        self.lock().monitors.retain(|address, monitor| {
             let present = endpoints.iter().any(|e| e.address == *address);
             if !present && monitor.ejected_at.is_some() {
                 stats::dec(&stats.ejections_active);
             }
             present
         });
+    }
+
+    /// The interval sweep: hosts ejected for long enough return; those in rotation shrink
+    /// their backoff. True if a host returned.
+    pub(crate) fn sweep(&self, endpoints: &[Arc<Endpoint>], stats: &OutlierStats, now: Instant) -> bool {
+        let mut returned = false;
+        self.forget_gone(endpoints, stats);
+        let mut hosts = self.lock();
+        let all = &mut hosts.monitors;
         let base = self.config.base_ejection_time();
         let max = MAX_EJECTION_TIME.max(base);
         for endpoint in endpoints {
@@ -304,11 +313,13 @@ impl OutlierDetector {
                     monitor.consecutive_gateway_failure = 0;
                     endpoint.health.set_ejected(false);
                     stats::dec(&stats.ejections_active);
+                    returned = true;
                     tracing::info!(endpoint = %endpoint.address, "outlier detection returned the endpoint");
                 }
                 Some(_) => {}
             }
         }
+        returned
     }
 
     /// The policy went away or changed: every host this detector ejected returns.
@@ -330,6 +341,9 @@ impl OutlierDetector {
 #[derive(Default)]
 pub struct ClusterOutlierDetection {
     detector: ArcSwapOption<OutlierDetector>,
+    /// Whether `detector` is set: what a cluster without outlier detection reads per exchange
+    /// (one relaxed load, where an ArcSwap load takes a few atomic read-modify-writes).
+    enabled: AtomicBool,
     stats: OutlierStats,
 }
 
@@ -342,8 +356,12 @@ impl ClusterOutlierDetection {
 
     /// Called by the request path after each upstream exchange.
     pub(crate) fn report(&self, cluster: &ClusterRuntime, endpoint: &Endpoint, report: Report) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
         let guard = self.detector.load();
         let Some(detector) = guard.as_ref() else { return };
+        let was_ejected = endpoint.health.ejected();
         detector.report(
             endpoint,
             report,
@@ -352,6 +370,9 @@ impl ClusterOutlierDetection {
             Instant::now(),
             &mut roll_percent,
         );
+        if !was_ejected && endpoint.health.ejected() {
+            cluster.health_changed();
+        }
     }
 
     /// Applies the cluster's policy from a new Snapshot: a new or changed policy gets a new
@@ -361,12 +382,17 @@ impl ClusterOutlierDetection {
         let this = &cluster.outlier;
         let current = this.detector.load_full();
         if current.as_ref().map(|d| &d.config) == policy {
+            if let Some(detector) = current {
+                detector.forget_gone(&cluster.endpoint_list(), &this.stats);
+            }
             return;
         }
         let next = policy.map(|p| Arc::new(OutlierDetector::new(*p)));
         this.detector.store(next.clone());
+        this.enabled.store(next.is_some(), Ordering::Relaxed);
         if let Some(old) = current {
             old.release(&cluster.endpoint_list(), &this.stats);
+            cluster.health_changed();
         }
         if let Some(detector) = next {
             tokio::spawn(sweep_loop(Arc::downgrade(cluster), detector));
@@ -375,6 +401,7 @@ impl ClusterOutlierDetection {
 
     /// The cluster left the Snapshot: its sweep stops.
     pub(crate) fn stop(&self) {
+        self.enabled.store(false, Ordering::Relaxed);
         self.detector.store(None);
     }
 }
@@ -413,7 +440,9 @@ async fn sweep_loop(cluster: Weak<ClusterRuntime>, detector: Arc<OutlierDetector
         if !current.as_ref().is_some_and(|d| Arc::ptr_eq(d, &detector)) {
             return;
         }
-        detector.sweep(&cluster.endpoint_list(), &cluster.outlier.stats, Instant::now());
+        if detector.sweep(&cluster.endpoint_list(), &cluster.outlier.stats, Instant::now()) {
+            cluster.health_changed();
+        }
     }
 }
 
@@ -673,6 +702,79 @@ mod tests {
         assert_eq!(value(&s, "ejections_active"), 1);
         d.sweep(&eps[1..], &s, now);
         assert_eq!(value(&s, "ejections_active"), 0);
+    }
+
+    /// A live cluster with outlier detection (`consecutive_5xx`, ejecting up to 100%) over
+    /// `ports` on 127.0.0.1.
+    fn cluster_with(ports: &[u16], consecutive_5xx: u32) -> (Arc<ClusterRuntime>, snapshot::Cluster) {
+        let policy = config(|c| {
+            c.consecutive_5xx = Some(consecutive_5xx);
+            c.max_ejection_percent = Some(100);
+        });
+        let mut cluster = snapshot::Cluster {
+            name: "c".into(),
+            endpoints: Vec::new(),
+            upstream: snapshot::UpstreamPolicy {
+                outlier_detection: Some(policy),
+                ..Default::default()
+            },
+        };
+        set_ports(&mut cluster, ports);
+        let runtime = Arc::new(ClusterRuntime::new(&cluster, true, None));
+        ClusterOutlierDetection::configure(&runtime, Some(&policy));
+        (runtime, cluster)
+    }
+
+    fn set_ports(cluster: &mut snapshot::Cluster, ports: &[u16]) {
+        cluster.endpoints = ports
+            .iter()
+            .map(|&p| snapshot::Endpoint::new(std::net::SocketAddr::from(([127, 0, 0, 1], p))))
+            .collect();
+    }
+
+    /// As `DataPlane::update` applies a new version of the cluster.
+    fn apply(runtime: &Arc<ClusterRuntime>, cluster: &snapshot::Cluster) {
+        runtime.update(cluster);
+        ClusterOutlierDetection::configure(runtime, cluster.upstream.outlier_detection.as_ref());
+    }
+
+    fn active(runtime: &ClusterRuntime) -> u64 {
+        value(runtime.outlier.stats().unwrap(), "ejections_active")
+    }
+
+    #[tokio::test]
+    async fn a_report_for_a_removed_endpoint_ejects_nobody() {
+        let (runtime, mut cluster) = cluster_with(&[8001, 8002], 1);
+        let removed = runtime.endpoint_list()[1].clone();
+        set_ports(&mut cluster, &[8001]);
+        apply(&runtime, &cluster);
+        // A request that was in flight on it ends with a 5xx.
+        runtime.outlier.report(&runtime, &removed, Report::Status(500));
+        assert!(!removed.health.ejected());
+        assert_eq!(active(&runtime), 0);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_leaves_leaves_the_ejected_count_and_comes_back_fresh() {
+        let (runtime, mut cluster) = cluster_with(&[8001, 8002, 8003], 2);
+        let leaving = runtime.endpoint_list()[1].clone();
+        runtime.outlier.report(&runtime, &leaving, Report::Status(500));
+        runtime.outlier.report(&runtime, &leaving, Report::Status(500));
+        assert!(leaving.health.ejected());
+        // One 5xx in a row on another host, which leaves too.
+        let other = runtime.endpoint_list()[2].clone();
+        runtime.outlier.report(&runtime, &other, Report::Status(500));
+        set_ports(&mut cluster, &[8001]);
+        apply(&runtime, &cluster);
+        assert_eq!(active(&runtime), 0, "at once, not at the next sweep (10 s)");
+
+        // The address comes back: a new host, with no count from before.
+        set_ports(&mut cluster, &[8001, 8003]);
+        apply(&runtime, &cluster);
+        let back = runtime.endpoint_list()[1].clone();
+        runtime.outlier.report(&runtime, &back, Report::Status(500));
+        assert!(!back.health.ejected(), "one 5xx of two");
+        assert_eq!(active(&runtime), 0);
     }
 
     #[test]

@@ -81,9 +81,17 @@ impl<C: Pooled> Pool<C> {
     }
 
     /// Pools a connection; a closed pool gives it back.
+    #[cfg(test)]
     pub(crate) fn put(&self, connection: C) -> Result<(), C> {
+        self.put_unless(connection, |_| false)
+    }
+
+    /// Pools a connection unless `refuse` says no; a closed pool or a refusal gives it back.
+    /// `refuse` runs under the pool's lock: whoever changes what it reads and then empties the
+    /// pool (taking the lock) either is seen by it or finds the connection pooled.
+    pub(crate) fn put_unless(&self, connection: C, refuse: impl FnOnce(&C) -> bool) -> Result<(), C> {
         let mut idle = self.lock();
-        if idle.closed {
+        if idle.closed || refuse(&connection) {
             return Err(connection);
         }
         idle.connections.push(connection);
@@ -190,6 +198,35 @@ mod tests {
         let expired = pool.expire(Duration::from_secs(30));
         assert_eq!(expired.iter().map(|c| c.id).collect::<Vec<_>>(), [1]);
         assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn put_unless_decides_under_the_pool_lock() {
+        let pool = Pool::new();
+        let refused_up_to = std::sync::atomic::AtomicU32::new(0);
+        let refuse = |c: &Fake| c.id <= refused_up_to.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(pool.put_unless(fake(1, false, Duration::ZERO), refuse).is_ok());
+        std::thread::scope(|s| {
+            // A close (raise the bound, then empty the pool) runs while the put decides: it
+            // waits for the pool's lock, so whatever the decision, the connection is not left
+            // pooled (checked before taking the lock, a put could land after the close).
+            let mut closer = None;
+            let got = pool.put_unless(fake(2, false, Duration::ZERO), |c| {
+                closer = Some(s.spawn(|| {
+                    refused_up_to.store(2, std::sync::atomic::Ordering::Relaxed);
+                    pool.expire(Duration::ZERO).len()
+                }));
+                refuse(c)
+            });
+            let emptied = closer.unwrap().join().unwrap();
+            assert_eq!(
+                emptied + usize::from(got.is_err()),
+                2,
+                "refused, or taken out by the close"
+            );
+        });
+        assert_eq!(pool.len(), 0);
+        assert!(pool.put_unless(fake(2, false, Duration::ZERO), refuse).is_err());
     }
 
     #[test]

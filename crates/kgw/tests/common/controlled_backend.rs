@@ -17,6 +17,8 @@ pub const ANSWER_CLOSE: u16 = 0;
 pub struct ControlledBackend {
     pub addr: SocketAddr,
     answer: Arc<AtomicU16>,
+    /// Paths answered otherwise than `answer` (see `answer_on`).
+    answer_by_path: Arc<Mutex<Vec<(String, u16)>>>,
     requests: Arc<Mutex<Vec<(Instant, String)>>>,
     stop: Arc<AtomicBool>,
 }
@@ -27,22 +29,29 @@ impl ControlledBackend {
         let listener = TcpListener::bind(addr).expect("bind the backend");
         let addr = listener.local_addr().unwrap();
         let answer = Arc::new(AtomicU16::new(200));
+        let answer_by_path = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (a, r, s) = (answer.clone(), requests.clone(), stop.clone());
+        let (a, p, r, s) = (
+            answer.clone(),
+            answer_by_path.clone(),
+            requests.clone(),
+            stop.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let (a, r) = (a.clone(), r.clone());
-                std::thread::spawn(move || serve(conn, name, &a, &r));
+                let (a, p, r) = (a.clone(), p.clone(), r.clone());
+                std::thread::spawn(move || serve(conn, name, &a, &p, &r));
             }
         });
         ControlledBackend {
             addr,
             answer,
+            answer_by_path,
             requests,
             stop,
         }
@@ -51,6 +60,13 @@ impl ControlledBackend {
     /// From now on, answer with `status` (200: the name; `ANSWER_CLOSE`: close instead).
     pub fn answer(&self, status: u16) {
         self.answer.store(status, Ordering::SeqCst);
+    }
+
+    /// From now on, answer requests for `path` with `status` whatever `answer` says.
+    pub fn answer_on(&self, path: &str, status: u16) {
+        let mut by_path = self.answer_by_path.lock().unwrap();
+        by_path.retain(|(p, _)| p != path);
+        by_path.push((path.to_string(), status));
     }
 
     /// Request heads received so far on `path` (start line and headers), with when.
@@ -74,7 +90,13 @@ impl Drop for ControlledBackend {
     }
 }
 
-fn serve(mut conn: TcpStream, name: &str, answer: &AtomicU16, requests: &Mutex<Vec<(Instant, String)>>) {
+fn serve(
+    mut conn: TcpStream,
+    name: &str,
+    answer: &AtomicU16,
+    answer_by_path: &Mutex<Vec<(String, u16)>>,
+    requests: &Mutex<Vec<(Instant, String)>>,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut buf = Vec::new();
     loop {
@@ -91,8 +113,14 @@ fn serve(mut conn: TcpStream, name: &str, answer: &AtomicU16, requests: &Mutex<V
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end + 4);
         let is_head = head.starts_with("HEAD ");
+        let path = head.split(' ').nth(1).unwrap_or_default().to_string();
         requests.lock().unwrap().push((Instant::now(), head));
-        let status = answer.load(Ordering::SeqCst);
+        let status = answer_by_path
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or_else(|| answer.load(Ordering::SeqCst), |(_, status)| *status);
         if status == ANSWER_CLOSE {
             return;
         }

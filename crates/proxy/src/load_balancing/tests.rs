@@ -662,3 +662,56 @@ fn zone_aware_routing_needs_a_big_enough_cluster_and_a_healthy_local_host() {
     }
     assert_eq!(stats.lb_zone_routing_cross_zone.load(Ordering::Relaxed), 10);
 }
+
+#[test]
+fn a_health_change_never_builds_a_ring_on_the_request_path() {
+    // As kgw runs: picks on a tokio worker.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let _in_runtime = runtime.enter();
+    let hs = hosts(3);
+    let policy = lb(LbAlgorithm::RingHash {
+        minimum_ring_size: Some(1 << 20),
+        maximum_ring_size: None,
+        hash_policies: vec![header_policy("x-user")],
+        use_hostname_for_hashing: false,
+    });
+    let t = Instant::now();
+    let b = Balancer::new(Some(&policy), members(&hs), None);
+    let build = t.elapsed();
+    let stats = ClusterStats::default();
+    let on = |key: usize| Headers(vec![("x-user", format!("k{key}"))]);
+    let key = (0..)
+        .find(|&k| pick_port(&b, &on(k), &stats) == Some(8002))
+        .unwrap();
+
+    hs[1].healthy.store(false, Ordering::Relaxed);
+    b.health_changed();
+    let t = Instant::now();
+    pick_port(&b, &on(key), &stats).unwrap();
+    let first_pick = t.elapsed();
+    println!("ring of 1M entries built in {build:?}; first pick after the change: {first_pick:?}");
+    assert!(
+        first_pick * 20 < build,
+        "the pick waited for a build: {first_pick:?} (a build takes {build:?})"
+    );
+    // The table over the healthy hosts comes in without another pick's help.
+    let deadline = Instant::now() + build * 10 + Duration::from_secs(5);
+    while healthy_table_missing(&b) {
+        assert!(Instant::now() < deadline, "no rebuild within {:?}", build * 10);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..20 {
+        assert_ne!(pick_port(&b, &on(key), &stats), Some(8002));
+    }
+}
+
+/// The ring over the healthy hosts is not in yet.
+fn healthy_table_missing(b: &Balancer<TestHost>) -> bool {
+    match &b.algorithm {
+        Algorithm::Hashing(h) => h.over_healthy.current.load().is_none(),
+        _ => true,
+    }
+}
