@@ -415,7 +415,17 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
                 continue;
             };
             let translated_at = t.elapsed();
-            let failed = loop_plane.update(Arc::new(snapshot));
+            // Applying it builds each changed cluster's balancer (a ring hash or maglev table can
+            // take a while): on a blocking thread too, not a worker that carries traffic.
+            let plane = loop_plane.clone();
+            let snapshot = Arc::new(snapshot);
+            let failed = match tokio::task::spawn_blocking(move || plane.update(snapshot)).await {
+                Ok(failed) => failed,
+                Err(e) => {
+                    tracing::error!(version, "applying the snapshot failed: {e}");
+                    Vec::new()
+                }
+            };
             let applied_at = t.elapsed();
             for (addr, why) in failed {
                 tracing::error!(%addr, "listener not bound: {why}");
