@@ -915,7 +915,7 @@ def write_report(path, r, args):
               f"- kernel threads moved off CPU {PROXY_CPU} for the run (per-CPU ones cannot move; the moved ones now "
               "run beside the load generator and the backend, where their stalls still show in every proxy's latency): "
               + (", ".join(r.get("moved_kthreads", [])) or "none"),
-              "", "Command: `bash bench/run`", ""]
+              "", "Command: `bash bench/run" + (" --before " + Path(args.before).name if args.before else "") + "`", ""]
     path.write_text("\n".join(lines))
     print(f"wrote {path}")
 
