@@ -110,7 +110,29 @@ fn serve(stream: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
             }
         }
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let chunked_upload =
+            path == "/up" && head.to_ascii_lowercase().contains("transfer-encoding: chunked");
         heads.lock().unwrap().push(head);
+        if chunked_upload {
+            // The chunked body as it arrived, up to the blank line after the last chunk and its
+            // trailers (test bodies are single-line chunks), kept as `body:...` for the test.
+            let mut body = String::new();
+            let mut last_chunk = false;
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                body.push_str(&line);
+                if line == "0\r\n" {
+                    last_chunk = true;
+                } else if last_chunk && line == "\r\n" {
+                    break;
+                }
+            }
+            heads.lock().unwrap().push(format!("body:{body}"));
+        }
         let answer = if let Some(n) = path.strip_prefix("/headers/") {
             let n: usize = n.parse().unwrap_or(0);
             let mut a = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");
@@ -380,6 +402,15 @@ fn trailers_are_dropped_unless_enable_trailers() {
         "dropped by default: {answer:?}"
     );
     assert!(!answer.contains("x-checksum: abc123"));
+    // The client's trailers are dropped on the way up too.
+    let post = "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+                2\r\nhi\r\n0\r\nX-Client-Trailer: 1\r\n\r\n";
+    assert!(raw(gw.port, post).starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        backend.last_head(),
+        "body:2\r\nhi\r\n0\r\n\r\n",
+        "the backend saw no trailer"
+    );
 
     apply_policy(
         &gw,
@@ -392,9 +423,12 @@ fn trailers_are_dropped_unless_enable_trailers() {
         "kept: {answer:?}"
     );
     // The client's trailers go upstream the same way.
-    let post = "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
-                2\r\nhi\r\n0\r\nX-Client-Trailer: 1\r\n\r\n";
     assert!(raw(gw.port, post).starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        backend.last_head(),
+        "body:2\r\nhi\r\n0\r\nX-Client-Trailer: 1\r\n\r\n",
+        "the backend saw the client's trailer"
+    );
 }
 
 #[test]

@@ -234,3 +234,37 @@ fn v2_header_is_the_binary_form_with_the_clients_address() {
         )
     );
 }
+
+/// With PROXY protocol, each client's idle upstream connection can serve no other client, yet
+/// holds a circuit breaker slot: at `maxConnections`, a new client's request must not wait
+/// (until the route timeout, 504) for a connection it could never use. One of another client's
+/// idle connections gives way, as Envoy's per-client pools would not block it either.
+#[test]
+fn at_max_connections_a_new_client_is_not_blocked_by_other_clients_idle_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = free_port();
+    let _nginx = nginx(dir.path(), backend);
+    let policy = format!("{E2E_POLICY}  circuitBreakers:\n    maxConnections: 1\n");
+    // setup's own check leaves an idle connection that carried 127.0.0.1's header.
+    let gw = setup(dir.path(), backend, &policy);
+    for round in 0..3 {
+        let started = std::time::Instant::now();
+        let (answers, port) = from_client(gw.port, &["/"]);
+        assert_eq!(
+            answers.len(),
+            1,
+            "round {round}: no answer within 10 s: {answers:?}"
+        );
+        assert_eq!(answers[0][1], port.to_string(), "round {round}: {answers:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "round {round}: waited {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(stat(&gw, "upstream_rq_pending_overflow"), 0);
+    assert_eq!(
+        gw.stat(&format!("cluster.{CLUSTER}.circuit_breakers.default.cx_open")),
+        Some(1)
+    );
+}

@@ -258,6 +258,14 @@ pub(crate) async fn connection_for(
     if breaker.reserve_connection(&endpoint.open_connections) {
         return new_connection(cluster, endpoint, proxied).await;
     }
+    // With PROXY protocol, idle connections of other clients fill the slots; one of them
+    // gives way rather than this request waiting for a connection it could never use.
+    if proxied.is_some()
+        && cluster.close_idle_of_another_client(endpoint, proxied)
+        && breaker.reserve_connection(&endpoint.open_connections)
+    {
+        return new_connection(cluster, endpoint, proxied).await;
+    }
     let deadline = tokio::time::Instant::now() + wait;
     let mut pending: Option<Pending<'_>> = None;
     loop {

@@ -330,6 +330,23 @@ impl ClusterRuntime {
         Some(conn)
     }
 
+    /// At the connection limit with PROXY protocol: an idle connection that carried another
+    /// client's header can serve no one else, yet holds a slot. Closes one, so the slot goes to
+    /// this client instead of the request waiting for a connection it can never use. True when
+    /// one was closed.
+    pub(crate) fn close_idle_of_another_client(
+        &self,
+        endpoint: &Endpoint,
+        proxied: Option<ProxyAddresses>,
+    ) -> bool {
+        let taken = endpoint.idle.take_matching(|c| c.proxied != proxied);
+        for _ in 0..taken.left {
+            stats::dec(&self.stats.upstream_cx_pool_idle);
+        }
+        // Counted (destroy_local) as it drops, which frees its slot.
+        taken.connection.is_some()
+    }
+
     /// A connection whose exchange completed goes back to its endpoint's pool (or closes, when
     /// the endpoint is gone).
     pub(crate) fn put_idle(&self, endpoint: &Endpoint, mut conn: Connection) {

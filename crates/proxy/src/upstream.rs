@@ -46,9 +46,9 @@ pub(crate) struct Connection {
     pub requests: u32,
     /// The client whose PROXY protocol header it carried: it serves no other.
     pub proxied: Option<ProxyAddresses>,
-    /// Its endpoint's count of open connections, when it holds a circuit breaker slot (the
-    /// request path's connections; a health check's holds none).
-    slot: Option<Arc<AtomicU64>>,
+    /// Its circuit breaker slot (the request path's connections; a health check's holds none),
+    /// released when it drops (held for that alone).
+    _slot: Option<ConnectionSlot>,
     cluster: Arc<ClusterRuntime>,
 }
 
@@ -121,10 +121,6 @@ impl Drop for Connection {
         }
         tracing::debug!(cluster = self.cluster.name(), id = self.id, end = ?self.end, "upstream connection closed");
         self.cluster.forget(self.id);
-        if let Some(open) = &self.slot {
-            open.fetch_sub(1, Ordering::SeqCst);
-            self.cluster.breaker().release_connection();
-        }
     }
 }
 
@@ -137,20 +133,34 @@ pub(crate) async fn connect_for_request(
     proxied: Option<ProxyAddresses>,
 ) -> Result<Connection, ConnectError> {
     endpoint.open_connections.fetch_add(1, Ordering::SeqCst);
-    let slot = endpoint.open_connections.clone();
-    let result = connect_with(cluster, endpoint.address, proxied, Some(slot.clone())).await;
-    if result.is_err() {
-        slot.fetch_sub(1, Ordering::SeqCst);
-        cluster.breaker().release_connection();
+    // Held before the first await: a connect that fails, or that is abandoned when its request
+    // is cancelled (a timeout around it), gives the slot back as the guard drops.
+    let slot = ConnectionSlot {
+        endpoint_open: endpoint.open_connections.clone(),
+        cluster: cluster.clone(),
+    };
+    connect_with(cluster, endpoint.address, proxied, Some(slot)).await
+}
+
+/// A circuit breaker connection slot and its endpoint's count of open connections: released
+/// when dropped, on every path (a failed connect, an abandoned one, a connection that closes).
+pub(crate) struct ConnectionSlot {
+    endpoint_open: Arc<AtomicU64>,
+    cluster: Arc<ClusterRuntime>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.endpoint_open.fetch_sub(1, Ordering::SeqCst);
+        self.cluster.breaker().release_connection();
     }
-    result
 }
 
 async fn connect_with(
     cluster: &Arc<ClusterRuntime>,
     address: SocketAddr,
     proxied: Option<ProxyAddresses>,
-    slot: Option<Arc<AtomicU64>>,
+    slot: Option<ConnectionSlot>,
 ) -> Result<Connection, ConnectError> {
     let policy = cluster.policy();
     let options = cluster.socket_options(&policy);
@@ -181,7 +191,7 @@ async fn connect_with(
         requests: 0,
         // Only a connection that carried a client's header is that client's.
         proxied: proxied.filter(|_| policy.proxy_protocol.is_some()),
-        slot,
+        _slot: slot,
         cluster: cluster.clone(),
     })
 }
