@@ -210,6 +210,26 @@ fn max_requests_over_limit_is_503_uo_counted_as_active_overflow() {
     assert_eq!(stat(&gw, "upstream_rq_active"), 0);
 }
 
+/// A request waiting for a connection is pending, not active: it does not count against
+/// maxRequests (Envoy 1.40, measured: max_connections 1, max_pending_requests 10,
+/// max_requests 2, 4 x /delay/0.5 gave 4 x 200, upstream_rq_active_overflow 0,
+/// upstream_rq_pending_total 4).
+#[test]
+fn requests_waiting_for_a_connection_do_not_count_against_max_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sample, gw) = setup(dir.path());
+    apply_limits(
+        &gw,
+        &policy("    maxConnections: 1\n    maxPendingRequests: 10\n    maxRequests: 2\n"),
+        1,
+    );
+    let answers = concurrent(gw.port, 4, "/delay/0.5");
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    assert_eq!(ok, 4, "{answers:?}");
+    assert_eq!(stat(&gw, "upstream_rq_active_overflow"), 0);
+    assert_eq!(stat(&gw, "upstream_rq_pending_overflow"), 0);
+}
+
 /// A backend that answers the first request of each connection and closes the connection
 /// without answering the second (a keep-alive connection closed under the gateway as it reuses
 /// it: the close race, made certain).

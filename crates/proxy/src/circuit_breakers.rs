@@ -1,10 +1,11 @@
 //! A cluster's circuit breaker, as Envoy's default-priority thresholds: open connections,
 //! pending requests (waiting for a connection), active requests and active retries, each with
 //! its limit from the policy (Envoy's defaults 1024/1024/1024/3 when unset: the breaker always
-//! exists). Far from its limits a request costs one relaxed atomic load more than without it:
-//! the limits are atomics set when the policy changes, the active requests are the cluster's
-//! `upstream_rq_active` gauge, and the pending queue (a `Notify`) is touched only when a
-//! request must wait.
+//! exists). Far from its limits a request costs an atomic add and subtract on the breaker's
+//! request count: the limits are atomics set when the policy changes, and the pending queue (a
+//! `Notify`) is touched only when a request must wait. As in Envoy (measured: 1 connection,
+//! `max_requests` 2, 4 slow requests: 4 x 200), a request counts against `max_requests` once it
+//! has a connection; one waiting for a connection counts as pending only.
 //!
 //! HTTP/1.1: a request needs a connection of its own. With `max_connections` open and none idle
 //! it waits, pending, for one to come back to the pool or to close (Envoy's
@@ -40,6 +41,8 @@ pub(crate) struct CircuitBreaker {
     connections: AtomicU64,
     /// Requests waiting for a connection.
     pending: AtomicU64,
+    /// Requests that have a connection.
+    requests: AtomicU64,
     /// Replays in flight.
     retries: AtomicU64,
     /// Woken when a connection goes back to a pool or closes, while requests are pending.
@@ -56,6 +59,7 @@ impl CircuitBreaker {
             track_remaining: AtomicBool::new(false),
             connections: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             returned: Notify::new(),
         };
@@ -78,11 +82,17 @@ impl CircuitBreaker {
         self.wake_pending();
     }
 
-    /// `active` requests (this one included) are over `max_requests`: the request is refused,
-    /// counted in `upstream_rq_active_overflow` (what Envoy 1.40 counts, measured; its pool's
-    /// older check counted `upstream_rq_pending_overflow`).
-    pub(crate) fn requests_over_limit(&self, active: u64) -> bool {
-        active > u64::from(self.max_requests.load(Ordering::Relaxed))
+    /// A request that got its connection starts, if under `max_requests`; it counts until the
+    /// guard drops. None: refused, counted in `upstream_rq_active_overflow` by the caller (what
+    /// Envoy 1.40 counts, measured).
+    pub(crate) fn start_request(self: &Arc<Self>) -> Option<RequestGuard> {
+        let max = u64::from(self.max_requests.load(Ordering::Relaxed));
+        self.requests
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| RequestGuard(self.clone()))
     }
 
     /// Takes a connection slot if under `max_connections`, or if the endpoint has no
@@ -129,11 +139,8 @@ impl CircuitBreaker {
 
     /// Envoy's `circuit_breakers.default.*` gauges: `*_open` (1 when that limit is reached)
     /// always, `remaining_*` with `track_remaining`.
-    pub(crate) fn gauges(
-        &self,
-        active_requests: u64,
-        pools: u64,
-    ) -> Vec<(&'static str, &'static str, MetricKind, u64)> {
+    pub(crate) fn gauges(&self, pools: u64) -> Vec<(&'static str, &'static str, MetricKind, u64)> {
+        let active_requests = self.requests.load(Ordering::Relaxed);
         let limit = |a: &AtomicU32| u64::from(a.load(Ordering::Relaxed));
         let connections = self.connections.load(Ordering::Relaxed);
         let pending = self.pending.load(Ordering::Relaxed);
@@ -210,6 +217,15 @@ impl CircuitBreaker {
             }
         }
         out
+    }
+}
+
+/// A request with a connection (see `CircuitBreaker::start_request`).
+pub(crate) struct RequestGuard(Arc<CircuitBreaker>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.requests.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -366,18 +366,9 @@ impl Downstream {
         let cluster = exchange.cluster;
         let endpoint = exchange.endpoint;
         let (framing, keep_alive, is_head) = (exchange.framing, exchange.keep_alive, exchange.is_head);
-        let active = cluster
-            .stats()
-            .upstream_rq_active
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
+        stats::inc(&cluster.stats().upstream_rq_active);
         stats::inc(&endpoint.active_requests);
-        let result = if cluster.breaker().requests_over_limit(active) {
-            stats::inc(&cluster.stats().upstream_rq_active_overflow);
-            Err(LocalReply::overflow())
-        } else {
-            self.exchange(dp, exchange, route_timer, idle_timer).await
-        };
+        let result = self.exchange(dp, exchange, route_timer, idle_timer).await;
         stats::dec(&cluster.stats().upstream_rq_active);
         stats::dec(&endpoint.active_requests);
         match result {

@@ -66,6 +66,12 @@ impl Downstream {
         }
         let mut conn =
             circuit_breakers::connection_for(x.cluster, x.endpoint, x.proxied, head_wait, true).await?;
+        // Counted against max_requests from here to the end of the exchange.
+        let Some(_request) = x.cluster.breaker().start_request() else {
+            stats::inc(&x.cluster.stats().upstream_rq_active_overflow);
+            x.cluster.put_idle(x.endpoint, conn);
+            return Err(LocalReply::overflow());
+        };
         given_request(&mut conn, &x);
         let Some(limit) = x.options.max_stream_duration else {
             return self

@@ -187,14 +187,13 @@ impl crate::DataPlane {
             }
             // `health_check.*` and `outlier_detection.*`, while the cluster has them, and the
             // circuit breaker's `circuit_breakers.default.*` always.
-            let active = c.stats().upstream_rq_active.load(Ordering::Relaxed);
             let pools = c.endpoints().len() as u64;
             let policy_stats = c
                 .health_checks
                 .list()
                 .into_iter()
                 .chain(c.outlier.stats().map(|s| s.list()).unwrap_or_default())
-                .chain(c.breaker().gauges(active, pools));
+                .chain(c.breaker().gauges(pools));
             for (field, family, kind, value) in policy_stats {
                 out.push(Metric {
                     name: format!("cluster.{}.{field}", c.name()),
