@@ -295,3 +295,40 @@ fn max_retries_bounds_the_replay_on_a_reused_connection() {
     assert_eq!(stat(&gw, "upstream_rq_retry"), 1, "no second replay");
     assert_eq!(stat(&gw, "upstream_rq_retry_overflow"), 1);
 }
+
+/// A client that leaves while its request waits for a connection gives its pending place back
+/// at once (Envoy cancels a pending request when its client resets): the next request waits
+/// and is served, instead of being refused until the route timeout frees the place.
+#[test]
+fn a_client_that_leaves_while_pending_frees_its_place() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (_sample, gw) = setup(dir.path());
+    apply_limits(
+        &gw,
+        &policy("    maxConnections: 1\n    maxPendingRequests: 1\n"),
+        1,
+    );
+    // The one connection, busy for 5 s.
+    let port = gw.port;
+    let busy = std::thread::spawn(move || get(port, "/delay/5"));
+    wait_for("the slow request in flight", Duration::from_secs(10), || {
+        (stat(&gw, "upstream_rq_active") == 1).then_some(())
+    });
+    // A client queues a request, then leaves.
+    let mut leaver = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    leaver.write_all(b"GET /get HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    wait_for("the request pending", Duration::from_secs(10), || {
+        (stat(&gw, "upstream_rq_pending_active") == 1).then_some(())
+    });
+    drop(leaver);
+    // At once, not when the busy connection comes back (in about 5 s).
+    wait_for("its place given back", Duration::from_secs(2), || {
+        (stat(&gw, "upstream_rq_pending_active") == 0).then_some(())
+    });
+    // The next one waits for the connection and is served.
+    let (status, _, _) = get(gw.port, "/get");
+    assert_eq!(status, 200);
+    assert_eq!(busy.join().unwrap().0, 200);
+    assert_eq!(stat(&gw, "upstream_rq_pending_overflow"), 0);
+}

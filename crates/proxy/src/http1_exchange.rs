@@ -64,8 +64,20 @@ impl Downstream {
         if x.framing == Framing::Empty {
             route_timer.as_mut().reset(now + head_wait);
         }
-        let mut conn =
-            circuit_breakers::connection_for(x.cluster, x.endpoint, x.proxied, head_wait, true).await?;
+        // A client that leaves while its request waits for a connection gives up its pending
+        // place at once, as Envoy cancels a pending request when its client resets.
+        let mut conn = tokio::select! {
+            biased;
+            c = circuit_breakers::connection_for(x.cluster, x.endpoint, x.proxied, head_wait, true) => c?,
+            () = client_closed(&self.stream) => {
+                return Ok(Outcome {
+                    status: 0,
+                    flag: Some(ResponseFlag::DownstreamConnectionTermination),
+                    upstream: None,
+                    next: Next::Close,
+                });
+            }
+        };
         // Counted against max_requests from here to the end of the exchange.
         let Some(_request) = x.cluster.breaker().start_request() else {
             stats::inc(&x.cluster.stats().upstream_rq_active_overflow);
@@ -738,5 +750,16 @@ fn response_head_wait(dp: &DataPlane) -> (Duration, fn() -> LocalReply) {
         )
     } else {
         (options.route_timeout, LocalReply::upstream_timeout)
+    }
+}
+
+/// Resolves when the client closes its connection (end of stream or an error) with nothing
+/// waiting to be read; once it has sent bytes (a body, a pipelined request), which are not
+/// read here, it never resolves. Only polled when a request must wait for a connection.
+async fn client_closed(stream: &tokio::net::TcpStream) {
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
