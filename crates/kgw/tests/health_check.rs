@@ -11,7 +11,9 @@ mod controlled_backend;
 use std::time::{Duration, Instant};
 
 use common::*;
-use controlled_backend::{ANSWER_CLOSE, ControlledBackend, health_flags, two_backends};
+use controlled_backend::{
+    ANSWER_CLOSE, ControlledBackend, health_flags, httpbin_on_both_backends, two_backends,
+};
 
 const CLUSTER: &str = "kube_default_httpbin_8080";
 
@@ -59,6 +61,7 @@ spec:
 
 /// Gateway, Service `httpbin` (port 8080) with both backends as endpoints, and a route to it.
 fn setup(port: u16, backend_port: u16) -> String {
+    let service = httpbin_on_both_backends("default", backend_port);
     format!(
         r#"kind: Gateway
 apiVersion: gateway.networking.k8s.io/v1
@@ -74,35 +77,7 @@ spec:
       namespaces:
         from: All
 ---
-apiVersion: v1
-kind: Service
-metadata:
-  name: httpbin
-  labels:
-    app: httpbin
-    service: httpbin
-spec:
-  ports:
-    - name: http
-      port: 8080
-      targetPort: 8080
-  selector:
-    app: httpbin
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: httpbin-1
-  labels:
-    kubernetes.io/service-name: httpbin
-addressType: IPv4
-endpoints:
-- addresses: ["127.0.0.2"]
-- addresses: ["127.0.0.3"]
-ports:
-- name: http
-  port: {backend_port}
----
+{service}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:

@@ -11,7 +11,7 @@ mod controlled_backend;
 use std::time::{Duration, Instant};
 
 use common::*;
-use controlled_backend::{ANSWER_CLOSE, flags_of, two_backends};
+use controlled_backend::{ANSWER_CLOSE, flags_of, httpbin_on_both_backends, two_backends};
 
 const CLUSTER: &str = "kube_kgateway-base_httpbin_8080";
 
@@ -52,6 +52,7 @@ spec:
 
 /// What the e2e suite's setup provides: the Gateway, and Service httpbin with both backends.
 fn setup(port: u16, backend_port: u16) -> String {
+    let service = httpbin_on_both_backends("kgateway-base", backend_port);
     format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -65,31 +66,7 @@ spec:
     port: {port}
     name: http
 ---
-apiVersion: v1
-kind: Service
-metadata:
-  name: httpbin
-  namespace: kgateway-base
-spec:
-  ports:
-    - name: http
-      port: 8080
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: httpbin-1
-  namespace: kgateway-base
-  labels:
-    kubernetes.io/service-name: httpbin
-addressType: IPv4
-endpoints:
-- addresses: ["127.0.0.2"]
-- addresses: ["127.0.0.3"]
-ports:
-- name: http
-  port: {backend_port}
-"#
+{service}"#
     )
 }
 

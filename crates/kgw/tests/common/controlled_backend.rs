@@ -156,6 +156,38 @@ pub fn two_backends() -> (ControlledBackend, ControlledBackend) {
     panic!("no port free on both 127.0.0.2 and 127.0.0.3");
 }
 
+/// Service `httpbin` (port 8080) in `namespace` with both backends of `two_backends` as its
+/// endpoints, listening on `backend_port`.
+pub fn httpbin_on_both_backends(namespace: &str, backend_port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: httpbin
+  namespace: {namespace}
+spec:
+  ports:
+    - name: http
+      port: 8080
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: httpbin-1
+  namespace: {namespace}
+  labels:
+    kubernetes.io/service-name: httpbin
+addressType: IPv4
+endpoints:
+- addresses: ["127.0.0.2"]
+- addresses: ["127.0.0.3"]
+ports:
+- name: http
+  port: {backend_port}
+"#
+    )
+}
+
 /// `health_flags` of each endpoint of `cluster`, from `/clusters`.
 pub fn health_flags(gw: &super::common::Gateway, cluster: &str) -> Vec<(String, String)> {
     let (_, body) = super::common::http(gw.admin, "GET", "/clusters", "");
