@@ -178,6 +178,17 @@ fn setup(dir: &std::path::Path, backend: u16) -> Gateway {
     gw
 }
 
+/// Waits (5 s at most) for kgw's access log to hold a line with `needle`.
+fn wait_for_log_line(gw: &Gateway, needle: &str) {
+    wait_for("the access log line", Duration::from_secs(5), || {
+        gw.proc
+            .log_text()
+            .lines()
+            .any(|l| l.contains(needle))
+            .then_some(())
+    });
+}
+
 fn apply(gw: &Gateway, yaml: &str) {
     let out = gw.kgw(&["apply", "-f", "-"], yaml);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -309,13 +320,7 @@ fn max_stream_duration_ends_a_slow_request_with_504_umsdr() {
     assert_eq!(body, "upstream max stream duration reached");
     assert!(took < Duration::from_millis(1500), "{took:?}");
     assert_eq!(stat(&gw, "upstream_rq_max_duration_reached"), 1);
-    wait_for("the access log line", Duration::from_secs(5), || {
-        gw.proc
-            .log_text()
-            .lines()
-            .any(|l| l.contains("\"GET /delay/3 HTTP/1.1\" 504 UMSDR"))
-            .then_some(())
-    });
+    wait_for_log_line(&gw, "\"GET /delay/3 HTTP/1.1\" 504 UMSDR");
     // A quick one is untouched.
     assert_eq!(gw.curl("x", "/get").0, 200);
 }
@@ -353,13 +358,7 @@ fn max_stream_duration_resets_a_response_already_started() {
     assert_eq!(ended, "reset", "the cut response is reset, not ended cleanly");
     assert!(took < Duration::from_millis(1500), "{took:?}");
     assert_eq!(stat(&gw, "upstream_rq_max_duration_reached"), 1);
-    wait_for("the access log line", Duration::from_secs(5), || {
-        gw.proc
-            .log_text()
-            .lines()
-            .any(|l| l.contains("\"GET /stall HTTP/1.1\" 200 UMSDR"))
-            .then_some(())
-    });
+    wait_for_log_line(&gw, "\"GET /stall HTTP/1.1\" 200 UMSDR");
 }
 
 #[test]
@@ -381,13 +380,7 @@ fn max_headers_count_refuses_an_answer_with_more_headers_502_upe() {
         "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
     );
     assert_eq!(stat(&gw, "upstream_cx_protocol_error"), 1);
-    wait_for("the access log line", Duration::from_secs(5), || {
-        gw.proc
-            .log_text()
-            .lines()
-            .any(|l| l.contains("\"GET /headers/12 HTTP/1.1\" 502 UPE"))
-            .then_some(())
-    });
+    wait_for_log_line(&gw, "\"GET /headers/12 HTTP/1.1\" 502 UPE");
 }
 
 #[test]
