@@ -7,7 +7,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{FieldError, InvalidObject};
-use crate::{BackendConfigPolicy, EndpointSlice, Gateway, HttpRoute, ObjectMeta, Service, validate};
+use crate::{
+    Backend, BackendConfigPolicy, BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, HttpRoute,
+    ListenerPolicy, ObjectMeta, ReferenceGrant, Secret, Service, validate,
+};
 
 /// The kinds this gateway reads, with the spellings kubectl accepts for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,15 +20,27 @@ pub enum Kind {
     Service,
     EndpointSlice,
     BackendConfigPolicy,
+    Secret,
+    ConfigMap,
+    ReferenceGrant,
+    BackendTLSPolicy,
+    Backend,
+    ListenerPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Gateway,
         Kind::HTTPRoute,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::BackendConfigPolicy,
+        Kind::Secret,
+        Kind::ConfigMap,
+        Kind::ReferenceGrant,
+        Kind::BackendTLSPolicy,
+        Kind::Backend,
+        Kind::ListenerPolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,15 +50,41 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::BackendConfigPolicy => "BackendConfigPolicy",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::BackendTLSPolicy => "BackendTLSPolicy",
+            Kind::Backend => "Backend",
+            Kind::ListenerPolicy => "ListenerPolicy",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::Gateway | Kind::HTTPRoute => "gateway.networking.k8s.io/v1",
-            Kind::Service => "v1",
+            Kind::Gateway | Kind::HTTPRoute | Kind::BackendTLSPolicy => "gateway.networking.k8s.io/v1",
+            Kind::Service | Kind::Secret | Kind::ConfigMap => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
-            Kind::BackendConfigPolicy => "gateway.kgateway.dev/v1alpha1",
+            Kind::BackendConfigPolicy | Kind::Backend | Kind::ListenerPolicy => {
+                "gateway.kgateway.dev/v1alpha1"
+            }
+            // The version every Gateway API release serves (v1 only in the newest ones).
+            Kind::ReferenceGrant => "gateway.networking.k8s.io/v1beta1",
+        }
+    }
+
+    /// Every apiVersion a manifest may give for this kind (same schema in each).
+    pub fn api_versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::ReferenceGrant => &[
+                "gateway.networking.k8s.io/v1beta1",
+                "gateway.networking.k8s.io/v1",
+            ],
+            Kind::Gateway | Kind::HTTPRoute | Kind::BackendTLSPolicy => &["gateway.networking.k8s.io/v1"],
+            Kind::Service | Kind::Secret | Kind::ConfigMap => &["v1"],
+            Kind::EndpointSlice => &["discovery.k8s.io/v1"],
+            Kind::BackendConfigPolicy | Kind::Backend | Kind::ListenerPolicy => {
+                &["gateway.kgateway.dev/v1alpha1"]
+            }
         }
     }
 
@@ -55,6 +96,12 @@ impl Kind {
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices.discovery.k8s.io",
             Kind::BackendConfigPolicy => "backendconfigpolicies.gateway.kgateway.dev",
+            Kind::Secret => "secrets",
+            Kind::ConfigMap => "configmaps",
+            Kind::ReferenceGrant => "referencegrants.gateway.networking.k8s.io",
+            Kind::BackendTLSPolicy => "backendtlspolicies.gateway.networking.k8s.io",
+            Kind::Backend => "backends.gateway.kgateway.dev",
+            Kind::ListenerPolicy => "listenerpolicies.gateway.kgateway.dev",
         }
     }
 
@@ -72,6 +119,12 @@ impl Kind {
             "service" | "services" | "svc" => Kind::Service,
             "endpointslice" | "endpointslices" => Kind::EndpointSlice,
             "backendconfigpolicy" | "backendconfigpolicies" => Kind::BackendConfigPolicy,
+            "secret" | "secrets" => Kind::Secret,
+            "configmap" | "configmaps" | "cm" => Kind::ConfigMap,
+            "referencegrant" | "referencegrants" | "refgrant" => Kind::ReferenceGrant,
+            "backendtlspolicy" | "backendtlspolicies" | "btlspolicy" => Kind::BackendTLSPolicy,
+            "backend" | "backends" => Kind::Backend,
+            "listenerpolicy" | "listenerpolicies" => Kind::ListenerPolicy,
             _ => return None,
         };
         match group {
@@ -84,7 +137,7 @@ impl Kind {
     fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
         Kind::ALL
             .into_iter()
-            .find(|k| k.as_str() == kind && k.api_version() == api_version)
+            .find(|k| k.as_str() == kind && k.api_versions().contains(&api_version))
     }
 }
 
@@ -116,6 +169,31 @@ pub enum Object {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     BackendConfigPolicy(Box<BackendConfigPolicy>),
+    Secret(Box<Secret>),
+    ConfigMap(Box<ConfigMap>),
+    ReferenceGrant(Box<ReferenceGrant>),
+    BackendTLSPolicy(Box<BackendTlsPolicy>),
+    Backend(Box<Backend>),
+    ListenerPolicy(Box<ListenerPolicy>),
+}
+
+/// `$m!(variant)` for every variant: the per-kind match arms written once.
+macro_rules! each_kind {
+    ($self:expr, $o:ident => $body:expr) => {
+        match $self {
+            Object::Gateway($o) => $body,
+            Object::HTTPRoute($o) => $body,
+            Object::Service($o) => $body,
+            Object::EndpointSlice($o) => $body,
+            Object::BackendConfigPolicy($o) => $body,
+            Object::Secret($o) => $body,
+            Object::ConfigMap($o) => $body,
+            Object::ReferenceGrant($o) => $body,
+            Object::BackendTLSPolicy($o) => $body,
+            Object::Backend($o) => $body,
+            Object::ListenerPolicy($o) => $body,
+        }
+    };
 }
 
 impl Object {
@@ -126,27 +204,21 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::BackendConfigPolicy(_) => Kind::BackendConfigPolicy,
+            Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::BackendTLSPolicy(_) => Kind::BackendTLSPolicy,
+            Object::Backend(_) => Kind::Backend,
+            Object::ListenerPolicy(_) => Kind::ListenerPolicy,
         }
     }
 
     pub fn meta(&self) -> &ObjectMeta {
-        match self {
-            Object::Gateway(o) => &o.metadata,
-            Object::HTTPRoute(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
-            Object::EndpointSlice(o) => &o.metadata,
-            Object::BackendConfigPolicy(o) => &o.metadata,
-        }
+        each_kind!(self, o => &o.metadata)
     }
 
     pub fn meta_mut(&mut self) -> &mut ObjectMeta {
-        match self {
-            Object::Gateway(o) => &mut o.metadata,
-            Object::HTTPRoute(o) => &mut o.metadata,
-            Object::Service(o) => &mut o.metadata,
-            Object::EndpointSlice(o) => &mut o.metadata,
-            Object::BackendConfigPolicy(o) => &mut o.metadata,
-        }
+        each_kind!(self, o => &mut o.metadata)
     }
 
     pub fn key(&self) -> ObjectKey {
@@ -160,14 +232,7 @@ impl Object {
 
     /// The object as the API would return it: apiVersion, kind, metadata, spec, status.
     pub fn to_value(&self) -> Value {
-        let mut v = match self {
-            Object::Gateway(o) => serde_json::to_value(o),
-            Object::HTTPRoute(o) => serde_json::to_value(o),
-            Object::Service(o) => serde_json::to_value(o),
-            Object::EndpointSlice(o) => serde_json::to_value(o),
-            Object::BackendConfigPolicy(o) => serde_json::to_value(o),
-        }
-        .unwrap_or(Value::Null);
+        let mut v = each_kind!(self, o => serde_json::to_value(o)).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut v {
             // kube's derived types write apiVersion/kind themselves; k8s-openapi's too. Make
             // sure they come first, as kubectl shows them.
@@ -261,7 +326,23 @@ pub fn decode_object(value: &Value) -> Result<Object, DecodeError> {
         Kind::BackendConfigPolicy => {
             Object::BackendConfigPolicy(Box::new(strict_decode(value).map_err(invalid)?))
         }
+        Kind::Secret => Object::Secret(Box::new(strict_decode(value).map_err(invalid)?)),
+        Kind::ConfigMap => Object::ConfigMap(Box::new(strict_decode(value).map_err(invalid)?)),
+        Kind::ReferenceGrant => Object::ReferenceGrant(Box::new(strict_decode(value).map_err(invalid)?)),
+        Kind::BackendTLSPolicy => Object::BackendTLSPolicy(Box::new(strict_decode(value).map_err(invalid)?)),
+        Kind::Backend => Object::Backend(Box::new(strict_decode(value).map_err(invalid)?)),
+        Kind::ListenerPolicy => Object::ListenerPolicy(Box::new(strict_decode(value).map_err(invalid)?)),
     };
+    // The API server stores stringData as data (it wins over a data key of the same name), so
+    // every reader sees one map.
+    if let Object::Secret(secret) = &mut object
+        && let Some(strings) = secret.string_data.take()
+    {
+        let data = secret.data.get_or_insert_with(Default::default);
+        for (k, v) in strings {
+            data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
+        }
+    }
     // Namespaced kinds default to "default", as kubectl does without -n.
     let meta = object.meta_mut();
     if meta.namespace.as_deref().unwrap_or("").is_empty() {

@@ -23,7 +23,105 @@ pub fn unsupported(object: &Object) -> Vec<FieldError> {
         Object::Gateway(g) => gateway(g),
         Object::HTTPRoute(r) => http_route(r),
         Object::EndpointSlice(e) => endpoint_slice(e),
-        Object::Service(_) => Vec::new(),
+        Object::Backend(b) => backend(&b.spec),
+        Object::BackendTLSPolicy(p) => backend_tls_policy(p),
+        Object::ListenerPolicy(p) => listener_policy(&p.spec),
+        Object::Service(_) | Object::Secret(_) | Object::ConfigMap(_) | Object::ReferenceGrant(_) => {
+            Vec::new()
+        }
+    }
+}
+
+/// The Backend types other than Static, and a Static backend's appProtocol (HTTP/2, gRPC).
+pub fn backend(spec: &crate::backend::BackendSpec) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    for (field, set) in [
+        ("aws", spec.aws.is_some()),
+        ("dynamicForwardProxy", spec.dynamic_forward_proxy.is_some()),
+        ("gcp", spec.gcp.is_some()),
+    ] {
+        if set {
+            out.push(FieldError::forbidden(
+                format!("spec.{field}"),
+                format!(
+                    "this Backend type is {NOT_YET}; kgateway-rs serves Backends of type Static (spec.static)"
+                ),
+            ));
+        }
+    }
+    if let Some(s) = &spec.r#static {
+        if s.app_protocol.is_some() {
+            out.push(FieldError::forbidden(
+                "spec.static.appProtocol",
+                not_yet_until(WITH_HTTP2),
+            ));
+        }
+        for (i, h) in s.hosts.iter().enumerate() {
+            if h.insecure_skip_verify.is_some() {
+                out.push(FieldError::forbidden(
+                    format!("spec.static.hosts[{i}].insecureSkipVerify"),
+                    format!("{NOT_YET}; use a BackendConfigPolicy with tls.insecureSkipVerify"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// ListenerPolicy: `tcpKeepalive` and `perConnectionBufferLimitBytes` are served; targets
+/// chosen by labels, and every other listener setting, are not yet.
+pub fn listener_policy(spec: &crate::listener_policy::ListenerPolicySpec) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    if !spec.target_selectors.is_empty() {
+        out.push(FieldError::forbidden(
+            "spec.targetSelectors",
+            format!("{NOT_YET}; name the Gateway in targetRefs"),
+        ));
+    }
+    for (i, r) in spec.target_refs.iter().enumerate() {
+        if r.section_name.is_some() {
+            out.push(FieldError::forbidden(
+                format!("spec.targetRefs[{i}].sectionName"),
+                format!("{NOT_YET}; target the whole Gateway and use perPort for one port"),
+            ));
+        }
+    }
+    let configs = spec
+        .default
+        .iter()
+        .map(|c| ("spec.default".to_string(), c))
+        .chain(
+            spec.per_port
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("spec.perPort[{i}].listener"), &p.listener)),
+        );
+    for (at, c) in configs {
+        for (field, set) in [
+            ("proxyProtocol", c.proxy_protocol.is_some()),
+            ("httpSettings", c.http_settings.is_some()),
+            ("rbac", c.rbac.is_some()),
+            (
+                "clientCertificateValidation",
+                c.client_certificate_validation.is_some(),
+            ),
+        ] {
+            if set {
+                out.push(FieldError::forbidden(format!("{at}.{field}"), NOT_YET));
+            }
+        }
+    }
+    out
+}
+
+/// BackendTLSPolicy `options` are implementation-specific settings; none is implemented.
+pub fn backend_tls_policy(p: &crate::BackendTlsPolicy) -> Vec<FieldError> {
+    match &p.spec.options {
+        Some(o) if !o.is_empty() => vec![FieldError::forbidden(
+            "spec.options",
+            format!("{NOT_YET}; set TLS parameters with a BackendConfigPolicy's tls.parameters"),
+        )],
+        _ => Vec::new(),
     }
 }
 

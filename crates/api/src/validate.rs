@@ -14,6 +14,29 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
     let mut errors = validate_meta(object);
     match object {
         Object::BackendConfigPolicy(p) => errors.extend(backend_config_policy::validate(p)),
+        Object::Backend(b) => errors.extend(crate::backend::validate(b)),
+        Object::ListenerPolicy(p) => errors.extend(crate::listener_policy::validate(p)),
+        Object::Secret(s) => errors.extend(secret(s)),
+        Object::ConfigMap(c) => {
+            if let Some(ca) = c.data.as_ref().and_then(|d| d.get(CA_CRT)) {
+                errors.extend(ca_bundle("data[ca.crt]", ca.as_bytes()));
+            }
+        }
+        Object::ReferenceGrant(g) => {
+            if g.spec.from.is_empty() {
+                errors.push(FieldError::required(
+                    "spec.from",
+                    "list at least one kind and namespace to grant",
+                ));
+            }
+            if g.spec.to.is_empty() {
+                errors.push(FieldError::required(
+                    "spec.to",
+                    "list at least one kind that may be referred to",
+                ));
+            }
+        }
+        Object::BackendTLSPolicy(p) => errors.extend(backend_tls_policy(p)),
         Object::Gateway(g) => {
             if g.spec.gateway_class_name.is_empty() {
                 errors.push(FieldError::required(
@@ -327,4 +350,125 @@ fn is_iana_service_name(s: &str) -> bool {
         && !s.contains("--")
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+const TLS_CRT: &str = "tls.crt";
+const TLS_KEY: &str = "tls.key";
+const CA_CRT: &str = "ca.crt";
+
+/// What the API server checks of a `kubernetes.io/tls` Secret (both keys present), and what we
+/// check beyond it because the gateway would serve or send them: the certificate and key parse,
+/// the key is the certificate's, and a `ca.crt` (in any Secret) is a bundle of certificates.
+fn secret(s: &crate::Secret) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let data = |key: &str| s.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.as_slice());
+    if s.type_.as_deref() == Some("kubernetes.io/tls") {
+        let (cert, key) = (data(TLS_CRT), data(TLS_KEY));
+        for (name, value) in [(TLS_CRT, cert), (TLS_KEY, key)] {
+            if value.is_none() {
+                errors.push(FieldError::required(
+                    format!("data[{name}]"),
+                    format!(
+                        "a kubernetes.io/tls Secret needs {name} (PEM), e.g. from kubectl create secret tls"
+                    ),
+                ));
+            }
+        }
+        if let (Some(cert), Some(key)) = (cert, key) {
+            match crate::tls_material::key_pair(cert, key) {
+                Ok(()) => {}
+                Err(crate::tls_material::KeyPairError::Certificate(e)) => errors.push(FieldError::invalid(
+                    "data[tls.crt]",
+                    &"<certificate>",
+                    format!("{e}; put the PEM certificate chain (leaf first) in tls.crt"),
+                )),
+                Err(crate::tls_material::KeyPairError::Key(e)) => errors.push(FieldError::invalid(
+                    "data[tls.key]",
+                    &"<private key>",
+                    format!("{e}; put the PEM private key of tls.crt's certificate in tls.key"),
+                )),
+            }
+        }
+    }
+    if let Some(ca) = data(CA_CRT) {
+        errors.extend(ca_bundle("data[ca.crt]", ca));
+    }
+    errors
+}
+
+fn ca_bundle(path: &str, pem: &[u8]) -> Vec<FieldError> {
+    match crate::tls_material::certificates(pem) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![FieldError::invalid(
+            path,
+            &"<CA bundle>",
+            format!("{e}; a CA bundle is one or more PEM certificates"),
+        )],
+    }
+}
+
+/// BackendTLSPolicy's schema and CEL rules (Gateway API v1).
+fn backend_tls_policy(p: &crate::BackendTlsPolicy) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if p.spec.target_refs.is_empty() || p.spec.target_refs.len() > 16 {
+        errors.push(FieldError::invalid(
+            "spec.targetRefs",
+            &p.spec.target_refs.len(),
+            "list between 1 and 16 targets",
+        ));
+    }
+    let v = &p.spec.validation;
+    if v.hostname.is_empty() {
+        errors.push(FieldError::required(
+            "spec.validation.hostname",
+            "the name to send as SNI and to verify the backend's certificate against, e.g. backend.example.com",
+        ));
+    } else if !is_gateway_hostname(&v.hostname) || v.hostname.starts_with("*.") {
+        let at = "spec.validation.hostname";
+        errors.push(FieldError::invalid(at, &v.hostname, hostname_rule(at)));
+    }
+    let refs = v.ca_certificate_refs.as_ref().is_some_and(|r| !r.is_empty());
+    let well_known = v
+        .well_known_ca_certificates
+        .as_deref()
+        .is_some_and(|w| !w.is_empty());
+    if refs == well_known {
+        errors.push(FieldError::invalid(
+            "spec.validation",
+            &"",
+            "must specify either caCertificateRefs or wellKnownCACertificates, but not both",
+        ));
+    }
+    if let Some(w) = v.well_known_ca_certificates.as_deref()
+        && !w.is_empty()
+        && w != "System"
+    {
+        errors.push(FieldError::unsupported(
+            "spec.validation.wellKnownCACertificates",
+            &w,
+            &["System"],
+        ));
+    }
+    for (i, san) in v.subject_alt_names.iter().flatten().enumerate() {
+        let at = format!("spec.validation.subjectAltNames[{i}]");
+        match san.r#type {
+            gateway_api::backendtlspolicies::BackendTlsPolicyValidationSubjectAltNamesType::Hostname => {
+                if san.hostname.as_deref().unwrap_or("").is_empty() {
+                    errors.push(FieldError::required(
+                        format!("{at}.hostname"),
+                        "SubjectAltName type Hostname needs hostname",
+                    ));
+                }
+            }
+            gateway_api::backendtlspolicies::BackendTlsPolicyValidationSubjectAltNamesType::Uri => {
+                if san.uri.as_deref().unwrap_or("").is_empty() {
+                    errors.push(FieldError::required(
+                        format!("{at}.uri"),
+                        "SubjectAltName type URI needs uri",
+                    ));
+                }
+            }
+        }
+    }
+    errors
 }

@@ -30,6 +30,12 @@ fn resource(kind: Kind) -> ApiResource {
         Kind::Service => ("", "v1", "services"),
         Kind::EndpointSlice => ("discovery.k8s.io", "v1", "endpointslices"),
         Kind::BackendConfigPolicy => ("gateway.kgateway.dev", "v1alpha1", "backendconfigpolicies"),
+        Kind::Backend => ("gateway.kgateway.dev", "v1alpha1", "backends"),
+        Kind::ListenerPolicy => ("gateway.kgateway.dev", "v1alpha1", "listenerpolicies"),
+        Kind::Secret => ("", "v1", "secrets"),
+        Kind::ConfigMap => ("", "v1", "configmaps"),
+        Kind::ReferenceGrant => ("gateway.networking.k8s.io", "v1beta1", "referencegrants"),
+        Kind::BackendTLSPolicy => ("gateway.networking.k8s.io", "v1", "backendtlspolicies"),
     };
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind.as_str()), plural)
 }

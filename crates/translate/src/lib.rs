@@ -254,7 +254,7 @@ pub fn rejected_status(kind: Kind, object: &Value, message: &str, now: SystemTim
             .unwrap_or_default()
     };
     match kind {
-        Kind::BackendConfigPolicy => {
+        Kind::BackendConfigPolicy | Kind::BackendTLSPolicy | Kind::ListenerPolicy => {
             let ancestors = refs("targetRefs")
                 .into_iter()
                 .map(|target| {
@@ -318,6 +318,10 @@ pub fn rejected_status(kind: Kind, object: &Value, message: &str, now: SystemTim
             ),
             ("listeners", Value::Array(Vec::new())),
         ])),
-        Kind::Service | Kind::EndpointSlice => None,
+        Kind::Backend => Some(json_object([(
+            "conditions",
+            Value::Array(vec![condition("Accepted", false, "Invalid", message, &now)]),
+        )])),
+        Kind::Service | Kind::EndpointSlice | Kind::Secret | Kind::ConfigMap | Kind::ReferenceGrant => None,
     }
 }

@@ -146,7 +146,7 @@ pub(super) fn check(c: &mut Checker, s: &BackendConfigPolicySpec) {
         s.per_connection_buffer_limit_bytes,
     );
     if let Some(k) = &s.tcp_keepalive {
-        check_tcp_keepalive(c, k);
+        check_tcp_keepalive(c, "spec.tcpKeepalive", k);
     }
 }
 
@@ -270,8 +270,7 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn check_tcp_keepalive(c: &mut Checker, k: &TcpKeepalive) {
-    let at = "spec.tcpKeepalive";
+pub(super) fn check_tcp_keepalive(c: &mut Checker, at: &str, k: &TcpKeepalive) {
     // Durations over the limit are over the CRD's 1s minimum too, so a valid duration suffices.
     if let Some(n) = crd_valid_duration(k.keep_alive_interval.as_deref())
         && n / NANOS_PER_SECOND > LINUX_MAX_KEEP_SECS

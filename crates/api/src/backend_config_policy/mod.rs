@@ -15,6 +15,15 @@ mod types;
 /// The fields the data plane does not implement yet; the gate of every kind is `crate::unsupported`.
 pub use crate::unsupported::backend_config_policy as unsupported_fields;
 pub use rules::validate;
+
+/// The CRD's rules and the kernel's limits for a `tcpKeepalive` object at `at`: the same
+/// verdicts wherever the type is used (a ListenerPolicy's downstream keepalive too).
+pub fn tcp_keepalive_errors(at: &str, k: &TcpKeepalive) -> Vec<crate::FieldError> {
+    let mut c = schema::Checker::default();
+    rules::check_tcp_keepalive(&mut c, at, k);
+    limits::check_tcp_keepalive(&mut c, at, k);
+    c.finish()
+}
 pub use types::*;
 
 pub const API_VERSION: &str = "gateway.kgateway.dev/v1alpha1";

@@ -180,7 +180,7 @@ fn check_spec(c: &mut Checker, s: &BackendConfigPolicySpec) {
     );
     check_targets(c, s);
     if let Some(k) = &s.tcp_keepalive {
-        check_tcp_keepalive(c, k);
+        check_tcp_keepalive(c, "spec.tcpKeepalive", k);
     }
     if let Some(tls) = &s.tls {
         check_tls(c, tls);
@@ -240,8 +240,7 @@ fn check_targets(c: &mut Checker, s: &BackendConfigPolicySpec) {
     }
 }
 
-fn check_tcp_keepalive(c: &mut Checker, k: &TcpKeepalive) {
-    let at = "spec.tcpKeepalive";
+pub(super) fn check_tcp_keepalive(c: &mut Checker, at: &str, k: &TcpKeepalive) {
     c.duration(
         &format!("{at}.keepAliveInterval"),
         k.keep_alive_interval.as_deref(),
