@@ -638,6 +638,7 @@ mod tests {
     fn an_endpoint_added_to_a_health_checked_cluster_takes_no_traffic_before_its_first_check() {
         let endpoint = |port| snapshot::Endpoint::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
         let mut cluster = snapshot::Cluster {
+            discovery: snapshot::Discovery::Eds,
             name: "c".into(),
             endpoints: vec![endpoint(1)],
             upstream: snapshot::UpstreamPolicy {

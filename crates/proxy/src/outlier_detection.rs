@@ -712,6 +712,7 @@ mod tests {
             c.max_ejection_percent = Some(100);
         });
         let mut cluster = snapshot::Cluster {
+            discovery: snapshot::Discovery::Eds,
             name: "c".into(),
             endpoints: Vec::new(),
             upstream: snapshot::UpstreamPolicy {

@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
 
-use crate::{Cluster, Listener, PathMatch, Route, RouteAction, Snapshot, VirtualHost};
+use crate::{
+    BackendHost, Cluster, Discovery, Listener, PathMatch, Route, RouteAction, Snapshot, VirtualHost,
+};
 
 const ADMIN: &str = "type.googleapis.com/envoy.admin.v3.";
 
@@ -57,6 +59,7 @@ pub fn config_dump(snapshot: &Snapshot, options: &DumpOptions) -> Result<Value, 
         .clusters
         .iter()
         .filter(|c| keep(&c.name))
+        .filter(|c| c.discovery == Discovery::Eds)
         .map(|c| json!({"version_info": version, "endpoint_config": load_assignment(c), "last_updated": updated}))
         .collect();
     let listeners: Vec<Value> = snapshot
@@ -150,14 +153,61 @@ fn cluster(c: &Cluster) -> Value {
         "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
     );
     v.insert("name".into(), c.name.clone().into());
-    // Endpoints arrive separately from the cluster, as Envoy's EDS clusters get them.
-    v.insert("type".into(), "EDS".into());
-    v.insert(
-        "eds_cluster_config".into(),
-        json!({"eds_config": {"ads": {}, "resource_api_version": "V3"}}),
-    );
-    c.upstream.render(&mut v);
+    match &c.discovery {
+        Discovery::Eds => {
+            // Endpoints arrive separately from the cluster, as Envoy's EDS clusters get them.
+            v.insert("type".into(), "EDS".into());
+            v.insert(
+                "eds_cluster_config".into(),
+                json!({"eds_config": {"ads": {}, "resource_api_version": "V3"}}),
+            );
+        }
+        Discovery::Static { hosts } => {
+            v.insert("type".into(), "STATIC".into());
+            v.insert("load_assignment".into(), backend_load_assignment(c, hosts));
+        }
+        Discovery::Dns { hosts } => {
+            let mut dns = Map::new();
+            dns.insert(
+                "@type".into(),
+                "type.googleapis.com/envoy.extensions.clusters.dns.v3.DnsCluster".into(),
+            );
+            if let Some(settings) = &c.upstream.dns {
+                settings.render(&mut dns);
+            }
+            // kgateway's choice over Envoy's default (which prefers IPv6).
+            dns.insert("dns_lookup_family".into(), "V4_PREFERRED".into());
+            v.insert(
+                "cluster_type".into(),
+                json!({"name": "envoy.clusters.dns", "typed_config": dns}),
+            );
+            v.insert("load_assignment".into(), backend_load_assignment(c, hosts));
+        }
+    }
+    c.upstream.render(&mut v, c.discovery == Discovery::Eds);
     Value::Object(v)
+}
+
+/// A Backend's hosts inline, in one locality, each with its name (which Envoy uses as the Host
+/// of health checks unless the health check sets one, as kgateway leaves it then).
+fn backend_load_assignment(c: &Cluster, hosts: &[BackendHost]) -> Value {
+    let health_check_sets_host = c.upstream.health_check.as_ref().is_some_and(|h| h.sets_host());
+    let endpoints: Vec<Value> = hosts
+        .iter()
+        .map(|h| {
+            let health_check_config = if health_check_sets_host {
+                json!({})
+            } else {
+                json!({ "hostname": h.host })
+            };
+            json!({"endpoint": {
+                "address": {"socket_address": {"address": h.host, "port_value": h.port}},
+                "hostname": h.host,
+                "health_check_config": health_check_config,
+            }})
+        })
+        .collect();
+    json!({"cluster_name": c.name, "endpoints": [{"lb_endpoints": endpoints}]})
 }
 
 /// Endpoints grouped by zone, one locality each, weighing its number of endpoints as kgateway

@@ -3,12 +3,14 @@
 //! proxy does not do.
 
 mod envoy;
+mod listener_tls;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 pub use envoy::{DumpError, DumpOptions, config_dump, format_duration};
+pub use listener_tls::{ListenerConnection, ListenerTls, ServerCertificate, server_name_matches};
 pub use upstream::*;
 
 /// Everything the data plane needs, computed once per configuration change.
@@ -51,6 +53,10 @@ pub struct Listener {
     pub addresses: Vec<IpAddr>,
     /// In match order: exact hostnames first, then wildcards by length, then `*`.
     pub virtual_hosts: Vec<VirtualHost>,
+    /// HTTPS: the certificates, by SNI; None: plain HTTP.
+    pub tls: Option<ListenerTls>,
+    /// What a ListenerPolicy sets on accepted connections.
+    pub connection: ListenerConnection,
 }
 
 impl Listener {
@@ -126,13 +132,48 @@ pub struct WeightedCluster {
     pub weight: u32,
 }
 
-/// An upstream: a Service port (`kube_<ns>_<svc>_<port>`) with its endpoints and policy.
+/// An upstream: a Service port (`kube_<ns>_<svc>_<port>`) or a Backend
+/// (`backend_<ns>_<name>_0`) with its endpoints and policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     pub name: String,
+    /// Where the endpoints come from.
+    pub discovery: Discovery,
+    /// The addresses to send to: a Service's ready endpoints, or a Backend's IP hosts. A DNS
+    /// cluster's names are resolved by the data plane and are not listed here.
     pub endpoints: Vec<Endpoint>,
     /// Every upstream setting the cluster's policies give it.
     pub upstream: UpstreamPolicy,
+}
+
+/// Where a cluster's endpoints come from, which is also its Envoy cluster type.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Discovery {
+    /// A Service's EndpointSlices, sent apart from the cluster (EDS).
+    #[default]
+    Eds,
+    /// A Backend whose hosts are all IP addresses (STATIC): `Cluster::endpoints`.
+    Static { hosts: Vec<BackendHost> },
+    /// A Backend with at least one DNS name (`envoy.clusters.dns`): the data plane resolves
+    /// every host, again at the policy's refresh rate.
+    Dns { hosts: Vec<BackendHost> },
+}
+
+impl Discovery {
+    /// The hosts a Backend lists, in order; none for a Service.
+    pub fn hosts(&self) -> &[BackendHost] {
+        match self {
+            Discovery::Eds => &[],
+            Discovery::Static { hosts } | Discovery::Dns { hosts } => hosts,
+        }
+    }
+}
+
+/// One host of a Backend, as written: an IP address or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendHost {
+    pub host: String,
+    pub port: u16,
 }
 
 /// One address of a cluster, with the zone it runs in when the EndpointSlice says.

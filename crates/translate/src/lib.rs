@@ -99,6 +99,7 @@ fn service_clusters(resources: &Resources) -> BTreeMap<String, ClusterDraft> {
                 ClusterDraft {
                     cluster: Cluster {
                         name,
+                        discovery: snapshot::Discovery::Eds,
                         endpoints,
                         upstream: UpstreamPolicy::default(),
                     },

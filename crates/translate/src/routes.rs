@@ -200,6 +200,8 @@ pub(crate) fn listeners(
                 port,
                 addresses,
                 virtual_hosts,
+                tls: None,
+                connection: Default::default(),
             }
         })
         .collect()

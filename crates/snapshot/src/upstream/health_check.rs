@@ -26,6 +26,14 @@ pub struct HttpHealthCheck {
     pub method: Option<String>,
 }
 
+impl HealthCheck {
+    /// Whether probes carry a Host of their own (otherwise a Backend host's name, or the
+    /// cluster's name).
+    pub fn sets_host(&self) -> bool {
+        self.http.host.is_some()
+    }
+}
+
 pub(super) fn render(h: &HealthCheck, cluster: &mut Map<String, Value>) {
     let mut check = Map::new();
     check.insert("timeout".into(), crate::format_duration(h.timeout).into());

@@ -108,9 +108,15 @@ pub struct CookieHash {
 const POLICIES: &str = "envoy.load_balancing_policies";
 const POLICY_TYPES: &str = "type.googleapis.com/envoy.extensions.load_balancing_policies";
 
-pub(super) fn render(lb: Option<&LoadBalancer>, cluster: &mut Map<String, Value>) {
-    cluster.insert("ignore_health_on_host_removal".into(), true.into());
+/// `kgateway_defaults`: what kgateway sets on every cluster of a Service (not on a Backend's).
+pub(super) fn render(lb: Option<&LoadBalancer>, cluster: &mut Map<String, Value>, kgateway_defaults: bool) {
+    if kgateway_defaults {
+        cluster.insert("ignore_health_on_host_removal".into(), true.into());
+    }
     let Some(lb) = lb else {
+        if !kgateway_defaults {
+            return;
+        }
         cluster.insert(
             "common_lb_config".into(),
             json!({"locality_weighted_lb_config": {}}),

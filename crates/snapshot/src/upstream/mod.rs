@@ -4,11 +4,13 @@
 
 mod circuit_breakers;
 mod connection;
+mod dns;
 mod health_check;
 mod http_protocol;
 mod load_balancing;
 mod outlier_detection;
 mod proxy_protocol;
+mod tls;
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use serde_json::{Map, Value};
 
 pub use circuit_breakers::CircuitBreakers;
 pub use connection::TcpKeepalive;
+pub use dns::{DEFAULT_DNS_REFRESH, DnsSettings};
 pub use health_check::{HealthCheck, HttpHealthCheck};
 pub use http_protocol::{CommonHttpOptions, Http1Options};
 pub use load_balancing::{
@@ -23,6 +26,10 @@ pub use load_balancing::{
 };
 pub use outlier_detection::OutlierDetection;
 pub use proxy_protocol::ProxyProtocolVersion;
+pub use tls::{
+    CertificateKey, PemSource, SYSTEM_CA_SECRET, SanMatch, SanType, ServerValidation, TlsParameters,
+    TlsVersion, UpstreamTls,
+};
 
 /// Envoy's and kgateway's connect timeout when no policy sets one.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,6 +49,10 @@ pub struct UpstreamPolicy {
     pub outlier_detection: Option<OutlierDetection>,
     pub circuit_breakers: Option<CircuitBreakers>,
     pub proxy_protocol: Option<ProxyProtocolVersion>,
+    /// TLS to the endpoints (inside the PROXY protocol header when both are set).
+    pub tls: Option<UpstreamTls>,
+    /// How a DNS cluster resolves its names (no effect on other clusters).
+    pub dns: Option<DnsSettings>,
 }
 
 impl UpstreamPolicy {
@@ -68,6 +79,8 @@ impl UpstreamPolicy {
             outlier_detection,
             circuit_breakers,
             proxy_protocol,
+            tls,
+            dns,
         } = newer;
         fill(&mut self.connect_timeout, connect_timeout);
         fill(
@@ -82,13 +95,15 @@ impl UpstreamPolicy {
         fill(&mut self.outlier_detection, outlier_detection);
         fill(&mut self.circuit_breakers, circuit_breakers);
         fill(&mut self.proxy_protocol, proxy_protocol);
+        fill(&mut self.tls, tls);
+        fill(&mut self.dns, dns);
     }
 
     /// Writes this policy's fields into an Envoy Cluster's JSON, defaults included as kgateway
     /// renders them on every cluster.
-    pub(crate) fn render(&self, cluster: &mut Map<String, Value>) {
+    pub(crate) fn render(&self, cluster: &mut Map<String, Value>, kgateway_defaults: bool) {
         connection::render(self, cluster);
-        load_balancing::render(self.load_balancer.as_ref(), cluster);
+        load_balancing::render(self.load_balancer.as_ref(), cluster, kgateway_defaults);
         http_protocol::render(self.common_http.as_ref(), self.http1.as_ref(), cluster);
         if let Some(h) = &self.health_check {
             health_check::render(h, cluster);
@@ -99,8 +114,13 @@ impl UpstreamPolicy {
         if let Some(c) = &self.circuit_breakers {
             circuit_breakers::render(c, cluster);
         }
-        if let Some(v) = self.proxy_protocol {
-            proxy_protocol::render(v, cluster);
+        let tls = self.tls.as_ref().map(UpstreamTls::transport_socket);
+        match (self.proxy_protocol, tls) {
+            (Some(v), inner) => proxy_protocol::render(v, inner, cluster),
+            (None, Some(tls)) => {
+                cluster.insert("transport_socket".into(), tls);
+            }
+            (None, None) => {}
         }
     }
 

@@ -10,7 +10,14 @@ pub enum ProxyProtocolVersion {
     V2,
 }
 
-pub(super) fn render(version: ProxyProtocolVersion, cluster: &mut Map<String, Value>) {
+/// The PROXY protocol socket, around `inner` (TLS) or the raw socket.
+pub(super) fn render(version: ProxyProtocolVersion, inner: Option<Value>, cluster: &mut Map<String, Value>) {
+    let inner = inner.unwrap_or_else(|| {
+        json!({
+            "name": "envoy.transport_sockets.raw_buffer",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}
+        })
+    });
     let config = match version {
         ProxyProtocolVersion::V1 => json!({}),
         ProxyProtocolVersion::V2 => json!({"version": "V2"}),
@@ -22,10 +29,7 @@ pub(super) fn render(version: ProxyProtocolVersion, cluster: &mut Map<String, Va
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport",
                 "config": config,
-                "transport_socket": {
-                    "name": "envoy.transport_sockets.raw_buffer",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}
-                }
+                "transport_socket": inner
             }
         }),
     );

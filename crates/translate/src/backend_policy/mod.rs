@@ -158,6 +158,8 @@ fn upstream_policy(key: &ObjectKey, policy: &BackendConfigPolicy) -> UpstreamPol
         outlier_detection: outlier_detection::outlier_detection(spec),
         circuit_breakers: circuit_breakers::circuit_breakers(spec),
         proxy_protocol: proxy_protocol::version(spec),
+        tls: None,
+        dns: None,
     }
 }
 
