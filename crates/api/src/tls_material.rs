@@ -107,6 +107,60 @@ pub enum KeyPairError {
     Key(TlsMaterialError),
 }
 
+/// The TLS 1.2 cipher suites the data plane's TLS library (rustls) offers, by their OpenSSL
+/// name (what Envoy takes) and their IANA name (what kgateway's examples write); either is
+/// accepted. Every suite here is forward-secret AEAD: the weak ones do not exist to be named.
+/// TLS 1.3 suites are not configurable, as in Envoy.
+pub const CIPHER_SUITES: &[(&str, &str)] = &[
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// Key exchange groups, by Envoy's (BoringSSL's) names.
+pub const ECDH_CURVES: &[&str] = &["X25519", "P-256", "P-384"];
+
+/// Signature algorithms, by their TLS (RFC 8446) names, as Envoy takes them.
+pub const SIGNATURE_ALGORITHMS: &[&str] = &[
+    "ecdsa_secp256r1_sha256",
+    "ecdsa_secp384r1_sha384",
+    "rsa_pss_rsae_sha256",
+    "rsa_pss_rsae_sha384",
+    "rsa_pss_rsae_sha512",
+    "rsa_pkcs1_sha256",
+    "rsa_pkcs1_sha384",
+    "rsa_pkcs1_sha512",
+    "ed25519",
+];
+
+/// Is `name` one of [`CIPHER_SUITES`], in either spelling?
+pub fn is_supported_cipher_suite(name: &str) -> bool {
+    CIPHER_SUITES
+        .iter()
+        .any(|(openssl, iana)| name == *openssl || name == *iana)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

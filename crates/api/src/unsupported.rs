@@ -57,6 +57,13 @@ pub fn backend(spec: &crate::backend::BackendSpec) -> Vec<FieldError> {
             ));
         }
         for (i, h) in s.hosts.iter().enumerate() {
+            // Lifted with the data plane's resolver (DNS_PENDING), in the same commit.
+            if DNS_PENDING && h.host.parse::<std::net::IpAddr>().is_err() {
+                out.push(FieldError::forbidden(
+                    format!("spec.static.hosts[{i}].host"),
+                    format!("DNS names are {NOT_YET}; give an IP address"),
+                ));
+            }
             if h.insecure_skip_verify.is_some() {
                 out.push(FieldError::forbidden(
                     format!("spec.static.hosts[{i}].insecureSkipVerify"),
@@ -114,8 +121,18 @@ pub fn listener_policy(spec: &crate::listener_policy::ListenerPolicySpec) -> Vec
     out
 }
 
+/// BackendTLSPolicy waits for the data plane's upstream TLS.
+const UPSTREAM_TLS_PENDING: bool = true;
+
+/// Backend hosts by DNS name wait for the data plane's resolver.
+const DNS_PENDING: bool = true;
+
 /// BackendTLSPolicy `options` are implementation-specific settings; none is implemented.
 pub fn backend_tls_policy(p: &crate::BackendTlsPolicy) -> Vec<FieldError> {
+    // Lifted with the data plane's upstream TLS, in the same commit.
+    if UPSTREAM_TLS_PENDING {
+        return vec![FieldError::forbidden("spec", not_yet_until(WITH_BACKEND_TLS))];
+    }
     match &p.spec.options {
         Some(o) if !o.is_empty() => vec![FieldError::forbidden(
             "spec.options",
@@ -271,12 +288,18 @@ pub fn http_route(r: &HttpRoute) -> Vec<FieldError> {
             }
         }
         for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
-            let is_service = b.group.as_deref().unwrap_or("").is_empty()
-                && b.kind.as_deref().unwrap_or("Service") == "Service";
-            if !is_service {
+            let group = b.group.as_deref().unwrap_or("");
+            let kind = b.kind.as_deref().unwrap_or("Service");
+            let served = matches!(
+                (group, kind),
+                ("", "Service") | ("gateway.kgateway.dev", "Backend")
+            );
+            if !served {
                 out.push(FieldError::forbidden(
                     format!("{at}.backendRefs[{j}].kind"),
-                    format!("only Service backends are supported; {NOT_YET}"),
+                    format!(
+                        "only Services and Backends (group gateway.kgateway.dev) are supported as backends; {NOT_YET}"
+                    ),
                 ));
             }
             if b.filters.as_ref().is_some_and(|f| !f.is_empty()) {

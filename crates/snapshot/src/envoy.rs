@@ -184,7 +184,7 @@ fn cluster(c: &Cluster) -> Value {
             v.insert("load_assignment".into(), backend_load_assignment(c, hosts));
         }
     }
-    c.upstream.render(&mut v, c.discovery == Discovery::Eds);
+    c.upstream.render(&mut v, &c.discovery);
     Value::Object(v)
 }
 
@@ -207,6 +207,10 @@ fn backend_load_assignment(c: &Cluster, hosts: &[BackendHost]) -> Value {
             }})
         })
         .collect();
+    if endpoints.is_empty() {
+        // A blackhole: no locality at all, as kgateway writes it.
+        return json!({ "cluster_name": c.name });
+    }
     json!({"cluster_name": c.name, "endpoints": [{"lb_endpoints": endpoints}]})
 }
 

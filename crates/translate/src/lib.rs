@@ -3,7 +3,11 @@
 //! come in as arguments), so it is tested with golden files.
 
 mod backend_policy;
+mod backend_tls_policy;
+mod backends;
+mod reference_grant;
 mod routes;
+mod tls_objects;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -30,7 +34,9 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub fn translate(resources: &Resources, version: u64, now: SystemTime) -> (Snapshot, Statuses) {
     let mut statuses = Statuses::new();
     let mut clusters = service_clusters(resources);
+    backends::clusters(resources, &mut clusters, &mut statuses, now);
     backend_policy::attach(resources, &mut clusters, &mut statuses, now);
+    backend_tls_policy::attach(resources, &mut clusters, &mut statuses, now);
     let clusters: Vec<Cluster> = clusters.into_values().map(|c| c.cluster).collect();
     let listeners = routes::listeners(resources, &clusters, &mut statuses, now);
     (
@@ -44,11 +50,11 @@ pub fn translate(resources: &Resources, version: u64, now: SystemTime) -> (Snaps
     )
 }
 
-/// A cluster while it is being built, with the Service port it came from.
+/// A cluster while it is being built, with the object it came from (a Service, for each of its
+/// ports, or a Backend).
 pub(crate) struct ClusterDraft {
     pub cluster: Cluster,
-    pub namespace: String,
-    pub service: String,
+    pub target: ObjectKey,
 }
 
 pub(crate) fn cluster_name(namespace: &str, service: &str, port: i32) -> String {
@@ -103,8 +109,7 @@ fn service_clusters(resources: &Resources) -> BTreeMap<String, ClusterDraft> {
                         endpoints,
                         upstream: UpstreamPolicy::default(),
                     },
-                    namespace: key.namespace.clone(),
-                    service: key.name.clone(),
+                    target: key.clone(),
                 },
             );
         }

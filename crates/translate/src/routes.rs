@@ -12,6 +12,7 @@ use api::{Gateway, HttpRoute, Kind, Object, ObjectKey};
 use serde_json::{Value, json};
 use snapshot::{Cluster, Listener, PathMatch, Route, RouteAction, VirtualHost, WeightedCluster};
 
+use crate::reference_grant::{Side, permitted};
 use crate::{CONTROLLER_NAME, Statuses, cluster_name, condition, json_object, objects, rfc3339};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -73,7 +74,7 @@ pub(crate) fn listeners(
         let Object::HTTPRoute(route) = object else {
             continue;
         };
-        let (actions, resolved) = rule_actions(key, route, clusters);
+        let (actions, resolved) = rule_actions(resources, key, route, clusters);
         let mut parents = Vec::new();
         for parent in route.spec.parent_refs.iter().flatten() {
             let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
@@ -263,7 +264,12 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 /// Per rule: the route action, and whether every backend reference resolved.
 type Resolved = Result<(), (&'static str, String)>;
 
-fn rule_actions(key: &ObjectKey, route: &HttpRoute, clusters: &[Cluster]) -> (Vec<RouteAction>, Resolved) {
+fn rule_actions(
+    resources: &crate::Resources,
+    key: &ObjectKey,
+    route: &HttpRoute,
+    clusters: &[Cluster],
+) -> (Vec<RouteAction>, Resolved) {
     let mut resolved: Resolved = Ok(());
     let mut actions = Vec::new();
     for rule in route.spec.rules.iter().flatten() {
@@ -271,27 +277,59 @@ fn rule_actions(key: &ObjectKey, route: &HttpRoute, clusters: &[Cluster]) -> (Ve
         for b in rule.backend_refs.iter().flatten() {
             let weight = b.weight.unwrap_or(1).max(0) as u32;
             let namespace = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
-            let name = cluster_name(&namespace, &b.name, b.port.unwrap_or(0));
-            let index = if namespace != key.namespace {
+            let group = b.group.as_deref().unwrap_or("");
+            let kind = b.kind.as_deref().unwrap_or("Service");
+            let (name, what) = match (group, kind) {
+                ("", "Service") => (
+                    cluster_name(&namespace, &b.name, b.port.unwrap_or(0)),
+                    format!("Service {namespace}/{} port {}", b.name, b.port.unwrap_or(0)),
+                ),
+                ("gateway.kgateway.dev", "Backend") => (
+                    crate::backends::backend_cluster_name(&namespace, &b.name),
+                    format!("Backend {namespace}/{}", b.name),
+                ),
+                _ => {
+                    resolved = Err((
+                        "InvalidKind",
+                        format!(
+                            "backendRef kind {kind} in group \"{group}\" is not supported: refer to a Service, or a Backend \
+                             of group gateway.kgateway.dev"
+                        ),
+                    ));
+                    if weight > 0 {
+                        forward.push(WeightedCluster {
+                            name: format!("{group}/{kind}/{namespace}/{}", b.name),
+                            index: None,
+                            weight,
+                        });
+                    }
+                    continue;
+                }
+            };
+            let from = Side {
+                group: GATEWAY_GROUP,
+                kind: "HTTPRoute",
+                namespace: &key.namespace,
+            };
+            let to = Side {
+                group,
+                kind,
+                namespace: &namespace,
+            };
+            let index = if !permitted(resources, &from, &to, &b.name) {
                 resolved = Err((
                     "RefNotPermitted",
                     format!(
-                        "backendRef to {namespace}/{} crosses namespaces; ReferenceGrant is not supported yet",
-                        b.name
+                        "backendRef to {what} crosses namespaces and no ReferenceGrant in {namespace} allows it: \
+                         create one (from HTTPRoute in {}, to {kind})",
+                        key.namespace
                     ),
                 ));
                 None
             } else {
                 let found = clusters.binary_search_by(|c| c.name.as_str().cmp(&name)).ok();
                 if found.is_none() {
-                    resolved = Err((
-                        "BackendNotFound",
-                        format!(
-                            "Service {namespace}/{} port {} not found",
-                            b.name,
-                            b.port.unwrap_or(0)
-                        ),
-                    ));
+                    resolved = Err(("BackendNotFound", format!("{what} not found")));
                 }
                 found
             };

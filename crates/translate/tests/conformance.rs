@@ -727,7 +727,12 @@ fn every_dump_passes_envoy_dump_check() {
     let gaps = known_gaps();
     let mut failures = Vec::new();
     for case in cases() {
-        let loaded = load(&case.input).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let loaded = match load(&case.input) {
+            Ok(l) => l,
+            // A known gap may be an input we refuse on purpose (its reason says why).
+            Err(_) if gaps.contains_key(&case.name) => continue,
+            Err(e) => panic!("{}: {e}", case.name),
+        };
         let path = dump_file(&loaded.resources, &case.name);
         if let Err(e) = dump_check(&["check".as_ref(), path.as_os_str()]) {
             failures.push(format!("{}: check: {e}", case.name));

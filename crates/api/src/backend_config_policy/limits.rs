@@ -128,6 +128,9 @@ pub(super) fn check(c: &mut Checker, s: &BackendConfigPolicySpec) {
     if let Some(hc) = &s.health_check {
         check_health_check(c, hc);
     }
+    if let Some(t) = &s.tls {
+        check_tls(c, t);
+    }
     if let Some(lb) = &s.load_balancer {
         check_load_balancer(c, lb);
     }
@@ -296,5 +299,70 @@ pub(super) fn check_tcp_keepalive(c: &mut Checker, at: &str, k: &TcpKeepalive) {
             &k.keep_alive_time,
             KEEPALIVE_TIME_LINUX,
         );
+    }
+}
+
+/// What rustls, the data plane's TLS library, cannot do: renegotiation, TLS 1.0 and 1.1 (both
+/// deprecated by RFC 8996), and algorithms it does not implement.
+fn check_tls(c: &mut Checker, t: &Tls) {
+    use crate::tls_material::{ECDH_CURVES, SIGNATURE_ALGORITHMS, is_supported_cipher_suite};
+    let at = "spec.tls";
+    if t.allow_renegotiation == Some(true) {
+        c.rule_failed(
+            &format!("{at}.allowRenegotiation"),
+            &true,
+            "allowRenegotiation is not supported: kgw's TLS library (rustls) never renegotiates (renegotiation is \
+             gone from TLS 1.3 and a known attack surface in 1.2); remove the field, or set it to false",
+        );
+    }
+    if let Some(p) = &t.parameters {
+        for (field, value) in [("minVersion", &p.min_version), ("maxVersion", &p.max_version)] {
+            if let Some(v) = value.as_deref().filter(|v| *v == "1.0" || *v == "1.1") {
+                c.rule_failed(
+                    &format!("{at}.parameters.{field}"),
+                    &v,
+                    "TLS 1.0 and 1.1 are not supported (deprecated by RFC 8996; kgw's TLS library, rustls, does not \
+                     implement them): use \"1.2\" or \"1.3\", or AUTO",
+                );
+            }
+        }
+        for (i, name) in p.cipher_suites.iter().enumerate() {
+            if !is_supported_cipher_suite(name) {
+                let supported: Vec<&str> = crate::tls_material::CIPHER_SUITES
+                    .iter()
+                    .map(|(o, _)| *o)
+                    .collect();
+                c.rule_failed(
+                    &format!("{at}.parameters.cipherSuites[{i}]"),
+                    name,
+                    &format!(
+                        "cipher suite not supported by kgw's TLS library (rustls), which offers only forward-secret AEAD \
+                         suites: use one of {} (or its IANA name, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)",
+                        supported.join(", ")
+                    ),
+                );
+            }
+        }
+        for (field, list, supported) in [
+            ("ecdhCurves", &p.ecdh_curves, ECDH_CURVES),
+            (
+                "signatureAlgorithms",
+                &p.signature_algorithms,
+                SIGNATURE_ALGORITHMS,
+            ),
+        ] {
+            for (i, name) in list.iter().enumerate() {
+                if !supported.contains(&name.as_str()) {
+                    c.rule_failed(
+                        &format!("{at}.parameters.{field}[{i}]"),
+                        name,
+                        &format!(
+                            "not supported by kgw's TLS library (rustls): use one of {}",
+                            supported.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
     }
 }

@@ -108,8 +108,24 @@ pub struct CookieHash {
 const POLICIES: &str = "envoy.load_balancing_policies";
 const POLICY_TYPES: &str = "type.googleapis.com/envoy.extensions.load_balancing_policies";
 
-/// `kgateway_defaults`: what kgateway sets on every cluster of a Service (not on a Backend's).
-pub(super) fn render(lb: Option<&LoadBalancer>, cluster: &mut Map<String, Value>, kgateway_defaults: bool) {
+/// `use_hostname_for_hashing` has an effect only where hosts have names; elsewhere kgateway
+/// renders the config empty.
+fn hostname_hashing(has_hostnames: bool) -> Value {
+    if has_hostnames {
+        json!({ "use_hostname_for_hashing": true })
+    } else {
+        json!({})
+    }
+}
+
+pub(super) fn render(
+    lb: Option<&LoadBalancer>,
+    cluster: &mut Map<String, Value>,
+    discovery: &crate::Discovery,
+) {
+    // What kgateway sets on every cluster of a Service (not on a Backend's).
+    let kgateway_defaults = *discovery == crate::Discovery::Eds;
+    let has_hostnames = matches!(discovery, crate::Discovery::Dns { .. });
     if kgateway_defaults {
         cluster.insert("ignore_health_on_host_removal".into(), true.into());
     }
@@ -180,7 +196,10 @@ pub(super) fn render(lb: Option<&LoadBalancer>, cluster: &mut Map<String, Value>
         } => {
             let mut c = Map::new();
             if *use_hostname_for_hashing {
-                c.insert("consistent_hashing_lb_config".into(), json!({}));
+                c.insert(
+                    "consistent_hashing_lb_config".into(),
+                    hostname_hashing(has_hostnames),
+                );
             }
             if let Some(n) = minimum_ring_size {
                 c.insert("minimum_ring_size".into(), n.to_string().into());
@@ -196,7 +215,10 @@ pub(super) fn render(lb: Option<&LoadBalancer>, cluster: &mut Map<String, Value>
         } => {
             let mut c = Map::new();
             if *use_hostname_for_hashing {
-                c.insert("consistent_hashing_lb_config".into(), json!({}));
+                c.insert(
+                    "consistent_hashing_lb_config".into(),
+                    hostname_hashing(has_hostnames),
+                );
             }
             ("maglev", "maglev.v3.Maglev", c)
         }

@@ -101,9 +101,11 @@ impl UpstreamPolicy {
 
     /// Writes this policy's fields into an Envoy Cluster's JSON, defaults included as kgateway
     /// renders them on every cluster.
-    pub(crate) fn render(&self, cluster: &mut Map<String, Value>, kgateway_defaults: bool) {
+    /// kgateway sets its defaults on a Service's (EDS) clusters only, and only a DNS cluster's
+    /// hosts have names to hash.
+    pub(crate) fn render(&self, cluster: &mut Map<String, Value>, discovery: &crate::Discovery) {
         connection::render(self, cluster);
-        load_balancing::render(self.load_balancer.as_ref(), cluster, kgateway_defaults);
+        load_balancing::render(self.load_balancer.as_ref(), cluster, discovery);
         http_protocol::render(self.common_http.as_ref(), self.http1.as_ref(), cluster);
         if let Some(h) = &self.health_check {
             health_check::render(h, cluster);

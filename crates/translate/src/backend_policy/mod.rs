@@ -5,18 +5,20 @@
 
 mod circuit_breakers;
 mod connection;
+mod dns;
 mod health_check;
 mod http_protocol;
 mod load_balancing;
 mod outlier_detection;
 mod proxy_protocol;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use api::{BackendConfigPolicy, Kind, Object, ObjectKey};
 use serde_json::{Value, json};
-use snapshot::UpstreamPolicy;
+use snapshot::{Cluster, Discovery, UpstreamPolicy};
 
 use crate::{CONTROLLER_NAME, ClusterDraft, Resources, Statuses, condition, json_object, objects, rfc3339};
 
@@ -40,46 +42,57 @@ pub(crate) fn attach(
         (ta.is_none(), ta, &ka.namespace, &ka.name).cmp(&(tb.is_none(), tb, &kb.namespace, &kb.name))
     });
 
+    // Clusters a policy could not be applied to (its Secret is missing, say): they answer 503,
+    // as kgateway's blackhole cluster, rather than reach the backend without the TLS asked for.
+    let mut errored: BTreeSet<String> = BTreeSet::new();
     for (key, policy) in policies {
         let (found, missing) = targets(resources, key, policy);
-        let upstream = upstream_policy(key, policy);
-        for service in &found {
-            // Cluster names of a Service port start with `kube_<ns>_<svc>_`: a range, not a scan.
-            let prefix = format!("kube_{}_{}_", key.namespace, service);
-            for (_, draft) in clusters
-                .range_mut(prefix.clone()..)
-                .take_while(|(n, _)| n.starts_with(&prefix))
-            {
-                if draft.namespace != key.namespace || &draft.service != service {
-                    continue;
+        let upstream = upstream_policy(resources, key, policy, now);
+        for target in &found {
+            for (name, draft) in clusters_of(clusters, target) {
+                match &upstream {
+                    // Oldest first: what an older policy set stays; this one fills the rest.
+                    Ok(u) => draft.cluster.upstream.fill_from(u),
+                    Err(_) => {
+                        errored.insert(name.clone());
+                    }
                 }
-                // Oldest first: what an older policy set stays; this one fills the rest.
-                draft.cluster.upstream.fill_from(&upstream);
             }
         }
         let mut ancestors: Vec<Value> = Vec::new();
-        for service in &found {
+        let accepted = match &upstream {
+            Ok(_) => condition("Accepted", true, "Valid", "Policy accepted", &now_text),
+            Err(e) => condition(
+                "Accepted",
+                false,
+                "Invalid",
+                &format!("{e}; the targeted backends answer 503 until this is fixed"),
+                &now_text,
+            ),
+        };
+        for target in &found {
+            let group = if target.kind == Kind::Service {
+                ""
+            } else {
+                BACKEND_GROUP
+            };
             ancestors.push(json_object([
                 (
                     "ancestorRef",
-                    json!({"group": "", "kind": "Service", "name": service, "namespace": key.namespace}),
+                    json!({"group": group, "kind": target.kind.as_str(), "name": target.name, "namespace": key.namespace}),
                 ),
                 ("controllerName", CONTROLLER_NAME.into()),
                 (
                     "conditions",
                     Value::Array(vec![
-                        condition("Accepted", true, "Valid", "Policy accepted", &now_text),
+                        accepted.clone(),
                         condition("Attached", true, "Attached", "Attached to all targets", &now_text),
                     ]),
                 ),
             ]));
         }
         for (kind, name) in &missing {
-            let group = if kind == "Service" {
-                ""
-            } else {
-                "gateway.kgateway.dev"
-            };
+            let group = if kind == "Service" { "" } else { BACKEND_GROUP };
             let pending = format!(
                 "target {kind} {}/{name} not found; the policy attaches when it exists",
                 key.namespace
@@ -93,7 +106,7 @@ pub(crate) fn attach(
                 (
                     "conditions",
                     Value::Array(vec![
-                        condition("Accepted", true, "Valid", "Policy accepted", &now_text),
+                        accepted.clone(),
                         condition("Attached", false, "Pending", &pending, &now_text),
                     ]),
                 ),
@@ -101,33 +114,77 @@ pub(crate) fn attach(
         }
         statuses.insert(key.clone(), json_object([("ancestors", Value::Array(ancestors))]));
     }
+    for name in errored {
+        if let Some(draft) = clusters.get_mut(&name) {
+            draft.cluster = blackhole(name);
+        }
+    }
 }
 
-/// The Services a policy reaches (by name), and the references that resolve to nothing.
+const BACKEND_GROUP: &str = "gateway.kgateway.dev";
+
+/// A cluster without endpoints or settings: every request gets 503 (no healthy upstream).
+pub(crate) fn blackhole(name: String) -> Cluster {
+    Cluster {
+        name,
+        discovery: Discovery::Static { hosts: Vec::new() },
+        endpoints: Vec::new(),
+        upstream: UpstreamPolicy::default(),
+    }
+}
+
+/// The clusters made from `target`: each port of a Service, or a Backend's one cluster.
+pub(crate) fn clusters_of<'a>(
+    clusters: &'a mut BTreeMap<String, ClusterDraft>,
+    target: &'a ObjectKey,
+) -> impl Iterator<Item = (&'a String, &'a mut ClusterDraft)> {
+    // Cluster names start with `kube_<ns>_<svc>_` or are `backend_<ns>_<name>_0`: a range,
+    // not a scan.
+    let prefix = match target.kind {
+        Kind::Backend => crate::backends::backend_cluster_name(&target.namespace, &target.name),
+        _ => format!("kube_{}_{}_", target.namespace, target.name),
+    };
+    clusters
+        .range_mut(prefix.clone()..)
+        .take_while(move |(n, _)| n.starts_with(&prefix))
+        .filter(move |(_, d)| &d.target == target)
+}
+
+/// The objects (Services, Backends) a policy reaches, and the references that resolve to nothing.
 fn targets(
     resources: &Resources,
     key: &ObjectKey,
     policy: &BackendConfigPolicy,
-) -> (BTreeSet<String>, BTreeSet<(String, String)>) {
+) -> (BTreeSet<ObjectKey>, BTreeSet<(String, String)>) {
     let mut found = BTreeSet::new();
     let mut missing = BTreeSet::new();
     for r in &policy.spec.target_refs {
-        let service_key = ObjectKey {
-            kind: Kind::Service,
+        let kind = match (r.group.as_str(), r.kind.as_str()) {
+            ("", "Service") => Some(Kind::Service),
+            (BACKEND_GROUP, "Backend") => Some(Kind::Backend),
+            _ => None,
+        };
+        let target = kind.map(|kind| ObjectKey {
+            kind,
             namespace: key.namespace.clone(),
             name: r.name.clone(),
-        };
-        if r.group.is_empty() && r.kind == "Service" && resources.contains_key(&service_key) {
-            found.insert(r.name.clone());
-        } else {
-            missing.insert((r.kind.clone(), r.name.clone()));
+        });
+        match target {
+            Some(t) if resources.contains_key(&t) => {
+                found.insert(t);
+            }
+            _ => {
+                missing.insert((r.kind.clone(), r.name.clone()));
+            }
         }
     }
     for selector in &policy.spec.target_selectors {
-        if !(selector.group.is_empty() && selector.kind == "Service") {
-            continue;
-        }
-        for (k, o) in objects(resources, Kind::Service) {
+        let kind = match (selector.group.as_str(), selector.kind.as_str()) {
+            ("", "Service") => Kind::Service,
+            (BACKEND_GROUP, "Backend") => Kind::Backend,
+            _ => continue,
+        };
+        for (k, o) in objects(resources, kind) {
             if k.namespace != key.namespace {
                 continue;
             }
@@ -137,7 +194,7 @@ fn targets(
                 .iter()
                 .all(|(lk, lv)| labels.and_then(|l| l.get(lk)) == Some(lv));
             if matches {
-                found.insert(k.name.clone());
+                found.insert(k.clone());
             }
         }
     }
@@ -145,9 +202,14 @@ fn targets(
 }
 
 /// The policy's effect on a cluster, in the Snapshot's units, one concern at a time.
-fn upstream_policy(key: &ObjectKey, policy: &BackendConfigPolicy) -> UpstreamPolicy {
+fn upstream_policy(
+    resources: &Resources,
+    key: &ObjectKey,
+    policy: &BackendConfigPolicy,
+    now: SystemTime,
+) -> Result<UpstreamPolicy, String> {
     let spec = &policy.spec;
-    UpstreamPolicy {
+    Ok(UpstreamPolicy {
         connect_timeout: connection::connect_timeout(spec),
         per_connection_buffer_limit_bytes: connection::buffer_limit(spec),
         tcp_keepalive: connection::tcp_keepalive(spec),
@@ -158,9 +220,9 @@ fn upstream_policy(key: &ObjectKey, policy: &BackendConfigPolicy) -> UpstreamPol
         outlier_detection: outlier_detection::outlier_detection(spec),
         circuit_breakers: circuit_breakers::circuit_breakers(spec),
         proxy_protocol: proxy_protocol::version(spec),
-        tls: None,
-        dns: None,
-    }
+        tls: tls::tls(resources, &key.namespace, spec, now)?,
+        dns: dns::dns(spec),
+    })
 }
 
 /// A Go duration the API accepted, as a Duration; None when unset or not positive.
