@@ -79,6 +79,10 @@ pub fn backend(spec: &crate::backend::BackendSpec) -> Vec<FieldError> {
 /// chosen by labels, and every other listener setting, are not yet.
 pub fn listener_policy(spec: &crate::listener_policy::ListenerPolicySpec) -> Vec<FieldError> {
     let mut out = Vec::new();
+    // Lifted with the data plane's listener options, in the same commit.
+    if LISTENER_OPTIONS_PENDING {
+        out.push(FieldError::forbidden("spec", not_yet_until(WITH_BACKEND_TLS)));
+    }
     if !spec.target_selectors.is_empty() {
         out.push(FieldError::forbidden(
             "spec.targetSelectors",
@@ -120,6 +124,12 @@ pub fn listener_policy(spec: &crate::listener_policy::ListenerPolicySpec) -> Vec
     }
     out
 }
+
+/// HTTPS listeners wait for the data plane's downstream TLS.
+const HTTPS_PENDING: bool = true;
+
+/// ListenerPolicy waits for the data plane's listener options.
+const LISTENER_OPTIONS_PENDING: bool = true;
 
 /// BackendTLSPolicy waits for the data plane's upstream TLS.
 const UPSTREAM_TLS_PENDING: bool = true;
@@ -222,14 +232,35 @@ pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> 
 pub fn gateway(g: &Gateway) -> Vec<FieldError> {
     let mut out = Vec::new();
     for (i, l) in g.spec.listeners.iter().enumerate() {
-        if l.protocol != "HTTP" {
+        let https = l.protocol == "HTTPS" && !HTTPS_PENDING;
+        if l.protocol != "HTTP" && !https {
             out.push(FieldError::forbidden(
                 format!("spec.listeners[{i}].protocol"),
-                format!("protocol {} is {NOT_YET}; use HTTP", l.protocol),
+                format!("protocol {} is {NOT_YET}; use HTTP or HTTPS", l.protocol),
             ));
         }
-        if l.tls.is_some() {
-            out.push(FieldError::forbidden(format!("spec.listeners[{i}].tls"), NOT_YET));
+        match &l.tls {
+            Some(_) if !https => {
+                out.push(FieldError::forbidden(
+                    format!("spec.listeners[{i}].tls"),
+                    "tls is for HTTPS listeners; remove it, or set protocol: HTTPS",
+                ));
+            }
+            Some(tls) => {
+                if tls.options.as_ref().is_some_and(|o| !o.is_empty()) {
+                    out.push(FieldError::forbidden(
+                        format!("spec.listeners[{i}].tls.options"),
+                        NOT_YET,
+                    ));
+                }
+                if tls.mode == Some(gateway_api::gateways::GatewayListenersTlsMode::Passthrough) {
+                    out.push(FieldError::forbidden(
+                        format!("spec.listeners[{i}].tls.mode"),
+                        format!("Passthrough is {NOT_YET}; use Terminate"),
+                    ));
+                }
+            }
+            None => {}
         }
     }
     for (i, a) in g.spec.addresses.iter().flatten().enumerate() {

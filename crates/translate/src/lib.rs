@@ -5,6 +5,8 @@
 mod backend_policy;
 mod backend_tls_policy;
 mod backends;
+mod listener_policy;
+mod listener_tls;
 mod reference_grant;
 mod routes;
 mod tls_objects;
@@ -38,7 +40,8 @@ pub fn translate(resources: &Resources, version: u64, now: SystemTime) -> (Snaps
     backend_policy::attach(resources, &mut clusters, &mut statuses, now);
     backend_tls_policy::attach(resources, &mut clusters, &mut statuses, now);
     let clusters: Vec<Cluster> = clusters.into_values().map(|c| c.cluster).collect();
-    let listeners = routes::listeners(resources, &clusters, &mut statuses, now);
+    let mut listeners = routes::listeners(resources, &clusters, &mut statuses, now);
+    listener_policy::attach(resources, &mut listeners, &mut statuses, now);
     (
         Snapshot {
             version,

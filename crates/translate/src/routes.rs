@@ -6,12 +6,16 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use api::gateway_api::gateways::GatewayListenersAllowedRoutesNamespacesFrom as From;
+use api::gateway_api::gateways::{GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From};
 use api::gateway_api::httproutes::{HttpRouteRulesMatches, HttpRouteRulesMatchesPathType};
 use api::{Gateway, HttpRoute, Kind, Object, ObjectKey};
 use serde_json::{Value, json};
-use snapshot::{Cluster, Listener, PathMatch, Route, RouteAction, VirtualHost, WeightedCluster};
+use snapshot::{
+    Cluster, Listener, ListenerTls, PathMatch, Route, RouteAction, ServerCertificate, VirtualHost,
+    WeightedCluster,
+};
 
+use crate::listener_tls::{self, RefProblem};
 use crate::reference_grant::{Side, permitted};
 use crate::{CONTROLLER_NAME, Statuses, cluster_name, condition, json_object, objects, rfc3339};
 
@@ -23,6 +27,21 @@ struct GatewayListener<'a> {
     gw: &'a Gateway,
     index: usize,
     attached: usize,
+    /// HTTPS: its certificate, or why it has none (then it is not programmed).
+    certificate: Option<Result<ServerCertificate, RefProblem>>,
+    /// Another listener on the same port speaks another protocol: this one is not served.
+    conflicted: bool,
+}
+
+impl GatewayListener<'_> {
+    fn spec(&self) -> &GatewayListeners {
+        &self.gw.spec.listeners[self.index]
+    }
+
+    /// Served: no certificate problem and no protocol conflict.
+    fn programmed(&self) -> bool {
+        !self.conflicted && !matches!(self.certificate, Some(Err(_)))
+    }
 }
 
 /// A route rule's match, made ready for sorting by Gateway API precedence.
@@ -58,15 +77,24 @@ pub(crate) fn listeners(
     let mut gw_listeners: Vec<GatewayListener> = Vec::new();
     for (key, object) in objects(resources, Kind::Gateway) {
         if let Object::Gateway(gw) = object {
-            for index in 0..gw.spec.listeners.len() {
+            for (index, l) in gw.spec.listeners.iter().enumerate() {
                 gw_listeners.push(GatewayListener {
                     gateway: key,
                     gw,
                     index,
                     attached: 0,
+                    certificate: listener_tls::certificate(resources, key, l, now),
+                    conflicted: false,
                 });
             }
         }
+    }
+    // One port speaks one protocol: the first listener on it (in Gateway order) decides.
+    let mut port_protocol: BTreeMap<i32, String> = BTreeMap::new();
+    for gl in gw_listeners.iter_mut() {
+        let l = &gl.gw.spec.listeners[gl.index];
+        let first = port_protocol.entry(l.port).or_insert_with(|| l.protocol.clone());
+        gl.conflicted = *first != l.protocol;
     }
 
     let mut candidates: BTreeMap<u16, Vec<Candidate>> = BTreeMap::new();
@@ -119,6 +147,10 @@ pub(crate) fn listeners(
                     let Ok(port) = u16::try_from(l.port) else { continue };
                     gl.attached += 1;
                     accepted += 1;
+                    if !gl.programmed() {
+                        // Attached (and counted), but the listener serves nothing until fixed.
+                        continue;
+                    }
                     let list = candidates.entry(port).or_default();
                     for host in &hosts {
                         add_rules(list, host, key, route, &actions, port);
@@ -170,10 +202,21 @@ pub(crate) fn listeners(
     // One listener per port; it binds every address unless each Gateway on it names addresses.
     let mut by_port: BTreeMap<u16, Vec<IpAddr>> = BTreeMap::new();
     let mut all_addresses: BTreeMap<u16, bool> = BTreeMap::new();
+    let mut certificates: BTreeMap<u16, Vec<ServerCertificate>> = BTreeMap::new();
+    let mut https_ports: std::collections::BTreeSet<u16> = Default::default();
     for gl in &gw_listeners {
         let Ok(port) = u16::try_from(gl.gw.spec.listeners[gl.index].port) else {
             continue;
         };
+        if gl.conflicted {
+            continue;
+        }
+        if gl.spec().protocol == "HTTPS" {
+            https_ports.insert(port);
+        }
+        if let Some(Ok(c)) = &gl.certificate {
+            certificates.entry(port).or_default().push(c.clone());
+        }
         let addrs: Vec<IpAddr> = gl
             .gw
             .spec
@@ -196,12 +239,19 @@ pub(crate) fn listeners(
             addresses.dedup();
             let name = format!("listener~{port}");
             let virtual_hosts = virtual_hosts(&name, candidates.remove(&port).unwrap_or_default());
+            // An HTTPS port whose every certificate is unusable still listens, and fails each
+            // handshake, rather than answer in plain text on a port meant for TLS.
+            let tls = https_ports.contains(&port).then(|| {
+                let mut certificates = certificates.remove(&port).unwrap_or_default();
+                listener_tls::sort(&mut certificates);
+                ListenerTls { certificates }
+            });
             Listener {
                 name,
                 port,
                 addresses,
                 virtual_hosts,
-                tls: None,
+                tls,
                 connection: Default::default(),
             }
         })
@@ -473,59 +523,30 @@ fn gateway_statuses(gw_listeners: &[GatewayListener], statuses: &mut Statuses, n
         by_gateway.entry(gl.gateway).or_default().push(gl);
     }
     for (key, listeners) in by_gateway {
-        let listener_status: Vec<Value> = listeners
+        let listener_status: Vec<Value> = listeners.iter().map(|gl| listener_status(gl, now)).collect();
+        let not_valid: Vec<&str> = listeners
             .iter()
-            .map(|gl| {
-                json_object([
-                    ("name", gl.gw.spec.listeners[gl.index].name.as_str().into()),
-                    ("attachedRoutes", gl.attached.into()),
-                    (
-                        "supportedKinds",
-                        json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}]),
-                    ),
-                    (
-                        "conditions",
-                        Value::Array(vec![
-                            condition(
-                                "Accepted",
-                                true,
-                                "Accepted",
-                                "Successfully accepted Listener",
-                                now,
-                            ),
-                            condition(
-                                "Conflicted",
-                                false,
-                                "NoConflicts",
-                                "Successfully verified that Listener has no conflicts",
-                                now,
-                            ),
-                            condition(
-                                "ResolvedRefs",
-                                true,
-                                "ResolvedRefs",
-                                "Successfully resolved all references",
-                                now,
-                            ),
-                            condition(
-                                "Programmed",
-                                true,
-                                "Programmed",
-                                "Successfully programmed Listener",
-                                now,
-                            ),
-                        ]),
-                    ),
-                ])
-            })
+            .filter(|gl| !gl.programmed())
+            .map(|gl| gl.spec().name.as_str())
             .collect();
+        let gateway_accepted = if not_valid.is_empty() {
+            condition("Accepted", true, "Accepted", "Successfully accepted Gateway", now)
+        } else {
+            condition(
+                "Accepted",
+                true,
+                "ListenersNotValid",
+                &format!("Listeners not valid: {}", not_valid.join(", ")),
+                now,
+            )
+        };
         statuses.insert(
             key.clone(),
             json_object([
                 (
                     "conditions",
                     Value::Array(vec![
-                        condition("Accepted", true, "Accepted", "Successfully accepted Gateway", now),
+                        gateway_accepted,
                         condition(
                             "Programmed",
                             true,
@@ -546,4 +567,81 @@ fn gateway_statuses(gw_listeners: &[GatewayListener], statuses: &mut Statuses, n
             ]),
         );
     }
+}
+
+fn listener_status(gl: &GatewayListener, now: &str) -> Value {
+    let mut conditions = vec![condition(
+        "Accepted",
+        true,
+        "Accepted",
+        "Successfully accepted Listener",
+        now,
+    )];
+    conditions.push(if gl.conflicted {
+        condition(
+            "Conflicted",
+            true,
+            "ProtocolConflict",
+            &format!(
+                "another listener on port {} speaks another protocol; give this one its own port",
+                gl.spec().port
+            ),
+            now,
+        )
+    } else {
+        condition(
+            "Conflicted",
+            false,
+            "NoConflicts",
+            "Successfully verified that Listener has no conflicts",
+            now,
+        )
+    });
+    match &gl.certificate {
+        Some(Err(problem)) => {
+            conditions.push(condition(
+                "ResolvedRefs",
+                false,
+                problem.reason,
+                &problem.message,
+                now,
+            ));
+            conditions.push(condition("Programmed", false, "Invalid", &problem.message, now));
+        }
+        _ => {
+            conditions.push(condition(
+                "ResolvedRefs",
+                true,
+                "ResolvedRefs",
+                "Successfully resolved all references",
+                now,
+            ));
+            conditions.push(if gl.conflicted {
+                condition(
+                    "Programmed",
+                    false,
+                    "Invalid",
+                    "the listener conflicts with another on its port",
+                    now,
+                )
+            } else {
+                condition(
+                    "Programmed",
+                    true,
+                    "Programmed",
+                    "Successfully programmed Listener",
+                    now,
+                )
+            });
+        }
+    }
+    json_object([
+        ("name", gl.spec().name.as_str().into()),
+        ("attachedRoutes", gl.attached.into()),
+        (
+            "supportedKinds",
+            json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}]),
+        ),
+        ("conditions", Value::Array(conditions)),
+    ])
 }

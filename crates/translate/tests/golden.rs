@@ -115,6 +115,8 @@ golden_tests! {
     merge_policies => "merge-policies",
     missing_target => "missing-target",
     routing => "routing",
+    https_listeners => "https-listeners",
+    backend_tls => "backend-tls",
 }
 
 #[test]

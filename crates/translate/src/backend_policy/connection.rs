@@ -14,11 +14,16 @@ pub(super) fn buffer_limit(spec: &BackendConfigPolicySpec) -> Option<u32> {
 }
 
 pub(super) fn tcp_keepalive(spec: &BackendConfigPolicySpec) -> Option<TcpKeepalive> {
-    spec.tcp_keepalive.as_ref().map(|k| TcpKeepalive {
+    spec.tcp_keepalive.as_ref().map(keepalive)
+}
+
+/// The API's tcpKeepalive (upstream here; downstream in a ListenerPolicy) in the Snapshot's units.
+pub(crate) fn keepalive(k: &api::backend_config_policy::TcpKeepalive) -> TcpKeepalive {
+    TcpKeepalive {
         probes: count(k.keep_alive_probes),
         time: k.keep_alive_time.as_deref().and_then(whole_seconds),
         interval: k.keep_alive_interval.as_deref().and_then(whole_seconds),
-    })
+    }
 }
 
 /// Durations become whole seconds, fraction dropped, as kgateway does (`1m30s` -> 90).

@@ -4,7 +4,7 @@
 //! its own.
 
 mod circuit_breakers;
-mod connection;
+pub(crate) mod connection;
 mod dns;
 mod health_check;
 mod http_protocol;
