@@ -585,7 +585,7 @@ def main():
     ap.add_argument("--latency-rounds", type=int, default=5, help="rounds of the latency measures")
     ap.add_argument("--latency-rate", type=int, default=10000, help="requests/s of the latency measures")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
-    ap.add_argument("--only", default="throughput,latency,memory,race,detection")
+    ap.add_argument("--only", default="throughput,latency,memory,race,detection,tls")
     ap.add_argument("--json", default=None, help="also write the raw results here")
     ap.add_argument("--before", default=None,
                     help="another kgw binary (e.g. the last release) measured in the same rounds, as a reference row "
@@ -722,6 +722,15 @@ def run_measures(args, only, work, results):
                     s.close()
                 proxy.stop()
                 procs.remove(proxy)
+            backend.stop()
+            procs.remove(backend)
+
+        if "tls" in only:
+            import tls  # bench/tls.py: TLS termination beside the peers
+            bport = free_port()
+            backend = nginx_backend(work, bport)
+            procs.append(backend)
+            tls.measure(args, work, bport, results, before=Path(args.before).resolve() if args.before else None)
             backend.stop()
             procs.remove(backend)
 
@@ -907,6 +916,9 @@ def write_report(path, r, args):
                 v = r[n]["detection"].get(ka)
                 cells.append(f"{v:.2f}" if isinstance(v, float) else ("not detected" if v is None else str(v)))
             lines.append(f"| {ka} | {t + p * i} | " + " | ".join(cells) + " |")
+    if "tls" in r.get("kgw", {}):
+        import tls
+        lines += tls.report(r, args)
     v = versions()
     lines += ["", "## Machine and versions", "",
               f"- {platform.platform()}, {os.cpu_count()} CPUs: "
