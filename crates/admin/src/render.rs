@@ -22,6 +22,12 @@ pub(crate) fn clusters_text(runtime: &Runtime) -> String {
             let _ = writeln!(out, "{name}::{h}::cx_active::{open}");
             let _ = writeln!(out, "{name}::{h}::cx_idle::{}", e.idle);
             let _ = writeln!(out, "{name}::{h}::rq_active::{}", e.active_requests);
+            // Envoy prints the line for every host, empty without a hostname.
+            let _ = writeln!(
+                out,
+                "{name}::{h}::hostname::{}",
+                e.hostname.as_deref().unwrap_or("")
+            );
             let _ = writeln!(out, "{name}::{h}::health_flags::{}", e.health_flags);
             let _ = writeln!(out, "{name}::{h}::weight::1");
         }
@@ -47,7 +53,7 @@ pub(crate) fn clusters_json(runtime: &Runtime) -> Value {
                         .filter(|x| x.endpoint == e.address)
                         .map(|x| json!({"id": x.id, "local_address": x.local.map(|a| a.to_string())}))
                         .collect();
-                    json!({
+                    let mut host = json!({
                         "address": {"socket_address": {"address": e.address.ip().to_string(), "port_value": e.address.port()}},
                         "stats": [
                             {"name": "cx_active", "value": open.len().to_string(), "type": "GAUGE"},
@@ -57,7 +63,12 @@ pub(crate) fn clusters_json(runtime: &Runtime) -> Value {
                         "health_status": health_status(&e.health_flags),
                         "weight": 1,
                         "connections": open,
-                    })
+                    });
+                    // Envoy's JSON leaves an empty hostname out.
+                    if let Some(hostname) = &e.hostname {
+                        host["hostname"] = hostname.clone().into();
+                    }
+                    host
                 })
                 .collect();
             json!({"name": cluster.name, "observability_name": cluster.name, "added_via_api": true, "host_statuses": hosts})

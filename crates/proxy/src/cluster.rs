@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use snapshot::{Cluster, UpstreamPolicy};
+use snapshot::{Cluster, Discovery, UpstreamPolicy};
 
 use crate::circuit_breakers::CircuitBreaker;
+use crate::dns::ClusterDns;
 use crate::endpoint_health::EndpointHealth;
 use crate::health_check::ClusterHealthChecking;
 use crate::http_protocol::HttpOptions;
@@ -46,6 +47,8 @@ pub struct ClusterRuntime {
     pub(crate) health_checks: ClusterHealthChecking,
     /// Outlier detection of its endpoints (outlier_detection.rs).
     pub(crate) outlier: ClusterOutlierDetection,
+    /// The resolver of a DNS cluster's host names (dns.rs); idle for other clusters.
+    pub(crate) dns: ClusterDns,
 }
 
 struct Live {
@@ -60,6 +63,9 @@ pub struct Endpoint {
     pub address: SocketAddr,
     /// The zone its EndpointSlice gives, for zone-aware balancing.
     pub zone: Option<String>,
+    /// The Backend host it comes from (a DNS name, or an IP as written): Envoy's endpoint
+    /// hostname, the Host of its health checks and its key with `useHostnameForHashing`.
+    pub hostname: Option<String>,
     pub(crate) health: EndpointHealth,
     idle: Pool<Connection>,
     pub(crate) active_requests: AtomicU64,
@@ -86,6 +92,9 @@ impl Host for Endpoint {
     fn zone(&self) -> Option<&str> {
         self.zone.as_deref()
     }
+    fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref()
+    }
     fn is_healthy(&self) -> bool {
         self.health.is_healthy()
     }
@@ -105,6 +114,8 @@ pub struct ConnectionInfo {
 #[derive(Debug, Clone)]
 pub struct EndpointInfo {
     pub address: SocketAddr,
+    /// Envoy's host `hostname` (empty in Envoy's output when None).
+    pub hostname: Option<String>,
     pub idle: usize,
     pub active_requests: u64,
     /// Envoy's `health_flags`: `healthy`, `/failed_active_hc`, `/failed_outlier_check`.
@@ -127,8 +138,9 @@ impl ClusterRuntime {
             tcp_user_timeout,
             health_checks: ClusterHealthChecking::default(),
             outlier: ClusterOutlierDetection::default(),
+            dns: ClusterDns::default(),
         };
-        rt.set_endpoints(&cluster.endpoints, None);
+        rt.set_endpoints(snapshot_endpoints(cluster), None);
         rt
     }
 
@@ -181,27 +193,49 @@ impl ClusterRuntime {
                 }
             }
         }
-        let changed = {
+        // A DNS cluster's endpoints are its resolver's (dns.rs), not the Snapshot's.
+        let wanted = snapshot_endpoints(cluster);
+        let changed = !matches!(cluster.discovery, Discovery::Dns { .. }) && {
             let current = self.endpoints.load();
-            current.len() != cluster.endpoints.len()
-                || current
-                    .iter()
-                    .zip(&cluster.endpoints)
-                    .any(|(have, want)| have.address != want.address || have.zone != want.zone)
+            current.len() != wanted.len() || current.iter().zip(&wanted).any(|(have, want)| !want.is(have))
         };
         if changed {
-            self.set_endpoints(&cluster.endpoints, Some(Instant::now()));
-            if cluster
-                .upstream
-                .load_balancer
-                .as_ref()
-                .is_some_and(|lb| lb.close_connections_on_host_set_change)
-            {
-                self.close_connections();
-            }
+            self.set_endpoints(wanted, Some(Instant::now()));
+            self.close_connections_if_asked(&cluster.upstream);
         } else if balancing_changed {
             self.rebuild_balancer();
         }
+    }
+
+    /// Envoy's `close_connections_on_host_set_change`, when the policy sets it.
+    fn close_connections_if_asked(&self, policy: &UpstreamPolicy) {
+        if policy
+            .load_balancer
+            .as_ref()
+            .is_some_and(|lb| lb.close_connections_on_host_set_change)
+        {
+            self.close_connections();
+        }
+    }
+
+    /// A new endpoint set found at runtime (a DNS cluster's resolver): as a new Snapshot's
+    /// endpoints are taken (`update`), endpoints that stay keep their pooled connections, health
+    /// and outlier state; the balancer is rebuilt; health checks start on the new endpoints and
+    /// stop on those gone, outlier detection forgets them. Unchanged: nothing happens.
+    pub(crate) fn replace_endpoints(self: &Arc<Self>, wanted: Vec<NewEndpoint>) -> bool {
+        let unchanged = {
+            let current = self.endpoints.load();
+            current.len() == wanted.len() && current.iter().zip(&wanted).all(|(have, want)| want.is(have))
+        };
+        if unchanged {
+            return false;
+        }
+        self.set_endpoints(wanted, Some(Instant::now()));
+        let policy = self.policy();
+        self.close_connections_if_asked(&policy);
+        ClusterHealthChecking::configure(self, policy.health_check.as_ref());
+        ClusterOutlierDetection::configure(self, policy.outlier_detection.as_ref());
+        true
     }
 
     /// Envoy's `close_connections_on_host_set_change`: every pooled connection of the cluster
@@ -239,9 +273,10 @@ impl ClusterRuntime {
     /// The cluster left the Snapshot: its idle connections close, and none is pooled again.
     /// (Pooled connections hold their cluster: without this they would keep each other.)
     pub(crate) fn retire(&self) {
+        self.dns.stop();
         self.health_checks.stop();
         self.outlier.stop();
-        self.set_endpoints(&[], None);
+        self.set_endpoints(Vec::new(), None);
     }
 
     /// The endpoints now.
@@ -260,29 +295,28 @@ impl ClusterRuntime {
     }
 
     /// `now`: when endpoints new to the set joined it (None when the cluster is created).
-    fn set_endpoints(&self, wanted: &[snapshot::Endpoint], now: Option<Instant>) {
+    fn set_endpoints(&self, wanted: Vec<NewEndpoint>, now: Option<Instant>) {
         let old = self.endpoints.load_full();
         let health_checked = self.policy.load().health_check.is_some();
         let new: Vec<Arc<Endpoint>> = wanted
-            .iter()
-            .map(
-                |w| match old.iter().find(|e| e.address == w.address && e.zone == w.zone) {
-                    Some(e) => e.clone(),
-                    None => Arc::new(Endpoint {
-                        address: w.address,
-                        zone: w.zone.clone(),
-                        // Envoy: a new host of a health-checked cluster starts
-                        // /failed_active_hc, so it takes no traffic until its first check
-                        // (run at once) passes.
-                        health: EndpointHealth::new(health_checked),
-                        idle: Pool::new(),
-                        active_requests: AtomicU64::new(0),
-                        open_connections: Arc::new(AtomicU64::new(0)),
-                        added: now,
-                        removed: AtomicBool::new(false),
-                    }),
-                },
-            )
+            .into_iter()
+            .map(|w| match old.iter().find(|e| w.is(e)) {
+                Some(e) => e.clone(),
+                None => Arc::new(Endpoint {
+                    address: w.address,
+                    zone: w.zone,
+                    hostname: w.hostname,
+                    // Envoy: a new host of a health-checked cluster starts
+                    // /failed_active_hc, so it takes no traffic until its first check
+                    // (run at once) passes.
+                    health: EndpointHealth::new(health_checked),
+                    idle: Pool::new(),
+                    active_requests: AtomicU64::new(0),
+                    open_connections: Arc::new(AtomicU64::new(0)),
+                    added: now,
+                    removed: AtomicBool::new(false),
+                }),
+            })
             .collect();
         // Endpoints that left: their idle connections close now, and leave the gauge.
         for gone in old.iter().filter(|e| !new.iter().any(|n| Arc::ptr_eq(n, e))) {
@@ -439,6 +473,7 @@ impl ClusterRuntime {
             .iter()
             .map(|e| EndpointInfo {
                 address: e.address,
+                hostname: e.hostname.clone(),
                 idle: e.idle.len(),
                 active_requests: e.active_requests.load(Ordering::Relaxed),
                 health_flags: e.health.flags(),
@@ -447,12 +482,51 @@ impl ClusterRuntime {
     }
 }
 
+/// An endpoint the cluster should have: from the Snapshot, or resolved from a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewEndpoint {
+    pub address: SocketAddr,
+    pub zone: Option<String>,
+    pub hostname: Option<String>,
+}
+
+impl NewEndpoint {
+    /// Is `have` this endpoint (so it keeps its pool, health and counters)?
+    fn is(&self, have: &Endpoint) -> bool {
+        have.address == self.address && have.zone == self.zone && have.hostname == self.hostname
+    }
+}
+
+/// A cluster's endpoints as the Snapshot lists them; a static Backend's carry the host as
+/// written (kgateway gives every Backend endpoint its `hostname`).
+fn snapshot_endpoints(cluster: &Cluster) -> Vec<NewEndpoint> {
+    let hostname_of = |address: SocketAddr| match &cluster.discovery {
+        Discovery::Static { hosts } => hosts
+            .iter()
+            .find(|h| {
+                h.port == address.port() && h.host.parse::<std::net::IpAddr>().ok() == Some(address.ip())
+            })
+            .map(|h| h.host.clone()),
+        Discovery::Eds | Discovery::Dns { .. } => None,
+    };
+    cluster
+        .endpoints
+        .iter()
+        .map(|e| NewEndpoint {
+            address: e.address,
+            zone: e.zone.clone(),
+            hostname: hostname_of(e.address),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 impl Endpoint {
     pub(crate) fn for_test(address: SocketAddr) -> Endpoint {
         Endpoint {
             address,
             zone: None,
+            hostname: None,
             health: EndpointHealth::default(),
             idle: Pool::new(),
             active_requests: AtomicU64::new(0),

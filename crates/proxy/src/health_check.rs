@@ -117,10 +117,11 @@ impl Session {
     }
 }
 
-/// The request a probe sends.
-fn request(policy: &HealthCheck, cluster_name: &str) -> Vec<u8> {
+/// The request a probe sends; `default_host` is its Host when the health check sets none (the
+/// endpoint's hostname, else the cluster's name).
+fn request(policy: &HealthCheck, default_host: &str) -> Vec<u8> {
     let method = policy.http.method.as_deref().unwrap_or("GET");
-    let host = policy.http.host.as_deref().unwrap_or(cluster_name);
+    let host = policy.http.host.as_deref().unwrap_or(default_host);
     format!(
         "{method} {} HTTP/1.1\r\nhost: {host}\r\nuser-agent: Envoy/HC\r\n\r\n",
         policy.http.path
@@ -517,7 +518,10 @@ async fn check_loop(
         let (request, options) = {
             let Some(cluster) = cluster.upgrade() else { return };
             stats::inc(&cluster.health_checks.stats.attempt);
-            (request(&policy, cluster.name()), ProbeConnector::of(&cluster))
+            // Envoy's Host: the health check's host, else the endpoint's hostname (kgateway
+            // gives a Backend's endpoints theirs), else the cluster's name.
+            let host = endpoint.hostname.as_deref().unwrap_or(cluster.name());
+            (request(&policy, host), ProbeConnector::of(&cluster))
         };
         let probe = connection
             .probe(endpoint.address, &request, head_request, &options, policy.timeout)

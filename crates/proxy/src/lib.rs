@@ -6,12 +6,14 @@
 //! cluster's `http_protocol.rs` options) on a connection (`upstream.rs`) that
 //! `circuit_breakers.rs` gives: from the endpoint's `pool.rs`, a new one, or one waited for;
 //! `transport.rs` connects with `socket_options.rs` and writes the `proxy_protocol.rs` header;
-//! `cluster.rs` holds each cluster's policy, endpoints and counters. When no upstream answers,
+//! `cluster.rs` holds each cluster's policy, endpoints and counters (`dns.rs` resolves a DNS
+//! cluster's names into its endpoints). When no upstream answers,
 //! `local_reply.rs` does (status, body, response flag).
 
 mod access_log;
 mod circuit_breakers;
 mod cluster;
+mod dns;
 mod downstream;
 mod endpoint_health;
 mod fd_limit;
@@ -197,6 +199,8 @@ impl DataPlane {
             .collect();
         // Health checks and outlier detection follow each cluster's policy and endpoints.
         for (c, runtime) in snapshot.clusters.iter().zip(&clusters) {
+            // A DNS cluster's resolver (started, kept, restarted or stopped) fills its endpoints.
+            dns::ClusterDns::configure(runtime, &c.discovery, c.upstream.dns.as_ref());
             health_check::ClusterHealthChecking::configure(runtime, c.upstream.health_check.as_ref());
             outlier_detection::ClusterOutlierDetection::configure(
                 runtime,

@@ -52,6 +52,10 @@ const OVERPROVISIONING_FACTOR: f64 = 1.4;
 pub(crate) trait Host: Send + Sync + 'static {
     fn address(&self) -> SocketAddr;
     fn zone(&self) -> Option<&str>;
+    /// The DNS name it was resolved from (a Backend's host), if any.
+    fn hostname(&self) -> Option<&str> {
+        None
+    }
     fn is_healthy(&self) -> bool;
     /// Requests in flight on it (least request).
     fn active_requests(&self) -> u64;
@@ -82,6 +86,8 @@ struct Hashing<H> {
 /// request path (`schedule_rebuild`) and swapped in; picks only load it.
 struct HealthyTable<H> {
     kind: HashKind,
+    /// `useHostnameForHashing`: hosts are hashed by hostname (see `hash_key`).
+    by_hostname: bool,
     hosts: Vec<Arc<H>>,
     /// None while every host is healthy (or none is).
     current: ArcSwapOption<OverHealthy>,
@@ -105,13 +111,24 @@ enum HashTable {
 }
 
 impl HashKind {
-    fn build(&self, addresses: &[SocketAddr]) -> HashTable {
+    /// The ring or table over hosts known by these keys (see `hash_key`).
+    fn build(&self, keys: &[String]) -> HashTable {
         match self {
             HashKind::Ring { min_size, max_size } => {
-                HashTable::Ring(ring_hash::Ring::build(addresses, *min_size, *max_size))
+                HashTable::Ring(ring_hash::Ring::build(keys, *min_size, *max_size))
             }
-            HashKind::Maglev => HashTable::Maglev(maglev::Table::build(addresses)),
+            HashKind::Maglev => HashTable::Maglev(maglev::Table::build(keys)),
         }
+    }
+}
+
+/// What a host is hashed by on a ring or table: its address, or with `useHostnameForHashing`
+/// its hostname (as Envoy, so that a name keeps its keys whatever it resolves to). A host
+/// without one (a Service's endpoint) keeps its address.
+fn hash_key<H: Host>(host: &H, by_hostname: bool) -> String {
+    match host.hostname() {
+        Some(name) if by_hostname => name.to_string(),
+        _ => host.address().to_string(),
     }
 }
 
@@ -176,8 +193,19 @@ impl<H: Host> Balancer<H> {
             members.sort_by_key(|m| m.host.address());
         }
         let hosts: Vec<Arc<H>> = members.iter().map(|m| m.host.clone()).collect();
-        let addresses: Vec<SocketAddr> = hosts.iter().map(|h| h.address()).collect();
         let algorithm_config = policy.and_then(|p| p.algorithm.as_ref());
+        let by_hostname = matches!(
+            algorithm_config,
+            Some(
+                LbAlgorithm::RingHash {
+                    use_hostname_for_hashing: true,
+                    ..
+                } | LbAlgorithm::Maglev {
+                    use_hostname_for_hashing: true,
+                    ..
+                }
+            )
+        );
         let algorithm = match algorithm_config {
             None | Some(LbAlgorithm::RoundRobin { .. }) => Algorithm::RoundRobin,
             Some(LbAlgorithm::LeastRequest { choice_count, .. }) => Algorithm::LeastRequest {
@@ -194,10 +222,10 @@ impl<H: Host> Balancer<H> {
                     max_size: maximum_ring_size.unwrap_or(DEFAULT_MAX_RING_SIZE),
                 },
                 &hosts,
-                &addresses,
+                by_hostname,
             )),
             Some(LbAlgorithm::Maglev { .. }) => {
-                Algorithm::Hashing(Hashing::new(HashKind::Maglev, &hosts, &addresses))
+                Algorithm::Hashing(Hashing::new(HashKind::Maglev, &hosts, by_hostname))
             }
         };
         let slow_start = match algorithm_config {
@@ -517,9 +545,11 @@ impl<H: Host> Balancer<H> {
 
 impl<H: Host> Hashing<H> {
     /// Both tables: over every host, and (when some are unhealthy now) over the healthy ones.
-    fn new(kind: HashKind, hosts: &[Arc<H>], addresses: &[SocketAddr]) -> Hashing<H> {
+    fn new(kind: HashKind, hosts: &[Arc<H>], by_hostname: bool) -> Hashing<H> {
+        let keys: Vec<String> = hosts.iter().map(|h| hash_key(&**h, by_hostname)).collect();
         let over_healthy = Arc::new(HealthyTable {
             kind,
+            by_hostname,
             hosts: hosts.to_vec(),
             current: ArcSwapOption::empty(),
             rebuild_pending: AtomicBool::new(false),
@@ -527,7 +557,7 @@ impl<H: Host> Hashing<H> {
         });
         over_healthy.rebuild();
         Hashing {
-            all: over_healthy.kind.build(addresses),
+            all: over_healthy.kind.build(&keys),
             over_healthy,
         }
     }
@@ -560,11 +590,11 @@ impl<H: Host> HealthyTable<H> {
             self.current.store(None);
             return;
         }
-        let addresses: Vec<SocketAddr> = healthy
+        let keys: Vec<String> = healthy
             .iter()
-            .map(|&i| self.hosts[i as usize].address())
+            .map(|&i| hash_key(&*self.hosts[i as usize], self.by_hostname))
             .collect();
-        let table = self.kind.build(&addresses);
+        let table = self.kind.build(&keys);
         self.current.store(Some(Arc::new((healthy, table))));
     }
 }

@@ -193,6 +193,7 @@ impl crate::DataPlane {
                 .list()
                 .into_iter()
                 .chain(c.outlier.stats().map(|s| s.list()).unwrap_or_default())
+                .chain(c.dns.list())
                 .chain(c.breaker().gauges(pools));
             for (field, family, kind, value) in policy_stats {
                 out.push(Metric {

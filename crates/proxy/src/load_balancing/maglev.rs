@@ -1,8 +1,7 @@
 //! Maglev (Envoy's table of 65537 entries): each host fills the table along its own
-//! permutation (offset xxHash64(address, seed 0), skip xxHash64(address, seed 1)), in turns,
-//! until it is full; a request goes to entry hash % size.
-
-use std::net::SocketAddr;
+//! permutation (offset xxHash64(key, seed 0), skip xxHash64(key, seed 1); the key is the
+//! address, or the hostname with useHostnameForHashing), in turns, until it is full; a request
+//! goes to entry hash % size.
 
 use xxhash_rust::xxh64::xxh64;
 
@@ -15,7 +14,7 @@ pub(super) struct Table {
 }
 
 impl Table {
-    pub(super) fn build(hosts: &[SocketAddr]) -> Table {
+    pub(super) fn build<K: std::fmt::Display>(hosts: &[K]) -> Table {
         if hosts.is_empty() {
             return Table { entries: Vec::new() };
         }

@@ -1,9 +1,7 @@
 //! Ring hash (Envoy's ketama-style ring): each host is hashed onto the ring many times
-//! (xxHash64 of "<address>_<i>"), and a request goes to the first entry at or after its hash,
-//! wrapping around. Removing a host moves its keys and few others (the hosts left get more
+//! (xxHash64 of "<address>_<i>", or "<hostname>_<i>" with useHostnameForHashing), and a
+//! request goes to the first entry at or after its hash, wrapping around. Removing a host moves its keys and few others (the hosts left get more
 //! entries each, as Envoy sizes the ring).
-
-use std::net::SocketAddr;
 
 use xxhash_rust::xxh64::xxh64;
 
@@ -15,7 +13,7 @@ pub(super) struct Ring {
 impl Ring {
     /// Envoy's sizing: every host gets the same whole number of entries, enough for the ring
     /// to reach `min_size`, capped at `max_size` (hosts weigh the same here).
-    pub(super) fn build(hosts: &[SocketAddr], min_size: u64, max_size: u64) -> Ring {
+    pub(super) fn build<K: std::fmt::Display>(hosts: &[K], min_size: u64, max_size: u64) -> Ring {
         if hosts.is_empty() {
             return Ring { entries: Vec::new() };
         }

@@ -13,6 +13,7 @@ use crate::stats::ClusterStats;
 struct TestHost {
     address: SocketAddr,
     zone: Option<String>,
+    hostname: Option<String>,
     healthy: AtomicBool,
     active: AtomicU64,
 }
@@ -23,6 +24,9 @@ impl Host for TestHost {
     }
     fn zone(&self) -> Option<&str> {
         self.zone.as_deref()
+    }
+    fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref()
     }
     fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
@@ -36,6 +40,7 @@ fn host(port: u16, zone: Option<&str>) -> Arc<TestHost> {
     Arc::new(TestHost {
         address: SocketAddr::from(([127, 0, 0, 1], port)),
         zone: zone.map(str::to_string),
+        hostname: None,
         healthy: AtomicBool::new(true),
         active: AtomicU64::new(0),
     })
@@ -713,5 +718,61 @@ fn healthy_table_missing(b: &Balancer<TestHost>) -> bool {
     match &b.algorithm {
         Algorithm::Hashing(h) => h.over_healthy.current.load().is_none(),
         _ => true,
+    }
+}
+
+/// A DNS cluster's host resolved from `name` to 127.0.0.`last`:`port`.
+fn named_host(name: &str, last: u8, port: u16) -> Arc<TestHost> {
+    Arc::new(TestHost {
+        address: SocketAddr::from(([127, 0, 0, last], port)),
+        zone: None,
+        hostname: Some(name.to_string()),
+        healthy: AtomicBool::new(true),
+        active: AtomicU64::new(0),
+    })
+}
+
+#[test]
+fn use_hostname_for_hashing_keeps_a_names_keys_when_its_address_changes() {
+    for by_hostname in [true, false] {
+        let policies = [
+            lb(LbAlgorithm::RingHash {
+                minimum_ring_size: None,
+                maximum_ring_size: None,
+                hash_policies: vec![header_policy("x-user")],
+                use_hostname_for_hashing: by_hostname,
+            }),
+            lb(LbAlgorithm::Maglev {
+                hash_policies: vec![header_policy("x-user")],
+                use_hostname_for_hashing: by_hostname,
+            }),
+        ];
+        for policy in policies {
+            let before = [
+                named_host("a.test", 1, 80),
+                named_host("b.test", 2, 80),
+                named_host("c.test", 3, 80),
+            ];
+            // a.test moved to another address; b and c stayed.
+            let after = [
+                named_host("a.test", 9, 80),
+                named_host("b.test", 2, 80),
+                named_host("c.test", 3, 80),
+            ];
+            let b1 = Balancer::new(Some(&policy), members(&before), None);
+            let b2 = Balancer::new(Some(&policy), members(&after), None);
+            let stats = ClusterStats::default();
+            let name_of = |b: &Balancer<TestHost>, key: usize| {
+                let headers = Headers(vec![("x-user", format!("k{key}"))]);
+                let mut context = PickContext::new(&headers, client());
+                b.pick(&mut context, &stats).unwrap().hostname.clone().unwrap()
+            };
+            let moved = (0..500).filter(|&k| name_of(&b1, k) != name_of(&b2, k)).count();
+            if by_hostname {
+                assert_eq!(moved, 0, "keys follow the name, not the address");
+            } else {
+                assert!(moved > 0, "hashed by address, a new address moves keys");
+            }
+        }
     }
 }
