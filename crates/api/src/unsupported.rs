@@ -134,8 +134,8 @@ const LISTENER_OPTIONS_PENDING: bool = true;
 /// BackendTLSPolicy waits for the data plane's upstream TLS.
 const UPSTREAM_TLS_PENDING: bool = true;
 
-/// Backend hosts by DNS name wait for the data plane's resolver.
-const DNS_PENDING: bool = true;
+/// Backend hosts by DNS name wait for the data plane's resolver (proxy's dns.rs: landed).
+const DNS_PENDING: bool = false;
 
 /// BackendTLSPolicy `options` are implementation-specific settings; none is implemented.
 pub fn backend_tls_policy(p: &crate::BackendTlsPolicy) -> Vec<FieldError> {
@@ -208,7 +208,7 @@ pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> 
             spec.upstream_proxy_protocol.is_some(),
             WITH_THIS_ISSUE,
         ),
-        ("dns", spec.dns.is_some(), WITH_BACKEND_TLS),
+        ("dns", spec.dns.is_some() && DNS_PENDING, WITH_BACKEND_TLS),
         (
             "healthCheck.grpc",
             spec.health_check.as_ref().is_some_and(|h| h.grpc.is_some()),
@@ -221,12 +221,22 @@ pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> 
         ),
         ("tls", spec.tls.is_some(), WITH_BACKEND_TLS),
     ];
-    set.into_iter()
+    let mut out: Vec<FieldError> = set
+        .into_iter()
         .filter(|(field, is_set, feature)| {
             *is_set && (*feature != WITH_THIS_ISSUE || PENDING.contains(field))
         })
         .map(|(field, _, feature)| FieldError::forbidden(format!("spec.{field}"), not_yet_until(feature)))
-        .collect()
+        .collect();
+    // The data plane resolves with the system resolver (getaddrinfo), which gives no TTL.
+    if spec.dns.as_ref().is_some_and(|d| d.respect_ttl == Some(true)) {
+        out.push(FieldError::forbidden(
+            "spec.dns.respectTTL",
+            "not supported by kgateway-rs: its resolver (the system's, which reads /etc/hosts) gives no TTL; \
+             remove the field and set dns.refreshRate to how often names should be resolved again",
+        ));
+    }
+    out
 }
 
 pub fn gateway(g: &Gateway) -> Vec<FieldError> {
@@ -397,7 +407,7 @@ mod tests {
             got
         };
         let got = later_issues(messages(&policy(
-            "dns:\n  respectTTL: true\ntls:\n  insecureSkipVerify: true\n\
+            "dns:\n  refreshRate: 1s\ntls:\n  insecureSkipVerify: true\n\
              http2ProtocolOptions:\n  maxConcurrentStreams: 10\n\
              healthCheck:\n  grpc: {}\n  interval: 1s\n  timeout: 1s\n  healthyThreshold: 1\n  unhealthyThreshold: 1\n\
              loadBalancer:\n  maglev:\n    useHostnameForHashing: true\n    hashPolicies:\n    - sourceIP: {}",
@@ -405,7 +415,6 @@ mod tests {
         assert_eq!(
             got,
             [
-                format!("spec.dns: Forbidden: {tls}"),
                 format!("spec.healthCheck.grpc: Forbidden: {h2}"),
                 format!("spec.http2ProtocolOptions: Forbidden: {h2}"),
                 format!("spec.tls: Forbidden: {tls}"),
@@ -445,6 +454,22 @@ mod tests {
             [format!(
                 "addressType: Forbidden: FQDN is {NOT_YET}; use IPv4 or IPv6"
             )]
+        );
+    }
+
+    #[test]
+    fn dns_settings_are_served_but_respect_ttl_is_refused() {
+        assert_eq!(
+            messages(&policy("dns:\n  refreshRate: 1s\n  jitter: 100ms")),
+            Vec::<String>::new()
+        );
+        let got = messages(&policy("dns:\n  respectTTL: true"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("spec.dns.respectTTL: Forbidden: "), "{got:?}");
+        assert!(got[0].contains("refreshRate"), "names the fix: {got:?}");
+        assert_eq!(
+            messages(&policy("dns:\n  respectTTL: false")),
+            Vec::<String>::new()
         );
     }
 }
