@@ -177,6 +177,11 @@ impl ClusterRuntime {
 
     /// Takes a new version of the cluster from a Snapshot.
     pub(crate) fn update(&self, cluster: &Cluster) {
+        if !matches!(cluster.discovery, Discovery::Dns { .. }) {
+            // No longer a DNS cluster: its resolver stops before the Snapshot's endpoints are
+            // set, so that a late answer cannot replace them.
+            self.dns.stop();
+        }
         let balancing_changed = self.policy.load().load_balancer != cluster.upstream.load_balancer;
         if **self.policy.load() != cluster.upstream {
             self.policy.store(Arc::new(cluster.upstream.clone()));

@@ -74,7 +74,6 @@ struct DnsStats {
     update_success: AtomicU64,
     update_failure: AtomicU64,
     update_no_rebuild: AtomicU64,
-    update_empty: AtomicU64,
 }
 
 /// A cluster's resolver: what it resolves, each host's last addresses, the task.
@@ -201,9 +200,6 @@ impl ClusterDns {
             stats::inc(&self.stats.update_no_rebuild);
             return true;
         }
-        if addresses.is_empty() {
-            stats::inc(&self.stats.update_empty);
-        }
         current.resolved[index] = Some(addresses);
         let mut endpoints: Vec<NewEndpoint> = Vec::new();
         for (host, resolved) in current.hosts.iter().zip(&current.resolved) {
@@ -236,12 +232,6 @@ impl ClusterDns {
                 "update_attempt",
                 MetricKind::Counter,
                 v(&s.update_attempt),
-            ),
-            (
-                "update_empty",
-                "update_empty",
-                MetricKind::Counter,
-                v(&s.update_empty),
             ),
             (
                 "update_failure",
