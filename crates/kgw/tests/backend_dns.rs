@@ -3,7 +3,8 @@
 //! over /etc/hosts; the mount goes away with the process), two real backends on loopback
 //! (127.0.0.2 "a" and 127.0.0.3 "b", same port). The name's address is changed in the file and
 //! the next refresh (`dns.refreshRate: 1s`) moves the traffic; a name that stops resolving keeps
-//! its last address; a health check's Host is the name; `/clusters` shows the name as Envoy does.
+//! its last address; a health check's Host is the name; `/clusters` shows the name as Envoy does;
+//! Snapshots that leave the cluster as it is do not resolve it again.
 
 mod common;
 #[path = "common/controlled_backend.rs"]
@@ -220,4 +221,35 @@ fn a_health_check_without_a_host_sends_the_backend_name() {
     let host = format!("host: {NAME}");
     assert!(head.lines().any(|l| l.eq_ignore_ascii_case(&host)), "{head}");
     answered_by(&gw, "a");
+}
+
+#[test]
+fn snapshots_that_leave_the_cluster_unchanged_do_not_resolve_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _b) = two_backends();
+    // An hour between refreshes: every lookup after the first would come from a new Snapshot.
+    let (gw, _hosts) = start(dir.path(), &a, "  dns: {refreshRate: 1h}\n");
+    answered_by(&gw, "a");
+    let attempts = format!("cluster.{CLUSTER}.update_attempt");
+    assert_eq!(gw.stat(&attempts), Some(1));
+    let snapshots = "cluster_manager.cds.update_success";
+    for i in 0..3 {
+        let before = gw.stat(snapshots).unwrap();
+        // Another route: a new Snapshot in which the Backend's cluster is the same.
+        let route = format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: other{i}, namespace: default}}\n\
+             spec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [other{i}.example.com]\n  rules:\n  - backendRefs:\n    \
+             - {{group: gateway.kgateway.dev, kind: Backend, name: b}}\n"
+        );
+        let out = gw.kgw(&["apply", "-f", "-"], &route);
+        assert!(out.status.success(), "{}", stderr(&out));
+        wait_for("the new Snapshot", Duration::from_secs(10), || {
+            (gw.stat(snapshots)? > before).then_some(())
+        });
+        assert_eq!(
+            gw.curl(&format!("other{i}.example.com"), "/"),
+            (200, "a".to_string())
+        );
+    }
+    assert_eq!(gw.stat(&attempts), Some(1), "no lookup for an unchanged cluster");
 }
