@@ -442,7 +442,7 @@ mod tests {
         assert_eq!(
             got,
             [format!(
-                "spec.listeners[0].protocol: Forbidden: protocol TCP is {NOT_YET}; use HTTP"
+                "spec.listeners[0].protocol: Forbidden: protocol TCP is {NOT_YET}; use HTTP or HTTPS"
             )]
         );
         let got = messages(
