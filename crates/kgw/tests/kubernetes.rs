@@ -1411,3 +1411,73 @@ fn many_secrets_cost_little_and_a_refused_one_is_logged_once() {
     );
     assert_eq!(gw.curl("www.example.com", "/get").0, 200);
 }
+
+/// The other kinds of issue 15 through kubectl and kgw's CRDs: the guide's ListenerPolicy gets
+/// kgw's verdict in its status (Accepted, or the "not supported yet" refusal while listener
+/// options are gated in crates/api/src/unsupported.rs), and ReferenceGrants are read in both
+/// versions the CRD serves.
+#[test]
+fn a_listener_policy_and_reference_grants_with_kubectl() {
+    let Some(setup) = setup() else { return };
+    let Setup { api, gw, .. } = &setup;
+    api.apply(
+        "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: ListenerPolicy\nmetadata:\n  name: keepalive\n  \
+         namespace: kgateway-system\nspec:\n  targetRefs:\n  - group: gateway.networking.k8s.io\n    kind: Gateway\n    \
+         name: http\n  default:\n    tcpKeepalive:\n      keepAliveProbes: 3\n      keepAliveTime: 30s\n      \
+         keepAliveInterval: 5s\n    perConnectionBufferLimitBytes: 32768\n",
+    );
+    let ancestor = wait_for(
+        "kgw to write the ListenerPolicy's status",
+        Duration::from_secs(10),
+        || {
+            status_of(api, "listenerpolicy", "kgateway-system", "keepalive")?["ancestors"]
+                .as_array()?
+                .iter()
+                .find(|a| a["controllerName"] == "kgateway.dev/kgateway")
+                .cloned()
+        },
+    );
+    assert_eq!(ancestor["ancestorRef"]["kind"], "Gateway", "{ancestor}");
+    assert_eq!(ancestor["ancestorRef"]["name"], "http", "{ancestor}");
+    let accepted = ancestor["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Accepted")
+        .cloned()
+        .expect("an Accepted condition");
+    if accepted["status"] == "False" {
+        assert!(
+            accepted["message"]
+                .as_str()
+                .unwrap()
+                .contains("not supported yet"),
+            "{ancestor}"
+        );
+        eprintln!(
+            "ListenerPolicy refused while listener options are gated: {}",
+            accepted["message"]
+        );
+    } else {
+        assert_eq!(accepted["status"], "True", "{ancestor}");
+    }
+    let out = api.kubectl(&["get", "listenerpolicy", "-n", "kgateway-system"], "");
+    eprintln!("kubectl get listenerpolicy:\n{}", stdout(&out));
+
+    for version in ["v1beta1", "v1"] {
+        api.apply(&format!(
+            "apiVersion: gateway.networking.k8s.io/{version}\nkind: ReferenceGrant\nmetadata:\n  name: from-routes-{version}\n  \
+             namespace: httpbin\nspec:\n  from:\n  - group: gateway.networking.k8s.io\n    kind: HTTPRoute\n    \
+             namespace: default\n  to:\n  - group: \"\"\n    kind: Service\n"
+        ));
+    }
+    wait_for(
+        "kgw to hold both ReferenceGrants",
+        Duration::from_secs(10),
+        || {
+            let names = names_in_kgw(gw, "referencegrants", "httpbin");
+            (names.len() == 2).then_some(())
+        },
+    );
+    assert_eq!(gw.curl("www.example.com", "/get").0, 200);
+}
