@@ -1481,3 +1481,96 @@ fn a_listener_policy_and_reference_grants_with_kubectl() {
     );
     assert_eq!(gw.curl("www.example.com", "/get").0, 200);
 }
+
+/// The webhook rules kgw ships (deploy/kustomize/webhook.yaml, pointed at a kgw on loopback):
+/// `kubectl apply` of a bad Backend or ListenerPolicy is refused with kgw's message, and a Secret
+/// kgw would refuse is not sent to the webhook (the API server stores it; kgw logs it).
+#[test]
+fn the_shipped_webhook_rules_refuse_bad_backends_and_listener_policies_not_secrets() {
+    let Some(api) = ApiServer::start() else { return };
+    install_crds(&api);
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: httpbin\n");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::Pki::new(&dir.path().join("pki"));
+    let serving = pki.leaf("webhook", &["127.0.0.1"]);
+    let webhook = format!("127.0.0.1:{}", free_port());
+    let mut builder = GatewayBuilder::run(dir.path(), free_port())
+        .arg("--kubernetes")
+        .arg("--webhook-address")
+        .arg(&webhook)
+        .arg("--webhook-cert")
+        .arg(serving.cert.to_str().unwrap())
+        .arg("--webhook-key")
+        .arg(serving.key.to_str().unwrap());
+    builder
+        .env
+        .push(("KUBECONFIG".into(), api.kubeconfig.display().to_string()));
+    let gw = builder.start();
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shipped = std::fs::read_to_string(root.join("deploy/kustomize/webhook.yaml")).unwrap();
+    let mut config: serde_json::Value = serde_yaml_ng::from_str(&shipped).unwrap();
+    config["webhooks"][0]["clientConfig"] = serde_json::json!({
+        "url": format!("https://{webhook}/validate"),
+        "caBundle": base64(&std::fs::read(&pki.ca.cert).unwrap()),
+    });
+    api.apply(&config.to_string());
+
+    let backend = |host: &str| {
+        format!(
+            "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: Backend\nmetadata:\n  name: static\n  namespace: httpbin\n\
+             spec:\n  static:\n    hosts:\n    - host: \"{host}\"\n      port: 80\n"
+        )
+    };
+    let duplicate_ports = "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: ListenerPolicy\nmetadata:\n  name: ports\n  \
+         namespace: httpbin\nspec:\n  targetRefs:\n  - group: gateway.networking.k8s.io\n    kind: Gateway\n    name: http\n  \
+         perPort:\n  - port: 8080\n    listener: {perConnectionBufferLimitBytes: 1024}\n  - port: 8080\n    \
+         listener: {perConnectionBufferLimitBytes: 2048}\n";
+    let bad = [
+        (
+            backend("not a host"),
+            "backends",
+            "static",
+            "spec.static.hosts[0].host",
+        ),
+        (
+            duplicate_ports.to_string(),
+            "listenerpolicies",
+            "ports",
+            "must be unique",
+        ),
+    ];
+    for (doc, plural, name, words) in &bad {
+        let refused = wait_for("the webhook to answer", Duration::from_secs(10), || {
+            let out = api.kubectl(&["apply", "-f", "-"], doc);
+            // until the webhook configuration is live, a bad object may still go through
+            if out.status.success() {
+                let _ = api.kubectl(&["delete", plural, "-n", "httpbin", name], "");
+                return None;
+            }
+            Some(stderr(&out))
+        });
+        assert!(
+            refused.contains("denied the request") && refused.contains(words),
+            "refused by the webhook with kgw's message ({words}): {refused}"
+        );
+        eprintln!("kubectl apply refused: {}", refused.trim());
+    }
+    // A good Backend is admitted.
+    api.apply(&backend("127.0.0.1"));
+
+    // Secrets are not the webhook's: one kgw refuses is stored, and kgw logs why.
+    let other = pki.leaf("other", &["other.example.com"]);
+    let mismatched = pki::CertFiles {
+        cert: serving.cert.clone(),
+        key: other.key.clone(),
+    };
+    api.apply(&pki::secret_yaml("httpbin", "mismatched", &mismatched, None));
+    wait_for("kgw to log the refused Secret", Duration::from_secs(10), || {
+        gw.proc
+            .log_text()
+            .lines()
+            .any(|l| l.contains("not served") && l.contains("httpbin/mismatched") && l.contains("tls.key"))
+            .then_some(())
+    });
+}
