@@ -1,19 +1,26 @@
 //! `kgw crds`: every CustomResourceDefinition kgw needs, generated from the Rust types it reads
 //! (Gateway API's from the gateway-api crate, BackendConfigPolicy's from ours), as a YAML
-//! stream for `kgw crds | kubectl apply -f -`.
+//! stream for `kgw crds | kubectl apply -f -`. Backend and ListenerPolicy, whose types carry no
+//! schema, are written out here, their shared parts (tcpKeepalive, conditions, policy status)
+//! taken from BackendConfigPolicy's generated schema.
 
 use kube::CustomResourceExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Gateway API's group is protected (`*.k8s.io`): the API server wants the approval annotation
 /// the upstream CRDs carry.
 const APPROVAL: &str = "https://github.com/kubernetes-sigs/gateway-api/pull/1538";
 
 pub fn all() -> anyhow::Result<Vec<Value>> {
+    let mut backend_tls_policy = serde_json::to_value(api::BackendTlsPolicy::crd())?;
+    // Gateway API's policy metaresource label (GEP-713), as the upstream CRD carries it.
+    backend_tls_policy["metadata"]["labels"]["gateway.networking.k8s.io/policy"] = "Direct".into();
     let mut gateway_api = vec![
         serde_json::to_value(api::gateway_api::gatewayclasses::GatewayClass::crd())?,
         serde_json::to_value(api::gateway_api::gateways::Gateway::crd())?,
         serde_json::to_value(api::gateway_api::httproutes::HttpRoute::crd())?,
+        reference_grant_crd()?,
+        backend_tls_policy,
     ];
     for crd in &mut gateway_api {
         clean_schema(crd);
@@ -21,11 +28,234 @@ pub fn all() -> anyhow::Result<Vec<Value>> {
     }
     let mut policy = api::crd::backend_config_policy_crd();
     drop_empty_string_defaults(&mut policy);
-    gateway_api.push(policy);
+    let backend = backend_crd(&policy);
+    let listener_policy = listener_policy_crd(&policy);
+    gateway_api.extend([policy, backend, listener_policy]);
     for crd in &mut gateway_api {
         nullable_groups(crd);
     }
     Ok(gateway_api)
+}
+
+/// ReferenceGrant as every Gateway API release serves it: `v1beta1` (the stored version, which
+/// kgw watches) and, from Gateway API 1.5, `v1` with the same schema. The gateway-api crate
+/// generates only `v1`; the schemas are equal, so no conversion webhook is needed.
+fn reference_grant_crd() -> anyhow::Result<Value> {
+    let mut crd = serde_json::to_value(api::ReferenceGrant::crd())?;
+    let v1 = crd["spec"]["versions"][0].clone();
+    anyhow::ensure!(
+        v1["name"] == "v1",
+        "the gateway-api crate's ReferenceGrant CRD is not v1: {}",
+        v1["name"]
+    );
+    let mut v1beta1 = v1.clone();
+    v1beta1["name"] = "v1beta1".into();
+    v1beta1["storage"] = true.into();
+    let mut v1 = v1;
+    v1["storage"] = false.into();
+    crd["spec"]["versions"] = json!([v1beta1, v1]);
+    Ok(crd)
+}
+
+/// Where BackendConfigPolicy's generated schema keeps what Backend and ListenerPolicy share.
+const POLICY_SCHEMA: &str = "/spec/versions/0/schema/openAPIV3Schema/properties";
+
+fn shared_schema(policy: &Value, pointer: &str) -> Value {
+    policy
+        .pointer(&format!("{POLICY_SCHEMA}{pointer}"))
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}))
+}
+
+/// A kgateway CRD in `gateway.kgateway.dev/v1alpha1` with a status subresource.
+fn kgateway_crd(kind: &str, plural: &str, columns: Value, spec: Value, status: Value) -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": { "name": format!("{plural}.gateway.kgateway.dev") },
+        "spec": {
+            "group": "gateway.kgateway.dev",
+            "names": {
+                "categories": ["kgateway"],
+                "kind": kind,
+                "listKind": format!("{kind}List"),
+                "plural": plural,
+                "singular": kind.to_lowercase(),
+            },
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1alpha1",
+                "served": true,
+                "storage": true,
+                "subresources": { "status": {} },
+                "additionalPrinterColumns": columns,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "apiVersion": { "type": "string" },
+                            "kind": { "type": "string" },
+                            "metadata": { "type": "object" },
+                            "spec": spec,
+                            "status": status,
+                        },
+                        "required": ["spec"],
+                    },
+                },
+            }],
+        },
+    })
+}
+
+/// Settings kept as written (the Backend types and ListenerPolicy fields kgw refuses as not
+/// supported yet): the API server stores them whole, and kgw's refusal names them.
+fn kept_as_written() -> Value {
+    json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// kgateway's Backend: the fields of `api::backend` typed (type Static with its hosts), the
+/// other types kept as written.
+fn backend_crd(policy: &Value) -> Value {
+    let condition = shared_schema(
+        policy,
+        "/status/properties/ancestors/items/properties/conditions/items",
+    );
+    let spec = json!({
+        "type": "object",
+        "properties": {
+            "type": { "type": "string", "enum": api::backend::BACKEND_TYPES },
+            "static": {
+                "type": "object",
+                "properties": {
+                    "hosts": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "host": { "type": "string", "minLength": 1 },
+                                "port": { "type": "integer", "format": "int32", "minimum": 1, "maximum": 65535 },
+                                "insecureSkipVerify": { "type": "boolean" },
+                            },
+                            "required": ["host", "port"],
+                        },
+                    },
+                    "appProtocol": { "type": "string" },
+                },
+                "required": ["hosts"],
+            },
+            "aws": kept_as_written(),
+            "dynamicForwardProxy": kept_as_written(),
+            "gcp": kept_as_written(),
+        },
+    });
+    let status = json!({
+        "type": "object",
+        "properties": {
+            "conditions": {
+                "type": "array",
+                "maxItems": 8,
+                "items": condition,
+                "x-kubernetes-list-map-keys": ["type"],
+                "x-kubernetes-list-type": "map",
+            },
+        },
+    });
+    let columns = json!([
+        { "jsonPath": ".spec.type", "name": "Type", "type": "string" },
+        {
+            "description": "Backend acceptance status",
+            "jsonPath": ".status.conditions[?(@.type=='Accepted')].status",
+            "name": "Accepted",
+            "type": "string",
+        },
+    ]);
+    kgateway_crd("Backend", "backends", columns, spec, status)
+}
+
+/// kgateway's ListenerPolicy: targets (Gateways), `default` and `perPort` listener settings
+/// (tcpKeepalive as BackendConfigPolicy's, the buffer limit; the rest kept as written), and
+/// BackendConfigPolicy's status (ancestors).
+fn listener_policy_crd(policy: &Value) -> Value {
+    let listener = json!({
+        "type": "object",
+        "properties": {
+            "tcpKeepalive": shared_schema(policy, "/spec/properties/tcpKeepalive"),
+            "perConnectionBufferLimitBytes": { "type": "integer", "format": "int32", "minimum": 0 },
+            "proxyProtocol": kept_as_written(),
+            "httpSettings": kept_as_written(),
+            "rbac": kept_as_written(),
+            // kgateway allows it only under `default`; kept under perPort too, so kgw's
+            // refusal names it instead of the API server pruning it silently.
+            "clientCertificateValidation": kept_as_written(),
+        },
+    });
+    let name = json!({ "type": "string", "minLength": 1, "maxLength": 253 });
+    let group = json!({ "type": "string", "maxLength": 253 });
+    let kind = json!({ "type": "string", "minLength": 1, "maxLength": 63 });
+    let spec = json!({
+        "type": "object",
+        "properties": {
+            "targetRefs": {
+                "type": "array",
+                "maxItems": 16,
+                "items": {
+                    "type": "object",
+                    "properties": { "group": group, "kind": kind, "name": name, "sectionName": name },
+                    "required": ["group", "kind", "name"],
+                },
+            },
+            "targetSelectors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "group": group,
+                        "kind": kind,
+                        "matchLabels": { "type": "object", "additionalProperties": { "type": "string" } },
+                        "sectionName": name,
+                    },
+                    "required": ["group", "kind", "matchLabels"],
+                },
+            },
+            "default": listener,
+            "perPort": {
+                "type": "array",
+                "maxItems": 64,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "port": { "type": "integer", "format": "int32", "minimum": 1, "maximum": 65535 },
+                        "listener": listener,
+                    },
+                    "required": ["port", "listener"],
+                },
+            },
+        },
+    });
+    let columns = json!([
+        {
+            "description": "Listener policy acceptance status",
+            "jsonPath": ".status.ancestors[*].conditions[?(@.type=='Accepted')].status",
+            "name": "Accepted",
+            "type": "string",
+        },
+        {
+            "description": "Listener policy attachment status",
+            "jsonPath": ".status.ancestors[*].conditions[?(@.type=='Attached')].status",
+            "name": "Attached",
+            "type": "string",
+        },
+    ]);
+    let mut crd = kgateway_crd(
+        "ListenerPolicy",
+        "listenerpolicies",
+        columns,
+        spec,
+        shared_schema(policy, "/status"),
+    );
+    crd["metadata"]["labels"] = json!({ "gateway.networking.k8s.io/policy": "Direct" });
+    crd
 }
 
 pub fn print() -> anyhow::Result<()> {

@@ -1128,3 +1128,449 @@ fn a_missing_crd_does_not_keep_kgw_unready() {
         "{log}"
     );
 }
+
+/// The `.status` of `kind` `namespace/name`, as `kubectl get -o json` shows it.
+fn status_of(api: &ApiServer, kind: &str, namespace: &str, name: &str) -> Option<serde_json::Value> {
+    let out = api.kubectl(&["get", kind, "-n", namespace, name, "-o", "json"], "");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.get("status").cloned()
+}
+
+/// The names of the `kind` objects kgw holds in `namespace` (its admin API, as `kgw get` reads it).
+fn names_in_kgw(gw: &Gateway, kind: &str, namespace: &str) -> Vec<String> {
+    let (_, body) = http(gw.admin, "GET", &format!("/apis/{kind}/{namespace}"), "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["metadata"]["name"].as_str().map(String::from))
+        .collect()
+}
+
+/// Issue 15's kinds in Kubernetes mode, through kubectl: a route to a Backend of type Static
+/// serves, the Backend shows Accepted=True written by kgw; a kubernetes.io/tls Secret and a
+/// ConfigMap with ca.crt are read; a BackendTLSPolicy that refers to the ConfigMap gets kgw's
+/// verdict in its status (ResolvedRefs, or the "not supported yet" refusal while upstream TLS
+/// is gated in crates/api/src/unsupported.rs).
+#[test]
+fn a_backend_secrets_and_a_backend_tls_policy_with_kubectl() {
+    let Some(setup) = setup() else { return };
+    let Setup {
+        api,
+        gw,
+        backend_port,
+        ..
+    } = &setup;
+    api.apply(&format!(
+        "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: Backend\nmetadata:\n  name: static\n  namespace: httpbin\n\
+         spec:\n  type: Static\n  static:\n    hosts:\n    - host: 127.0.0.1\n      port: {backend_port}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: to-backend\n  namespace: httpbin\n\
+         spec:\n  parentRefs:\n  - name: http\n    namespace: kgateway-system\n  hostnames: [backend.example.com]\n  \
+         rules:\n  - backendRefs:\n    - group: gateway.kgateway.dev\n      kind: Backend\n      name: static\n"
+    ));
+    wait_for(
+        "the route to the Backend to serve",
+        Duration::from_secs(10),
+        || (gw.curl("backend.example.com", "/get").0 == 200).then_some(()),
+    );
+    assert!(
+        gw.cluster("backend_httpbin_static_0").is_some(),
+        "the Backend's cluster is in the dump"
+    );
+    let accepted = wait_for(
+        "kgw to write the Backend's Accepted condition",
+        Duration::from_secs(10),
+        || {
+            status_of(api, "backend", "httpbin", "static")?["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Accepted")
+                .cloned()
+        },
+    );
+    assert_eq!(accepted["status"], "True", "{accepted}");
+    let out = api.kubectl(&["get", "backend", "-n", "httpbin", "static"], "");
+    eprintln!("kubectl get backend:\n{}", stdout(&out));
+
+    // TLS material: a kubernetes.io/tls Secret (with ca.crt) and a ConfigMap holding ca.crt.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::Pki::new(dir.path());
+    let leaf = pki.leaf("backend", &["backend.example.com"]);
+    api.apply(&pki::secret_yaml(
+        "httpbin",
+        "backend-tls",
+        &leaf,
+        Some(&pki.ca.cert),
+    ));
+    api.apply(&pki::ca_config_map_yaml("httpbin", "backend-ca", &pki.ca.cert));
+    wait_for(
+        "kgw to hold the Secret and the ConfigMap",
+        Duration::from_secs(10),
+        || {
+            (names_in_kgw(gw, "secrets", "httpbin").contains(&"backend-tls".to_string())
+                && names_in_kgw(gw, "configmaps", "httpbin").contains(&"backend-ca".to_string()))
+            .then_some(())
+        },
+    );
+
+    api.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata:\n  name: backend-tls\n  \
+         namespace: httpbin\nspec:\n  targetRefs:\n  - group: gateway.kgateway.dev\n    kind: Backend\n    name: static\n  \
+         validation:\n    hostname: backend.example.com\n    caCertificateRefs:\n    - group: \"\"\n      kind: ConfigMap\n      \
+         name: backend-ca\n",
+    );
+    let ancestor = wait_for(
+        "kgw to write the BackendTLSPolicy's status",
+        Duration::from_secs(10),
+        || {
+            let status = status_of(api, "backendtlspolicy", "httpbin", "backend-tls")?;
+            status["ancestors"]
+                .as_array()?
+                .iter()
+                .find(|a| a["controllerName"] == "kgateway.dev/kgateway")
+                .cloned()
+        },
+    );
+    assert_eq!(ancestor["ancestorRef"]["kind"], "Backend", "{ancestor}");
+    assert_eq!(ancestor["ancestorRef"]["name"], "static", "{ancestor}");
+    let conditions = ancestor["conditions"].as_array().unwrap();
+    let condition = |t: &str| conditions.iter().find(|c| c["type"] == t);
+    match condition("ResolvedRefs") {
+        Some(resolved) => assert_eq!(resolved["status"], "True", "{ancestor}"),
+        None => {
+            // Upstream TLS is still gated: the refusal reaches the status.
+            let accepted = condition("Accepted").expect("an Accepted condition");
+            assert_eq!(accepted["status"], "False", "{ancestor}");
+            assert!(
+                accepted["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not supported yet"),
+                "{ancestor}"
+            );
+            eprintln!(
+                "BackendTLSPolicy refused while upstream TLS is gated: {}",
+                accepted["message"]
+            );
+        }
+    }
+    // The route to the Backend keeps serving whatever the policy's verdict.
+    assert_eq!(gw.curl("backend.example.com", "/get").0, 200);
+
+    // Other implementations write their own ancestors in a BackendTLSPolicy's status: when kgw
+    // writes its own again (the policy now targets the Service), theirs stay.
+    let theirs = r#"{"status":{"ancestors":[{"ancestorRef":{"group":"gateway.kgateway.dev","kind":"Backend","name":"static","namespace":"httpbin"},"controllerName":"example.com/other","conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"served by the other implementation","lastTransitionTime":"2026-01-01T00:00:00Z"}]}]}}"#;
+    let out = api.kubectl(
+        &[
+            "patch",
+            "backendtlspolicy",
+            "-n",
+            "httpbin",
+            "backend-tls",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            theirs,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = api.kubectl(
+        &[
+            "patch",
+            "backendtlspolicy",
+            "-n",
+            "httpbin",
+            "backend-tls",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/targetRefs/0","value":{"group":"","kind":"Service","name":"httpbin"}}]"#,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ancestors = wait_for(
+        "kgw to write its ancestor beside the other implementation's",
+        Duration::from_secs(10),
+        || {
+            let status = status_of(api, "backendtlspolicy", "httpbin", "backend-tls")?;
+            let ancestors = status["ancestors"].as_array()?.clone();
+            ancestors
+                .iter()
+                .any(|a| {
+                    a["controllerName"] == "kgateway.dev/kgateway" && a["ancestorRef"]["kind"] == "Service"
+                })
+                .then_some(ancestors)
+        },
+    );
+    assert_eq!(ancestors.len(), 2, "{ancestors:?}");
+    assert!(
+        ancestors
+            .iter()
+            .any(|a| a["controllerName"] == "example.com/other"),
+        "{ancestors:?}"
+    );
+}
+
+/// Secrets are watched cluster-wide: 500 small kubernetes.io/tls Secrets are read (prints what
+/// they cost in kgw's RSS and the time until kgw holds them all), and one whose key is not its
+/// certificate's is refused, logged once with its name and why (not again when it is updated
+/// with the same verdict), and leaves the replica ready and serving.
+#[test]
+fn many_secrets_cost_little_and_a_refused_one_is_logged_once() {
+    let Some(setup) = setup() else { return };
+    let Setup { api, gw, .. } = &setup;
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: secrets\n");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::Pki::new(dir.path());
+    let leaf = pki.leaf("leaf", &["leaf.example.com"]);
+    let other = pki.leaf("other", &["other.example.com"]);
+    let secret = |name: &str, cert: &str, key: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": name, "namespace": "secrets"},
+            "stringData": {"tls.crt": cert, "tls.key": key}})
+    };
+    const SECRETS: usize = 500;
+    let objects: Vec<serde_json::Value> = (0..SECRETS)
+        .map(|i| secret(&format!("tls-{i}"), &leaf.cert_pem(), &leaf.key_pem()))
+        .collect();
+    let bytes: usize = objects.iter().map(|o| o.to_string().len()).sum();
+    let pid = gw.pid();
+    let rss_kib = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    };
+    let before = rss_kib();
+    let started = std::time::Instant::now();
+    create_all(api, objects);
+    // One watch delivers the Secrets in order: once kgw holds one created after all the others,
+    // it holds them all (asking for one object keeps the test's own reads out of kgw's memory).
+    api.apply(&secret("last", &leaf.cert_pem(), &leaf.key_pem()).to_string());
+    wait_for("kgw to hold every Secret", Duration::from_secs(60), || {
+        let (status, _) = http(gw.admin, "GET", "/apis/secrets/secrets/last", "");
+        (status == 200).then_some(())
+    });
+    let held = started.elapsed();
+    let after = rss_kib();
+    assert_eq!(names_in_kgw(gw, "secrets", "secrets").len(), SECRETS + 1);
+    eprintln!(
+        "{SECRETS} kubernetes.io/tls Secrets ({} bytes each as JSON): all held by kgw {held:?} after the first create; \
+         kgw RSS {before} KiB -> {after} KiB ({:+} KiB, about {} bytes per Secret)",
+        bytes / SECRETS,
+        after as i64 - before as i64,
+        (after.saturating_sub(before) * 1024) as usize / SECRETS
+    );
+
+    // A Secret whose key is not its certificate's.
+    let mismatched = secret("mismatched", &leaf.cert_pem(), &other.key_pem());
+    api.apply(&mismatched.to_string());
+    let refusals = || -> Vec<String> {
+        gw.proc
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("not served") && l.contains("secrets/mismatched"))
+            .map(String::from)
+            .collect()
+    };
+    let logged = wait_for("kgw to log the refusal", Duration::from_secs(10), || {
+        Some(refusals()).filter(|r| !r.is_empty())
+    });
+    assert!(
+        logged[0].contains("tls.key") && !logged[0].contains("PRIVATE KEY"),
+        "the log names the field and not the key material: {}",
+        logged[0]
+    );
+    eprintln!("refusal logged: {}", logged[0]);
+    // Updated with the same verdict, then another Secret: once kgw holds that one, it has seen
+    // the update (one watch, in order), and has not logged the refusal again.
+    let out = api.kubectl(
+        &["annotate", "secret", "-n", "secrets", "mismatched", "touched=yes"],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    api.apply(&secret("after", &leaf.cert_pem(), &leaf.key_pem()).to_string());
+    wait_for("kgw to hold the next Secret", Duration::from_secs(10), || {
+        names_in_kgw(gw, "secrets", "secrets")
+            .contains(&"after".to_string())
+            .then_some(())
+    });
+    assert_eq!(refusals().len(), 1, "{:?}", refusals());
+    assert!(
+        !names_in_kgw(gw, "secrets", "secrets").contains(&"mismatched".to_string()),
+        "the refused Secret is not held"
+    );
+    assert_eq!(
+        http(gw.admin, "GET", "/ready", "").0,
+        200,
+        "the replica stays ready"
+    );
+    assert_eq!(gw.curl("www.example.com", "/get").0, 200);
+}
+
+/// The other kinds of issue 15 through kubectl and kgw's CRDs: the guide's ListenerPolicy gets
+/// kgw's verdict in its status (Accepted, or the "not supported yet" refusal while listener
+/// options are gated in crates/api/src/unsupported.rs), and ReferenceGrants are read in both
+/// versions the CRD serves.
+#[test]
+fn a_listener_policy_and_reference_grants_with_kubectl() {
+    let Some(setup) = setup() else { return };
+    let Setup { api, gw, .. } = &setup;
+    api.apply(
+        "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: ListenerPolicy\nmetadata:\n  name: keepalive\n  \
+         namespace: kgateway-system\nspec:\n  targetRefs:\n  - group: gateway.networking.k8s.io\n    kind: Gateway\n    \
+         name: http\n  default:\n    tcpKeepalive:\n      keepAliveProbes: 3\n      keepAliveTime: 30s\n      \
+         keepAliveInterval: 5s\n    perConnectionBufferLimitBytes: 32768\n",
+    );
+    let ancestor = wait_for(
+        "kgw to write the ListenerPolicy's status",
+        Duration::from_secs(10),
+        || {
+            status_of(api, "listenerpolicy", "kgateway-system", "keepalive")?["ancestors"]
+                .as_array()?
+                .iter()
+                .find(|a| a["controllerName"] == "kgateway.dev/kgateway")
+                .cloned()
+        },
+    );
+    assert_eq!(ancestor["ancestorRef"]["kind"], "Gateway", "{ancestor}");
+    assert_eq!(ancestor["ancestorRef"]["name"], "http", "{ancestor}");
+    let accepted = ancestor["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Accepted")
+        .cloned()
+        .expect("an Accepted condition");
+    if accepted["status"] == "False" {
+        assert!(
+            accepted["message"]
+                .as_str()
+                .unwrap()
+                .contains("not supported yet"),
+            "{ancestor}"
+        );
+        eprintln!(
+            "ListenerPolicy refused while listener options are gated: {}",
+            accepted["message"]
+        );
+    } else {
+        assert_eq!(accepted["status"], "True", "{ancestor}");
+    }
+    let out = api.kubectl(&["get", "listenerpolicy", "-n", "kgateway-system"], "");
+    eprintln!("kubectl get listenerpolicy:\n{}", stdout(&out));
+
+    for version in ["v1beta1", "v1"] {
+        api.apply(&format!(
+            "apiVersion: gateway.networking.k8s.io/{version}\nkind: ReferenceGrant\nmetadata:\n  name: from-routes-{version}\n  \
+             namespace: httpbin\nspec:\n  from:\n  - group: gateway.networking.k8s.io\n    kind: HTTPRoute\n    \
+             namespace: default\n  to:\n  - group: \"\"\n    kind: Service\n"
+        ));
+    }
+    wait_for(
+        "kgw to hold both ReferenceGrants",
+        Duration::from_secs(10),
+        || {
+            let names = names_in_kgw(gw, "referencegrants", "httpbin");
+            (names.len() == 2).then_some(())
+        },
+    );
+    assert_eq!(gw.curl("www.example.com", "/get").0, 200);
+}
+
+/// The webhook rules kgw ships (deploy/kustomize/webhook.yaml, pointed at a kgw on loopback):
+/// `kubectl apply` of a bad Backend or ListenerPolicy is refused with kgw's message, and a Secret
+/// kgw would refuse is not sent to the webhook (the API server stores it; kgw logs it).
+#[test]
+fn the_shipped_webhook_rules_refuse_bad_backends_and_listener_policies_not_secrets() {
+    let Some(api) = ApiServer::start() else { return };
+    install_crds(&api);
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: httpbin\n");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::Pki::new(&dir.path().join("pki"));
+    let serving = pki.leaf("webhook", &["127.0.0.1"]);
+    let webhook = format!("127.0.0.1:{}", free_port());
+    let mut builder = GatewayBuilder::run(dir.path(), free_port())
+        .arg("--kubernetes")
+        .arg("--webhook-address")
+        .arg(&webhook)
+        .arg("--webhook-cert")
+        .arg(serving.cert.to_str().unwrap())
+        .arg("--webhook-key")
+        .arg(serving.key.to_str().unwrap());
+    builder
+        .env
+        .push(("KUBECONFIG".into(), api.kubeconfig.display().to_string()));
+    let gw = builder.start();
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shipped = std::fs::read_to_string(root.join("deploy/kustomize/webhook.yaml")).unwrap();
+    let mut config: serde_json::Value = serde_yaml_ng::from_str(&shipped).unwrap();
+    config["webhooks"][0]["clientConfig"] = serde_json::json!({
+        "url": format!("https://{webhook}/validate"),
+        "caBundle": base64(&std::fs::read(&pki.ca.cert).unwrap()),
+    });
+    api.apply(&config.to_string());
+
+    let backend = |host: &str| {
+        format!(
+            "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: Backend\nmetadata:\n  name: static\n  namespace: httpbin\n\
+             spec:\n  static:\n    hosts:\n    - host: \"{host}\"\n      port: 80\n"
+        )
+    };
+    let duplicate_ports = "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: ListenerPolicy\nmetadata:\n  name: ports\n  \
+         namespace: httpbin\nspec:\n  targetRefs:\n  - group: gateway.networking.k8s.io\n    kind: Gateway\n    name: http\n  \
+         perPort:\n  - port: 8080\n    listener: {perConnectionBufferLimitBytes: 1024}\n  - port: 8080\n    \
+         listener: {perConnectionBufferLimitBytes: 2048}\n";
+    let bad = [
+        (
+            backend("not a host"),
+            "backends",
+            "static",
+            "spec.static.hosts[0].host",
+        ),
+        (
+            duplicate_ports.to_string(),
+            "listenerpolicies",
+            "ports",
+            "must be unique",
+        ),
+    ];
+    for (doc, plural, name, words) in &bad {
+        let refused = wait_for("the webhook to answer", Duration::from_secs(10), || {
+            let out = api.kubectl(&["apply", "-f", "-"], doc);
+            // until the webhook configuration is live, a bad object may still go through
+            if out.status.success() {
+                let _ = api.kubectl(&["delete", plural, "-n", "httpbin", name], "");
+                return None;
+            }
+            Some(stderr(&out))
+        });
+        assert!(
+            refused.contains("denied the request") && refused.contains(words),
+            "refused by the webhook with kgw's message ({words}): {refused}"
+        );
+        eprintln!("kubectl apply refused: {}", refused.trim());
+    }
+    // A good Backend is admitted.
+    api.apply(&backend("127.0.0.1"));
+
+    // Secrets are not the webhook's: one kgw refuses is stored, and kgw logs why.
+    let other = pki.leaf("other", &["other.example.com"]);
+    let mismatched = pki::CertFiles {
+        cert: serving.cert.clone(),
+        key: other.key.clone(),
+    };
+    api.apply(&pki::secret_yaml("httpbin", "mismatched", &mismatched, None));
+    wait_for("kgw to log the refused Secret", Duration::from_secs(10), || {
+        gw.proc
+            .log_text()
+            .lines()
+            .any(|l| l.contains("not served") && l.contains("httpbin/mismatched") && l.contains("tls.key"))
+            .then_some(())
+    });
+}

@@ -140,11 +140,12 @@ pub fn watch_cluster(
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
                 None => Api::all_with(client.clone(), &ar),
             };
-            let mut stream = watcher::watcher(api, watcher::Config::default())
+            let mut stream = watcher::watcher(api, watch_config(kind))
                 .default_backoff()
                 .boxed();
             let mut listing: Vec<Object> = Vec::new();
             let mut listing_rejected: Vec<(ObjectKey, Rejected)> = Vec::new();
+            let mut refusals = RefusalLog::default();
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(Event::Init) => {
@@ -152,12 +153,19 @@ pub fn watch_cluster(
                         listing_rejected.clear();
                     }
                     Ok(Event::InitApply(o)) => match decode(&ar, kind, o) {
-                        Ok(object) => listing.push(object),
-                        Err(refused) => listing_rejected.push(*refused),
+                        Ok(object) => {
+                            refusals.accepted(&object.key());
+                            listing.push(object);
+                        }
+                        Err(refused) => {
+                            refusals.refused(&refused.0, &refused.1.message);
+                            listing_rejected.push(*refused);
+                        }
                     },
                     Ok(Event::InitDone) => {
                         let objects = std::mem::take(&mut listing);
                         let rejected = std::mem::take(&mut listing_rejected);
+                        refusals.keep_only(rejected.iter().map(|(k, _)| k));
                         if kind == Kind::Gateway {
                             let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
                             let mut gateways: BTreeMap<ObjectKey, Object> =
@@ -181,9 +189,13 @@ pub fn watch_cluster(
                     }
                     Ok(Event::Apply(o)) => {
                         let object = match decode(&ar, kind, o) {
-                            Ok(object) => object,
+                            Ok(object) => {
+                                refusals.accepted(&object.key());
+                                object
+                            }
                             Err(refused) => {
                                 let (key, rejected) = *refused;
+                                refusals.refused(&key, &rejected.message);
                                 if kind == Kind::Gateway {
                                     let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
                                     c.refused.insert(key, rejected);
@@ -209,6 +221,7 @@ pub fn watch_cluster(
                             namespace: o.metadata.namespace.clone().unwrap_or_default(),
                             name: o.metadata.name.clone().unwrap_or_default(),
                         };
+                        refusals.accepted(&key);
                         if kind == Kind::Gateway {
                             let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
                             c.gateways.remove(&key);
@@ -312,6 +325,45 @@ pub fn watch_cluster(
     synced_rx
 }
 
+/// What each watch asks the API server for. Secrets: every type but Helm's release records
+/// (`helm.sh/release.v1`, up to 1 MiB each, one per release revision), which can be most of a
+/// cluster's Secret bytes and never hold TLS material; API servers select Secrets by `type`.
+fn watch_config(kind: Kind) -> watcher::Config {
+    let config = watcher::Config::default();
+    match kind {
+        Kind::Secret => config.fields("type!=helm.sh/release.v1"),
+        _ => config,
+    }
+}
+
+/// The refusals a watch has logged, so that each is logged once: when an object is first
+/// refused, or refused for another reason, not again on every update or relist that brings the
+/// same verdict (a cluster-wide Secret watch sees many objects kgw has no use for).
+#[derive(Default)]
+struct RefusalLog {
+    logged: BTreeMap<ObjectKey, String>,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, key: &ObjectKey, message: &str) {
+        if self.logged.get(key).map(String::as_str) != Some(message) {
+            tracing::warn!(object = %key, "not served: {message}");
+            self.logged.insert(key.clone(), message.to_string());
+        }
+    }
+
+    /// Accepted or deleted: a later refusal is news again.
+    fn accepted(&mut self, key: &ObjectKey) {
+        self.logged.remove(key);
+    }
+
+    /// After a relist: forget the objects that are no longer refused (or gone).
+    fn keep_only<'a>(&mut self, refused: impl Iterator<Item = &'a ObjectKey>) {
+        let refused: BTreeSet<&ObjectKey> = refused.collect();
+        self.logged.retain(|k, _| refused.contains(k));
+    }
+}
+
 /// The resource to watch for `kind`. API servers before 1.21 serve EndpointSlices only as
 /// `discovery.k8s.io/v1beta1`; those are read and converted to v1.
 async fn served_resource(client: &kube::Client, kind: Kind) -> ApiResource {
@@ -364,8 +416,8 @@ fn is_ours(class: &DynamicObject) -> bool {
     class.data.pointer("/spec/controllerName").and_then(Value::as_str) == Some(CONTROLLER_NAME)
 }
 
-/// API object -> our validated Object; what does not validate is logged and returned with its
-/// key, for its status to say why.
+/// API object -> our validated Object; what does not validate is returned with its key and why,
+/// for the watch to log (once) and its status to say.
 fn decode(ar: &ApiResource, kind: Kind, object: DynamicObject) -> Result<Object, Box<(ObjectKey, Rejected)>> {
     let key = ObjectKey {
         kind,
@@ -382,6 +434,16 @@ fn decode(ar: &ApiResource, kind: Kind, object: DynamicObject) -> Result<Object,
         if let Some(Value::Object(meta)) = map.get_mut("metadata") {
             meta.remove("resourceVersion");
             meta.remove("managedFields");
+            // kubectl apply's copy of the whole object: for Secrets and ConfigMaps a second copy
+            // of their data (key material included) that nothing in kgw reads.
+            if matches!(kind, Kind::Secret | Kind::ConfigMap)
+                && let Some(Value::Object(annotations)) = meta.get_mut("annotations")
+            {
+                annotations.remove(LAST_APPLIED);
+                if annotations.is_empty() {
+                    meta.remove("annotations");
+                }
+            }
         }
     }
     let mut api_version = ar.api_version.clone();
@@ -411,7 +473,13 @@ fn decode(ar: &ApiResource, kind: Kind, object: DynamicObject) -> Result<Object,
         },
         Err(e) => e.to_string(),
     };
-    tracing::warn!(object = %key, "not served: {refused}");
+    // A refused object is kept for its status; the kinds without a status keep only their
+    // identity, not their data (a refused Secret's key material has no use here).
+    if matches!(kind, Kind::Secret | Kind::ConfigMap | Kind::ReferenceGrant)
+        && let Value::Object(map) = &mut value
+    {
+        map.retain(|field, _| matches!(field.as_str(), "apiVersion" | "kind" | "metadata"));
+    }
     Err(Box::new((
         key,
         Rejected {
@@ -420,6 +488,8 @@ fn decode(ar: &ApiResource, kind: Kind, object: DynamicObject) -> Result<Object,
         },
     )))
 }
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// In the API, a null field is an unset field: nulls are removed, except `group`, where null is
 /// how some API servers (kube-apiserver 1.20 as built for our tests) store the core group "".
@@ -582,7 +652,29 @@ impl StatusWriter {
         for (key, status) in todo {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), &key.namespace, &resource(key.kind));
-            let patch = serde_json::json!({ "status": status });
+            let mut patch = serde_json::json!({ "status": status });
+            if key.kind == Kind::BackendTLSPolicy {
+                // A Gateway API policy other implementations may also serve: a merge patch
+                // replaces `ancestors` whole, so the entries of other controllers are kept.
+                match api.get_opt(&key.name).await {
+                    Ok(current) => {
+                        let theirs = current
+                            .as_ref()
+                            .and_then(|o| o.data.pointer("/status/ancestors"))
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter(|a| a["controllerName"] != CONTROLLER_NAME)
+                            .cloned();
+                        let ours = status["ancestors"].as_array().cloned().unwrap_or_default();
+                        patch["status"]["ancestors"] = Value::Array(theirs.chain(ours).collect());
+                    }
+                    Err(e) => {
+                        tracing::warn!(object = %key, "cannot read the status to write ours beside other controllers': {e}");
+                        continue;
+                    }
+                }
+            }
             let started = std::time::Instant::now();
             match api
                 .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
