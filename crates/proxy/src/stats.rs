@@ -111,6 +111,54 @@ counters!(ListenerStats {
     downstream_rq_5xx: Counter,
 });
 
+/// `cluster.<name>.ssl.*` of a cluster with upstream TLS (upstream_tls.rs), Envoy's names:
+/// successful handshakes, those that resumed a session, failed handshakes (a TLS error), and
+/// among those the certificate verification failures: CA, SAN, and no certificate (the last is
+/// for a missing client certificate in Envoy; upstream it stays 0, an empty server chain counts
+/// as a CA failure, as Envoy's DefaultCertValidator does).
+#[derive(Debug, Default)]
+pub struct SslStats {
+    pub handshake: AtomicU64,
+    pub session_reused: AtomicU64,
+    pub connection_error: AtomicU64,
+    pub fail_verify_error: AtomicU64,
+    pub fail_verify_san: AtomicU64,
+    pub fail_verify_no_cert: AtomicU64,
+}
+
+impl SslStats {
+    /// (name under the cluster, Prometheus family, kind, value).
+    pub fn list(&self) -> Vec<(&'static str, &'static str, MetricKind, u64)> {
+        [
+            ("ssl.handshake", "ssl_handshake", &self.handshake),
+            ("ssl.session_reused", "ssl_session_reused", &self.session_reused),
+            (
+                "ssl.connection_error",
+                "ssl_connection_error",
+                &self.connection_error,
+            ),
+            (
+                "ssl.fail_verify_error",
+                "ssl_fail_verify_error",
+                &self.fail_verify_error,
+            ),
+            (
+                "ssl.fail_verify_san",
+                "ssl_fail_verify_san",
+                &self.fail_verify_san,
+            ),
+            (
+                "ssl.fail_verify_no_cert",
+                "ssl_fail_verify_no_cert",
+                &self.fail_verify_no_cert,
+            ),
+        ]
+        .into_iter()
+        .map(|(name, family, value)| (name, family, MetricKind::Counter, value.load(Ordering::Relaxed)))
+        .collect()
+    }
+}
+
 pub(crate) fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -194,7 +242,8 @@ impl crate::DataPlane {
                 .into_iter()
                 .chain(c.outlier.stats().map(|s| s.list()).unwrap_or_default())
                 .chain(c.dns.list())
-                .chain(c.breaker().gauges(pools));
+                .chain(c.breaker().gauges(pools))
+                .chain(c.tls.stats().map(|s| s.list()).unwrap_or_default());
             for (field, family, kind, value) in policy_stats {
                 out.push(Metric {
                     name: format!("cluster.{}.{field}", c.name()),
