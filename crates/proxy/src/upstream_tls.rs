@@ -661,6 +661,14 @@ fn describe(error: &rustls::Error) -> (String, Option<VerifyFailure>) {
         E::InvalidCertificate(CertificateError::Other(other)) => {
             match other.0.downcast_ref::<SanMismatch>() {
                 Some(mismatch) => (mismatch.to_string(), Some(VerifyFailure::San)),
+                // webpki's error, which rustls passes on as "other" (named by its text, not to
+                // depend on webpki): what a self-signed certificate made the usual way gives.
+                None if other.to_string().contains("CaUsedAsEndEntity") => (
+                    "the server's certificate is a CA certificate (basicConstraints CA:TRUE), not a \
+                     server's: a self-signed certificate no trusted CA vouches for?"
+                        .into(),
+                    ca,
+                ),
                 None => (format!("certificate verification failed: {other}"), ca),
             }
         }
