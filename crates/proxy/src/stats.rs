@@ -111,11 +111,12 @@ counters!(ListenerStats {
     downstream_rq_5xx: Counter,
 });
 
-/// `cluster.<name>.ssl.*` of a cluster with upstream TLS (upstream_tls.rs), Envoy's names:
-/// successful handshakes, those that resumed a session, failed handshakes (a TLS error), and
-/// among those the certificate verification failures: CA, SAN, and no certificate (the last is
-/// for a missing client certificate in Envoy; upstream it stays 0, an empty server chain counts
-/// as a CA failure, as Envoy's DefaultCertValidator does).
+/// `cluster.<name>.ssl.*` of a cluster with upstream TLS (upstream_tls.rs), Envoy's names and
+/// counting (checked against Envoy 1.40): successful handshakes, those that resumed a session,
+/// handshakes that failed on a TLS error other than verification (a version or suite nobody
+/// shares, say), and the certificate verification failures, each in its own counter alone: CA,
+/// SAN, and no certificate (for a missing client certificate in Envoy; upstream it stays 0, an
+/// empty server chain counts as a CA failure, as Envoy's DefaultCertValidator does).
 #[derive(Debug, Default)]
 pub struct SslStats {
     pub handshake: AtomicU64,

