@@ -366,3 +366,34 @@ fn health_checks_go_through_the_clusters_tls() {
         Some("backend.example.com")
     );
 }
+
+/// A BackendTLSPolicy on the Service, the CA from a ConfigMap.
+fn backend_tls_policy(hostname: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata:\n  name: btp\n  namespace: {NS}\n\
+         spec:\n  targetRefs: [{{group: \"\", kind: Service, name: {SERVICE}}}]\n  validation:\n    \
+         hostname: {hostname}\n    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: backend-ca}}]\n"
+    )
+}
+
+#[test]
+fn a_backend_tls_policy_sends_its_hostname_as_sni_and_checks_it_as_san() {
+    let (s, _) = setup("btp");
+    let ca = common::pki::ca_config_map_yaml(NS, "backend-ca", &s.pki.ca.cert);
+    let gw = gateway(
+        s.dir.path(),
+        s.backend,
+        &format!("{ca}---\n{}", backend_tls_policy("backend.example.com")),
+        &[],
+    );
+    let answer = fields(&first_answer(&gw, 200));
+    assert_eq!(answer[..2], ["backend.example.com", "NONE"]);
+
+    apply(&gw, &backend_tls_policy("api.example.com"));
+    first_answer(&gw, 503);
+    log_line(
+        &gw,
+        &["WARN", "certificate SAN does not match any of [api.example.com]"],
+    );
+    assert_eq!(stat(&gw, "ssl.fail_verify_san"), 1);
+}
