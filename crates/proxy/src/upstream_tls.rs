@@ -1138,6 +1138,39 @@ mod tests {
     }
 
     #[test]
+    fn files_are_read_at_each_snapshot_and_a_changed_file_rebuilds_the_client() {
+        let pki = Pki::new("files");
+        let other = Pki::new("files-other");
+        let ca_file = pki.dir.join("trusted.crt");
+        std::fs::write(&ca_file, pki.ca_pem()).unwrap();
+        let tls = UpstreamTls {
+            sni: None,
+            client_certificate: None,
+            validation: ServerValidation::TrustedCa {
+                ca: PemSource::File(ca_file.clone()),
+                subject_alt_names: Vec::new(),
+            },
+            alpn_protocols: Vec::new(),
+            parameters: TlsParameters::default(),
+        };
+        let cluster = ClusterTls::default();
+        assert!(cluster.configure("c", Some(&tls)));
+        assert!(cluster.client().unwrap().config.is_ok());
+        let first = cluster.client().unwrap();
+        assert!(!cluster.configure("c", Some(&tls)), "same file, same client");
+        assert!(Arc::ptr_eq(&first, &cluster.client().unwrap()));
+        // The file is rotated: the next snapshot builds a new client with it.
+        std::fs::write(&ca_file, other.ca_pem()).unwrap();
+        assert!(cluster.configure("c", Some(&tls)));
+        assert!(!Arc::ptr_eq(&first, &cluster.client().unwrap()));
+        // A file that is no PEM certificate: the reason names it.
+        std::fs::write(&ca_file, "not a certificate").unwrap();
+        assert!(cluster.configure("c", Some(&tls)));
+        let why = cluster.client().unwrap().config.as_ref().err().unwrap().clone();
+        assert!(why.contains("trusted CA"), "{why}");
+    }
+
+    #[test]
     fn a_missing_file_makes_the_cluster_unusable_with_the_path_in_the_reason() {
         let tls = UpstreamTls {
             sni: None,
