@@ -131,8 +131,8 @@ const HTTPS_PENDING: bool = true;
 /// ListenerPolicy waits for the data plane's listener options.
 const LISTENER_OPTIONS_PENDING: bool = true;
 
-/// BackendTLSPolicy waits for the data plane's upstream TLS.
-const UPSTREAM_TLS_PENDING: bool = true;
+/// BackendTLSPolicy waited for the data plane's upstream TLS (proxy's upstream_tls.rs).
+const UPSTREAM_TLS_PENDING: bool = false;
 
 /// Backend hosts by DNS name wait for the data plane's resolver (proxy's dns.rs: landed).
 const DNS_PENDING: bool = false;
@@ -169,7 +169,7 @@ fn not_yet_until(feature: &str) -> String {
 }
 
 /// The spec fields that are valid but that the data plane does not implement yet: what needs
-/// TLS or the Backend kind (`tls`, `dns`) and what needs upstream HTTP/2
+/// upstream HTTP/2
 /// (`http2ProtocolOptions`, `healthCheck.grpc`). `useHostnameForHashing` is accepted: a policy
 /// targets Services, whose (EDS) clusters have no hostnames, and kgateway ignores it there
 /// too (rendering an empty `consistent_hashing_lb_config`); the Backend kind (issue 15) brings
@@ -219,7 +219,6 @@ pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> 
             spec.http2_protocol_options.is_some(),
             WITH_HTTP2,
         ),
-        ("tls", spec.tls.is_some(), WITH_BACKEND_TLS),
     ];
     let mut out: Vec<FieldError> = set
         .into_iter()
@@ -417,7 +416,6 @@ mod tests {
             [
                 format!("spec.healthCheck.grpc: Forbidden: {h2}"),
                 format!("spec.http2ProtocolOptions: Forbidden: {h2}"),
-                format!("spec.tls: Forbidden: {tls}"),
             ]
         );
         // kgateway ignores it on a Service's cluster, and so do we.

@@ -74,9 +74,9 @@ fn bad_policies_are_refused_and_the_serving_config_stays() {
         (
             GUIDE_POLICY.replace(
                 "  tcpKeepalive:",
-                "  tls:\n    insecureSkipVerify: true\n  tcpKeepalive:",
+                "  http2ProtocolOptions:\n    maxConcurrentStreams: 10\n  tcpKeepalive:",
             ),
-            "spec.tls",
+            "spec.http2ProtocolOptions",
             "not supported yet",
         ),
         (

@@ -23,6 +23,7 @@ use crate::proxy_protocol::ProxyAddresses;
 use crate::socket_options::SocketOptions;
 use crate::stats::{self, ClusterStats};
 use crate::upstream::{Connection, End};
+use crate::upstream_tls::ClusterTls;
 
 pub struct ClusterRuntime {
     name: String,
@@ -49,6 +50,8 @@ pub struct ClusterRuntime {
     pub(crate) outlier: ClusterOutlierDetection,
     /// The resolver of a DNS cluster's host names (dns.rs); idle for other clusters.
     pub(crate) dns: ClusterDns,
+    /// TLS to its endpoints and its `ssl.*` counters (upstream_tls.rs).
+    pub(crate) tls: ClusterTls,
 }
 
 struct Live {
@@ -139,7 +142,9 @@ impl ClusterRuntime {
             health_checks: ClusterHealthChecking::default(),
             outlier: ClusterOutlierDetection::default(),
             dns: ClusterDns::default(),
+            tls: ClusterTls::default(),
         };
+        rt.tls.configure(&cluster.name, cluster.upstream.tls.as_ref());
         rt.set_endpoints(snapshot_endpoints(cluster), None);
         rt
     }
@@ -177,6 +182,11 @@ impl ClusterRuntime {
 
     /// Takes a new version of the cluster from a Snapshot.
     pub(crate) fn update(&self, cluster: &Cluster) {
+        // New TLS settings (or a changed file): pooled connections made with the old ones close,
+        // and those in use are not pooled again, as Envoy drains a cluster that changed.
+        if self.tls.configure(&self.name, cluster.upstream.tls.as_ref()) {
+            self.close_connections();
+        }
         if !matches!(cluster.discovery, Discovery::Dns { .. }) {
             // No longer a DNS cluster: its resolver stops before the Snapshot's endpoints are
             // set, so that a late answer cannot replace them.

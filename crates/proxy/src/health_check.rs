@@ -292,6 +292,8 @@ pub(crate) struct ProbeConnector {
     /// client (as Envoy's health checks through its transport socket: v1 the connection's own
     /// addresses, v2 LOCAL).
     pub proxy_protocol: Option<snapshot::ProxyProtocolVersion>,
+    /// The cluster's upstream TLS: Envoy health checks through the cluster's transport socket.
+    pub tls: Option<Arc<crate::upstream_tls::ClientTls>>,
 }
 
 impl ProbeConnector {
@@ -301,6 +303,7 @@ impl ProbeConnector {
             options: cluster.socket_options(&policy),
             connect_timeout: policy.connect_timeout(),
             proxy_protocol: policy.proxy_protocol,
+            tls: cluster.tls.client(),
         }
     }
 
@@ -308,7 +311,11 @@ impl ProbeConnector {
         // The cluster keeps no handle on a probe's socket: it is not traffic.
         let (connector, _handle) = Connector::new(address, &self.options)?;
         connector
-            .connect(self.connect_timeout, self.proxy_protocol.map(|v| (v, None)))
+            .connect(
+                self.connect_timeout,
+                self.proxy_protocol.map(|v| (v, None)),
+                self.tls.clone(),
+            )
             .await
             .map_err(|e| match e {
                 ConnectError::Timeout => std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"),
@@ -740,6 +747,7 @@ mod tests {
             },
             connect_timeout: Duration::from_secs(1),
             proxy_protocol: None,
+            tls: None,
         }
     }
 

@@ -5,9 +5,9 @@
 //! endpoint) -> `http1_exchange.rs` (the request upstream, the response back, under the
 //! cluster's `http_protocol.rs` options) on a connection (`upstream.rs`) that
 //! `circuit_breakers.rs` gives: from the endpoint's `pool.rs`, a new one, or one waited for;
-//! `transport.rs` connects with `socket_options.rs` and writes the `proxy_protocol.rs` header;
-//! `cluster.rs` holds each cluster's policy, endpoints and counters (`dns.rs` resolves a DNS
-//! cluster's names into its endpoints). When no upstream answers,
+//! `transport.rs` connects with `socket_options.rs`, writes the `proxy_protocol.rs` header and
+//! runs the `upstream_tls.rs` handshake; `cluster.rs` holds each cluster's policy, endpoints and
+//! counters (`dns.rs` resolves a DNS cluster's names into its endpoints). When no upstream answers,
 //! `local_reply.rs` does (status, body, response flag).
 
 mod access_log;
@@ -35,6 +35,7 @@ mod socket_options;
 mod stats;
 mod transport;
 mod upstream;
+pub mod upstream_tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! Upstream connections and their counters: opened by the connector (`transport.rs`) with the
-//! cluster's connect timeout and socket options. A connection is a transport and its read
+//! cluster's connect timeout, socket options and TLS (`upstream_tls.rs`). A connection is a transport and its read
 //! buffer, driven by the request that uses it (no task of its own); idle in its pool
 //! (`pool.rs`), a sweep of socket readiness finds the ones that ended. Each ending is counted
 //! by reason, once.
@@ -14,6 +14,7 @@ use crate::pool::Pooled;
 use crate::proxy_protocol::ProxyAddresses;
 use crate::stats;
 use crate::transport::{ConnectError, Connector, Transport};
+use crate::upstream_tls::HandshakeFailure;
 
 /// How a connection ended, for its counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,12 +168,25 @@ async fn connect_with(
     let (connector, kept) = Connector::new(address, &options).map_err(ConnectError::Failed)?;
     stats::inc(&cluster.stats().upstream_cx_total);
     let proxy = policy.proxy_protocol.map(|version| (version, proxied));
-    let transport = match connector.connect(policy.connect_timeout(), proxy).await {
+    let tls = cluster.tls.client();
+    let transport = match connector.connect(policy.connect_timeout(), proxy, tls).await {
         Ok(t) => t,
         Err(e) => {
             stats::inc(&cluster.stats().upstream_cx_connect_fail);
-            if let ConnectError::Timeout = e {
-                stats::inc(&cluster.stats().upstream_cx_connect_timeout);
+            match &e {
+                ConnectError::Timeout => stats::inc(&cluster.stats().upstream_cx_connect_timeout),
+                ConnectError::Failed(io) => {
+                    // The one line that says why TLS to this endpoint fails (the client gets
+                    // 503 UF; the counters are in cluster.<name>.ssl.*).
+                    if let Some(failure) = HandshakeFailure::of(io) {
+                        tracing::warn!(
+                            cluster = cluster.name(),
+                            endpoint = %address,
+                            "upstream TLS handshake failed: {}",
+                            failure.reason
+                        );
+                    }
+                }
             }
             return Err(e);
         }
