@@ -1236,27 +1236,15 @@ fn a_backend_secrets_and_a_backend_tls_policy_with_kubectl() {
     assert_eq!(ancestor["ancestorRef"]["name"], "static", "{ancestor}");
     let conditions = ancestor["conditions"].as_array().unwrap();
     let condition = |t: &str| conditions.iter().find(|c| c["type"] == t);
-    match condition("ResolvedRefs") {
-        Some(resolved) => assert_eq!(resolved["status"], "True", "{ancestor}"),
-        None => {
-            // Upstream TLS is still gated: the refusal reaches the status.
-            let accepted = condition("Accepted").expect("an Accepted condition");
-            assert_eq!(accepted["status"], "False", "{ancestor}");
-            assert!(
-                accepted["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("not supported yet"),
-                "{ancestor}"
-            );
-            eprintln!(
-                "BackendTLSPolicy refused while upstream TLS is gated: {}",
-                accepted["message"]
-            );
-        }
-    }
-    // The route to the Backend keeps serving whatever the policy's verdict.
-    assert_eq!(gw.curl("backend.example.com", "/get").0, 200);
+    let resolved = condition("ResolvedRefs").expect("a ResolvedRefs condition");
+    assert_eq!(resolved["status"], "True", "{ancestor}");
+    // The policy reaches the data plane: kgw now speaks TLS to the Backend, a plain HTTP
+    // server, so the handshake fails and the request gets 503 (UF), as Envoy answers it.
+    wait_for(
+        "requests to the Backend to go out over TLS (503 from the plain backend)",
+        Duration::from_secs(10),
+        || (gw.curl("backend.example.com", "/get").0 == 503).then_some(()),
+    );
 
     // Other implementations write their own ancestors in a BackendTLSPolicy's status: when kgw
     // writes its own again (the policy now targets the Service), theirs stay.
