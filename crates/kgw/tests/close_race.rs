@@ -6,49 +6,19 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
 /// nginx on 127.0.0.1:`port`, answering 200 with a small body, closing idle connections after 1 s.
 fn nginx(dir: &std::path::Path, port: u16) -> Proc {
-    let prefix = dir.join("nginx");
-    std::fs::create_dir_all(prefix.join("logs")).unwrap();
-    let conf = prefix.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {p}/logs/error.log;\npid {p}/nginx.pid;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  keepalive_timeout 1s;\n  client_body_temp_path {p}/body;\n  \
-             proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  \
-             scgi_temp_path {p}/scgi;\n  server {{\n    listen 127.0.0.1:{port};\n    \
-             location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
-            p = prefix.display()
-        ),
+    common::nginx::start(
+        dir,
+        "nginx",
+        port,
+        "keepalive_timeout 1s;",
+        &format!("server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}"),
     )
-    .unwrap();
-    let nginx = ["/usr/sbin/nginx", "nginx"]
-        .into_iter()
-        .find(|n| Command::new(n).arg("-v").output().is_ok());
-    let nginx = nginx.expect("nginx is installed (bash scripts/test installs it)");
-    let log = prefix.join("logs/stderr.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(nginx)
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let proc = Proc { child, log };
-    wait_for("nginx", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    proc
 }
 
 /// One GET on a new connection; Some(status) or None for a transport error.

@@ -7,8 +7,8 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::TcpListener;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -34,39 +34,16 @@ spec:
 /// nginx on 127.0.0.1:`port` with `proxy_protocol`, answering the header's source address and
 /// port, its destination address and port, and nginx's connection serial number.
 fn nginx(dir: &std::path::Path, port: u16) -> Proc {
-    let prefix = dir.join("nginx");
-    std::fs::create_dir_all(prefix.join("logs")).unwrap();
-    let conf = prefix.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {p}/logs/error.log;\npid {p}/nginx.pid;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  \
-             proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  \
-             scgi_temp_path {p}/scgi;\n  server {{\n    listen 127.0.0.1:{port} proxy_protocol;\n    \
-             location / {{ return 200 \"$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr \
-             $proxy_protocol_server_port $connection\\n\"; }}\n  }}\n}}\n",
-            p = prefix.display()
+    common::nginx::start(
+        dir,
+        "nginx",
+        port,
+        "",
+        &format!(
+            "server {{ listen 127.0.0.1:{port} proxy_protocol; location / {{ return 200 \"$proxy_protocol_addr \
+             $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port $connection\\n\"; }} }}"
         ),
     )
-    .unwrap();
-    let log = prefix.join("logs/stderr.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .expect("nginx is installed");
-    let proc = Proc { child, log };
-    wait_for("nginx", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    proc
 }
 
 /// What nginx said for each of `paths`, asked on one client connection from 127.0.0.2, and

@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::pki::{CertFiles, Pki, secret_yaml};
@@ -22,44 +20,20 @@ const CLUSTER: &str = "kube_tls-test_secure_80";
 /// signed by `client_ca` (optional), answering
 /// `<sni>|<client verify>|<client subject>|<protocol>|<connection serial>`.
 fn nginx_tls(dir: &Path, port: u16, server: &CertFiles, client_ca: &Path) -> Proc {
-    let prefix = dir.join(format!("nginx-{port}"));
-    std::fs::create_dir_all(prefix.join("logs")).unwrap();
-    let conf = prefix.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {p}/logs/error.log;\npid {p}/nginx.pid;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  \
-             proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  \
-             scgi_temp_path {p}/scgi;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    \
-             ssl_certificate {cert};\n    ssl_certificate_key {key};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    \
-             ssl_client_certificate {ca};\n    ssl_verify_client optional;\n    \
-             location / {{ return 200 \"$ssl_server_name|$ssl_client_verify|$ssl_client_s_dn|$ssl_protocol|$connection\\n\"; }}\n  \
-             }}\n}}\n",
-            p = prefix.display(),
+    common::nginx::start(
+        dir,
+        &format!("nginx-{port}"),
+        port,
+        "",
+        &format!(
+            "server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    \
+             ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_client_certificate {ca};\n    ssl_verify_client optional;\n    \
+             location / {{ return 200 \"$ssl_server_name|$ssl_client_verify|$ssl_client_s_dn|$ssl_protocol|$connection\\n\"; }}\n  }}",
             cert = server.cert.display(),
             key = server.key.display(),
             ca = client_ca.display(),
         ),
     )
-    .unwrap();
-    let log = prefix.join("logs/stderr.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .expect("nginx is installed");
-    let proc = Proc { child, log };
-    wait_for("nginx", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    proc
 }
 
 /// The BackendConfigPolicy with `tls` (YAML lines under `tls:`, indented by 4) and TCP

@@ -279,6 +279,7 @@ spec:
 "#;
 
 pub mod netns;
+pub mod nginx;
 pub mod pki;
 pub mod prefixed;
 pub mod sockets;
