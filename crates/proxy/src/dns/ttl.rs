@@ -69,7 +69,8 @@ async fn ask_servers(servers: &[SocketAddr], name: &str) -> Option<Duration> {
     for server in servers {
         let answered = tokio::time::timeout(share, async {
             match ask(*server, name, TYPE_A).await? {
-                // kgateway's V4_PREFERRED: the AAAA records count only without A records.
+                // kgateway's V4_PREFERRED: the AAAA records count only without A records
+                // (and only if the name exists).
                 Reply::NoRecords => ask(*server, name, TYPE_AAAA).await,
                 reply => Ok(reply),
             }

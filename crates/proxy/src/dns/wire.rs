@@ -43,8 +43,10 @@ pub(crate) enum Reply {
     /// Records of the asked type: the least TTL over the answer section (the CNAMEs leading to
     /// them included: the chain is only good as long as its shortest-lived link).
     Ttl(Duration),
-    /// The name has no record of the type here (NXDOMAIN, or NOERROR without one).
+    /// The name has no record of the type (NOERROR without one).
     NoRecords,
+    /// The name does not exist (NXDOMAIN): it has no record of any type.
+    NoName,
 }
 
 /// A query for `name`'s records of `record_type`, recursion desired, as a stub resolver sends.
@@ -89,7 +91,7 @@ pub(crate) fn reply(query: &[u8], answer: &[u8]) -> Result<Reply, WireError> {
     }
     match flags & 0x000f {
         RCODE_NOERROR => {}
-        RCODE_NXDOMAIN => return Ok(Reply::NoRecords),
+        RCODE_NXDOMAIN => return Ok(Reply::NoName),
         rcode => return Err(WireError::ServerFailure(rcode)),
     }
     // The question comes back as it was asked (servers keep its case; compared without).
@@ -238,7 +240,7 @@ mod tests {
         let a = answer(&q, 0, &[(TYPE_AAAA, 60, &[0; 16]), (TYPE_CNAME, 60, &[0xc0, 12])]);
         assert_eq!(reply(&q, &a), Ok(Reply::NoRecords));
         // NXDOMAIN.
-        assert_eq!(reply(&q, &answer(&q, RCODE_NXDOMAIN, &[])), Ok(Reply::NoRecords));
+        assert_eq!(reply(&q, &answer(&q, RCODE_NXDOMAIN, &[])), Ok(Reply::NoName));
         // SERVFAIL: another server may answer.
         assert_eq!(reply(&q, &answer(&q, 2, &[])), Err(WireError::ServerFailure(2)));
         // AAAA asked, AAAA answered.
