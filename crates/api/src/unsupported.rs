@@ -220,22 +220,12 @@ pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> 
             WITH_HTTP2,
         ),
     ];
-    let mut out: Vec<FieldError> = set
-        .into_iter()
+    set.into_iter()
         .filter(|(field, is_set, feature)| {
             *is_set && (*feature != WITH_THIS_ISSUE || PENDING.contains(field))
         })
         .map(|(field, _, feature)| FieldError::forbidden(format!("spec.{field}"), not_yet_until(feature)))
-        .collect();
-    // The data plane resolves with the system resolver (getaddrinfo), which gives no TTL.
-    if spec.dns.as_ref().is_some_and(|d| d.respect_ttl == Some(true)) {
-        out.push(FieldError::forbidden(
-            "spec.dns.respectTTL",
-            "not supported by kgateway-rs: its resolver (the system's, which reads /etc/hosts) gives no TTL; \
-             remove the field and set dns.refreshRate to how often names should be resolved again",
-        ));
-    }
-    out
+        .collect()
 }
 
 pub fn gateway(g: &Gateway) -> Vec<FieldError> {
@@ -456,15 +446,16 @@ mod tests {
     }
 
     #[test]
-    fn dns_settings_are_served_but_respect_ttl_is_refused() {
+    fn dns_settings_are_served_respect_ttl_included() {
         assert_eq!(
             messages(&policy("dns:\n  refreshRate: 1s\n  jitter: 100ms")),
             Vec::<String>::new()
         );
-        let got = messages(&policy("dns:\n  respectTTL: true"));
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert!(got[0].starts_with("spec.dns.respectTTL: Forbidden: "), "{got:?}");
-        assert!(got[0].contains("refreshRate"), "names the fix: {got:?}");
+        // kgateway's `dns` case: the data plane asks the name servers for the TTL.
+        assert_eq!(
+            messages(&policy("dns:\n  respectTTL: true\n  refreshRate: 1h")),
+            Vec::<String>::new()
+        );
         assert_eq!(
             messages(&policy("dns:\n  respectTTL: false")),
             Vec::<String>::new()

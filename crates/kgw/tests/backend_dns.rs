@@ -5,6 +5,10 @@
 //! the next refresh (`dns.refreshRate: 1s`) moves the traffic; a name that stops resolving keeps
 //! its last address; a health check's Host is the name; `/clusters` shows the name as Envoy does;
 //! Snapshots that leave the cluster as it is do not resolve it again.
+//!
+//! With `dns.respectTTL`, kgw's /etc/resolv.conf (bind-mounted too) names a small DNS server
+//! of the test's on a loopback address, answering the name's A record with a chosen address
+//! and TTL: the answer's TTL, not the refresh rate, says when the name is resolved again.
 
 mod common;
 #[path = "common/controlled_backend.rs"]
@@ -22,6 +26,11 @@ const CLUSTER: &str = "backend_default_b_0";
 
 /// `kgw run` in its own mount namespace, whose /etc/hosts is `hosts`.
 fn start_with_hosts(dir: &Path, hosts: &Path) -> Gateway {
+    start_with_files(dir, &[(hosts, "/etc/hosts")])
+}
+
+/// `kgw run` in its own mount namespace, in which each file is bind-mounted over its target.
+fn start_with_files(dir: &Path, mounts: &[(&Path, &str)]) -> Gateway {
     let port = free_port();
     let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let state_dir = dir.join("state");
@@ -29,15 +38,19 @@ fn start_with_hosts(dir: &Path, hosts: &Path) -> Gateway {
     let out = std::fs::File::create(&log).unwrap();
     // `unshare` execs the shell in the new namespace (private propagation: the bind mount is
     // seen by nobody else), which execs kgw: one process, killed by the guard.
+    // The script mounts "$1" over "$2", "$3" over "$4"... then execs the rest.
+    let mut script = String::new();
+    for _ in mounts {
+        script.push_str("mount --bind \"$1\" \"$2\" && shift 2 && ");
+    }
+    script.push_str("exec \"$@\"");
     let child = Command::new("unshare")
-        .args([
-            "--mount",
-            "--",
-            "sh",
-            "-c",
-            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
-        ])
-        .arg(hosts)
+        .args(["--mount", "--", "sh", "-c", &script, "sh"])
+        .args(
+            mounts
+                .iter()
+                .flat_map(|(file, target)| [file.as_os_str(), target.as_ref()]),
+        )
         .arg(KGW)
         .args(["run", "--admin-address", &admin.to_string(), "--state-dir"])
         .arg(&state_dir)
@@ -252,4 +265,257 @@ fn snapshots_that_leave_the_cluster_unchanged_do_not_resolve_again() {
         );
     }
     assert_eq!(gw.stat(&attempts), Some(1), "no lookup for an unchanged cluster");
+}
+
+/// A name server for the tests: on port 53 (resolv.conf has no port) of a loopback address of
+/// its own, it answers every A question with `address` and `ttl` (as they are when asked), and
+/// AAAA questions with no record; without an address, every question with NXDOMAIN. It counts
+/// the questions, and the A questions. Stops when dropped.
+struct TestNameServer {
+    ip: std::net::Ipv4Addr,
+    answer: std::sync::Arc<std::sync::Mutex<(Option<std::net::Ipv4Addr>, u32)>>,
+    questions: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    a_questions: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestNameServer {
+    fn start(address: Option<std::net::Ipv4Addr>, ttl: u32) -> TestNameServer {
+        use std::sync::atomic::Ordering;
+        // 127.53.x.y, x from the process, y from the test: another run or test may hold one.
+        let first = std::process::id() as u8;
+        let socket = (0..=255u8)
+            .flat_map(|x| (1..=254u8).map(move |y| (x, y)))
+            .map(|(x, y)| std::net::Ipv4Addr::new(127, 53, first.wrapping_add(x), y))
+            .find_map(|ip| std::net::UdpSocket::bind((ip, 53)).ok())
+            .expect("a loopback address whose port 53 is free");
+        let ip = match socket.local_addr().unwrap().ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            other => panic!("bound {other}"),
+        };
+        // Short reads so that a drop is seen.
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut server = TestNameServer {
+            ip,
+            answer: std::sync::Arc::new(std::sync::Mutex::new((address, ttl))),
+            questions: Default::default(),
+            a_questions: Default::default(),
+            stop: Default::default(),
+            thread: None,
+        };
+        let (answer, questions, a_questions, stop) = (
+            server.answer.clone(),
+            server.questions.clone(),
+            server.a_questions.clone(),
+            server.stop.clone(),
+        );
+        server.thread = Some(std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let (address, ttl) = *answer.lock().unwrap();
+                if let Some((reply, asks_a)) = reply_to(&buf[..n], address, ttl) {
+                    questions.fetch_add(1, Ordering::SeqCst);
+                    if asks_a {
+                        a_questions.fetch_add(1, Ordering::SeqCst);
+                    }
+                    socket.send_to(&reply, from).unwrap();
+                }
+            }
+        }));
+        server
+    }
+
+    fn answer(&self, address: std::net::Ipv4Addr) {
+        self.answer.lock().unwrap().0 = Some(address);
+    }
+
+    fn questions(&self) -> u64 {
+        self.questions.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn a_questions(&self) -> u64 {
+        self.a_questions.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A resolv.conf naming this server only.
+    fn resolv_conf(&self, path: &Path) {
+        std::fs::write(
+            path,
+            format!("nameserver {}\noptions timeout:1 attempts:2\n", self.ip),
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for TestNameServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The answer to a query (RFC 1035 4.1): the header with QR, RD, RA (and NXDOMAIN without an
+/// address); the question as asked; for an A question, one A record (owner: a pointer to the
+/// question's name). And whether the question was for A. None for what is not a query.
+fn reply_to(query: &[u8], address: Option<std::net::Ipv4Addr>, ttl: u32) -> Option<(Vec<u8>, bool)> {
+    if query.len() < 12 || query[2] & 0x80 != 0 || query[4..6] != [0, 1] {
+        return None;
+    }
+    let mut end = 12;
+    while *query.get(end)? != 0 {
+        end += 1 + usize::from(query[end]);
+    }
+    let question = query.get(12..end + 5)?;
+    let asks_a = question[question.len() - 4..] == [0, 1, 0, 1];
+    let rcode = if address.is_some() { 0 } else { 3 };
+    let records = asks_a && address.is_some();
+    let mut out = query[..2].to_vec();
+    out.extend_from_slice(&[0x81, 0x80 | rcode, 0, 1, 0, u8::from(records), 0, 0, 0, 0]);
+    out.extend_from_slice(question);
+    if let Some(address) = address.filter(|_| asks_a) {
+        out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        out.extend_from_slice(&ttl.to_be_bytes());
+        out.extend_from_slice(&[0, 4]);
+        out.extend_from_slice(&address.octets());
+    }
+    Some((out, asks_a))
+}
+
+/// kgw with the test's /etc/hosts (without `NAME`) and /etc/resolv.conf (naming `server`),
+/// and the setup with `policy`.
+fn start_with_name_server(
+    dir: &Path,
+    server: &TestNameServer,
+    backend: &ControlledBackend,
+    policy: &str,
+) -> Gateway {
+    start_with_name_server_and_hosts(dir, server, backend, policy, None)
+}
+
+/// As `start_with_name_server`, with `NAME` at `in_hosts` in /etc/hosts if given.
+fn start_with_name_server_and_hosts(
+    dir: &Path,
+    server: &TestNameServer,
+    backend: &ControlledBackend,
+    policy: &str,
+    in_hosts: Option<&str>,
+) -> Gateway {
+    let (hosts, resolv_conf) = (dir.join("hosts"), dir.join("resolv.conf"));
+    resolve_name_to(&hosts, in_hosts);
+    server.resolv_conf(&resolv_conf);
+    let gw = start_with_files(dir, &[(&hosts, "/etc/hosts"), (&resolv_conf, "/etc/resolv.conf")]);
+    let out = gw.kgw(
+        &["apply", "-f", "-"],
+        &setup(gw.port, backend.addr.port(), policy),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    gw
+}
+
+fn ipv4(address: std::net::SocketAddr) -> std::net::Ipv4Addr {
+    match address.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        other => panic!("an IPv4 backend, not {other}"),
+    }
+}
+
+#[test]
+fn with_respect_ttl_a_new_answer_is_taken_when_the_ttl_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_backends();
+    let server = TestNameServer::start(Some(ipv4(a.addr)), 1);
+    // An hour between refreshes: only the TTL (1 s) can bring the new answer in time.
+    let gw = start_with_name_server(
+        dir.path(),
+        &server,
+        &a,
+        "  dns: {respectTTL: true, refreshRate: 1h}\n",
+    );
+    answered_by(&gw, "a");
+
+    server.answer(ipv4(b.addr));
+    let moved_after = answered_by(&gw, "b");
+    eprintln!("with respectTTL and a TTL of 1 s, traffic moved {moved_after:?} after the answer changed");
+    // The TTL (1 s) and a lookup (getaddrinfo and the TTL query, both on loopback).
+    assert!(
+        moved_after < Duration::from_millis(2500),
+        "moved after {moved_after:?}"
+    );
+    for _ in 0..10 {
+        assert_eq!(gw.curl("www.example.com", "/"), (200, "b".to_string()));
+    }
+    let attempts = gw.stat(&format!("cluster.{CLUSTER}.update_attempt")).unwrap();
+    assert!(attempts >= 2, "{attempts} lookups");
+    // Each lookup asked twice for A: getaddrinfo for the address, kgw for the TTL.
+    assert!(
+        server.a_questions() >= 2 * attempts - 1,
+        "{} A questions",
+        server.a_questions()
+    );
+    assert_eq!(gw.stat(&format!("cluster.{CLUSTER}.update_failure")), Some(0));
+}
+
+#[test]
+fn without_respect_ttl_the_refresh_rate_holds_and_the_ttl_is_not_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_backends();
+    let server = TestNameServer::start(Some(ipv4(a.addr)), 1);
+    let gw = start_with_name_server(
+        dir.path(),
+        &server,
+        &a,
+        "  dns: {respectTTL: false, refreshRate: 1h}\n",
+    );
+    answered_by(&gw, "a");
+    // getaddrinfo's one A question, no other.
+    assert_eq!(server.a_questions(), 1);
+
+    server.answer(ipv4(b.addr));
+    // Three TTLs go by (with respectTTL the traffic moves within one and a lookup): still a.
+    let changed = Instant::now();
+    while changed.elapsed() < Duration::from_secs(3) {
+        assert_eq!(gw.curl("www.example.com", "/"), (200, "a".to_string()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(gw.stat(&format!("cluster.{CLUSTER}.update_attempt")), Some(1));
+    assert_eq!(server.a_questions(), 1);
+}
+
+#[test]
+fn with_respect_ttl_a_name_from_the_hosts_file_is_resolved_again_at_the_refresh_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _b) = two_backends();
+    // The name server does not know the name (NXDOMAIN): no TTL; the hosts file has it.
+    let server = TestNameServer::start(None, 1);
+    let gw = start_with_name_server_and_hosts(
+        dir.path(),
+        &server,
+        &a,
+        "  dns: {respectTTL: true, refreshRate: 1s}\n",
+        Some(&a.addr.ip().to_string()),
+    );
+    answered_by(&gw, "a");
+    let hosts = dir.path().join("hosts");
+    resolve_name_to(&hosts, Some("127.0.0.3"));
+    let moved_after = answered_by(&gw, "b");
+    eprintln!("a hosts-file name with respectTTL moved {moved_after:?} after the file changed");
+    assert!(
+        moved_after < Duration::from_secs(3),
+        "moved after {moved_after:?}"
+    );
+    // getaddrinfo found the name in the file; kgw asked the server (A only: NXDOMAIN).
+    let attempts = gw.stat(&format!("cluster.{CLUSTER}.update_attempt")).unwrap();
+    assert!(attempts >= 2, "{attempts} lookups");
+    assert_eq!(server.questions(), server.a_questions());
+    assert!(
+        server.a_questions() >= attempts - 1,
+        "{} A questions",
+        server.a_questions()
+    );
 }

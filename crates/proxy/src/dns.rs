@@ -12,10 +12,12 @@
 //!
 //! The resolver is the system's (getaddrinfo, through tokio's `lookup_host` on its blocking
 //! pool): it reads /etc/hosts and nsswitch and resolv.conf at every lookup, as the process's
-//! other lookups do, and adds no dependency; but getaddrinfo gives no TTL, so `respect_ttl`
-//! cannot be honoured: the refresh rate applies instead, and a warning says so once per
-//! cluster. (A resolver giving TTLs plugs in through `Resolve`.) Envoy's resolver statistics
-//! (`dns.cares.*`) belong to its c-ares resolver and have no counterpart here.
+//! other lookups do. getaddrinfo gives no TTL: with `respect_ttl`, the name servers of
+//! resolv.conf are also asked for the name's records, directly, for the answer's TTL (`ttl`,
+//! on the wire format of `wire`), and the host is resolved again when it runs out (at least
+//! 1 s apart); a name without a TTL (from /etc/hosts, or no server answering in time) is
+//! resolved again at the refresh rate. Envoy's resolver statistics (`dns.cares.*`) belong to
+//! its c-ares resolver and have no counterpart here.
 //!
 //! One background task per DNS cluster, on the data plane's runtime, with a sub-task per host;
 //! it starts with the cluster, keeps running (and keeps its endpoints) while a new Snapshot
@@ -34,6 +36,9 @@ use tokio::task::{AbortHandle, JoinSet};
 use crate::cluster::{ClusterRuntime, NewEndpoint};
 use crate::stats::{self, MetricKind};
 
+mod ttl;
+mod wire;
+
 /// A TTL below this is not followed (a zero or one-second TTL would make a lookup loop).
 const MIN_TTL_REFRESH: Duration = Duration::from_secs(1);
 
@@ -46,24 +51,22 @@ pub(crate) struct Answer {
 
 /// A name resolver (the system's in production, a scripted one in tests).
 pub(crate) trait Resolve: Send + Sync + 'static {
-    fn lookup(&self, name: &str) -> impl Future<Output = std::io::Result<Answer>> + Send;
-    /// Does it give TTLs (so that `respect_ttl` can be honoured)?
-    fn gives_ttl(&self) -> bool;
+    /// The name's addresses, and with `with_ttl` its TTL when one is known.
+    fn lookup(&self, name: &str, with_ttl: bool) -> impl Future<Output = std::io::Result<Answer>> + Send;
 }
 
-/// getaddrinfo, as every other lookup of the process (see the module comment).
+/// getaddrinfo, as every other lookup of the process, and the name servers' TTL when asked
+/// (see the module comment).
 pub(crate) struct SystemResolver;
 
 impl Resolve for SystemResolver {
-    async fn lookup(&self, name: &str) -> std::io::Result<Answer> {
-        let addresses = tokio::net::lookup_host((name, 0))
-            .await?
-            .map(|a| a.ip())
-            .collect();
-        Ok(Answer { addresses, ttl: None })
-    }
-    fn gives_ttl(&self) -> bool {
-        false
+    async fn lookup(&self, name: &str, with_ttl: bool) -> std::io::Result<Answer> {
+        // Both at once: the TTL query is bounded (2 s) and holds the addresses no longer.
+        let (addresses, ttl) = tokio::join!(tokio::net::lookup_host((name, 0)), async {
+            if with_ttl { ttl::ttl_of(name).await } else { None }
+        });
+        let addresses = addresses?.map(|a| a.ip()).collect();
+        Ok(Answer { addresses, ttl })
     }
 }
 
@@ -143,14 +146,6 @@ impl ClusterDns {
             );
             return;
         };
-        if settings.respect_ttl && !resolver.gives_ttl() {
-            tracing::warn!(
-                cluster = cluster.name(),
-                refresh_rate = ?settings.refresh_rate(),
-                "the DNS setting respectTtl cannot be honoured: the system resolver gives no TTL; \
-                 the hosts are resolved again at the refresh rate"
-            );
-        }
         let previous = state.take();
         let generation = previous.as_ref().map_or(0, |p| p.generation) + 1;
         let resolved = hosts
@@ -302,7 +297,7 @@ async fn resolve_host<R: Resolve>(
             Some(cluster) => stats::inc(&cluster.dns.stats.update_attempt),
             None => return,
         }
-        let answer = resolver.lookup(&host.host).await;
+        let answer = resolver.lookup(&host.host, settings.respect_ttl).await;
         let Some(cluster) = cluster.upgrade() else { return };
         let wait = match answer {
             Ok(answer) if !answer.addresses.is_empty() => {
@@ -387,6 +382,10 @@ mod tests {
     struct Scripted {
         answers: Mutex<HashMap<String, VecDeque<ScriptedAnswer>>>,
         lookups: AtomicU64,
+        /// The TTL of every answer, when the lookup asks for one.
+        ttl: Option<Duration>,
+        /// Lookups that asked for a TTL.
+        asked_ttl: AtomicU64,
     }
 
     impl Scripted {
@@ -410,8 +409,11 @@ mod tests {
     }
 
     impl Resolve for Scripted {
-        async fn lookup(&self, name: &str) -> std::io::Result<Answer> {
+        async fn lookup(&self, name: &str, with_ttl: bool) -> std::io::Result<Answer> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
+            if with_ttl {
+                self.asked_ttl.fetch_add(1, Ordering::SeqCst);
+            }
             let mut all = self.answers.lock().unwrap();
             let answers = all.get_mut(name).expect("a scripted name");
             let answer = if answers.len() > 1 {
@@ -420,12 +422,12 @@ mod tests {
                 answers.front().cloned()
             };
             match answer.expect("an answer") {
-                Ok(addresses) => Ok(Answer { addresses, ttl: None }),
+                Ok(addresses) => Ok(Answer {
+                    addresses,
+                    ttl: self.ttl.filter(|_| with_ttl),
+                }),
                 Err(e) => Err(std::io::Error::other(e)),
             }
-        }
-        fn gives_ttl(&self) -> bool {
-            false
         }
     }
 
@@ -672,6 +674,47 @@ mod tests {
         }
         let head = String::from_utf8(head).unwrap();
         assert!(head.contains("\r\nhost: a.test\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn with_respect_ttl_a_name_is_resolved_again_when_its_ttl_runs_out() {
+        let script: &[Script<'_>] = &[("a.test", vec![Ok(vec!["127.0.0.2"])])];
+        // A TTL below the 1 s floor: the floor applies.
+        let with_ttl = |ttl| {
+            let mut r = Arc::into_inner(Scripted::with(script)).unwrap();
+            r.ttl = ttl;
+            Arc::new(r)
+        };
+        let (mut cluster, runtime) = dns_cluster(&[("a.test", 8080)], Duration::from_secs(3600));
+        cluster.upstream.dns.as_mut().unwrap().respect_ttl = true;
+        let resolver = with_ttl(Some(Duration::from_millis(10)));
+        let started = Instant::now();
+        start(&cluster, &runtime, &resolver);
+        until("a lookup at the TTL", || resolver.lookups() >= 2).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= MIN_TTL_REFRESH && waited < MIN_TTL_REFRESH * 2,
+            "{waited:?}"
+        );
+        assert_eq!(resolver.asked_ttl.load(Ordering::SeqCst), resolver.lookups());
+        runtime.retire();
+
+        // No TTL known (a hosts-file answer): the refresh rate (an hour) applies.
+        let (mut cluster, runtime) = dns_cluster(&[("a.test", 8080)], Duration::from_secs(3600));
+        cluster.upstream.dns.as_mut().unwrap().respect_ttl = true;
+        let no_ttl = with_ttl(None);
+        start(&cluster, &runtime, &no_ttl);
+        // Without respect_ttl, the TTL is not asked for, nor followed.
+        let (plain, plain_runtime) = dns_cluster(&[("a.test", 8080)], Duration::from_secs(3600));
+        let ignored = with_ttl(Some(Duration::from_millis(10)));
+        start(&plain, &plain_runtime, &ignored);
+        until("the first answers", || {
+            endpoints(&runtime).len() == 1 && endpoints(&plain_runtime).len() == 1
+        })
+        .await;
+        tokio::time::sleep(MIN_TTL_REFRESH + Duration::from_millis(300)).await;
+        assert_eq!((no_ttl.lookups(), ignored.lookups()), (1, 1));
+        assert_eq!(ignored.asked_ttl.load(Ordering::SeqCst), 0);
     }
 
     #[test]
