@@ -100,6 +100,7 @@ pub(crate) fn prometheus(metrics: &[Metric]) -> String {
             Scope::Cluster(_) => format!("envoy_cluster_{}", m.family),
             Scope::Http => format!("envoy_http_{}", m.family),
             Scope::ClusterManager => format!("envoy_cluster_manager_{}", m.family),
+            Scope::Listener { .. } => format!("envoy_listener_{}", m.family),
         };
         families
             .entry(family)
@@ -133,6 +134,17 @@ pub(crate) fn prometheus(metrics: &[Metric]) -> String {
                 }
                 Scope::ClusterManager => {
                     let _ = writeln!(out, "{family} {}", m.value);
+                }
+                Scope::Listener { address, tag } => {
+                    let tag = tag
+                        .map(|(label, value)| format!("{label}=\"{}\",", escape(value)))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "{family}{{{tag}envoy_listener_address=\"{}\"}} {}",
+                        escape(address),
+                        m.value
+                    );
                 }
             }
         }

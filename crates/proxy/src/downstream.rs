@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use snapshot::RouteAction;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use crate::access_log::Entry;
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::h1::{self, Framing, HeadError, RequestHead};
-use crate::http_protocol::HttpOptions;
+use crate::http_protocol::{HttpOptions, read_bounded};
 use crate::http1_exchange::{Exchange, HEAD_EDITS};
 use crate::load_balancing;
 use crate::local_reply::{self, LocalReply, ResponseFlag};
@@ -24,6 +24,117 @@ use crate::recycle::{self, read_some};
 use crate::router::{self, RequestView};
 use crate::stats;
 use crate::{DataPlane, Runtime};
+
+/// A client connection's bytes: plain TCP, or TLS over it (HTTPS ports). An enum, as the
+/// upstream `Transport`: a match per read or write, no dynamic call; the TLS state is boxed
+/// so that a plain connection's task stays as small as before.
+pub(crate) enum ClientStream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl ClientStream {
+    /// The TCP socket under it (socket options, addresses, the client-left check).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Tcp(s) => s,
+            ClientStream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    /// Writes all of `bytes` to the client, and on TLS flushes them: rustls keeps what the
+    /// socket did not take until a flush, and the proxy writes nothing more before it waits for
+    /// the client (or the upstream).
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_all(bytes).await?;
+        if self.is_tls() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Tcp(s) => s.is_write_vectored(),
+            ClientStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// The next bytes of a request head from the client. Plain TCP takes the fast path
+/// (`read_when_ready`); TLS reads through rustls, which may hold bytes already decrypted, so it
+/// cannot wait on the socket first; a listener buffer limit bounds each read.
+async fn read_head_bytes(
+    stream: &mut ClientStream,
+    buf: &mut Vec<u8>,
+    limit: Option<usize>,
+) -> std::io::Result<usize> {
+    match (stream, limit) {
+        (ClientStream::Tcp(tcp), None) => read_when_ready(tcp, buf).await,
+        (stream, limit) => read_bounded(stream, buf, limit).await,
+    }
+}
 
 /// Like `read_some`, but a connection with no buffer waits for bytes before it takes one: an
 /// idle keep-alive client then holds no buffer at all (4 KiB each; 36 MB at 9,000 clients).
@@ -59,7 +170,7 @@ async fn read_when_ready(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::
 }
 
 pub(crate) struct Downstream {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: ClientStream,
     /// Bytes read from the client and not used yet.
     pub(crate) buf: Vec<u8>,
     /// The client's address as x-forwarded-for carries it.
@@ -70,6 +181,9 @@ pub(crate) struct Downstream {
     /// them (the latter asked of the socket once per connection; boxed, so that a connection
     /// that never needs them keeps one word for them).
     proxied: Option<Box<ProxyAddresses>>,
+    /// The listener's `perConnectionBufferLimitBytes` as a bound on each read (None: no bound
+    /// below kgw's read chunk), from the settings the connection was accepted with.
+    read_limit: Option<usize>,
 }
 
 /// How an exchange ended, for the downstream connection.
@@ -94,13 +208,14 @@ pub(crate) struct Outcome {
 }
 
 impl Downstream {
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr) -> Downstream {
+    pub(crate) fn new(stream: ClientStream, peer: SocketAddr, read_limit: Option<usize>) -> Downstream {
         Downstream {
             stream,
             buf: Vec::new(),
             client: client_address(peer),
             peer,
             proxied: None,
+            read_limit,
         }
     }
 
@@ -151,7 +266,7 @@ impl Downstream {
                 }
                 let read = tokio::select! {
                     biased;
-                    r = read_when_ready(&mut self.stream, &mut self.buf) => r,
+                    r = read_head_bytes(&mut self.stream, &mut self.buf, self.read_limit) => r,
                     () = idle.as_mut() => {
                         if head_started {
                             let timeout = dp.options.request_headers_timeout;
@@ -174,7 +289,7 @@ impl Downstream {
                 .recycled_request(dp, port, &head, route.as_mut(), idle.as_mut())
                 .await?;
             if matches!(outcome, Next::Reset) {
-                let _ = self.stream.set_zero_linger();
+                let _ = self.stream.tcp().set_zero_linger();
                 return Ok(());
             }
             if matches!(outcome, Next::Close) {
@@ -204,7 +319,7 @@ impl Downstream {
             });
         }
         let reply = local_reply::refused_head(status, reason);
-        let _ = self.stream.write_all(reply.as_bytes()).await;
+        let _ = self.stream.send(reply.as_bytes()).await;
     }
 
     /// `one_request` in a recycled block. Not an async fn: the request's future is built and
@@ -285,10 +400,15 @@ impl Downstream {
             }
             Ok((cluster, endpoint)) => {
                 // One look at the policy for the request.
-                let (options, proxy_protocol) = {
+                let (mut options, proxy_protocol) = {
                     let policy = cluster.policy_ref();
                     (HttpOptions::of(&policy), policy.proxy_protocol.is_some())
                 };
+                // Each read, of the upload from the client or of the response for it, within
+                // both the cluster's and the listener's buffer limits.
+                if let Some(limit) = self.read_limit {
+                    options.read_limit = Some(options.read_limit.map_or(limit, |l| l.min(limit)));
+                }
                 let proxied = proxy_protocol.then(|| self.proxied()).flatten();
                 let request = self
                     .upstream_head(buf, head, options.preserve_header_case)
@@ -344,12 +464,13 @@ impl Downstream {
         // Sized to the head (glibc's per-thread cache serves these small blocks fast; a pooled
         // 4 KiB buffer per in-flight head cost memory under many clients).
         let mut request = Vec::with_capacity(head.len + HEAD_EDITS);
-        h1::write_request_head(&mut request, &buf, head, self.client.as_bytes());
+        let scheme: &[u8] = if self.stream.is_tls() { b"https" } else { b"http" };
+        h1::write_request_head(&mut request, &buf, head, self.client.as_bytes(), scheme);
         let continue_body = h1::expects_continue(&buf, head);
         self.buf = buf;
         self.buf.drain(..head.len);
         if continue_body && self.buf.is_empty() && head.version == h1::Version::Http11 {
-            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            self.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         }
         Ok(request)
     }
@@ -408,7 +529,7 @@ impl Downstream {
     ) -> std::io::Result<Outcome> {
         let close = !keep_alive || framing != Framing::Empty;
         let out = reply.to_http1(close, is_head);
-        self.stream.write_all(out.as_bytes()).await?;
+        self.stream.send(out.as_bytes()).await?;
         Ok(Outcome {
             status: reply.status,
             flag: reply.flag,
@@ -424,7 +545,7 @@ impl Downstream {
         if self.proxied.is_none() {
             let addresses = ProxyAddresses {
                 source: self.peer,
-                destination: self.stream.local_addr().ok()?,
+                destination: self.stream.tcp().local_addr().ok()?,
             };
             self.proxied = Some(Box::new(addresses));
         }

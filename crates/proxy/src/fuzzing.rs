@@ -22,7 +22,7 @@ pub fn request(data: &[u8]) {
     }
 
     let mut upstream = Vec::new();
-    h1::write_request_head(&mut upstream, data, &head, b"192.0.2.1");
+    h1::write_request_head(&mut upstream, data, &head, b"192.0.2.1", b"http");
     match h1::parse_request(&upstream) {
         Ok(Some(again)) => {
             assert_eq!(

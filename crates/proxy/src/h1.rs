@@ -614,9 +614,9 @@ fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Writes the request head as it goes upstream: HTTP/1.1, origin-form target (an absolute-form
 /// target's authority becomes `host`), hop-by-hop headers dropped, the
-/// client's address appended to `x-forwarded-for`, `x-forwarded-proto: http` (as Envoy does with
-/// `use_remote_address`).
-pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, client: &[u8]) {
+/// client's address appended to `x-forwarded-for`, `x-forwarded-proto: <scheme>` (`http`, or
+/// `https` on a TLS connection, as Envoy does with `use_remote_address`).
+pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, client: &[u8], scheme: &[u8]) {
     let target = &buf[head.target.clone()];
     let (authority, origin_form) = split_absolute_form(target);
     out.extend_from_slice(&buf[head.method.clone()]);
@@ -661,7 +661,7 @@ pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, cli
     }
     out.extend_from_slice(client);
     out.extend_from_slice(b"\r\n");
-    put_header(out, b"x-forwarded-proto", b"http");
+    put_header(out, b"x-forwarded-proto", scheme);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -1028,7 +1028,7 @@ x-forwarded-proto: http\r\n\r\n"
     fn forwarded_request(buf: &[u8], client: &[u8]) -> String {
         let head = parse_request(buf).unwrap().unwrap();
         let mut out = Vec::new();
-        write_request_head(&mut out, buf, &head, client);
+        write_request_head(&mut out, buf, &head, client, b"http");
         String::from_utf8(out).unwrap()
     }
 

@@ -69,7 +69,7 @@ impl Downstream {
         let mut conn = tokio::select! {
             biased;
             c = circuit_breakers::connection_for(x.cluster, x.endpoint, x.proxied, head_wait, true) => c?,
-            () = client_closed(&self.stream) => {
+            () = client_closed(self.stream.tcp()) => {
                 return Ok(Outcome {
                     status: 0,
                     flag: Some(ResponseFlag::DownstreamConnectionTermination),
@@ -450,7 +450,7 @@ impl Downstream {
     ) -> Result<(), Failure> {
         if x.client_version == h1::Version::Http11 {
             self.stream
-                .write_all(&conn.buf[..len])
+                .send(&conn.buf[..len])
                 .await
                 .map_err(|_| Failure::Client)?;
         }
@@ -520,7 +520,7 @@ impl Downstream {
             }
             if !client_gone {
                 if !out.is_empty() {
-                    match stream_idle.bound(self.stream.write_all(&out)).await {
+                    match stream_idle.bound(self.stream.send(&out)).await {
                         Some(Ok(())) => {}
                         Some(Err(_)) => {
                             client_gone = true;
@@ -755,7 +755,8 @@ fn response_head_wait(dp: &DataPlane) -> (Duration, fn() -> LocalReply) {
 
 /// Resolves when the client closes its connection (end of stream or an error) with nothing
 /// waiting to be read; once it has sent bytes (a body, a pipelined request), which are not
-/// read here, it never resolves. Only polled when a request must wait for a connection.
+/// read here, it never resolves. Only polled when a request must wait for a connection. On TLS
+/// the socket under it is watched: a FIN is seen, a close_notify alone is not.
 async fn client_closed(stream: &tokio::net::TcpStream) {
     let mut byte = [0u8; 1];
     match stream.peek(&mut byte).await {

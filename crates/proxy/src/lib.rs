@@ -15,6 +15,7 @@ mod circuit_breakers;
 mod cluster;
 mod dns;
 mod downstream;
+mod downstream_tls;
 mod endpoint_health;
 mod fd_limit;
 #[doc(hidden)]

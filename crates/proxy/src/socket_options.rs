@@ -106,3 +106,13 @@ fn apply_keepalive(
     }
     Ok(())
 }
+
+/// On an accepted client socket: the ListenerPolicy's keepalive (Envoy's
+/// `Listener.tcp_keepalive`), only the given fields set, as upstream. No TCP_USER_TIMEOUT:
+/// that is our addition for requests in flight upstream, and Envoy sets none downstream.
+pub(crate) fn apply_accepted_keepalive(
+    stream: &tokio::net::TcpStream,
+    keepalive: &TcpKeepalive,
+) -> std::io::Result<()> {
+    apply_keepalive(&socket2::SockRef::from(stream), Some(keepalive), false)
+}

@@ -29,6 +29,13 @@ pub enum Scope {
     Cluster(String),
     /// The cluster manager, fed by the control plane (`cluster_manager.*`).
     ClusterManager,
+    /// One listener address (`listener.<address>.*`, address as Envoy writes it: `[__]_8443`),
+    /// and the tag Envoy extracts from names such as `ssl.versions.TLSv1.3`
+    /// (`envoy_ssl_version="TLSv1.3"`).
+    Listener {
+        address: String,
+        tag: Option<(&'static str, &'static str)>,
+    },
 }
 
 macro_rules! counters {
@@ -255,6 +262,7 @@ impl crate::DataPlane {
                 });
             }
         }
+        self.listener_metrics(&mut out);
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }

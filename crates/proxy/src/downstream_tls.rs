@@ -1,0 +1,527 @@
+//! HTTPS ports: TLS termination for client connections. Each bound HTTPS address has one rustls
+//! `ServerConfig`, made once, whose certificate resolver picks by SNI from the port's current
+//! certificate set. A new Snapshot swaps that set (arc-swap): the next handshake sees the new
+//! certificates at once, and connections already open keep theirs (no re-bind, nothing dropped).
+//! PEM is parsed when the data plane takes the Snapshot (`DataPlane::update`), never per
+//! handshake.
+//!
+//! Defaults: TLS 1.2 and 1.3 only, rustls's cipher suites (all AEAD with forward secrecy),
+//! ALPN `http/1.1`. A ClientHello that no certificate serves (its SNI names none and there is no
+//! catch-all) is refused with an alert and counted in `no_filter_chain_match`, as Envoy counts a
+//! connection no filter chain matched (Envoy resets it without an alert).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{CipherSuite, ProtocolVersion, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use snapshot::ListenerTls;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::stats::{Metric, MetricKind, Scope};
+
+/// The error rustls gives when the resolver found no certificate (it sends `access_denied`).
+const NO_CERTIFICATE: &str = "no server certificate chain resolved";
+
+/// A port's certificates, parsed.
+pub(crate) struct Certificates {
+    /// As the Snapshot gave them, to tell whether a new one changed them.
+    source: ListenerTls,
+    /// Those that parsed, in match order, and their keys, index for index.
+    tls: ListenerTls,
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+impl Certificates {
+    /// Parses each certificate and key. One that does not parse (translation checks them, so
+    /// this is a Secret that changed under it) is left out and logged; the others serve.
+    pub(crate) fn parse(listener: &str, tls: &ListenerTls) -> Certificates {
+        let provider = provider();
+        let mut kept = ListenerTls {
+            certificates: Vec::with_capacity(tls.certificates.len()),
+        };
+        let mut keys = Vec::with_capacity(tls.certificates.len());
+        for c in &tls.certificates {
+            match certified_key(&c.certificate_chain, &c.private_key, &provider) {
+                Ok(key) => {
+                    kept.certificates.push(c.clone());
+                    keys.push(Arc::new(key));
+                }
+                Err(e) => tracing::error!(
+                    listener,
+                    certificate = c.name,
+                    "this Gateway listener's certificate is not served: {e}; fix the certificateRefs Secret (tls.crt, tls.key)"
+                ),
+            }
+        }
+        Certificates {
+            source: tls.clone(),
+            tls: kept,
+            keys,
+        }
+    }
+
+    fn select(&self, sni: Option<&str>) -> Option<&Arc<CertifiedKey>> {
+        let picked = self.tls.select(sni)?;
+        let index = self
+            .tls
+            .certificates
+            .iter()
+            .position(|c| std::ptr::eq(c, picked))?;
+        self.keys.get(index)
+    }
+}
+
+fn certified_key(chain: &str, key: &str, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate chain: {e}"))?;
+    if chain.is_empty() {
+        return Err("certificate chain: no PEM certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("private key: {e}"))?;
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| format!("private key: {e}"))
+}
+
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// The cipher suites rustls may negotiate, with Envoy's (OpenSSL's) names for the
+/// `ssl.ciphers.<name>` counters.
+const CIPHERS: [(CipherSuite, &str); 9] = [
+    (CipherSuite::TLS13_AES_256_GCM_SHA384, "TLS_AES_256_GCM_SHA384"),
+    (CipherSuite::TLS13_AES_128_GCM_SHA256, "TLS_AES_128_GCM_SHA256"),
+    (
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        "TLS_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+    ),
+    (
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+    ),
+    (
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    ),
+    (
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        "ECDHE-RSA-AES256-GCM-SHA384",
+    ),
+    (
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        "ECDHE-RSA-AES128-GCM-SHA256",
+    ),
+    (
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ),
+];
+
+/// Envoy's names for the `ssl.versions.<name>` counters.
+const VERSIONS: [(ProtocolVersion, &str); 2] = [
+    (ProtocolVersion::TLSv1_2, "TLSv1.2"),
+    (ProtocolVersion::TLSv1_3, "TLSv1.3"),
+];
+
+/// Envoy's TLS counters of a listener (`listener.<address>.ssl.*`) and its
+/// `no_filter_chain_match`.
+#[derive(Debug, Default)]
+pub(crate) struct SslStats {
+    pub handshake: AtomicU64,
+    pub connection_error: AtomicU64,
+    /// Handshakes done without a client certificate: all of them (no client authentication).
+    pub no_certificate: AtomicU64,
+    pub no_filter_chain_match: AtomicU64,
+    versions: [AtomicU64; VERSIONS.len()],
+    ciphers: [AtomicU64; CIPHERS.len()],
+}
+
+impl SslStats {
+    fn count_handshake(&self, version: Option<ProtocolVersion>, suite: Option<CipherSuite>) {
+        crate::stats::inc(&self.handshake);
+        crate::stats::inc(&self.no_certificate);
+        if let Some(i) = VERSIONS.iter().position(|(v, _)| Some(*v) == version) {
+            crate::stats::inc(&self.versions[i]);
+        }
+        if let Some(i) = CIPHERS.iter().position(|(s, _)| Some(*s) == suite) {
+            crate::stats::inc(&self.ciphers[i]);
+        }
+    }
+
+    /// The counters under `listener.<address>.` (`address` as Envoy writes it: `[__]_8443`);
+    /// per version and cipher only those used, as Envoy creates them on first use.
+    pub(crate) fn metrics(&self, address: &str, out: &mut Vec<Metric>) {
+        let scope = |tag| Scope::Listener {
+            address: address.to_string(),
+            tag,
+        };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let fixed = [
+            ("ssl.handshake", "ssl_handshake", &self.handshake),
+            (
+                "ssl.connection_error",
+                "ssl_connection_error",
+                &self.connection_error,
+            ),
+            ("ssl.no_certificate", "ssl_no_certificate", &self.no_certificate),
+            (
+                "no_filter_chain_match",
+                "no_filter_chain_match",
+                &self.no_filter_chain_match,
+            ),
+        ];
+        for (name, family, counter) in fixed {
+            out.push(Metric {
+                name: format!("listener.{address}.{name}"),
+                kind: MetricKind::Counter,
+                value: load(counter),
+                family,
+                scope: scope(None),
+            });
+        }
+        let tagged = VERSIONS
+            .iter()
+            .zip(&self.versions)
+            .map(|((_, name), c)| ("ssl.versions", "ssl_versions", "envoy_ssl_version", *name, c))
+            .chain(
+                CIPHERS
+                    .iter()
+                    .zip(&self.ciphers)
+                    .map(|((_, name), c)| ("ssl.ciphers", "ssl_ciphers", "envoy_ssl_cipher", *name, c)),
+            );
+        for (prefix, family, label, value_name, counter) in tagged {
+            let value = load(counter);
+            if value == 0 {
+                continue;
+            }
+            out.push(Metric {
+                name: format!("listener.{address}.{prefix}.{value_name}"),
+                kind: MetricKind::Counter,
+                value,
+                family,
+                scope: scope(Some((label, value_name))),
+            });
+        }
+    }
+}
+
+/// Picks a handshake's certificate by SNI from the port's current set.
+struct SniResolver {
+    current: ArcSwap<Certificates>,
+    stats: Arc<SslStats>,
+}
+
+impl fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SniResolver")
+            .field("certificates", &self.current.load().keys.len())
+            .finish()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let picked = self.current.load().select(client_hello.server_name()).cloned();
+        if picked.is_none() {
+            crate::stats::inc(&self.stats.no_filter_chain_match);
+        }
+        picked
+    }
+}
+
+/// One bound HTTPS address: its TLS configuration and counters.
+pub(crate) struct HttpsPort {
+    acceptor: tokio_rustls::TlsAcceptor,
+    resolver: Arc<SniResolver>,
+    pub(crate) stats: Arc<SslStats>,
+}
+
+impl HttpsPort {
+    /// `stats`: the address's counters, kept while it stays bound.
+    pub(crate) fn new(certificates: Certificates, stats: Arc<SslStats>) -> Result<HttpsPort, String> {
+        let resolver = Arc::new(SniResolver {
+            current: ArcSwap::from_pointee(certificates),
+            stats: stats.clone(),
+        });
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("TLS configuration: {e}"))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        // HTTP/2 is not served yet: a client that offers only h2 gets no match (rustls refuses
+        // it with no_application_protocol).
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(HttpsPort {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            resolver,
+            stats,
+        })
+    }
+
+    /// Does the port serve these certificates already (no need to parse them again)?
+    pub(crate) fn serves(&self, tls: &ListenerTls) -> bool {
+        self.resolver.current.load().source == *tls
+    }
+
+    /// From the next handshake on, `certificates` are served.
+    pub(crate) fn replace(&self, certificates: Certificates) {
+        self.resolver.current.store(Arc::new(certificates));
+    }
+
+    /// The TLS handshake on an accepted connection, within `timeout` (a client that never
+    /// finishes it does not hold its task). None when it failed, counted.
+    pub(crate) async fn handshake(
+        &self,
+        stream: TcpStream,
+        timeout: Duration,
+    ) -> Option<TlsStream<TcpStream>> {
+        match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let (_, connection) = tls.get_ref();
+                self.stats.count_handshake(
+                    connection.protocol_version(),
+                    connection.negotiated_cipher_suite().map(|s| s.suite()),
+                );
+                Some(tls)
+            }
+            Ok(Err(e)) => {
+                let no_certificate = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .is_some_and(|e| matches!(e, rustls::Error::General(m) if m == NO_CERTIFICATE));
+                // Counted by the resolver as no_filter_chain_match, not as a TLS error.
+                if !no_certificate {
+                    crate::stats::inc(&self.stats.connection_error);
+                }
+                tracing::debug!("TLS handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                crate::stats::inc(&self.stats.connection_error);
+                tracing::debug!("TLS handshake not finished within {timeout:?}");
+                None
+            }
+        }
+    }
+}
+
+/// `address` as Envoy names a listener's stats scope (`[::]:8443` -> `[__]_8443`).
+pub(crate) fn stats_address(address: &std::net::SocketAddr) -> String {
+    address.to_string().replace(':', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snapshot::ServerCertificate;
+    use std::process::Command;
+
+    /// A self-signed certificate for `names` (first one is the CN), made by the openssl CLI.
+    fn self_signed(dir: &std::path::Path, names: &[&str]) -> (String, String) {
+        let key = dir.join(format!("{}.key", names[0]));
+        let cert = dir.join(format!("{}.crt", names[0]));
+        let san = names
+            .iter()
+            .map(|n| format!("DNS:{n}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
+            .args(["-days", "2", "-subj", &format!("/CN={}", names[0])])
+            .args(["-addext", &format!("subjectAltName={san}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl");
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        (
+            std::fs::read_to_string(cert).unwrap(),
+            std::fs::read_to_string(key).unwrap(),
+        )
+    }
+
+    fn certificate(name: &str, server_names: &[&str], pem: &(String, String)) -> ServerCertificate {
+        ServerCertificate {
+            name: name.into(),
+            server_names: server_names.iter().map(|s| s.to_string()).collect(),
+            certificate_chain: pem.0.clone(),
+            private_key: pem.1.clone(),
+        }
+    }
+
+    /// The leaf certificate (DER) a handshake with `sni` is given, or None if refused.
+    async fn served(port: &HttpsPort, sni: &str) -> Option<Vec<u8>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let client = tokio::spawn({
+            let sni = sni.to_string();
+            async move {
+                let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AcceptAny))
+                    .with_no_client_auth();
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+                let tcp = TcpStream::connect(address).await.unwrap();
+                let name = rustls_pki_types::ServerName::try_from(sni).unwrap();
+                let tls = connector.connect(name, tcp).await.ok()?;
+                let leaf = tls.get_ref().1.peer_certificates()?.first()?.to_vec();
+                Some(leaf)
+            }
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let _ = port.handshake(tcp, Duration::from_secs(5)).await;
+        client.await.unwrap()
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[derive(Debug)]
+    struct AcceptAny;
+
+    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &provider().signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &provider().signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            provider().signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    #[tokio::test]
+    async fn sni_picks_the_certificate_and_unknown_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let www = self_signed(dir.path(), &["www.example.com"]);
+        let api = self_signed(dir.path(), &["api.example.com"]);
+        let tls = ListenerTls {
+            certificates: vec![
+                certificate("www", &["www.example.com"], &www),
+                certificate("api", &["api.example.com"], &api),
+            ],
+        };
+        let port = HttpsPort::new(Certificates::parse("listener~443", &tls), Default::default()).unwrap();
+        assert_eq!(served(&port, "www.example.com").await, Some(der(&www.0)));
+        assert_eq!(served(&port, "API.example.com").await, Some(der(&api.0)));
+        assert_eq!(served(&port, "other.example.com").await, None);
+        assert_eq!(port.stats.handshake.load(Ordering::Relaxed), 2);
+        assert_eq!(port.stats.no_filter_chain_match.load(Ordering::Relaxed), 1);
+        assert_eq!(port.stats.connection_error.load(Ordering::Relaxed), 0);
+        let mut metrics = Vec::new();
+        port.stats.metrics("[__]_443", &mut metrics);
+        let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+        assert!(
+            names.contains(&"listener.[__]_443.ssl.versions.TLSv1.3"),
+            "{names:?}"
+        );
+        assert!(names.contains(&"listener.[__]_443.ssl.handshake"), "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn a_new_certificate_set_reaches_the_next_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = self_signed(dir.path(), &["www.example.com"]);
+        let new_dir = tempfile::tempdir().unwrap();
+        let new = self_signed(new_dir.path(), &["www.example.com"]);
+        let with = |pem| ListenerTls {
+            certificates: vec![certificate("https", &[], pem)],
+        };
+        let port = HttpsPort::new(Certificates::parse("l", &with(&old)), Default::default()).unwrap();
+        assert_eq!(served(&port, "www.example.com").await, Some(der(&old.0)));
+        assert!(port.serves(&with(&old)));
+        assert!(!port.serves(&with(&new)));
+        port.replace(Certificates::parse("l", &with(&new)));
+        assert_eq!(served(&port, "www.example.com").await, Some(der(&new.0)));
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = self_signed(dir.path(), &["a.example.com"]);
+        let b = self_signed(dir.path(), &["b.example.com"]);
+        let tls = ListenerTls {
+            certificates: vec![
+                certificate("mismatched", &["a.example.com"], &(a.0.clone(), b.1.clone())),
+                certificate("good", &[], &b),
+            ],
+        };
+        let parsed = Certificates::parse("l", &tls);
+        assert_eq!(parsed.keys.len(), 1);
+        assert_eq!(parsed.tls.certificates[0].name, "good");
+        // The SNI of the refused one falls to the catch-all.
+        assert!(parsed.select(Some("a.example.com")).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_the_handshake_is_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = self_signed(dir.path(), &["www.example.com"]);
+        let tls = ListenerTls {
+            certificates: vec![certificate("https", &[], &pem)],
+        };
+        let port = HttpsPort::new(Certificates::parse("l", &tls), Default::default()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _silent = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let started = std::time::Instant::now();
+        assert!(port.handshake(tcp, Duration::from_millis(200)).await.is_none());
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(port.stats.connection_error.load(Ordering::Relaxed), 1);
+    }
+}
