@@ -275,20 +275,87 @@ fn listener(l: &Listener) -> Value {
             .collect();
         v.insert("additional_addresses".into(), Value::Array(extra));
     }
-    v.insert(
-        "filter_chains".into(),
-        json!([{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "http",
-                "rds": {"config_source": {"ads": {}, "resource_api_version": "V3"}, "route_config_name": l.name},
-                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-                "use_remote_address": true
+    let hcm = json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "http",
+            "rds": {"config_source": {"ads": {}, "resource_api_version": "V3"}, "route_config_name": l.name},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            "use_remote_address": true
+        }
+    });
+    let filter_chains = match &l.tls {
+        None => json!([{ "filters": [hcm] }]),
+        // HTTPS: as kgateway renders it, one filter chain per Gateway listener, chosen by the
+        // SNI the tls_inspector reads.
+        Some(tls) => {
+            v.insert(
+                "listener_filters".into(),
+                json!([{
+                    "name": "envoy.filters.listener.tls_inspector",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+                    }
+                }]),
+            );
+            let chains: Vec<Value> = tls
+                .certificates
+                .iter()
+                .map(|c| {
+                    let mut chain = Map::new();
+                    chain.insert("name".into(), c.name.clone().into());
+                    if !c.server_names.is_empty() {
+                        chain.insert(
+                            "filter_chain_match".into(),
+                            json!({ "server_names": c.server_names }),
+                        );
+                    }
+                    chain.insert("filters".into(), json!([hcm]));
+                    chain.insert(
+                        "transport_socket".into(),
+                        json!({
+                            "name": "envoy.transport_sockets.tls",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                                "common_tls_context": {
+                                    "tls_certificates": [{
+                                        "certificate_chain": { "inline_string": c.certificate_chain },
+                                        // As Envoy's own dump shows a private key (seen on Envoy 1.40).
+                                        "private_key": { "inline_string": "[redacted]" },
+                                    }],
+                                    // What the data plane offers (HTTP/2 comes later).
+                                    "alpn_protocols": ["http/1.1"],
+                                }
+                            }
+                        }),
+                    );
+                    Value::Object(chain)
+                })
+                .collect();
+            Value::Array(chains)
+        }
+    };
+    v.insert("filter_chains".into(), filter_chains);
+    if let Some(limit) = l.connection.per_connection_buffer_limit_bytes {
+        v.insert("per_connection_buffer_limit_bytes".into(), limit.into());
+    }
+    // Whole seconds, as the cluster's upstream_connection_options.tcp_keepalive; Envoy 1.40
+    // takes it on the Listener (kgateway renders ListenerPolicy's tcpKeepalive there).
+    if let Some(k) = &l.connection.tcp_keepalive {
+        let mut keepalive = Map::new();
+        for (name, value) in [
+            ("keepalive_probes", k.probes),
+            ("keepalive_time", k.time),
+            ("keepalive_interval", k.interval),
+        ] {
+            if let Some(value) = value {
+                keepalive.insert(name.into(), value.into());
             }
-        }]}]),
-    );
+        }
+        v.insert("tcp_keepalive".into(), Value::Object(keepalive));
+    }
     Value::Object(v)
 }
 
@@ -451,5 +518,58 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(5)), "5s");
         assert_eq!(format_duration(Duration::from_millis(250)), "0.250s");
         assert_eq!(format_duration(Duration::from_micros(1_500_001)), "1.500001s");
+    }
+
+    #[test]
+    fn https_listener_with_options() {
+        let certificate = |name: &str, names: &[&str]| crate::ServerCertificate {
+            name: name.into(),
+            server_names: names.iter().map(|n| n.to_string()).collect(),
+            certificate_chain: "CHAIN".into(),
+            private_key: "SECRET KEY".into(),
+        };
+        let l = Listener {
+            name: "listener~443".into(),
+            port: 443,
+            addresses: Vec::new(),
+            virtual_hosts: Vec::new(),
+            tls: Some(crate::ListenerTls {
+                certificates: vec![
+                    certificate("api", &["api.example.com"]),
+                    certificate("https", &[]),
+                ],
+            }),
+            connection: crate::ListenerConnection {
+                tcp_keepalive: Some(crate::TcpKeepalive {
+                    probes: Some(3),
+                    time: Some(1200),
+                    interval: None,
+                }),
+                per_connection_buffer_limit_bytes: Some(32768),
+            },
+        };
+        let v = listener(&l);
+        assert_eq!(
+            v["listener_filters"][0]["name"],
+            "envoy.filters.listener.tls_inspector"
+        );
+        let chains = v["filter_chains"].as_array().unwrap();
+        assert_eq!(chains.len(), 2);
+        assert_eq!(chains[0]["name"], "api");
+        assert_eq!(
+            chains[0]["filter_chain_match"]["server_names"],
+            json!(["api.example.com"])
+        );
+        assert!(chains[1].get("filter_chain_match").is_none());
+        let certs =
+            &chains[0]["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"][0];
+        assert_eq!(certs["certificate_chain"]["inline_string"], "CHAIN");
+        assert_eq!(certs["private_key"]["inline_string"], "[redacted]");
+        assert!(!v.to_string().contains("SECRET KEY"));
+        assert_eq!(
+            v["tcp_keepalive"],
+            json!({"keepalive_probes": 3, "keepalive_time": 1200})
+        );
+        assert_eq!(v["per_connection_buffer_limit_bytes"], 32768);
     }
 }
