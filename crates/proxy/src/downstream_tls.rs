@@ -324,13 +324,13 @@ pub(crate) fn stats_address(address: &std::net::SocketAddr) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use snapshot::ServerCertificate;
     use std::process::Command;
 
     /// A self-signed certificate for `names` (first one is the CN), made by the openssl CLI.
-    fn self_signed(dir: &std::path::Path, names: &[&str]) -> (String, String) {
+    pub(crate) fn self_signed(dir: &std::path::Path, names: &[&str]) -> (String, String) {
         let key = dir.join(format!("{}.key", names[0]));
         let cert = dir.join(format!("{}.crt", names[0]));
         let san = names
@@ -367,7 +367,11 @@ mod tests {
         )
     }
 
-    fn certificate(name: &str, server_names: &[&str], pem: &(String, String)) -> ServerCertificate {
+    pub(crate) fn certificate(
+        name: &str,
+        server_names: &[&str],
+        pem: &(String, String),
+    ) -> ServerCertificate {
         ServerCertificate {
             name: name.into(),
             server_names: server_names.iter().map(|s| s.to_string()).collect(),
@@ -383,13 +387,7 @@ mod tests {
         let client = tokio::spawn({
             let sni = sni.to_string();
             async move {
-                let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AcceptAny))
-                    .with_no_client_auth();
-                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+                let connector = tokio_rustls::TlsConnector::from(client_config());
                 let tcp = TcpStream::connect(address).await.unwrap();
                 let name = rustls_pki_types::ServerName::try_from(sni).unwrap();
                 let tls = connector.connect(name, tcp).await.ok()?;
@@ -402,12 +400,23 @@ mod tests {
         client.await.unwrap()
     }
 
-    fn der(pem: &str) -> Vec<u8> {
+    pub(crate) fn der(pem: &str) -> Vec<u8> {
         CertificateDer::pem_slice_iter(pem.as_bytes())
             .next()
             .unwrap()
             .unwrap()
             .to_vec()
+    }
+
+    /// A client that takes any server certificate (the tests look at which one it got).
+    pub(crate) fn client_config() -> Arc<rustls::ClientConfig> {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny))
+            .with_no_client_auth();
+        Arc::new(config)
     }
 
     #[derive(Debug)]

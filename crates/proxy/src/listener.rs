@@ -224,3 +224,189 @@ impl DataPlane {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::downstream_tls::tests::{certificate, client_config, der, self_signed};
+    use crate::{AccessLog, ProxyOptions};
+    use snapshot::{
+        Cluster, Discovery, Endpoint, ListenerTls, PathMatch, Route, RouteAction, TcpKeepalive, VirtualHost,
+        WeightedCluster,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A backend that answers every request on a connection with the x-forwarded-proto it got.
+    async fn backend() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        let n = stream.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                            buf.drain(..end + 4);
+                            let proto = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("x-forwarded-proto: "))
+                                .unwrap_or("none")
+                                .to_string();
+                            let reply = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{proto}",
+                                proto.len()
+                            );
+                            if stream.write_all(reply.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        address
+    }
+
+    fn snapshot(version: u64, port: u16, backend: SocketAddr, tls: ListenerTls) -> Arc<Snapshot> {
+        let route = Route {
+            name: "all".into(),
+            path: PathMatch::Prefix("/".into()),
+            method: None,
+            headers: Vec::new(),
+            action: RouteAction::Forward(vec![WeightedCluster {
+                name: "c".into(),
+                index: Some(0),
+                weight: 1,
+            }]),
+        };
+        Arc::new(Snapshot {
+            version,
+            created: std::time::SystemTime::now(),
+            listeners: vec![Listener {
+                name: format!("listener~{port}"),
+                port,
+                addresses: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+                virtual_hosts: vec![VirtualHost {
+                    name: "any".into(),
+                    domains: vec!["*".into()],
+                    routes: vec![route],
+                }],
+                tls: Some(tls),
+                connection: ListenerConnection {
+                    tcp_keepalive: Some(TcpKeepalive {
+                        probes: Some(3),
+                        time: Some(1200),
+                        interval: Some(60),
+                    }),
+                    per_connection_buffer_limit_bytes: Some(64),
+                },
+            }],
+            clusters: vec![Cluster {
+                name: "c".into(),
+                discovery: Discovery::Eds,
+                endpoints: vec![Endpoint::new(backend)],
+                upstream: Default::default(),
+            }],
+        })
+    }
+
+    type Client = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+    async fn connect(port: u16) -> Client {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("www.example.com").unwrap();
+        tokio_rustls::TlsConnector::from(client_config())
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    }
+
+    fn leaf(client: &Client) -> Vec<u8> {
+        client.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    /// One request on the connection; the response body.
+    async fn get(client: &mut Client) -> String {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: www.example.com\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let read = async {
+            loop {
+                let mut chunk = [0u8; 1024];
+                let n = client.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed: {}", String::from_utf8_lossy(&buf));
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_string)
+                        })
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                        return body.to_string();
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn https_port_serves_and_a_new_certificate_reaches_the_next_handshake_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = self_signed(dir.path(), &["www.example.com"]);
+        let newer = tempfile::tempdir().unwrap();
+        let new = self_signed(newer.path(), &["www.example.com"]);
+        let backend = backend().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let with = |pem| ListenerTls {
+            certificates: vec![certificate("https", &["www.example.com"], pem)],
+        };
+        let dp = DataPlane::new(ProxyOptions::default(), AccessLog::disabled());
+        assert!(dp.update(snapshot(1, port, backend, with(&old))).is_empty());
+
+        let mut open = connect(port).await;
+        assert_eq!(leaf(&open), der(&old.0));
+        // Over TLS the upstream is told so; the 64-byte buffer limit still lets the request by.
+        assert_eq!(get(&mut open).await, "https");
+
+        assert!(dp.update(snapshot(2, port, backend, with(&new))).is_empty());
+        let mut next = connect(port).await;
+        assert_eq!(leaf(&next), der(&new.0));
+        assert_eq!(get(&mut next).await, "https");
+        // The connection opened before goes on, on its socket and its certificate.
+        assert_eq!(get(&mut open).await, "https");
+
+        let address = "127.0.0.1_".to_string() + &port.to_string();
+        let metrics = dp.metrics();
+        let value = |name: &str| {
+            metrics
+                .iter()
+                .find(|m| m.name == format!("listener.{address}.{name}"))
+                .map(|m| m.value)
+        };
+        assert_eq!(value("ssl.handshake"), Some(2));
+        assert_eq!(value("ssl.no_certificate"), Some(2));
+        assert_eq!(value("ssl.versions.TLSv1.3"), Some(2));
+    }
+}
