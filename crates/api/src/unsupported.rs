@@ -126,10 +126,10 @@ pub fn listener_policy(spec: &crate::listener_policy::ListenerPolicySpec) -> Vec
 }
 
 /// HTTPS listeners wait for the data plane's downstream TLS.
-const HTTPS_PENDING: bool = true;
+const HTTPS_PENDING: bool = false;
 
 /// ListenerPolicy waits for the data plane's listener options.
-const LISTENER_OPTIONS_PENDING: bool = true;
+const LISTENER_OPTIONS_PENDING: bool = false;
 
 /// BackendTLSPolicy waited for the data plane's upstream TLS (proxy's upstream_tls.rs).
 const UPSTREAM_TLS_PENDING: bool = false;
