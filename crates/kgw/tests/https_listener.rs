@@ -32,13 +32,22 @@ struct Pem {
 
 impl Pki {
     fn new(dir: &Path) -> Pki {
-        let pki = Pki {
-            dir: dir.join("pki"),
-        };
+        let pki = Pki { dir: dir.join("pki") };
         std::fs::create_dir_all(&pki.dir).unwrap();
         pki.openssl(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kgw test CA",
-            "-keyout", "ca.key", "-out", "ca.crt",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kgw test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
         ]);
         pki
     }
@@ -70,11 +79,33 @@ impl Pki {
             format!("{file}.ext"),
         );
         self.openssl(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={host}"), "-keyout", &key, "-out", &csr,
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={host}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
         ]);
         self.openssl(&[
-            "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-extfile", &ext, "-out", &crt,
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
         ]);
         Pem {
             cert: std::fs::read_to_string(self.dir.join(&crt)).unwrap(),
@@ -133,7 +164,10 @@ struct Https<'a> {
 fn gateway(http_port: u16, https: &[Https<'_>], backend: u16) -> String {
     let mut listeners = format!("  - name: http\n    protocol: HTTP\n    port: {http_port}\n");
     for l in https {
-        listeners += &format!("  - name: {}\n    protocol: HTTPS\n    port: {}\n", l.name, l.port);
+        listeners += &format!(
+            "  - name: {}\n    protocol: HTTPS\n    port: {}\n",
+            l.name, l.port
+        );
         if let Some(h) = l.hostname {
             listeners += &format!("    hostname: {h}\n");
         }
@@ -156,13 +190,27 @@ fn gateway(http_port: u16, https: &[Https<'_>], backend: u16) -> String {
 
 fn apply(gw: &Gateway, yaml: &str) {
     let out = gw.kgw(&["apply", "-f", "-"], yaml);
-    assert!(out.status.success(), "kgw apply: {}{}", stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "kgw apply: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 /// `curl --cacert CA https://HOST:PORT/PATH` (HOST resolved to 127.0.0.1): status and body.
 fn curl_https(ca: &Path, host: &str, port: u16, path: &str) -> (u16, String) {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
         .arg(ca)
         .arg("--resolve")
         .arg(format!("{host}:{port}:127.0.0.1"))
@@ -212,7 +260,9 @@ fn get(client: &mut Client, host: &str, path: &str) -> u16 {
         assert!(n > 0, "closed after: {}", String::from_utf8_lossy(&buf));
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf).to_string();
-        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
         let length: usize = head
             .lines()
             .find_map(|l| {
@@ -237,7 +287,11 @@ fn listener_condition(gw: &Gateway, listener: &str, kind: &str) -> Option<(Strin
         .iter()
         .find(|l| l["name"] == listener)?
         .clone();
-    let c = l["conditions"].as_array()?.iter().find(|c| c["type"] == kind)?.clone();
+    let c = l["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)?
+        .clone();
     let text = |k: &str| c[k].as_str().unwrap_or("").to_string();
     Some((text("status"), text("reason"), text("message")))
 }
@@ -347,7 +401,10 @@ fn https_with_curl_two_hostnames_by_sni_and_envoys_ssl_stats() {
         .map(|c| &c["active_state"]["listener"])
         .find(|l| l["name"] == format!("listener~{}", s.https_port))
         .unwrap();
-    assert_eq!(https["listener_filters"][0]["name"], "envoy.filters.listener.tls_inspector");
+    assert_eq!(
+        https["listener_filters"][0]["name"],
+        "envoy.filters.listener.tls_inspector"
+    );
     let chains = https["filter_chains"].as_array().unwrap();
     let names: Vec<&str> = chains.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
@@ -422,12 +479,20 @@ fn a_missing_or_not_permitted_secret_leaves_its_listener_unprogrammed_and_the_ot
     assert_eq!(curl(http_port, "www.example.com", "/get").0, 200);
 
     let (status, reason, message) = listener_condition(&gw, "missing", "ResolvedRefs").unwrap();
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidCertificateRef"), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InvalidCertificateRef"),
+        "{message}"
+    );
     assert!(message.contains("no-such-secret"), "{message}");
     let (status, _, _) = listener_condition(&gw, "missing", "Programmed").unwrap();
     assert_eq!(status, "False");
     let (status, reason, message) = listener_condition(&gw, "shared", "ResolvedRefs").unwrap();
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "RefNotPermitted"), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "RefNotPermitted"),
+        "{message}"
+    );
     let (status, _, _) = listener_condition(&gw, "www", "Programmed").unwrap();
     assert_eq!(status, "True");
     // Their names are not served: no certificate for them, no catch-all.
@@ -498,7 +563,11 @@ fn listener_policy_keepalive_is_on_the_accepted_client_socket() {
         (s.gw.port, plain.local_addr().unwrap().port()),
     ] {
         let sockets = upstream_keepalive(s.gw.pid(), local);
-        assert_eq!(sockets.len(), 1, "the gateway's socket for client port {local}: {sockets:?}");
+        assert_eq!(
+            sockets.len(),
+            1,
+            "the gateway's socket for client port {local}: {sockets:?}"
+        );
         let k = &sockets[0];
         assert_eq!(k.local_port, port);
         assert!(k.enabled, "{k:?}");
