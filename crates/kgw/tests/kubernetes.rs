@@ -727,7 +727,7 @@ fn a_refused_policy_says_why_in_its_status_and_serving_goes_on() {
     });
 }
 
-/// A Gateway updated to something kgw does not serve yet (an HTTPS listener) is refused with
+/// A Gateway updated to something kgw does not serve yet (a TCP listener) is refused with
 /// a status that says why, stays refused whatever else happens to Gateways and GatewayClasses,
 /// and its last accepted version keeps serving.
 #[test]
@@ -755,7 +755,7 @@ fn a_refused_gateway_stays_refused_and_keeps_serving() {
             .cloned()
     };
     let accepted = || accepted_of("http");
-    api.apply(&gateway("HTTPS", "http", *port));
+    api.apply(&gateway("TCP", "http", *port));
     let refused = wait_for(
         "the Gateway refused in its status",
         Duration::from_secs(10),
@@ -763,7 +763,7 @@ fn a_refused_gateway_stays_refused_and_keeps_serving() {
     );
     let message = refused["message"].as_str().unwrap();
     assert!(
-        message.contains("spec.listeners[0].protocol") && message.contains("HTTPS"),
+        message.contains("spec.listeners[0].protocol") && message.contains("TCP"),
         "{message}"
     );
 
