@@ -393,6 +393,23 @@ fn https_with_curl_two_hostnames_by_sni_and_envoys_ssl_stats() {
     assert_eq!(stat("no_filter_chain_match"), 1);
     assert_eq!(stat("ssl.connection_error"), 1);
 
+    // Prometheus: Envoy's families, the address and the version as labels.
+    let (_, prometheus) = http(s.gw.admin, "GET", "/stats/prometheus", "");
+    let address = format!("envoy_listener_address=\"[__]_{}\"", s.https_port);
+    assert!(
+        prometheus.contains(&format!(
+            "envoy_listener_ssl_handshake{{{address}}} {}",
+            stat("ssl.handshake")
+        )),
+        "{prometheus}"
+    );
+    assert!(
+        prometheus.contains(&format!(
+            "envoy_listener_ssl_versions{{envoy_ssl_version=\"TLSv1.3\",{address}}}"
+        )),
+        "{prometheus}"
+    );
+
     // The dump: one filter chain per Gateway listener, chosen by SNI, the key redacted.
     let dump = s.gw.dump("GET", "?resource=dynamic_listeners");
     let listeners = dump["configs"].as_array().unwrap();
