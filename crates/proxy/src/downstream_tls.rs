@@ -142,6 +142,8 @@ const VERSIONS: [(ProtocolVersion, &str); 2] = [
 pub(crate) struct SslStats {
     pub handshake: AtomicU64,
     pub connection_error: AtomicU64,
+    /// Handshakes that resumed an earlier session.
+    pub session_reused: AtomicU64,
     /// Handshakes done without a client certificate: all of them (no client authentication).
     pub no_certificate: AtomicU64,
     pub no_filter_chain_match: AtomicU64,
@@ -150,9 +152,14 @@ pub(crate) struct SslStats {
 }
 
 impl SslStats {
-    fn count_handshake(&self, version: Option<ProtocolVersion>, suite: Option<CipherSuite>) {
+    fn count_handshake(&self, connection: &rustls::ServerConnection) {
+        let version = connection.protocol_version();
+        let suite = connection.negotiated_cipher_suite().map(|s| s.suite());
         crate::stats::inc(&self.handshake);
         crate::stats::inc(&self.no_certificate);
+        if connection.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            crate::stats::inc(&self.session_reused);
+        }
         if let Some(i) = VERSIONS.iter().position(|(v, _)| Some(*v) == version) {
             crate::stats::inc(&self.versions[i]);
         }
@@ -177,6 +184,7 @@ impl SslStats {
                 &self.connection_error,
             ),
             ("ssl.no_certificate", "ssl_no_certificate", &self.no_certificate),
+            ("ssl.session_reused", "ssl_session_reused", &self.session_reused),
             (
                 "no_filter_chain_match",
                 "no_filter_chain_match",
@@ -290,11 +298,7 @@ impl HttpsPort {
     ) -> Option<TlsStream<TcpStream>> {
         match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
-                let (_, connection) = tls.get_ref();
-                self.stats.count_handshake(
-                    connection.protocol_version(),
-                    connection.negotiated_cipher_suite().map(|s| s.suite()),
-                );
+                self.stats.count_handshake(tls.get_ref().1);
                 Some(tls)
             }
             Ok(Err(e)) => {

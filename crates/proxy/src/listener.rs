@@ -321,9 +321,13 @@ mod tests {
     type Client = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
     async fn connect(port: u16) -> Client {
+        connect_with(port, client_config()).await
+    }
+
+    async fn connect_with(port: u16, config: Arc<rustls::ClientConfig>) -> Client {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("www.example.com").unwrap();
-        tokio_rustls::TlsConnector::from(client_config())
+        tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .unwrap()
@@ -391,11 +395,15 @@ mod tests {
         assert_eq!(get(&mut open).await, "https");
 
         assert!(dp.update(snapshot(2, port, backend, with(&new))).is_empty());
-        let mut next = connect(port).await;
+        let resuming = client_config();
+        let mut next = connect_with(port, resuming.clone()).await;
         assert_eq!(leaf(&next), der(&new.0));
         assert_eq!(get(&mut next).await, "https");
         // The connection opened before goes on, on its socket and its certificate.
         assert_eq!(get(&mut open).await, "https");
+        // A client that kept the session (its ticket came with the response) resumes it.
+        let mut resumed = connect_with(port, resuming).await;
+        assert_eq!(get(&mut resumed).await, "https");
 
         let address = "127.0.0.1_".to_string() + &port.to_string();
         let metrics = dp.metrics();
@@ -405,8 +413,9 @@ mod tests {
                 .find(|m| m.name == format!("listener.{address}.{name}"))
                 .map(|m| m.value)
         };
-        assert_eq!(value("ssl.handshake"), Some(2));
-        assert_eq!(value("ssl.no_certificate"), Some(2));
-        assert_eq!(value("ssl.versions.TLSv1.3"), Some(2));
+        assert_eq!(value("ssl.handshake"), Some(3));
+        assert_eq!(value("ssl.session_reused"), Some(1));
+        assert_eq!(value("ssl.no_certificate"), Some(3));
+        assert_eq!(value("ssl.versions.TLSv1.3"), Some(3));
     }
 }
