@@ -139,6 +139,8 @@ impl Admin {
                     resource: q.get("resource").cloned(),
                     mask: q.get("mask").cloned(),
                     name_regex: q.get("name_regex").cloned(),
+                    // Never over the admin API, as Envoy's.
+                    reveal_private_keys: false,
                 };
                 let runtime = self.data_plane.runtime();
                 match snapshot::config_dump(&runtime.snapshot, &options) {

@@ -177,6 +177,26 @@ fn a_verified_backend_gets_the_sni_and_client_certificate_and_one_handshake_serv
     assert_eq!(stat(&gw, "ssl.connection_error"), 0);
     assert_eq!(stat(&gw, "upstream_rq_2xx"), 10);
 
+    // The dump shows the client certificate, and its key as Envoy's admin shows one.
+    let dump = serde_json::to_string(&gw.dump("POST", "?include_eds")).unwrap();
+    let cluster = gw.cluster(CLUSTER).unwrap();
+    let certificate =
+        &cluster["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"][0];
+    assert!(
+        certificate["certificate_chain"]["inline_string"]
+            .as_str()
+            .is_some_and(|c| c.contains("BEGIN CERTIFICATE")),
+        "{certificate}"
+    );
+    assert_eq!(
+        certificate["private_key"],
+        serde_json::json!({"inline_string": "[redacted]"})
+    );
+    assert!(
+        !dump.contains("PRIVATE KEY"),
+        "no private key anywhere in the dump"
+    );
+
     // The policy's keepalive is on the TLS connection's socket, read from the kernel.
     let sockets = upstream_keepalive(gw.pid(), s.backend);
     assert_eq!(sockets.len(), 1, "{sockets:?}");

@@ -21,6 +21,10 @@ pub struct DumpOptions {
     pub mask: Option<String>,
     /// Keep only resources whose name matches.
     pub name_regex: Option<String>,
+    /// Show private keys. Envoy's admin never does (a `private_key` shows as `[redacted]`, seen
+    /// on Envoy 1.40), and neither does kgw's; the conformance test sets this to compare with
+    /// kgateway's translator output, which is xDS, not a dump, and carries them.
+    pub reveal_private_keys: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +59,13 @@ pub fn config_dump(snapshot: &Snapshot, options: &DumpOptions) -> Result<Value, 
         .filter(|c| keep(&c.name))
         .map(|c| json!({"version_info": version, "cluster": cluster(c), "last_updated": updated}))
         .collect();
+    let redact = |mut v: Value| {
+        if !options.reveal_private_keys {
+            redact_private_keys(&mut v);
+        }
+        v
+    };
+    let clusters: Vec<Value> = clusters.into_iter().map(redact).collect();
     let endpoints: Vec<Value> = snapshot
         .clusters
         .iter()
@@ -67,8 +78,8 @@ pub fn config_dump(snapshot: &Snapshot, options: &DumpOptions) -> Result<Value, 
         .iter()
         .filter(|l| keep(&l.name))
         .map(|l| {
-            json!({"name": l.name, "active_state": {
-                "version_info": version, "listener": listener(l), "last_updated": updated}})
+            redact(json!({"name": l.name, "active_state": {
+                "version_info": version, "listener": listener(l), "last_updated": updated}}))
         })
         .collect();
     let routes: Vec<Value> = snapshot
@@ -144,6 +155,29 @@ pub fn config_dump(snapshot: &Snapshot, options: &DumpOptions) -> Result<Value, 
         }
     }
     Ok(json!({ "configs": configs }))
+}
+
+/// Every `private_key` data source, wherever it is (a listener's certificate, a cluster's
+/// client certificate, inside a PROXY protocol socket), shows its content as Envoy's admin does:
+/// each string in it replaced by `[redacted]`, so a file's path is not shown either.
+fn redact_private_keys(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if k == "private_key" {
+                    if let Value::Object(source) = child {
+                        for s in source.values_mut() {
+                            *s = Value::String("[redacted]".into());
+                        }
+                    }
+                } else {
+                    redact_private_keys(child);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_private_keys),
+        _ => {}
+    }
 }
 
 fn cluster(c: &Cluster) -> Value {
@@ -322,8 +356,7 @@ fn listener(l: &Listener) -> Value {
                                 "common_tls_context": {
                                     "tls_certificates": [{
                                         "certificate_chain": { "inline_string": c.certificate_chain },
-                                        // As Envoy's own dump shows a private key (seen on Envoy 1.40).
-                                        "private_key": { "inline_string": "[redacted]" },
+                                        "private_key": { "inline_string": c.private_key },
                                     }],
                                     // What the data plane offers (HTTP/2 comes later).
                                     "alpn_protocols": ["http/1.1"],
@@ -548,7 +581,16 @@ mod tests {
                 per_connection_buffer_limit_bytes: Some(32768),
             },
         };
-        let v = listener(&l);
+        let raw = listener(&l);
+        let key_of = |v: &Value| {
+            v["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"][0]
+                ["private_key"]["inline_string"]
+                .clone()
+        };
+        // The key itself only where a caller asks for it (the conformance test).
+        assert_eq!(key_of(&raw), "SECRET KEY");
+        let mut v = raw.clone();
+        redact_private_keys(&mut v);
         assert_eq!(
             v["listener_filters"][0]["name"],
             "envoy.filters.listener.tls_inspector"

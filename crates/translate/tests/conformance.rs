@@ -195,6 +195,8 @@ fn run(resources: &Resources) -> Ours {
         &snapshot,
         &DumpOptions {
             include_eds: true,
+            // kgateway's expected output is xDS, keys included; the admin dump redacts them.
+            reveal_private_keys: true,
             ..Default::default()
         },
     )
@@ -691,6 +693,8 @@ fn dump_file(resources: &Resources, name: &str) -> PathBuf {
         &snapshot,
         &DumpOptions {
             include_eds: true,
+            // kgateway's expected output is xDS, keys included; the admin dump redacts them.
+            reveal_private_keys: true,
             ..Default::default()
         },
     )
