@@ -148,7 +148,7 @@ impl ClusterDns {
         };
         let previous = state.take();
         let generation = previous.as_ref().map_or(0, |p| p.generation) + 1;
-        let resolved = hosts
+        let resolved: Vec<Option<Vec<SocketAddr>>> = hosts
             .iter()
             .map(|h| {
                 let p = previous.as_ref()?;
@@ -156,6 +156,11 @@ impl ClusterDns {
                 p.resolved[at].clone()
             })
             .collect();
+        // A host that left takes its addresses with it now, not at the next answer that
+        // changes (an unchanged answer rebuilds nothing).
+        if previous.is_some() {
+            cluster.replace_endpoints(endpoints_of(hosts, &resolved));
+        }
         let task = runtime.spawn(resolve_all(
             Arc::downgrade(cluster),
             hosts.clone(),
@@ -196,20 +201,7 @@ impl ClusterDns {
             return true;
         }
         current.resolved[index] = Some(addresses);
-        let mut endpoints: Vec<NewEndpoint> = Vec::new();
-        for (host, resolved) in current.hosts.iter().zip(&current.resolved) {
-            for address in resolved.iter().flatten() {
-                // Two names giving one address make one endpoint (the first name's).
-                if !endpoints.iter().any(|e| e.address == *address) {
-                    endpoints.push(NewEndpoint {
-                        address: *address,
-                        zone: None,
-                        hostname: Some(host.host.clone()),
-                    });
-                }
-            }
-        }
-        cluster.replace_endpoints(endpoints);
+        cluster.replace_endpoints(endpoints_of(&current.hosts, &current.resolved));
         true
     }
 
@@ -248,6 +240,24 @@ impl ClusterDns {
             ),
         ]
     }
+}
+
+/// The cluster's endpoints: every host's last addresses, with the host's name.
+fn endpoints_of(hosts: &[BackendHost], resolved: &[Option<Vec<SocketAddr>>]) -> Vec<NewEndpoint> {
+    let mut endpoints: Vec<NewEndpoint> = Vec::new();
+    for (host, resolved) in hosts.iter().zip(resolved) {
+        for address in resolved.iter().flatten() {
+            // Two names giving one address make one endpoint (the first name's).
+            if !endpoints.iter().any(|e| e.address == *address) {
+                endpoints.push(NewEndpoint {
+                    address: *address,
+                    zone: None,
+                    hostname: Some(host.host.clone()),
+                });
+            }
+        }
+    }
+    endpoints
 }
 
 /// Every host of the cluster, each on its own schedule, until aborted (dropping the set aborts
@@ -601,6 +611,15 @@ mod tests {
         runtime.update(&more);
         start(&more, &runtime, &resolver);
         until("b.test", || endpoints(&runtime).len() == 2).await;
+        assert!(Arc::ptr_eq(&runtime.endpoint_list()[0], &endpoint));
+        // b.test leaves: its address goes with the Snapshot, though a.test's answer is unchanged
+        // (an unchanged answer rebuilds nothing, so waiting for one would keep b.test forever).
+        runtime.update(&cluster);
+        start(&cluster, &runtime, &resolver);
+        assert_eq!(
+            endpoints(&runtime),
+            [("127.0.0.2:8080".to_string(), Some("a.test".to_string()))]
+        );
         assert!(Arc::ptr_eq(&runtime.endpoint_list()[0], &endpoint));
         // No longer a DNS cluster: the resolver stops.
         ClusterDns::configure_with(&runtime, &Discovery::Eds, None, resolver.clone());
