@@ -257,7 +257,7 @@ impl ClusterRuntime {
     /// closes, and those in use are not pooled again.
     fn close_connections(&self) {
         self.unpooled_up_to
-            .store(self.ids.load(Ordering::Relaxed), Ordering::Relaxed);
+            .store(self.ids.load(Ordering::SeqCst), Ordering::SeqCst);
         for endpoint in self.endpoints.load().iter() {
             for conn in endpoint.idle.expire(Duration::ZERO) {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
@@ -436,14 +436,23 @@ impl ClusterRuntime {
         }
     }
 
-    /// Registers a new connection's socket; the id is released by `forget`.
+    /// An id for a connection about to be opened. Taken before the connect (and its TLS
+    /// handshake) so that a change that closes the cluster's connections meanwhile (new TLS
+    /// settings, say) also covers this one: it serves its request and is never pooled.
+    pub(crate) fn reserve_id(&self) -> u64 {
+        // SeqCst, with the bound's store in `close_connections`: a change that swapped the
+        // settings after this id was taken raises the bound over it.
+        self.ids.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Registers a new connection's socket under its reserved id; the id is released by `forget`.
     pub(crate) fn register(
         &self,
+        id: u64,
         endpoint: SocketAddr,
         socket: socket2::Socket,
         applied: SocketOptions,
     ) -> u64 {
-        let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
         self.lock_live().insert(
             id,
             Live {

@@ -163,6 +163,8 @@ async fn connect_with(
     proxied: Option<ProxyAddresses>,
     slot: Option<ConnectionSlot>,
 ) -> Result<Connection, ConnectError> {
+    // Before the settings are read: a change after this closes this connection too.
+    let id = cluster.reserve_id();
     let policy = cluster.policy();
     let options = cluster.socket_options(&policy);
     let (connector, kept) = Connector::new(address, &options).map_err(ConnectError::Failed)?;
@@ -191,7 +193,7 @@ async fn connect_with(
             return Err(e);
         }
     };
-    let id = cluster.register(address, kept, options);
+    let id = cluster.register(id, address, kept, options);
     stats::inc(&cluster.stats().upstream_cx_active);
     UPSTREAM_DESCRIPTORS.fetch_add(DESCRIPTORS_PER_CONNECTION, Ordering::Relaxed);
     Ok(Connection {
