@@ -57,13 +57,6 @@ pub fn backend(spec: &crate::backend::BackendSpec) -> Vec<FieldError> {
             ));
         }
         for (i, h) in s.hosts.iter().enumerate() {
-            // Lifted with the data plane's resolver (DNS_PENDING), in the same commit.
-            if DNS_PENDING && h.host.parse::<std::net::IpAddr>().is_err() {
-                out.push(FieldError::forbidden(
-                    format!("spec.static.hosts[{i}].host"),
-                    format!("DNS names are {NOT_YET}; give an IP address"),
-                ));
-            }
             if h.insecure_skip_verify.is_some() {
                 out.push(FieldError::forbidden(
                     format!("spec.static.hosts[{i}].insecureSkipVerify"),
@@ -79,10 +72,6 @@ pub fn backend(spec: &crate::backend::BackendSpec) -> Vec<FieldError> {
 /// chosen by labels, and every other listener setting, are not yet.
 pub fn listener_policy(spec: &crate::listener_policy::ListenerPolicySpec) -> Vec<FieldError> {
     let mut out = Vec::new();
-    // Lifted with the data plane's listener options, in the same commit.
-    if LISTENER_OPTIONS_PENDING {
-        out.push(FieldError::forbidden("spec", not_yet_until(WITH_BACKEND_TLS)));
-    }
     if !spec.target_selectors.is_empty() {
         out.push(FieldError::forbidden(
             "spec.targetSelectors",
@@ -125,35 +114,30 @@ pub fn listener_policy(spec: &crate::listener_policy::ListenerPolicySpec) -> Vec
     out
 }
 
-/// HTTPS listeners wait for the data plane's downstream TLS.
-const HTTPS_PENDING: bool = false;
-
-/// ListenerPolicy waits for the data plane's listener options.
-const LISTENER_OPTIONS_PENDING: bool = false;
-
-/// BackendTLSPolicy waited for the data plane's upstream TLS (proxy's upstream_tls.rs).
-const UPSTREAM_TLS_PENDING: bool = false;
-
-/// Backend hosts by DNS name wait for the data plane's resolver (proxy's dns.rs: landed).
-const DNS_PENDING: bool = false;
-
 /// BackendTLSPolicy `options` are implementation-specific settings; none is implemented.
 pub fn backend_tls_policy(p: &crate::BackendTlsPolicy) -> Vec<FieldError> {
-    // Lifted with the data plane's upstream TLS, in the same commit.
-    if UPSTREAM_TLS_PENDING {
-        return vec![FieldError::forbidden("spec", not_yet_until(WITH_BACKEND_TLS))];
-    }
-    match &p.spec.options {
-        Some(o) if !o.is_empty() => vec![FieldError::forbidden(
+    let mut out = Vec::new();
+    if p.spec.options.as_ref().is_some_and(|o| !o.is_empty()) {
+        out.push(FieldError::forbidden(
             "spec.options",
             format!("{NOT_YET}; set TLS parameters with a BackendConfigPolicy's tls.parameters"),
-        )],
-        _ => Vec::new(),
+        ));
     }
+    for (i, r) in p.spec.target_refs.iter().enumerate() {
+        if r.section_name.is_some() {
+            out.push(FieldError::forbidden(
+                format!("spec.targetRefs[{i}].sectionName"),
+                format!(
+                    "{NOT_YET}: the policy would reach every port of the target; remove sectionName, or give the \
+                     TLS port a Service of its own"
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// The features that later issues bring, named in the refusal so the user knows what to wait for.
-const WITH_BACKEND_TLS: &str = "backend TLS and the Backend kind, issue 15";
 const WITH_HTTP2: &str = "upstream HTTP/2 and gRPC, issue 16";
 /// Fields issue 14 makes real, refused until their data-plane module lands (each leaves the
 /// list with the commit that makes it work, so the dump never shows a setting nobody applies).
@@ -208,7 +192,6 @@ pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> 
             spec.upstream_proxy_protocol.is_some(),
             WITH_THIS_ISSUE,
         ),
-        ("dns", spec.dns.is_some() && DNS_PENDING, WITH_BACKEND_TLS),
         (
             "healthCheck.grpc",
             spec.health_check.as_ref().is_some_and(|h| h.grpc.is_some()),
@@ -231,7 +214,7 @@ pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> 
 pub fn gateway(g: &Gateway) -> Vec<FieldError> {
     let mut out = Vec::new();
     for (i, l) in g.spec.listeners.iter().enumerate() {
-        let https = l.protocol == "HTTPS" && !HTTPS_PENDING;
+        let https = l.protocol == "HTTPS";
         if l.protocol != "HTTP" && !https {
             out.push(FieldError::forbidden(
                 format!("spec.listeners[{i}].protocol"),
@@ -389,7 +372,6 @@ mod tests {
             .collect();
         assert_eq!(messages(&policy(every_field_of_this_issue)), pending);
 
-        let tls = not_yet_until(WITH_BACKEND_TLS);
         let h2 = not_yet_until(WITH_HTTP2);
         let later_issues = |mut got: Vec<String>| {
             got.retain(|m| !m.contains(WITH_THIS_ISSUE));
@@ -414,10 +396,8 @@ mod tests {
         )));
         assert_eq!(got, Vec::<String>::new());
         assert!(
-            tls.starts_with(
-                "not supported yet by kgateway-rs (it comes with backend TLS and the Backend kind"
-            ),
-            "{tls}"
+            h2.starts_with("not supported yet by kgateway-rs (it comes with upstream HTTP/2"),
+            "{h2}"
         );
     }
 

@@ -98,6 +98,27 @@ fn bad_tls_material_is_refused_and_the_serving_config_stays() {
             "use one of X25519",
         ),
         (
+            policy_tls("    sni: a.example.com\n    alpnProtocols: [h2, http/1.1]\n"),
+            "BackendConfigPolicy \"httpbin/httpbin-tls\"",
+            "spec.tls.alpnProtocols[0]",
+            "kgw speaks HTTP/1.1 to backends",
+        ),
+        (
+            policy_tls("    sni: 10.0.0.1\n"),
+            "BackendConfigPolicy \"httpbin/httpbin-tls\"",
+            "spec.tls.sni",
+            "sni must be a DNS name",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {name: btp, namespace: httpbin}\n\
+             spec:\n  targetRefs: [{group: \"\", kind: Service, name: httpbin, sectionName: https}]\n  \
+             validation: {hostname: httpbin.example.com, wellKnownCACertificates: System}\n"
+                .to_string(),
+            "BackendTLSPolicy \"httpbin/btp\"",
+            "spec.targetRefs[0].sectionName",
+            "would reach every port",
+        ),
+        (
             policy_tls("    sni: a.example.com\n    allowRenegotiation: true\n"),
             "BackendConfigPolicy \"httpbin/httpbin-tls\"",
             "spec.tls.allowRenegotiation",

@@ -307,6 +307,27 @@ pub(super) fn check_tcp_keepalive(c: &mut Checker, at: &str, k: &TcpKeepalive) {
 fn check_tls(c: &mut Checker, t: &Tls) {
     use crate::tls_material::{ECDH_CURVES, SIGNATURE_ALGORITHMS, is_supported_cipher_suite};
     let at = "spec.tls";
+    for (i, name) in t.alpn_protocols.iter().enumerate() {
+        if name != "http/1.1" {
+            c.rule_failed(
+                &format!("{at}.alpnProtocols[{i}]"),
+                name,
+                "kgw speaks HTTP/1.1 to backends (upstream HTTP/2 comes with a later release): offering another \
+                 protocol would have the backend choose one kgw does not speak; list only http/1.1, or remove \
+                 alpnProtocols",
+            );
+        }
+    }
+    if let Some(sni) = &t.sni
+        && !is_sni_name(sni)
+    {
+        c.rule_failed(
+            &format!("{at}.sni"),
+            sni,
+            "sni must be a DNS name (TLS sends no IP address as a server name): write the backend's host name, \
+             e.g. backend.example.com, or remove sni",
+        );
+    }
     if t.allow_renegotiation == Some(true) {
         c.rule_failed(
             &format!("{at}.allowRenegotiation"),
@@ -365,4 +386,18 @@ fn check_tls(c: &mut Checker, t: &Tls) {
             }
         }
     }
+}
+
+/// A host name TLS can carry as SNI: DNS labels of letters, digits, `-` (and `_`, which
+/// rustls takes), not an IP address.
+fn is_sni_name(s: &str) -> bool {
+    s.parse::<std::net::IpAddr>().is_err()
+        && s.len() <= 253
+        && s.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
