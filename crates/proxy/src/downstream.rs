@@ -293,7 +293,10 @@ impl Downstream {
                 return Ok(());
             }
             if matches!(outcome, Next::Close) {
-                let _ = self.stream.shutdown().await;
+                // Over TLS the close_notify must be written: a client that reads nothing (a zero
+                // window) would hold the task forever, so it gets as long as a request head.
+                let _ =
+                    tokio::time::timeout(dp.options.request_headers_timeout, self.stream.shutdown()).await;
                 return Ok(());
             }
             if self.buf.is_empty() {

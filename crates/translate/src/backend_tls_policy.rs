@@ -13,7 +13,7 @@ use api::{BackendTlsPolicy, Kind, Object, ObjectKey};
 use serde_json::{Value, json};
 use snapshot::{PemSource, SanMatch, SanType, ServerValidation, TlsParameters, UpstreamTls};
 
-use crate::backend_policy::{blackhole, clusters_of};
+use crate::backend_policy::clusters_of;
 use crate::tls_objects::{CA_CRT, config_map_ca, secret};
 use crate::{CONTROLLER_NAME, ClusterDraft, Resources, Statuses, condition, json_object, objects, rfc3339};
 
@@ -23,9 +23,12 @@ enum RefError {
     InvalidCaCertificateRef(String),
 }
 
+/// `errored`: the clusters whose BackendConfigPolicy could not be applied; those this policy
+/// gives TLS leave the set (its TLS is the one that applies).
 pub(crate) fn attach(
     resources: &Resources,
     clusters: &mut BTreeMap<String, ClusterDraft>,
+    errored: &mut BTreeSet<String>,
     statuses: &mut Statuses,
     now: SystemTime,
 ) {
@@ -69,8 +72,13 @@ pub(crate) fn attach(
                     } else {
                         for (name, draft) in clusters_of(clusters, &t) {
                             match &tls {
-                                Ok(tls) => draft.cluster.upstream.tls = Some(tls.clone()),
-                                Err(_) => draft.cluster = blackhole(name.clone()),
+                                Ok(tls) => {
+                                    draft.cluster.upstream.tls = Some(tls.clone());
+                                    errored.remove(name);
+                                }
+                                Err(_) => {
+                                    errored.insert(name.clone());
+                                }
                             }
                         }
                         status_conditions(&tls, &now_text)

@@ -37,8 +37,14 @@ pub fn translate(resources: &Resources, version: u64, now: SystemTime) -> (Snaps
     let mut statuses = Statuses::new();
     let mut clusters = service_clusters(resources);
     backends::clusters(resources, &mut clusters, &mut statuses, now);
-    backend_policy::attach(resources, &mut clusters, &mut statuses, now);
-    backend_tls_policy::attach(resources, &mut clusters, &mut statuses, now);
+    let mut errored = backend_policy::attach(resources, &mut clusters, &mut statuses, now);
+    backend_tls_policy::attach(resources, &mut clusters, &mut errored, &mut statuses, now);
+    // Never plain text where TLS was asked for: a cluster whose TLS could not be built answers 503.
+    for name in errored {
+        if let Some(draft) = clusters.get_mut(&name) {
+            draft.cluster = backend_policy::blackhole(name);
+        }
+    }
     let clusters: Vec<Cluster> = clusters.into_values().map(|c| c.cluster).collect();
     let mut listeners = routes::listeners(resources, &clusters, &mut statuses, now);
     listener_policy::attach(resources, &mut listeners, &mut statuses, now);

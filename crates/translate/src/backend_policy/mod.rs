@@ -22,12 +22,15 @@ use snapshot::{Cluster, Discovery, UpstreamPolicy};
 
 use crate::{CONTROLLER_NAME, ClusterDraft, Resources, Statuses, condition, json_object, objects, rfc3339};
 
+/// Returns the clusters a policy could not be applied to (its Secret is missing, say): they
+/// are to answer 503, as kgateway's blackhole cluster, rather than reach the backend without
+/// the TLS asked for, unless a BackendTLSPolicy gives them TLS (it wins for TLS).
 pub(crate) fn attach(
     resources: &Resources,
     clusters: &mut BTreeMap<String, ClusterDraft>,
     statuses: &mut Statuses,
     now: SystemTime,
-) {
+) -> BTreeSet<String> {
     let now_text = rfc3339(now);
     let mut policies: Vec<(&ObjectKey, &BackendConfigPolicy)> = objects(resources, Kind::BackendConfigPolicy)
         .filter_map(|(k, o)| match o {
@@ -42,8 +45,6 @@ pub(crate) fn attach(
         (ta.is_none(), ta, &ka.namespace, &ka.name).cmp(&(tb.is_none(), tb, &kb.namespace, &kb.name))
     });
 
-    // Clusters a policy could not be applied to (its Secret is missing, say): they answer 503,
-    // as kgateway's blackhole cluster, rather than reach the backend without the TLS asked for.
     let mut errored: BTreeSet<String> = BTreeSet::new();
     for (key, policy) in policies {
         let (found, missing) = targets(resources, key, policy);
@@ -114,11 +115,7 @@ pub(crate) fn attach(
         }
         statuses.insert(key.clone(), json_object([("ancestors", Value::Array(ancestors))]));
     }
-    for name in errored {
-        if let Some(draft) = clusters.get_mut(&name) {
-            draft.cluster = blackhole(name);
-        }
-    }
+    errored
 }
 
 const BACKEND_GROUP: &str = "gateway.kgateway.dev";
