@@ -1400,10 +1400,9 @@ fn many_secrets_cost_little_and_a_refused_one_is_logged_once() {
     assert_eq!(gw.curl("www.example.com", "/get").0, 200);
 }
 
-/// The other kinds of issue 15 through kubectl and kgw's CRDs: the guide's ListenerPolicy gets
-/// kgw's verdict in its status (Accepted, or the "not supported yet" refusal while listener
-/// options are gated in crates/api/src/unsupported.rs), and ReferenceGrants are read in both
-/// versions the CRD serves.
+/// The other kinds of issue 15 through kubectl and kgw's CRDs: the guide's ListenerPolicy is
+/// accepted (its status written back) and reaches the listener; ReferenceGrants are read in both
+/// versions the CRD serves, and a route across namespaces resolves only while one allows it.
 #[test]
 fn a_listener_policy_and_reference_grants_with_kubectl() {
     let Some(setup) = setup() else { return };
@@ -1434,21 +1433,26 @@ fn a_listener_policy_and_reference_grants_with_kubectl() {
         .find(|c| c["type"] == "Accepted")
         .cloned()
         .expect("an Accepted condition");
-    if accepted["status"] == "False" {
-        assert!(
-            accepted["message"]
-                .as_str()
-                .unwrap()
-                .contains("not supported yet"),
-            "{ancestor}"
-        );
-        eprintln!(
-            "ListenerPolicy refused while listener options are gated: {}",
-            accepted["message"]
-        );
-    } else {
-        assert_eq!(accepted["status"], "True", "{ancestor}");
-    }
+    assert_eq!(accepted["status"], "True", "{ancestor}");
+    // And the data plane has it: the listener's dump shows what its accepted sockets get.
+    let listener = wait_for(
+        "the listener's keepalive in the dump",
+        Duration::from_secs(10),
+        || {
+            let dump = gw.dump("GET", "");
+            dump["configs"][1]["dynamic_listeners"]
+                .as_array()?
+                .iter()
+                .map(|l| l["active_state"]["listener"].clone())
+                .find(|l| !l["tcp_keepalive"].is_null())
+        },
+    );
+    assert_eq!(
+        listener["tcp_keepalive"],
+        serde_json::json!({"keepalive_probes": 3, "keepalive_time": 30, "keepalive_interval": 5}),
+        "{listener}"
+    );
+    assert_eq!(listener["per_connection_buffer_limit_bytes"], 32768, "{listener}");
     let out = api.kubectl(&["get", "listenerpolicy", "-n", "kgateway-system"], "");
     eprintln!("kubectl get listenerpolicy:\n{}", stdout(&out));
 
@@ -1468,6 +1472,40 @@ fn a_listener_policy_and_reference_grants_with_kubectl() {
         },
     );
     assert_eq!(gw.curl("www.example.com", "/get").0, 200);
+    // A route in `default` to the Service in `httpbin`: resolved while a grant allows it.
+    api.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: across\n  namespace: default\n\
+         spec:\n  parentRefs:\n  - name: http\n    namespace: kgateway-system\n  rules:\n  - backendRefs:\n    \
+         - name: httpbin\n      namespace: httpbin\n      port: 8000\n",
+    );
+    let resolved_refs = |want: &'static str| {
+        wait_for(
+            &format!("the route's ResolvedRefs to be {want}"),
+            Duration::from_secs(10),
+            || {
+                let status = status_of(api, "httproute", "default", "across")?;
+                let conditions = status["parents"][0]["conditions"].as_array()?.clone();
+                let c = conditions.into_iter().find(|c| c["type"] == "ResolvedRefs")?;
+                (c["status"] == want).then_some(c)
+            },
+        )
+    };
+    resolved_refs("True");
+    for version in ["v1beta1", "v1"] {
+        let out = api.kubectl(
+            &[
+                "delete",
+                &format!("referencegrants.{version}.gateway.networking.k8s.io"),
+                "-n",
+                "httpbin",
+                &format!("from-routes-{version}"),
+            ],
+            "",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let refused = resolved_refs("False");
+    assert_eq!(refused["reason"], "RefNotPermitted", "{refused}");
 }
 
 /// The webhook rules kgw ships (deploy/kustomize/webhook.yaml, pointed at a kgw on loopback):
