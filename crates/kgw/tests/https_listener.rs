@@ -12,16 +12,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::pki::Pki;
 use common::*;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
 const NS: &str = "web";
-
-/// A CA, and certificates it signs, made by the openssl CLI in `dir`.
-struct Pki {
-    dir: PathBuf,
-}
 
 /// A certificate and its key, PEM.
 #[derive(Clone)]
@@ -30,90 +26,28 @@ struct Pem {
     key: String,
 }
 
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        let pki = Pki { dir: dir.join("pki") };
-        std::fs::create_dir_all(&pki.dir).unwrap();
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=kgw test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ]);
-        pki
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&self.dir)
-            .output()
-            .expect("openssl is installed");
-        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-    }
-
-    fn ca_path(&self) -> PathBuf {
-        self.dir.join("ca.crt")
-    }
-
+/// The shared test PKI (common/pki.rs), with what these tests need of it.
+trait ListenerPki {
+    fn ca_path(&self) -> PathBuf;
     /// A new certificate for `host` (its own key and serial each time), signed by the CA.
+    fn issue(&self, host: &str, file: &str) -> Pem;
+    /// A rustls client that trusts the CA only (names are checked).
+    fn client(&self) -> Arc<rustls::ClientConfig>;
+}
+
+impl ListenerPki for Pki {
+    fn ca_path(&self) -> PathBuf {
+        self.ca.cert.clone()
+    }
+
     fn issue(&self, host: &str, file: &str) -> Pem {
-        std::fs::write(
-            self.dir.join(format!("{file}.ext")),
-            format!("subjectAltName=DNS:{host}\n"),
-        )
-        .unwrap();
-        let (key, csr, crt, ext) = (
-            format!("{file}.key"),
-            format!("{file}.csr"),
-            format!("{file}.crt"),
-            format!("{file}.ext"),
-        );
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN={host}"),
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-            "-out",
-            &crt,
-        ]);
+        let files = self.leaf(file, &[host]);
         Pem {
-            cert: std::fs::read_to_string(self.dir.join(&crt)).unwrap(),
-            key: std::fs::read_to_string(self.dir.join(&key)).unwrap(),
+            cert: files.cert_pem(),
+            key: files.key_pem(),
         }
     }
 
-    /// A rustls client that trusts the CA only (names are checked).
     fn client(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(self.ca_path()).unwrap() {
@@ -306,7 +240,7 @@ struct Setup {
 /// kgw with the sample backend behind Gateway `gw`: HTTPS listeners `www` and `api` on one
 /// port, each with its own Secret, and an HTTP listener; returns once both names are served.
 fn setup(dir: &Path) -> (Setup, Pem, Pem) {
-    let pki = Pki::new(dir);
+    let pki = Pki::new(&dir.join("pki"));
     let www = pki.issue("www.example.com", "www");
     let api = pki.issue("api.example.com", "api");
     let backend_port = free_port();
@@ -452,7 +386,7 @@ fn a_rotated_secret_reaches_the_next_handshake_and_an_open_connection_keeps_goin
 #[test]
 fn a_missing_or_not_permitted_secret_leaves_its_listener_unprogrammed_and_the_others_serve() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
+    let pki = Pki::new(&dir.path().join("pki"));
     let www = pki.issue("www.example.com", "www");
     let shared = pki.issue("shared.example.com", "shared");
     let backend_port = free_port();

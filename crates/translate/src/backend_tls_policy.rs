@@ -15,7 +15,9 @@ use snapshot::{PemSource, SanMatch, SanType, ServerValidation, TlsParameters, Up
 
 use crate::backend_policy::clusters_of;
 use crate::tls_objects::{CA_CRT, config_map_ca, secret};
-use crate::{CONTROLLER_NAME, ClusterDraft, Resources, Statuses, condition, json_object, objects, rfc3339};
+use crate::{
+    CONTROLLER_NAME, ClusterDraft, Resources, Statuses, condition, json_object, oldest_first, rfc3339,
+};
 
 /// Why a policy's CA reference does not resolve, in Gateway API's reasons.
 enum RefError {
@@ -33,16 +35,9 @@ pub(crate) fn attach(
     now: SystemTime,
 ) {
     let now_text = rfc3339(now);
-    let mut policies: Vec<(&ObjectKey, &BackendTlsPolicy)> = objects(resources, Kind::BackendTLSPolicy)
-        .filter_map(|(k, o)| match o {
-            Object::BackendTLSPolicy(p) => Some((k, p.as_ref())),
-            _ => None,
-        })
-        .collect();
-    policies.sort_by(|(ka, a), (kb, b)| {
-        let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        (ta.is_none(), ta, &ka.namespace, &ka.name).cmp(&(tb.is_none(), tb, &kb.namespace, &kb.name))
+    let policies = oldest_first(resources, Kind::BackendTLSPolicy, |o| match o {
+        Object::BackendTLSPolicy(p) => Some(p.as_ref()),
+        _ => None,
     });
     let mut taken: BTreeSet<ObjectKey> = BTreeSet::new();
     for (key, policy) in policies {

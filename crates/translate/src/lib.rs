@@ -82,6 +82,24 @@ pub(crate) fn objects(resources: &Resources, kind: Kind) -> impl Iterator<Item =
         .map(|(k, o)| (k, &**o))
 }
 
+/// The objects of `kind` that `pick` takes, oldest first: by `metadata.creationTimestamp` (one
+/// without counts as the newest), then namespace/name. The order in which policies win.
+pub(crate) fn oldest_first<'a, T>(
+    resources: &'a Resources,
+    kind: Kind,
+    pick: impl Fn(&'a Object) -> Option<&'a T>,
+) -> Vec<(&'a ObjectKey, &'a T)> {
+    let mut found: Vec<(&ObjectKey, &Object, &T)> = objects(resources, kind)
+        .filter_map(|(k, o)| Some((k, o, pick(o)?)))
+        .collect();
+    found.sort_by(|(ka, a, _), (kb, b, _)| {
+        let ta = a.meta().creation_timestamp.as_ref().map(|t| t.0);
+        let tb = b.meta().creation_timestamp.as_ref().map(|t| t.0);
+        (ta.is_none(), ta, &ka.namespace, &ka.name).cmp(&(tb.is_none(), tb, &kb.namespace, &kb.name))
+    });
+    found.into_iter().map(|(k, _, t)| (k, t)).collect()
+}
+
 fn service_clusters(resources: &Resources) -> BTreeMap<String, ClusterDraft> {
     let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for (key, object) in objects(resources, Kind::EndpointSlice) {

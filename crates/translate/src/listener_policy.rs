@@ -4,13 +4,13 @@
 
 use std::time::SystemTime;
 
-use api::listener_policy::{ListenerConfig, ListenerPolicy};
+use api::listener_policy::ListenerConfig;
 use api::{Kind, Object, ObjectKey};
 use serde_json::{Value, json};
 use snapshot::{Listener, ListenerConnection};
 
 use crate::backend_policy::connection::keepalive;
-use crate::{CONTROLLER_NAME, Resources, Statuses, condition, json_object, objects, rfc3339};
+use crate::{CONTROLLER_NAME, Resources, Statuses, condition, json_object, oldest_first, rfc3339};
 
 pub(crate) fn attach(
     resources: &Resources,
@@ -19,16 +19,9 @@ pub(crate) fn attach(
     now: SystemTime,
 ) {
     let now_text = rfc3339(now);
-    let mut policies: Vec<(&ObjectKey, &ListenerPolicy)> = objects(resources, Kind::ListenerPolicy)
-        .filter_map(|(k, o)| match o {
-            Object::ListenerPolicy(p) => Some((k, p.as_ref())),
-            _ => None,
-        })
-        .collect();
-    policies.sort_by(|(ka, a), (kb, b)| {
-        let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        (ta.is_none(), ta, &ka.namespace, &ka.name).cmp(&(tb.is_none(), tb, &kb.namespace, &kb.name))
+    let policies = oldest_first(resources, Kind::ListenerPolicy, |o| match o {
+        Object::ListenerPolicy(p) => Some(p.as_ref()),
+        _ => None,
     });
     for (key, policy) in policies {
         let mut ancestors = Vec::new();

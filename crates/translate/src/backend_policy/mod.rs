@@ -20,7 +20,10 @@ use api::{BackendConfigPolicy, Kind, Object, ObjectKey};
 use serde_json::{Value, json};
 use snapshot::{Cluster, Discovery, UpstreamPolicy};
 
-use crate::{CONTROLLER_NAME, ClusterDraft, Resources, Statuses, condition, json_object, objects, rfc3339};
+use crate::{
+    CONTROLLER_NAME, ClusterDraft, Resources, Statuses, condition, json_object, objects, oldest_first,
+    rfc3339,
+};
 
 /// Returns the clusters a policy could not be applied to (its Secret is missing, say): they
 /// are to answer 503, as kgateway's blackhole cluster, rather than reach the backend without
@@ -32,17 +35,9 @@ pub(crate) fn attach(
     now: SystemTime,
 ) -> BTreeSet<String> {
     let now_text = rfc3339(now);
-    let mut policies: Vec<(&ObjectKey, &BackendConfigPolicy)> = objects(resources, Kind::BackendConfigPolicy)
-        .filter_map(|(k, o)| match o {
-            Object::BackendConfigPolicy(p) => Some((k, p.as_ref())),
-            _ => None,
-        })
-        .collect();
-    // Oldest first; a policy without a creation time counts as the newest.
-    policies.sort_by(|(ka, a), (kb, b)| {
-        let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        (ta.is_none(), ta, &ka.namespace, &ka.name).cmp(&(tb.is_none(), tb, &kb.namespace, &kb.name))
+    let policies = oldest_first(resources, Kind::BackendConfigPolicy, |o| match o {
+        Object::BackendConfigPolicy(p) => Some(p.as_ref()),
+        _ => None,
     });
 
     let mut errored: BTreeSet<String> = BTreeSet::new();
