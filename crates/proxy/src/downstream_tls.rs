@@ -331,45 +331,8 @@ pub(crate) fn stats_address(address: &std::net::SocketAddr) -> String {
 pub(crate) mod tests {
     use super::*;
     use snapshot::ServerCertificate;
-    use std::process::Command;
 
-    /// A self-signed certificate for `names` (first one is the CN), made by the openssl CLI.
-    pub(crate) fn self_signed(dir: &std::path::Path, names: &[&str]) -> (String, String) {
-        let key = dir.join(format!("{}.key", names[0]));
-        let cert = dir.join(format!("{}.crt", names[0]));
-        let san = names
-            .iter()
-            .map(|n| format!("DNS:{n}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let status = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-            ])
-            .args(["-days", "2", "-subj", &format!("/CN={}", names[0])])
-            .args(["-addext", &format!("subjectAltName={san}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("run openssl");
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
-        (
-            std::fs::read_to_string(cert).unwrap(),
-            std::fs::read_to_string(key).unwrap(),
-        )
-    }
+    pub(crate) use crate::test_pki::self_signed;
 
     pub(crate) fn certificate(
         name: &str,

@@ -34,6 +34,8 @@ mod recycle;
 mod router;
 mod socket_options;
 mod stats;
+#[cfg(test)]
+mod test_pki;
 mod transport;
 mod upstream;
 pub mod upstream_tls;

@@ -272,7 +272,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::upstream_tls::test_pki::Pki;
+    use crate::test_pki::Pki;
     use crate::upstream_tls::{ClusterTls, HandshakeFailure};
 
     /// What the test server saw of one connection.

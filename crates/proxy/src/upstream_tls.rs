@@ -265,7 +265,7 @@ fn read_pem(source: &PemSource, what: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-fn parse_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn parse_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(pem)
             .collect::<Result<_, _>>()
@@ -839,8 +839,8 @@ impl ClusterTls {
 
 #[cfg(test)]
 mod tests {
-    use super::test_pki::Pki;
     use super::*;
+    use crate::test_pki::Pki;
 
     #[test]
     fn every_supported_name_maps_and_others_are_refused_with_what_is_supported() {
@@ -1192,136 +1192,5 @@ mod tests {
         assert!(cluster.stats().is_some());
         assert!(cluster.configure("c", None));
         assert!(cluster.client().is_none() && cluster.stats().is_none());
-    }
-}
-
-/// Test certificates made with the openssl CLI (no certificate generator crate is at hand).
-#[cfg(test)]
-pub(crate) mod test_pki {
-    use super::*;
-
-    /// Test certificates made with the openssl CLI: a CA, and server certificates it signs.
-    pub(crate) struct Pki {
-        pub dir: std::path::PathBuf,
-    }
-
-    impl Pki {
-        pub(crate) fn new(tag: &str) -> Pki {
-            let dir = std::env::temp_dir().join(format!("kgw-upstream-tls-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            let pki = Pki { dir };
-            pki.openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=test CA {tag}"),
-            ]);
-            pki
-        }
-
-        pub(crate) fn openssl(&self, args: &[&str]) {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(&self.dir)
-                .output()
-                .expect("openssl runs");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-
-        /// A server certificate `name`.crt with these SANs (e.g. "DNS:a.example.com"), signed by
-        /// the CA.
-        pub(crate) fn server(&self, name: &str, sans: &str) -> CertificateDer<'static> {
-            self.leaf(name, sans, "serverAuth")
-        }
-
-        /// A certificate `name`.crt (key `name`.key) for `usage` (serverAuth, clientAuth).
-        pub(crate) fn leaf(&self, name: &str, sans: &str, usage: &str) -> CertificateDer<'static> {
-            std::fs::write(
-                self.dir.join(format!("{name}.ext")),
-                format!("subjectAltName={sans}\nextendedKeyUsage={usage}\n"),
-            )
-            .unwrap();
-            let (key, csr, crt) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.crt"),
-            );
-            self.openssl(&[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={name}"),
-            ]);
-            self.openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-            ]);
-            parse_certificates(&std::fs::read(self.dir.join(&crt)).unwrap(), "test")
-                .unwrap()
-                .remove(0)
-        }
-
-        pub(crate) fn ca_pem(&self) -> String {
-            std::fs::read_to_string(self.dir.join("ca.crt")).unwrap()
-        }
-        /// The certificate `name`.crt, DER.
-        pub(crate) fn cert(&self, name: &str) -> CertificateDer<'static> {
-            parse_certificates(self.pem(&format!("{name}.crt")).as_bytes(), name)
-                .unwrap()
-                .remove(0)
-        }
-
-        /// The PEM text of one of its files.
-        pub(crate) fn pem(&self, file: &str) -> String {
-            std::fs::read_to_string(self.dir.join(file)).unwrap()
-        }
-
-        /// The key of `name`, DER.
-        pub(crate) fn key(&self, name: &str) -> PrivateKeyDer<'static> {
-            PrivateKeyDer::from_pem_slice(self.pem(&format!("{name}.key")).as_bytes()).unwrap()
-        }
-    }
-
-    impl Drop for Pki {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
