@@ -93,8 +93,9 @@ impl Pki {
         }
     }
 
-    /// A leaf for `name` signed by the CA, carrying `sans` (DNS names, IPs or URIs).
-    pub fn leaf(&self, name: &str, sans: &[&str]) -> CertFiles {
+    /// A key and a signing request for `name` carrying `sans`: the files `name`.csr and
+    /// `name`.key, and the name `name`.crt for the certificate to come.
+    fn request(&self, name: &str, sans: &[&str]) -> (String, String, String) {
         let (csr, key, cert) = (
             format!("{name}.csr"),
             format!("{name}.key"),
@@ -112,12 +113,20 @@ impl Pki {
                 "-nodes",
                 "-subj",
                 &format!("/CN={name}"),
+                "-addext",
+                &san_extension(sans),
                 "-keyout",
                 &key,
                 "-out",
                 &csr,
             ],
         );
+        (csr, key, cert)
+    }
+
+    /// A leaf for `name` signed by the CA, carrying `sans` (DNS names, IPs or URIs).
+    pub fn leaf(&self, name: &str, sans: &[&str]) -> CertFiles {
+        let (csr, key, cert) = self.request(name, sans);
         let ext = self.dir.join(format!("{name}.ext"));
         std::fs::write(&ext, format!("{}\n", san_extension(sans))).expect("extension file");
         openssl(
@@ -179,31 +188,7 @@ impl Pki {
 
     /// A leaf signed by the CA that expired in 2021.
     pub fn expired(&self, name: &str, sans: &[&str]) -> CertFiles {
-        let (csr, key, cert) = (
-            format!("{name}.csr"),
-            format!("{name}.key"),
-            format!("{name}.crt"),
-        );
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                &format!("/CN={name}"),
-                "-addext",
-                &san_extension(sans),
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-            ],
-        );
+        let (csr, key, cert) = self.request(name, sans);
         // `openssl x509` cannot date a certificate in the past; `openssl ca` can.
         std::fs::write(
             self.dir.join("ca.cnf"),
