@@ -389,6 +389,11 @@ fn a_missing_or_not_permitted_secret_leaves_its_listener_unprogrammed_and_the_ot
     let pki = Pki::new(&dir.path().join("pki"));
     let www = pki.issue("www.example.com", "www");
     let shared = pki.issue("shared.example.com", "shared");
+    let expired = pki.expired("old.example.com", &["old.example.com"]);
+    let expired = Pem {
+        cert: expired.cert_pem(),
+        key: expired.key_pem(),
+    };
     let backend_port = free_port();
     let _backend = sample_backend_on(backend_port, dir.path().join("backend.log"));
     let (http_port, https_port) = (free_port(), free_port());
@@ -396,6 +401,7 @@ fn a_missing_or_not_permitted_secret_leaves_its_listener_unprogrammed_and_the_ot
     let yaml = [
         tls_secret(NS, "www-cert", &www),
         tls_secret("certs", "shared-cert", &shared),
+        tls_secret(NS, "old-cert", &expired),
         gateway(
             http_port,
             &[
@@ -416,6 +422,12 @@ fn a_missing_or_not_permitted_secret_leaves_its_listener_unprogrammed_and_the_ot
                     port: https_port,
                     hostname: Some("shared.example.com"),
                     secret: (Some("certs"), "shared-cert"),
+                },
+                Https {
+                    name: "expired",
+                    port: https_port,
+                    hostname: Some("old.example.com"),
+                    secret: (None, "old-cert"),
                 },
             ],
             backend_port,
@@ -444,6 +456,15 @@ fn a_missing_or_not_permitted_secret_leaves_its_listener_unprogrammed_and_the_ot
         ("False", "RefNotPermitted"),
         "{message}"
     );
+    // An expired certificate is not served either, and the status says when it expired.
+    let (status, reason, message) = listener_condition(&gw, "expired", "ResolvedRefs").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InvalidCertificateRef"),
+        "{message}"
+    );
+    assert!(message.contains("expired at 2021-01-01"), "{message}");
+    assert!(connect(&pki, "old.example.com", https_port).is_err());
     let (status, _, _) = listener_condition(&gw, "www", "Programmed").unwrap();
     assert_eq!(status, "True");
     // Their names are not served: no certificate for them, no catch-all.
