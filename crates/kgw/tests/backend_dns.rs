@@ -15,7 +15,6 @@ mod common;
 mod controlled_backend;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -31,11 +30,6 @@ fn start_with_hosts(dir: &Path, hosts: &Path) -> Gateway {
 
 /// `kgw run` in its own mount namespace, in which each file is bind-mounted over its target.
 fn start_with_files(dir: &Path, mounts: &[(&Path, &str)]) -> Gateway {
-    let port = free_port();
-    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let state_dir = dir.join("state");
-    let log = dir.join("kgw.log");
-    let out = std::fs::File::create(&log).unwrap();
     // `unshare` execs the shell in the new namespace (private propagation: the bind mount is
     // seen by nobody else), which execs kgw: one process, killed by the guard.
     // The script mounts "$1" over "$2", "$3" over "$4"... then execs the rest.
@@ -44,38 +38,15 @@ fn start_with_files(dir: &Path, mounts: &[(&Path, &str)]) -> Gateway {
         script.push_str("mount --bind \"$1\" \"$2\" && shift 2 && ");
     }
     script.push_str("exec \"$@\"");
-    let child = Command::new("unshare")
-        .args(["--mount", "--", "sh", "-c", &script, "sh"])
-        .args(
-            mounts
-                .iter()
-                .flat_map(|(file, target)| [file.as_os_str(), target.as_ref()]),
-        )
-        .arg(KGW)
-        .args(["run", "--admin-address", &admin.to_string(), "--state-dir"])
-        .arg(&state_dir)
-        .env("KGW_LOG", "info,proxy=debug")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("unshare (util-linux) is installed");
-    let mut proc = Proc { child, log };
-    let started = Instant::now();
-    let ready_after = wait_for("kgw /ready", Duration::from_secs(20), || {
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            panic!("kgw exited early ({status}):\n{}", proc.log_text());
-        }
-        (http(admin, "GET", "/ready", "").0 == 200).then(|| started.elapsed())
-    });
-    Gateway {
-        proc,
-        admin,
-        port,
-        state_dir,
-        started,
-        ready_after,
-        backend_port: 0,
+    let mut wrapper: Vec<std::ffi::OsString> = ["unshare", "--mount", "--", "sh", "-c", &script, "sh"]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    for (file, target) in mounts {
+        wrapper.push(file.as_os_str().to_owned());
+        wrapper.push(target.into());
     }
+    GatewayBuilder::run(dir, free_port()).wrapped(wrapper).start()
 }
 
 /// Gateway `gw`, Backend `b` (`NAME`:`backend_port`), an HTTPRoute sending everything to it,

@@ -74,6 +74,9 @@ pub struct GatewayBuilder {
     pub backend_port: u16,
     /// Extra environment for the kgw process.
     pub env: Vec<(String, String)>,
+    /// A command kgw runs under (it ends by exec'ing its arguments: kgw and its own), e.g.
+    /// `unshare --mount -- sh -c SCRIPT sh ...`; empty: kgw runs directly.
+    pub wrapper: Vec<std::ffi::OsString>,
 }
 
 impl GatewayBuilder {
@@ -87,6 +90,7 @@ impl GatewayBuilder {
             quickstart: true,
             backend_port: free_port(),
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -100,6 +104,7 @@ impl GatewayBuilder {
             quickstart: false,
             backend_port: 0,
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -108,8 +113,21 @@ impl GatewayBuilder {
         self
     }
 
+    /// Runs kgw under `wrapper` (see the field).
+    pub fn wrapped<I: Into<std::ffi::OsString>>(mut self, wrapper: impl IntoIterator<Item = I>) -> Self {
+        self.wrapper = wrapper.into_iter().map(Into::into).collect();
+        self
+    }
+
     pub fn start(&self) -> Gateway {
-        let mut cmd = Command::new(KGW);
+        let mut cmd = match self.wrapper.split_first() {
+            None => Command::new(KGW),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(KGW);
+                cmd
+            }
+        };
         if self.quickstart {
             cmd.arg("quickstart")
                 .arg("--port")
