@@ -115,13 +115,19 @@ fn resolve(
         })
     };
     let (chain, key_pem) = (text(TLS_CRT)?, text(TLS_KEY)?);
-    // Secrets of other types than kubernetes.io/tls are not checked when applied.
-    api::tls_material::key_pair(chain.as_bytes(), key_pem.as_bytes()).map_err(|e| {
-        let e = match e {
-            api::tls_material::KeyPairError::Certificate(e) | api::tls_material::KeyPairError::Key(e) => e,
-        };
-        invalid(format!("invalid TLS secret {namespace}/{}: {e}", r.name))
-    })?;
+    // A kubernetes.io/tls Secret's pair was checked when it was applied (validation refuses one
+    // that does not match); Secrets of other types were not, so theirs is checked here, once
+    // per translation.
+    if secret.type_.as_deref() != Some("kubernetes.io/tls") {
+        api::tls_material::key_pair(chain.as_bytes(), key_pem.as_bytes()).map_err(|e| {
+            let e = match e {
+                api::tls_material::KeyPairError::Certificate(e) | api::tls_material::KeyPairError::Key(e) => {
+                    e
+                }
+            };
+            invalid(format!("invalid TLS secret {namespace}/{}: {e}", r.name))
+        })?;
+    }
     unexpired(&chain, &format!("Secret {namespace}/{} {TLS_CRT}", r.name), now).map_err(invalid)?;
     Ok(ServerCertificate {
         name: listener.name.clone(),
