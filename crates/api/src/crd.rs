@@ -25,22 +25,45 @@ pub const BACKEND_CONFIG_POLICY_CRD_NAME: &str = "backendconfigpolicies.gateway.
 /// BackendConfigPolicy, as kgateway's (same names, columns, schema) minus the CEL rules.
 /// Render it with `serde_yaml_ng::to_string` (or `serde_json`) for `kubectl apply -f -`.
 pub fn backend_config_policy_crd() -> Value {
+    let mut crd = kgateway_crd(
+        "BackendConfigPolicy",
+        "backendconfigpolicies",
+        json!([
+            {
+                "description": "Backend config policy acceptance status",
+                "jsonPath": ".status.ancestors[*].conditions[?(@.type=='Accepted')].status",
+                "name": "Accepted",
+                "type": "string",
+            },
+            {
+                "description": "Backend config policy attachment status",
+                "jsonPath": ".status.ancestors[*].conditions[?(@.type=='Attached')].status",
+                "name": "Attached",
+                "type": "string",
+            },
+        ]),
+        structural_schema::<BackendConfigPolicySpec>(),
+        structural_schema::<PolicyStatus>(),
+    );
+    // Gateway API's policy metaresource label (GEP-713), as kgateway sets it.
+    crd["metadata"]["labels"] = json!({ "gateway.networking.k8s.io/policy": "Direct" });
+    crd
+}
+
+/// A kgateway CRD in `gateway.kgateway.dev/v1alpha1` with a status subresource.
+pub fn kgateway_crd(kind: &str, plural: &str, columns: Value, spec: Value, status: Value) -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": BACKEND_CONFIG_POLICY_CRD_NAME,
-            // Gateway API's policy metaresource label (GEP-713), as kgateway sets it.
-            "labels": { "gateway.networking.k8s.io/policy": "Direct" },
-        },
+        "metadata": { "name": format!("{plural}.gateway.kgateway.dev") },
         "spec": {
             "group": "gateway.kgateway.dev",
             "names": {
                 "categories": ["kgateway"],
-                "kind": "BackendConfigPolicy",
-                "listKind": "BackendConfigPolicyList",
-                "plural": "backendconfigpolicies",
-                "singular": "backendconfigpolicy",
+                "kind": kind,
+                "listKind": format!("{kind}List"),
+                "plural": plural,
+                "singular": kind.to_lowercase(),
             },
             "scope": "Namespaced",
             "versions": [{
@@ -48,20 +71,7 @@ pub fn backend_config_policy_crd() -> Value {
                 "served": true,
                 "storage": true,
                 "subresources": { "status": {} },
-                "additionalPrinterColumns": [
-                    {
-                        "description": "Backend config policy acceptance status",
-                        "jsonPath": ".status.ancestors[*].conditions[?(@.type=='Accepted')].status",
-                        "name": "Accepted",
-                        "type": "string",
-                    },
-                    {
-                        "description": "Backend config policy attachment status",
-                        "jsonPath": ".status.ancestors[*].conditions[?(@.type=='Attached')].status",
-                        "name": "Attached",
-                        "type": "string",
-                    },
-                ],
+                "additionalPrinterColumns": columns,
                 "schema": {
                     "openAPIV3Schema": {
                         "type": "object",
@@ -69,8 +79,8 @@ pub fn backend_config_policy_crd() -> Value {
                             "apiVersion": { "type": "string" },
                             "kind": { "type": "string" },
                             "metadata": { "type": "object" },
-                            "spec": structural_schema::<BackendConfigPolicySpec>(),
-                            "status": structural_schema::<PolicyStatus>(),
+                            "spec": spec,
+                            "status": status,
                         },
                         "required": ["spec"],
                     },

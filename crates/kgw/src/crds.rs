@@ -67,46 +67,6 @@ fn shared_schema(policy: &Value, pointer: &str) -> Value {
         .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}))
 }
 
-/// A kgateway CRD in `gateway.kgateway.dev/v1alpha1` with a status subresource.
-fn kgateway_crd(kind: &str, plural: &str, columns: Value, spec: Value, status: Value) -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": { "name": format!("{plural}.gateway.kgateway.dev") },
-        "spec": {
-            "group": "gateway.kgateway.dev",
-            "names": {
-                "categories": ["kgateway"],
-                "kind": kind,
-                "listKind": format!("{kind}List"),
-                "plural": plural,
-                "singular": kind.to_lowercase(),
-            },
-            "scope": "Namespaced",
-            "versions": [{
-                "name": "v1alpha1",
-                "served": true,
-                "storage": true,
-                "subresources": { "status": {} },
-                "additionalPrinterColumns": columns,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "apiVersion": { "type": "string" },
-                            "kind": { "type": "string" },
-                            "metadata": { "type": "object" },
-                            "spec": spec,
-                            "status": status,
-                        },
-                        "required": ["spec"],
-                    },
-                },
-            }],
-        },
-    })
-}
-
 /// Settings kept as written (the Backend types and ListenerPolicy fields kgw refuses as not
 /// supported yet): the API server stores them whole, and kgw's refusal names them.
 fn kept_as_written() -> Value {
@@ -170,7 +130,7 @@ fn backend_crd(policy: &Value) -> Value {
             "type": "string",
         },
     ]);
-    kgateway_crd("Backend", "backends", columns, spec, status)
+    api::crd::kgateway_crd("Backend", "backends", columns, spec, status)
 }
 
 /// kgateway's ListenerPolicy: targets (Gateways), `default` and `perPort` listener settings
@@ -247,7 +207,7 @@ fn listener_policy_crd(policy: &Value) -> Value {
             "type": "string",
         },
     ]);
-    let mut crd = kgateway_crd(
+    let mut crd = api::crd::kgateway_crd(
         "ListenerPolicy",
         "listenerpolicies",
         columns,
