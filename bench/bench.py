@@ -429,9 +429,10 @@ REFERENCE_LABELS = {"floor": "floor (reference: minimal tokio proxy)",
 
 # ---------------------------------------------------------------- load
 
-def wrk(port, seconds, connections=32):
+def wrk(port, seconds, connections=32, scheme="http", headers=()):
+    extra = [a for h in headers for a in ("-H", h)]
     out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
-                          "-H", "Host: bench.example.com", f"http://127.0.0.1:{port}/"],
+                          "-H", "Host: bench.example.com", *extra, f"{scheme}://127.0.0.1:{port}/"],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))

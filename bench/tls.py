@@ -8,7 +8,6 @@ same ECDSA P-256 certificate and forward plain HTTP to the same backend. Two mea
 
 Every proxy runs on CPU 0 as in the plain rounds; the same rotated rounds and medians.
 """
-import re
 import statistics
 import subprocess
 from pathlib import Path
@@ -153,16 +152,9 @@ STARTERS = {"kgw": start_kgw, "nginx": start_nginx, "haproxy": start_haproxy, "e
 
 
 def wrk_tls(port, seconds, close=False, connections=32):
-    headers = ["-H", "Host: bench.example.com"] + (["-H", "Connection: close"] if close else [])
-    out = subprocess.run(["taskset", "-c", bench.LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
-                          *headers, f"https://127.0.0.1:{port}/"],
-                         capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors += int(non2xx.group(1)) if non2xx else 0
-    return rps, total, errors
+    """wrk over HTTPS; with `close`, a new connection (and handshake) per request."""
+    return bench.wrk(port, seconds, connections, scheme="https",
+                     headers=["Connection: close"] if close else [])
 
 
 def measure(args, work, backend_port, results, before=None):
