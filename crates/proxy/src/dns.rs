@@ -454,6 +454,7 @@ mod tests {
                     .collect(),
             },
             endpoints: Vec::new(),
+            protocol: snapshot::UpstreamProtocol::Http1,
             upstream: UpstreamPolicy {
                 dns: Some(DnsSettings {
                     refresh_rate: Some(refresh),

@@ -652,6 +652,7 @@ mod tests {
             discovery: snapshot::Discovery::Eds,
             name: "c".into(),
             endpoints: vec![endpoint(1)],
+            protocol: snapshot::UpstreamProtocol::Http1,
             upstream: snapshot::UpstreamPolicy {
                 health_check: Some(policy(3, 2)),
                 ..Default::default()

@@ -313,6 +313,7 @@ mod tests {
                 name: "c".into(),
                 discovery: Discovery::Eds,
                 endpoints: vec![Endpoint::new(backend)],
+                protocol: snapshot::UpstreamProtocol::Http1,
                 upstream: Default::default(),
             }],
         })

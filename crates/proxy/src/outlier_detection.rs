@@ -715,6 +715,7 @@ mod tests {
             discovery: snapshot::Discovery::Eds,
             name: "c".into(),
             endpoints: Vec::new(),
+            protocol: snapshot::UpstreamProtocol::Http1,
             upstream: snapshot::UpstreamPolicy {
                 outlier_detection: Some(policy),
                 ..Default::default()

@@ -218,7 +218,7 @@ fn cluster(c: &Cluster) -> Value {
             v.insert("load_assignment".into(), backend_load_assignment(c, hosts));
         }
     }
-    c.upstream.render(&mut v, &c.discovery);
+    c.upstream.render(&mut v, &c.discovery, c.protocol);
     Value::Object(v)
 }
 

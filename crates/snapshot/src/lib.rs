@@ -142,6 +142,8 @@ pub struct Cluster {
     /// The addresses to send to: a Service's ready endpoints, or a Backend's IP hosts. A DNS
     /// cluster's names are resolved by the data plane and are not listed here.
     pub endpoints: Vec<Endpoint>,
+    /// HTTP/1.1 or HTTP/2 to the endpoints (from `appProtocol`).
+    pub protocol: UpstreamProtocol,
     /// Every upstream setting the cluster's policies give it.
     pub upstream: UpstreamPolicy,
 }

@@ -60,6 +60,7 @@ pub(crate) fn clusters(
                     name,
                     discovery,
                     endpoints,
+                    protocol: snapshot::UpstreamProtocol::Http1,
                     upstream: UpstreamPolicy::default(),
                 },
                 target: key.clone(),

@@ -134,6 +134,7 @@ fn service_clusters(resources: &Resources) -> BTreeMap<String, ClusterDraft> {
                         name,
                         discovery: snapshot::Discovery::Eds,
                         endpoints,
+                        protocol: snapshot::UpstreamProtocol::Http1,
                         upstream: UpstreamPolicy::default(),
                     },
                     target: key.clone(),

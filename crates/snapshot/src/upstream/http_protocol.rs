@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::{put, put_duration};
+use super::{Http2Options, UpstreamProtocol, put, put_duration};
 
 /// Envoy's `common_http_protocol_options`, upstream side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,12 +32,18 @@ pub struct Http1Options {
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const PRESERVE_CASE: &str = "envoy.http.stateful_header_formatters.preserve_case";
 
+/// Envoy's `HttpProtocolOptions` extension of a cluster. An HTTP/2 cluster always has one
+/// (its `explicit_http_config` is what makes Envoy speak HTTP/2), with its HTTP/2 options; an
+/// HTTP/1.1 cluster has one only when a policy sets common or HTTP/1 options, and never shows
+/// HTTP/2 options.
 pub(super) fn render(
     common: Option<&CommonHttpOptions>,
     http1: Option<&Http1Options>,
+    http2: Option<&Http2Options>,
+    protocol: UpstreamProtocol,
     cluster: &mut Map<String, Value>,
 ) {
-    if common.is_none() && http1.is_none() {
+    if protocol == UpstreamProtocol::Http1 && common.is_none() && http1.is_none() {
         return;
     }
     let mut options = Map::new();
@@ -57,6 +63,20 @@ pub(super) fn render(
         put_duration(&mut m, "max_stream_duration", c.max_stream_duration);
         options.insert("common_http_protocol_options".into(), Value::Object(m));
     }
+    let explicit = match protocol {
+        UpstreamProtocol::Http2 => {
+            json!({"http2_protocol_options": http2.map(Http2Options::render).unwrap_or_default()})
+        }
+        UpstreamProtocol::Http1 => json!({"http_protocol_options": http1_fields(http1)}),
+    };
+    options.insert("explicit_http_config".into(), explicit);
+    cluster.insert(
+        "typed_extension_protocol_options".into(),
+        json!({ HTTP_OPTIONS: options }),
+    );
+}
+
+fn http1_fields(http1: Option<&Http1Options>) -> Map<String, Value> {
     let mut h1 = Map::new();
     if let Some(o) = http1 {
         if o.enable_trailers == Some(true) {
@@ -75,12 +95,5 @@ pub(super) fn render(
             o.override_stream_error_on_invalid_http_message,
         );
     }
-    options.insert(
-        "explicit_http_config".into(),
-        json!({"http_protocol_options": h1}),
-    );
-    cluster.insert(
-        "typed_extension_protocol_options".into(),
-        json!({ HTTP_OPTIONS: options }),
-    );
+    h1
 }

@@ -6,6 +6,7 @@ mod circuit_breakers;
 mod connection;
 mod dns;
 mod health_check;
+mod http2;
 mod http_protocol;
 mod load_balancing;
 mod outlier_detection;
@@ -21,6 +22,7 @@ pub use connection::TcpKeepalive;
 pub use dns::{DEFAULT_DNS_REFRESH, DnsSettings};
 pub use health_check::{HealthCheck, HttpHealthCheck};
 pub use http_protocol::{CommonHttpOptions, Http1Options};
+pub use http2::{Http2Keepalive, Http2Options, UpstreamProtocol};
 pub use load_balancing::{
     CookieHash, HashPolicy, HashSource, LbAlgorithm, LoadBalancer, SlowStart, ZoneAware,
 };
@@ -44,6 +46,8 @@ pub struct UpstreamPolicy {
     pub tcp_keepalive: Option<TcpKeepalive>,
     pub common_http: Option<CommonHttpOptions>,
     pub http1: Option<Http1Options>,
+    /// Applied only when the cluster speaks HTTP/2 (`Cluster::protocol`).
+    pub http2: Option<Http2Options>,
     pub load_balancer: Option<LoadBalancer>,
     pub health_check: Option<HealthCheck>,
     pub outlier_detection: Option<OutlierDetection>,
@@ -74,6 +78,7 @@ impl UpstreamPolicy {
             tcp_keepalive,
             common_http,
             http1,
+            http2,
             load_balancer,
             health_check,
             outlier_detection,
@@ -90,6 +95,7 @@ impl UpstreamPolicy {
         fill(&mut self.tcp_keepalive, tcp_keepalive);
         fill(&mut self.common_http, common_http);
         fill(&mut self.http1, http1);
+        fill(&mut self.http2, http2);
         fill(&mut self.load_balancer, load_balancer);
         fill(&mut self.health_check, health_check);
         fill(&mut self.outlier_detection, outlier_detection);
@@ -103,10 +109,21 @@ impl UpstreamPolicy {
     /// renders them on every cluster.
     /// kgateway sets its defaults on a Service's (EDS) clusters only, and only a DNS cluster's
     /// hosts have names to hash.
-    pub(crate) fn render(&self, cluster: &mut Map<String, Value>, discovery: &crate::Discovery) {
+    pub(crate) fn render(
+        &self,
+        cluster: &mut Map<String, Value>,
+        discovery: &crate::Discovery,
+        protocol: UpstreamProtocol,
+    ) {
         connection::render(self, cluster);
         load_balancing::render(self.load_balancer.as_ref(), cluster, discovery);
-        http_protocol::render(self.common_http.as_ref(), self.http1.as_ref(), cluster);
+        http_protocol::render(
+            self.common_http.as_ref(),
+            self.http1.as_ref(),
+            self.http2.as_ref(),
+            protocol,
+            cluster,
+        );
         if let Some(h) = &self.health_check {
             health_check::render(h, cluster);
         }

@@ -121,6 +121,7 @@ pub(crate) fn blackhole(name: String) -> Cluster {
         name,
         discovery: Discovery::Static { hosts: Vec::new() },
         endpoints: Vec::new(),
+        protocol: snapshot::UpstreamProtocol::Http1,
         upstream: UpstreamPolicy::default(),
     }
 }
@@ -207,6 +208,8 @@ fn upstream_policy(
         tcp_keepalive: connection::tcp_keepalive(spec),
         common_http: http_protocol::common(spec),
         http1: http_protocol::http1(spec),
+        // Not read from the policy yet: `unsupported.rs` refuses http2ProtocolOptions.
+        http2: None,
         load_balancer: load_balancing::load_balancer(spec, key),
         health_check: health_check::health_check(spec),
         outlier_detection: outlier_detection::outlier_detection(spec),
