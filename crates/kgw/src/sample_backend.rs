@@ -11,7 +11,8 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use serde_json::{Map, Value, json};
 
 /// Binds and serves in the background; returns the bound address.
@@ -26,10 +27,12 @@ pub async fn start(address: SocketAddr) -> std::io::Result<SocketAddr> {
             tokio::spawn(async move {
                 let service =
                     service_fn(move |req| async move { Ok::<_, Infallible>(respond(req, peer).await) });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                // HTTP/1.1, or HTTP/2 with prior knowledge (h2c): a Service whose port says
+                // `appProtocol: kubernetes.io/h2c` (the HTTP/2 keepalive guide) is served too.
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new());
+                builder.http2().timer(TokioTimer::new());
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
