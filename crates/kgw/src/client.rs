@@ -159,6 +159,81 @@ pub async fn delete(
     Ok(())
 }
 
+/// `kgw patch`: the object as the gateway has it, changed by the patch, applied back. Only the
+/// object's own fields go back (its status and the fields the store sets stay the store's).
+pub async fn patch(
+    server: &ServerArgs,
+    kind: &str,
+    name: &str,
+    namespace: &str,
+    patch_type: &str,
+    patch_text: &str,
+) -> anyhow::Result<()> {
+    let path = format!("/apis/{kind}/{namespace}/{name}");
+    let (status, body) = call(server, Method::GET, &path, None).await?;
+    if !status.is_success() {
+        eprintln!("{body}");
+        std::process::exit(1);
+    }
+    let list: Value = serde_json::from_str(&body).context("the gateway sent an unreadable answer")?;
+    let Some(mut object) = list.pointer("/items/0").cloned() else {
+        bail!("Error from server (NotFound): {kind} \"{name}\" not found in namespace \"{namespace}\"");
+    };
+    let patch: Value = serde_json::from_str(patch_text)
+        .with_context(|| format!("error: -p is not valid JSON: {patch_text}"))?;
+    let before = object.clone();
+    match patch_type {
+        "json" => {
+            let ops: json_patch::Patch = serde_json::from_value(patch).context(
+                "error: --type json needs a list of operations, e.g. '[{\"op\":\"add\",\"path\":\"/spec/x\",\"value\":1}]'",
+            )?;
+            json_patch::patch(&mut object, &ops)
+                .map_err(|e| anyhow::anyhow!("error: the JSON patch does not apply to {kind}/{name}: {e}"))?;
+        }
+        "merge" => json_patch::merge(&mut object, &patch),
+        other => bail!(
+            "error: --type {other} is not supported: use --type json (RFC 6902 operations) or --type merge (RFC 7386)"
+        ),
+    }
+    let kind_lower = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or(kind)
+        .to_ascii_lowercase();
+    if object == before {
+        println!("{kind_lower}/{name} patched (no change)");
+        return Ok(());
+    }
+    if let Some(o) = object.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        for managed in [
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "uid",
+            "managedFields",
+        ] {
+            meta.remove(managed);
+        }
+    }
+    let text = serde_json::to_string(&object)?;
+    let (status, body) = call(
+        server,
+        Method::POST,
+        "/apis/apply",
+        Some((text, &format!("patch of {kind_lower}/{name}"))),
+    )
+    .await?;
+    if !status.is_success() {
+        eprintln!("{body}");
+        std::process::exit(1);
+    }
+    println!("{kind_lower}/{name} patched");
+    Ok(())
+}
+
 pub async fn get(
     server: &ServerArgs,
     kind: &str,

@@ -62,6 +62,22 @@ enum Command {
         #[command(flatten)]
         server: client::ServerArgs,
     },
+    /// Change one object in place, as kubectl patch: `kgw patch KIND NAME [-n NS] --type
+    /// json|merge -p PATCH` (RFC 6902 JSON patch, or RFC 7386 merge patch).
+    Patch {
+        kind: String,
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// `json` (a list of operations) or `merge`; kubectl's default, `strategic`, needs the
+        /// Kubernetes schemas' merge keys and is refused with that reason.
+        #[arg(long = "type", default_value = "strategic")]
+        patch_type: String,
+        #[arg(short = 'p', long = "patch")]
+        patch: String,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
     /// Print the CustomResourceDefinitions kgw needs: `kgw crds | kubectl apply -f -`.
     Crds,
     /// Serve the httpbin-compatible sample backend alone.
@@ -103,6 +119,14 @@ fn main() -> ExitCode {
                 files,
                 server,
             } => client::delete(&server, kind.as_deref(), &names, &namespace, &files).await,
+            Command::Patch {
+                kind,
+                name,
+                namespace,
+                patch_type,
+                patch,
+                server,
+            } => client::patch(&server, &kind, &name, &namespace, &patch_type, &patch).await,
             Command::SampleBackend { listen } => sample_backend::serve_forever(listen).await,
             Command::Crds => crds::print(),
         }
