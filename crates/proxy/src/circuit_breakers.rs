@@ -97,7 +97,7 @@ impl CircuitBreaker {
 
     /// Takes a connection slot if under `max_connections`, or if the endpoint has no
     /// connection at all (see the module doc).
-    fn reserve_connection(&self, endpoint_open: &AtomicU64) -> bool {
+    pub(crate) fn reserve_connection(&self, endpoint_open: &AtomicU64) -> bool {
         let max = u64::from(self.max_connections.load(Ordering::Relaxed));
         let under = self
             .connections
@@ -117,6 +117,34 @@ impl CircuitBreaker {
     pub(crate) fn release_connection(&self) {
         self.connections.fetch_sub(1, Ordering::SeqCst);
         self.wake_pending();
+    }
+
+    /// A request starts waiting for a connection (or, on HTTP/2, a stream), if under
+    /// `max_pending_requests`; it counts as pending until the guard drops. Refused: Envoy's
+    /// 503 `UO`, counted in `upstream_rq_pending_overflow`.
+    pub(crate) fn enter_pending<'a>(
+        &'a self,
+        cluster: &'a ClusterRuntime,
+    ) -> Result<Pending<'a>, LocalReply> {
+        let max = u64::from(self.max_pending.load(Ordering::Relaxed));
+        let entered = self
+            .pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .is_ok();
+        if !entered {
+            stats::inc(&cluster.stats().upstream_rq_pending_overflow);
+            return Err(LocalReply::overflow());
+        }
+        stats::inc(&cluster.stats().upstream_cx_overflow);
+        stats::inc(&cluster.stats().upstream_rq_pending_total);
+        stats::inc(&cluster.stats().upstream_rq_pending_active);
+        Ok(Pending(self, cluster))
+    }
+
+    /// Resolves when a connection goes back to a pool or closes while requests are pending
+    /// (register it, `enable`, before looking for one).
+    pub(crate) fn returned(&self) -> tokio::sync::futures::Notified<'_> {
+        self.returned.notified()
     }
 
     /// A connection went back to its pool.
@@ -239,7 +267,7 @@ impl Drop for RetryGuard {
 }
 
 /// A request waiting for a connection (counted in the pending gauge while it lives).
-struct Pending<'a>(&'a CircuitBreaker, &'a ClusterRuntime);
+pub(crate) struct Pending<'a>(&'a CircuitBreaker, &'a ClusterRuntime);
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
@@ -296,19 +324,7 @@ pub(crate) async fn connection_for(
             return new_connection(cluster, endpoint, proxied).await;
         }
         if pending.is_none() {
-            let max = u64::from(breaker.max_pending.load(Ordering::Relaxed));
-            let entered = breaker
-                .pending
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
-                .is_ok();
-            if !entered {
-                stats::inc(&cluster.stats().upstream_rq_pending_overflow);
-                return Err(LocalReply::overflow());
-            }
-            stats::inc(&cluster.stats().upstream_cx_overflow);
-            stats::inc(&cluster.stats().upstream_rq_pending_total);
-            stats::inc(&cluster.stats().upstream_rq_pending_active);
-            pending = Some(Pending(breaker, cluster));
+            pending = Some(breaker.enter_pending(cluster)?);
             // Look again now that returners see this request waiting.
             continue;
         }

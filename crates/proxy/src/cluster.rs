@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use snapshot::{Cluster, Discovery, UpstreamPolicy};
+use snapshot::{Cluster, Discovery, UpstreamPolicy, UpstreamProtocol, UpstreamTls};
 
 use crate::circuit_breakers::CircuitBreaker;
 use crate::dns::ClusterDns;
@@ -21,8 +21,9 @@ use crate::outlier_detection::ClusterOutlierDetection;
 use crate::pool::Pool;
 use crate::proxy_protocol::ProxyAddresses;
 use crate::socket_options::SocketOptions;
-use crate::stats::{self, ClusterStats};
+use crate::stats::{self, ClusterStats, Http2Stats};
 use crate::upstream::{Connection, End};
+use crate::upstream_h2;
 use crate::upstream_tls::ClusterTls;
 
 pub struct ClusterRuntime {
@@ -52,6 +53,9 @@ pub struct ClusterRuntime {
     pub(crate) dns: ClusterDns,
     /// TLS to its endpoints and its `ssl.*` counters (upstream_tls.rs).
     pub(crate) tls: ClusterTls,
+    /// Its requests go upstream in HTTP/2 (`Cluster::protocol`; upstream_h2.rs).
+    http2: AtomicBool,
+    http2_stats: Http2Stats,
 }
 
 struct Live {
@@ -71,6 +75,8 @@ pub struct Endpoint {
     pub hostname: Option<String>,
     pub(crate) health: EndpointHealth,
     idle: Pool<Connection>,
+    /// Its HTTP/2 connections, when the cluster speaks HTTP/2.
+    pub(crate) h2: upstream_h2::EndpointPool,
     pub(crate) active_requests: AtomicU64,
     /// Connections open or opening to it from the request path (the circuit breaker lets an
     /// endpoint with none open one even at the limit).
@@ -143,8 +149,10 @@ impl ClusterRuntime {
             outlier: ClusterOutlierDetection::default(),
             dns: ClusterDns::default(),
             tls: ClusterTls::default(),
+            http2: AtomicBool::new(cluster.protocol == UpstreamProtocol::Http2),
+            http2_stats: Http2Stats::default(),
         };
-        rt.tls.configure(&cluster.name, cluster.upstream.tls.as_ref());
+        rt.tls.configure(&cluster.name, tls_of(cluster).as_ref());
         rt.set_endpoints(snapshot_endpoints(cluster), None);
         rt
     }
@@ -171,6 +179,16 @@ impl ClusterRuntime {
         self.policy.load()
     }
 
+    /// Do its requests go upstream in HTTP/2 (upstream_h2.rs)? Follows each Snapshot.
+    pub(crate) fn speaks_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    /// Its `http2.*` counters.
+    pub(crate) fn http2_stats(&self) -> &Http2Stats {
+        &self.http2_stats
+    }
+
     pub(crate) fn breaker(&self) -> &Arc<CircuitBreaker> {
         &self.breaker
     }
@@ -184,7 +202,9 @@ impl ClusterRuntime {
     pub(crate) fn update(&self, cluster: &Cluster) {
         // New TLS settings (or a changed file): pooled connections made with the old ones close,
         // and those in use are not pooled again, as Envoy drains a cluster that changed.
-        if self.tls.configure(&self.name, cluster.upstream.tls.as_ref()) {
+        self.http2
+            .store(cluster.protocol == UpstreamProtocol::Http2, Ordering::Relaxed);
+        if self.tls.configure(&self.name, tls_of(cluster).as_ref()) {
             self.close_connections();
         }
         if !matches!(cluster.discovery, Discovery::Dns { .. }) {
@@ -263,6 +283,7 @@ impl ClusterRuntime {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
                 drop(conn); // counted as it drops
             }
+            endpoint.h2.close_all();
         }
     }
 
@@ -326,6 +347,7 @@ impl ClusterRuntime {
                     // (run at once) passes.
                     health: EndpointHealth::new(health_checked),
                     idle: Pool::new(),
+                    h2: upstream_h2::EndpointPool::default(),
                     active_requests: AtomicU64::new(0),
                     open_connections: Arc::new(AtomicU64::new(0)),
                     added: now,
@@ -340,6 +362,7 @@ impl ClusterRuntime {
             for _ in &idle {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
             }
+            gone.h2.close_all();
         }
         self.endpoints.store(Arc::new(new));
         self.rebuild_balancer();
@@ -433,6 +456,7 @@ impl ClusterRuntime {
                 conn.end = End::IdleTimeout;
                 drop(conn); // counted as it drops
             }
+            endpoint.h2.expire(max_idle);
         }
     }
 
@@ -521,6 +545,16 @@ impl NewEndpoint {
     }
 }
 
+/// The cluster's upstream TLS as its connections use it: an HTTP/2 cluster that names no ALPN
+/// protocol offers `h2` (without it a TLS server would take the connection for HTTP/1.1).
+fn tls_of(cluster: &Cluster) -> Option<UpstreamTls> {
+    let mut tls = cluster.upstream.tls.clone()?;
+    if cluster.protocol == UpstreamProtocol::Http2 && tls.alpn_protocols.is_empty() {
+        tls.alpn_protocols = vec!["h2".into()];
+    }
+    Some(tls)
+}
+
 /// A cluster's endpoints as the Snapshot lists them; a static Backend's carry the host as
 /// written (kgateway gives every Backend endpoint its `hostname`).
 fn snapshot_endpoints(cluster: &Cluster) -> Vec<NewEndpoint> {
@@ -553,6 +587,7 @@ impl Endpoint {
             hostname: None,
             health: EndpointHealth::default(),
             idle: Pool::new(),
+            h2: upstream_h2::EndpointPool::default(),
             active_requests: AtomicU64::new(0),
             open_connections: Arc::new(AtomicU64::new(0)),
             added: None,

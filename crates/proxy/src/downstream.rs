@@ -401,6 +401,18 @@ impl Downstream {
                 self.local_reply_after_head(head.framing, keep_alive, is_head, reply, None)
                     .await?
             }
+            // An HTTP/2 upstream (h1_to_h2.rs): one flag read, the HTTP/1.1 path untouched.
+            Ok((cluster, endpoint)) if cluster.speaks_http2() => {
+                let request = crate::h1_to_h2::H1Request {
+                    cluster: &cluster,
+                    endpoint: &endpoint,
+                    buf,
+                    head,
+                    is_head,
+                    set_cookies,
+                };
+                self.forward_to_h2(dp, request).await?
+            }
             Ok((cluster, endpoint)) => {
                 // One look at the policy for the request.
                 let (mut options, proxy_protocol) = {
@@ -522,7 +534,7 @@ impl Downstream {
 
     /// Answers with a local reply once the request head is consumed. A request body not read
     /// yet ends the connection after the reply (it cannot be told from the next request).
-    async fn local_reply_after_head(
+    pub(crate) async fn local_reply_after_head(
         &mut self,
         framing: Framing,
         keep_alive: bool,
@@ -543,8 +555,13 @@ impl Downstream {
 }
 
 impl Downstream {
+    /// The client's address as x-forwarded-for carries it.
+    pub(crate) fn client_address(&self) -> &str {
+        &self.client
+    }
+
     /// The client's addresses for a PROXY protocol header.
-    fn proxied(&mut self) -> Option<ProxyAddresses> {
+    pub(crate) fn proxied(&mut self) -> Option<ProxyAddresses> {
         if self.proxied.is_none() {
             let addresses = ProxyAddresses {
                 source: self.peer,

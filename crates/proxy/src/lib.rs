@@ -21,8 +21,10 @@ mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;
+mod h1_to_h2;
 #[allow(dead_code)] // Used by the HTTP/2 paths as they land.
 mod h2_body;
+mod h2_keepalive;
 mod health_check;
 mod http1_exchange;
 mod http_protocol;
@@ -40,6 +42,7 @@ mod stats;
 mod test_pki;
 mod transport;
 mod upstream;
+mod upstream_h2;
 pub mod upstream_tls;
 
 use std::collections::BTreeMap;

@@ -62,6 +62,7 @@ impl ResponseFlag {
 }
 
 /// An answer the proxy gives instead of an upstream's.
+#[derive(Clone)]
 pub(crate) struct LocalReply {
     pub status: u16,
     pub flag: Option<ResponseFlag>,
@@ -164,6 +165,15 @@ impl LocalReply {
             503,
             Some(ResponseFlag::UpstreamConnectionTermination),
             format!("{RESET_BEFORE_HEADERS} connection termination"),
+        )
+    }
+
+    /// The upstream reset the stream (HTTP/2 RST_STREAM) before the response head.
+    pub(crate) fn upstream_reset() -> LocalReply {
+        LocalReply::new(
+            503,
+            Some(ResponseFlag::UpstreamConnectionTermination),
+            format!("{RESET_BEFORE_HEADERS} remote reset"),
         )
     }
 

@@ -80,6 +80,10 @@ counters!(ClusterStats {
     upstream_rq_4xx: Counter,
     upstream_rq_5xx: Counter,
     upstream_cx_pool_idle: Gauge,
+    // HTTP/2 connections opened (upstream_h2.rs), and connections the peer closed with a
+    // GOAWAY.
+    upstream_cx_http2_total: Counter,
+    upstream_cx_close_notify: Counter,
     // The circuit breaker (circuit_breakers.rs): a request that waited for a connection at
     // max_connections; one refused beyond max_pending_requests; one refused beyond
     // max_requests; a replay refused beyond max_retries; requests waiting for a connection.
@@ -167,6 +171,25 @@ impl SslStats {
     }
 }
 
+/// `cluster.<name>.http2.*` of a cluster that speaks HTTP/2 upstream (upstream_h2.rs): the
+/// connections closed because a keepalive PING went unanswered (Envoy's name).
+#[derive(Debug, Default)]
+pub struct Http2Stats {
+    pub keepalive_timeout: AtomicU64,
+}
+
+impl Http2Stats {
+    /// (name under the cluster, Prometheus family, kind, value).
+    pub fn list(&self) -> Vec<(&'static str, &'static str, MetricKind, u64)> {
+        vec![(
+            "http2.keepalive_timeout",
+            "http2_keepalive_timeout",
+            MetricKind::Counter,
+            self.keepalive_timeout.load(Ordering::Relaxed),
+        )]
+    }
+}
+
 pub(crate) fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -251,7 +274,12 @@ impl crate::DataPlane {
                 .chain(c.outlier.stats().map(|s| s.list()).unwrap_or_default())
                 .chain(c.dns.list())
                 .chain(c.breaker().gauges(pools))
-                .chain(c.tls.stats().map(|s| s.list()).unwrap_or_default());
+                .chain(c.tls.stats().map(|s| s.list()).unwrap_or_default())
+                .chain(if c.speaks_http2() {
+                    c.http2_stats().list()
+                } else {
+                    Vec::new()
+                });
             for (field, family, kind, value) in policy_stats {
                 out.push(Metric {
                     name: format!("cluster.{}.{field}", c.name()),

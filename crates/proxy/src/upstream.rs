@@ -94,35 +94,42 @@ pub(crate) fn descriptors_open() -> u64 {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        UPSTREAM_DESCRIPTORS.fetch_sub(DESCRIPTORS_PER_CONNECTION, Ordering::Relaxed);
-        let s = self.cluster.stats();
-        stats::dec(&s.upstream_cx_active);
-        stats::inc(&s.upstream_cx_destroy);
-        match (self.end, self.busy) {
-            // The keepalive probes went unanswered on an idle pooled connection.
-            (End::TimedOut, false) => stats::inc(&s.upstream_cx_destroy_keepalive_timeout),
-            (End::IdleTimeout, _) => {
-                stats::inc(&s.upstream_cx_idle_timeout);
-                stats::inc(&s.upstream_cx_destroy_local);
-            }
-            // (A connection that reached maxRequestsPerConnection was counted in
-            // upstream_cx_max_requests when its last request was given to it.)
-            (End::Local | End::MaxRequests, busy) => {
-                stats::inc(&s.upstream_cx_destroy_local);
-                if busy {
-                    stats::inc(&s.upstream_cx_destroy_local_with_active_rq);
-                }
-            }
-            (End::Remote | End::TimedOut, busy) => {
-                stats::inc(&s.upstream_cx_destroy_remote);
-                if busy {
-                    stats::inc(&s.upstream_cx_destroy_remote_with_active_rq);
-                }
+        count_closed(&self.cluster, self.id, self.end, self.busy);
+    }
+}
+
+/// Counts a request-path connection that closed (`busy`: requests were on it), by how it
+/// ended, and forgets its socket: one home for HTTP/1.1 connections and HTTP/2 ones
+/// (`upstream_h2.rs`).
+pub(crate) fn count_closed(cluster: &ClusterRuntime, id: u64, end: End, busy: bool) {
+    UPSTREAM_DESCRIPTORS.fetch_sub(DESCRIPTORS_PER_CONNECTION, Ordering::Relaxed);
+    let s = cluster.stats();
+    stats::dec(&s.upstream_cx_active);
+    stats::inc(&s.upstream_cx_destroy);
+    match (end, busy) {
+        // The keepalive probes went unanswered on an idle pooled connection.
+        (End::TimedOut, false) => stats::inc(&s.upstream_cx_destroy_keepalive_timeout),
+        (End::IdleTimeout, _) => {
+            stats::inc(&s.upstream_cx_idle_timeout);
+            stats::inc(&s.upstream_cx_destroy_local);
+        }
+        // (A connection that reached maxRequestsPerConnection was counted in
+        // upstream_cx_max_requests when its last request was given to it.)
+        (End::Local | End::MaxRequests, busy) => {
+            stats::inc(&s.upstream_cx_destroy_local);
+            if busy {
+                stats::inc(&s.upstream_cx_destroy_local_with_active_rq);
             }
         }
-        tracing::debug!(cluster = self.cluster.name(), id = self.id, end = ?self.end, "upstream connection closed");
-        self.cluster.forget(self.id);
+        (End::Remote | End::TimedOut, busy) => {
+            stats::inc(&s.upstream_cx_destroy_remote);
+            if busy {
+                stats::inc(&s.upstream_cx_destroy_remote_with_active_rq);
+            }
+        }
     }
+    tracing::debug!(cluster = cluster.name(), id, ?end, "upstream connection closed");
+    cluster.forget(id);
 }
 
 /// Opens a new connection for a request to `endpoint`, in the circuit breaker slot the caller
@@ -133,13 +140,9 @@ pub(crate) async fn connect_for_request(
     endpoint: &Endpoint,
     proxied: Option<ProxyAddresses>,
 ) -> Result<Connection, ConnectError> {
-    endpoint.open_connections.fetch_add(1, Ordering::SeqCst);
     // Held before the first await: a connect that fails, or that is abandoned when its request
     // is cancelled (a timeout around it), gives the slot back as the guard drops.
-    let slot = ConnectionSlot {
-        endpoint_open: endpoint.open_connections.clone(),
-        cluster: cluster.clone(),
-    };
+    let slot = ConnectionSlot::new(cluster, endpoint);
     connect_with(cluster, endpoint.address, proxied, Some(slot)).await
 }
 
@@ -148,6 +151,18 @@ pub(crate) async fn connect_for_request(
 pub(crate) struct ConnectionSlot {
     endpoint_open: Arc<AtomicU64>,
     cluster: Arc<ClusterRuntime>,
+}
+
+impl ConnectionSlot {
+    /// Takes the slot the caller reserved in the circuit breaker, counting it as open to
+    /// `endpoint`.
+    pub(crate) fn new(cluster: &Arc<ClusterRuntime>, endpoint: &Endpoint) -> ConnectionSlot {
+        endpoint.open_connections.fetch_add(1, Ordering::SeqCst);
+        ConnectionSlot {
+            endpoint_open: endpoint.open_connections.clone(),
+            cluster: cluster.clone(),
+        }
+    }
 }
 
 impl Drop for ConnectionSlot {
@@ -163,6 +178,32 @@ async fn connect_with(
     proxied: Option<ProxyAddresses>,
     slot: Option<ConnectionSlot>,
 ) -> Result<Connection, ConnectError> {
+    let (id, transport) = open_transport(cluster, address, proxied).await?;
+    let policy = cluster.policy_ref();
+    Ok(Connection {
+        id,
+        transport,
+        buf: Vec::new(),
+        idle_since: Instant::now(),
+        reused: false,
+        busy: true,
+        end: End::Local,
+        requests: 0,
+        // Only a connection that carried a client's header is that client's.
+        proxied: proxied.filter(|_| policy.proxy_protocol.is_some()),
+        _slot: slot,
+        cluster: cluster.clone(),
+    })
+}
+
+/// Opens a transport to `address` with the cluster's socket options, PROXY protocol header and
+/// TLS, within its connect timeout; once open it is registered (its id, for `count_closed`)
+/// and counted active. What an HTTP/1.1 `Connection` and an HTTP/2 connection are built on.
+pub(crate) async fn open_transport(
+    cluster: &Arc<ClusterRuntime>,
+    address: SocketAddr,
+    proxied: Option<ProxyAddresses>,
+) -> Result<(u64, Transport), ConnectError> {
     // Before the settings are read: a change after this closes this connection too.
     let id = cluster.reserve_id();
     let policy = cluster.policy();
@@ -196,18 +237,5 @@ async fn connect_with(
     let id = cluster.register(id, address, kept, options);
     stats::inc(&cluster.stats().upstream_cx_active);
     UPSTREAM_DESCRIPTORS.fetch_add(DESCRIPTORS_PER_CONNECTION, Ordering::Relaxed);
-    Ok(Connection {
-        id,
-        transport,
-        buf: Vec::new(),
-        idle_since: Instant::now(),
-        reused: false,
-        busy: true,
-        end: End::Local,
-        requests: 0,
-        // Only a connection that carried a client's header is that client's.
-        proxied: proxied.filter(|_| policy.proxy_protocol.is_some()),
-        _slot: slot,
-        cluster: cluster.clone(),
-    })
+    Ok((id, transport))
 }
