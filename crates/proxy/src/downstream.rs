@@ -379,13 +379,20 @@ impl Downstream {
         let mut cluster_name = String::new();
         let request_headers = load_balancing::Http1Headers { buf: &buf, head };
         let mut pick = load_balancing::PickContext::new(&request_headers, self.peer);
-        let routed = route_to_endpoint(
-            &runtime,
-            port,
-            &view,
-            &mut pick,
-            logged.is_some().then_some(&mut cluster_name),
-        );
+        let routed = if head.upgrade == h1::Upgrade::Other {
+            Err(crate::upgrade::refused(dp))
+        } else {
+            route_to_endpoint(
+                &runtime,
+                port,
+                &view,
+                &mut pick,
+                logged.is_some().then_some(&mut cluster_name),
+            )
+        };
+        // A request that asked for an upgrade ends its connection unless it is upgraded (what
+        // the client sends next may be the new protocol's), as Envoy closes it.
+        let upgrading = head.upgrade != h1::Upgrade::None;
         let set_cookies = pick.set_cookies;
         let is_head = line.method.eq_ignore_ascii_case("HEAD");
         let is_connect = line.method == "CONNECT";
@@ -396,7 +403,7 @@ impl Downstream {
         let outcome = match routed {
             Err(reply) => {
                 self.buf = buf;
-                let keep_alive = head.keep_alive && !is_connect && !dp.is_draining();
+                let keep_alive = head.keep_alive && !is_connect && !upgrading && !dp.is_draining();
                 self.buf.drain(..head.len);
                 self.local_reply_after_head(head.framing, keep_alive, is_head, reply, None)
                     .await?
@@ -435,12 +442,13 @@ impl Downstream {
                     framing: head.framing,
                     is_head,
                     replayable,
-                    keep_alive: head.keep_alive,
+                    keep_alive: head.keep_alive && !upgrading,
                     client_version: head.version,
                     set_cookies,
                     proxied,
                     options,
                     response_status: std::sync::atomic::AtomicU16::new(0),
+                    upgrade: upgrading,
                 };
                 self.proxy(dp, exchange, route_timer, idle_timer).await?
             }

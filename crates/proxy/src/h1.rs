@@ -37,6 +37,20 @@ pub enum Framing {
     UntilClose,
 }
 
+/// What a request's `Connection: upgrade` and `Upgrade` headers ask for (HTTP/1.1 only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrade {
+    /// No upgrade; or `h2c`, whose headers are dropped and the request served as it is (as
+    /// Envoy does); or one on a request with a body.
+    None,
+    /// `Upgrade: websocket`: the headers go upstream, and a 101 answer turns the connection
+    /// into a tunnel (`upgrade.rs`).
+    WebSocket,
+    /// Any other protocol: refused with 403, as Envoy refuses an upgrade type it is not
+    /// configured for.
+    Other,
+}
+
 /// Why a head cannot be forwarded; each maps to the answer a client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadError {
@@ -88,6 +102,7 @@ pub struct RequestHead {
     /// The host the request is for: an absolute-form target's authority (RFC 9112, 3.2.2: it
     /// wins over the `host` header), else the `host` header's value, if any.
     pub host: Option<Range<usize>>,
+    pub upgrade: Upgrade,
 }
 
 /// A parsed response head.
@@ -119,6 +134,8 @@ struct Scan {
     exactly_chunked: bool,
     close: bool,
     keep_alive: bool,
+    /// `Connection` lists `upgrade`.
+    upgrade: bool,
 }
 
 fn scan(headers: &[httparse::Header<'_>]) -> Result<Scan, HeadError> {
@@ -129,6 +146,7 @@ fn scan(headers: &[httparse::Header<'_>]) -> Result<Scan, HeadError> {
         exactly_chunked: false,
         close: false,
         keep_alive: false,
+        upgrade: false,
     };
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -154,6 +172,7 @@ fn scan(headers: &[httparse::Header<'_>]) -> Result<Scan, HeadError> {
                 let token = token.trim_ascii();
                 s.close |= token.eq_ignore_ascii_case(b"close");
                 s.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                s.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
             }
         }
     }
@@ -260,6 +279,11 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         Some(a) => Some(range_of(buf, a)),
         None => host_header,
     };
+    let upgrade = if s.upgrade && version == Version::Http11 && framing == Framing::Empty {
+        upgrade_asked(req.headers)
+    } else {
+        Upgrade::None
+    };
     Ok(Some(RequestHead {
         len,
         method: range_of(buf, req.method.unwrap_or_default().as_bytes()),
@@ -272,7 +296,24 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         },
         headers: lines(buf, req.headers),
         host,
+        upgrade,
     }))
+}
+
+/// The protocol a request's `Upgrade` header names (its `Connection` lists `upgrade`). As
+/// Envoy: matched without case; `h2c` is no upgrade to a proxy (its headers are dropped).
+fn upgrade_asked(headers: &[httparse::Header<'_>]) -> Upgrade {
+    let Some(h) = headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade")) else {
+        return Upgrade::None;
+    };
+    let protocol = h.value.trim_ascii();
+    if protocol.eq_ignore_ascii_case(b"websocket") {
+        Upgrade::WebSocket
+    } else if protocol.eq_ignore_ascii_case(b"h2c") {
+        Upgrade::None
+    } else {
+        Upgrade::Other
+    }
 }
 
 /// Parses a response head at the start of `buf`, for a request with `request_method`;
@@ -633,7 +674,10 @@ pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, cli
         Version::Http11 => b" HTTP/1.1\r\n",
     });
     let is_forwarded_for = |name: &[u8]| name.eq_ignore_ascii_case(b"x-forwarded-for");
-    let is_dropped = hop_by_hop_in(buf, &head.headers);
+    let hop_by_hop = hop_by_hop_in(buf, &head.headers);
+    // A WebSocket upgrade keeps its `Upgrade` header (and gets its own `Connection` below).
+    let websocket = head.upgrade == Upgrade::WebSocket;
+    let is_dropped = |name: &[u8]| hop_by_hop(name) && !(websocket && name.eq_ignore_ascii_case(b"upgrade"));
     // An absolute-form target's authority is the host (RFC 9112, 3.2.2: a proxy sends it, not
     // the client's host line).
     let is_replaced_host = |name: &[u8]| authority.is_some() && name.eq_ignore_ascii_case(b"host");
@@ -662,6 +706,9 @@ pub fn write_request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, cli
     out.extend_from_slice(client);
     out.extend_from_slice(b"\r\n");
     put_header(out, b"x-forwarded-proto", scheme);
+    if websocket {
+        put_header(out, b"connection", b"upgrade");
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -699,6 +746,32 @@ pub fn split_absolute_form(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
 /// hop-by-hop headers dropped, and `connection: close` when the client's connection ends after
 /// this response.
 pub fn write_response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, close: bool, client: Version) {
+    write_status_line(out, buf, head);
+    let is_dropped = hop_by_hop_in(buf, &head.headers);
+    write_lines(out, buf, &head.headers, |name, _| !is_dropped(name));
+    if close {
+        put_header(out, b"connection", b"close");
+    } else if client == Version::Http10 {
+        // An HTTP/1.0 client keeps the connection only when told so.
+        put_header(out, b"connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a 101 (Switching Protocols) head as it goes to the client: as any response head,
+/// but its `Upgrade` header stays, with `connection: upgrade` (as Envoy passes them on).
+pub fn write_switching_protocols_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead) {
+    write_status_line(out, buf, head);
+    let hop_by_hop = hop_by_hop_in(buf, &head.headers);
+    write_lines(out, buf, &head.headers, |name, _| {
+        !hop_by_hop(name) || name.eq_ignore_ascii_case(b"upgrade")
+    });
+    put_header(out, b"connection", b"upgrade");
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `HTTP/1.1 <status> <the upstream's reason>` CRLF.
+fn write_status_line(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead) {
     let reason = head_reason(buf, head);
     out.extend_from_slice(b"HTTP/1.1 ");
     // httparse gives a status of exactly three digits.
@@ -710,15 +783,6 @@ pub fn write_response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, c
         b' ',
     ]);
     out.extend_from_slice(reason);
-    out.extend_from_slice(b"\r\n");
-    let is_dropped = hop_by_hop_in(buf, &head.headers);
-    write_lines(out, buf, &head.headers, |name, _| !is_dropped(name));
-    if close {
-        put_header(out, b"connection", b"close");
-    } else if client == Version::Http10 {
-        // An HTTP/1.0 client keeps the connection only when told so.
-        put_header(out, b"connection", b"keep-alive");
-    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -1096,6 +1160,50 @@ Accept: */*\r\nUser-Agent: t\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto:
         assert_eq!(
             split_absolute_form(b"http://h?q=1"),
             (Some(&b"h"[..]), &b"?q=1"[..])
+        );
+    }
+
+    #[test]
+    fn a_websocket_upgrade_keeps_its_headers_and_other_upgrades_are_told_apart() {
+        let upgrade = |s: &str| parse_request(s.as_bytes()).unwrap().unwrap().upgrade;
+        let ws = "GET /chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\
+Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        assert_eq!(upgrade(ws), Upgrade::WebSocket);
+        assert_eq!(
+            forwarded_request(ws.as_bytes(), b"::1"),
+            "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nSec-WebSocket-Key: k\r\n\
+Sec-WebSocket-Version: 13\r\nx-forwarded-for: ::1\r\nx-forwarded-proto: http\r\nconnection: upgrade\r\n\r\n"
+        );
+        assert_eq!(
+            upgrade("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n"),
+            Upgrade::Other
+        );
+        // Not upgrades: h2c (its headers are dropped), an Upgrade header that Connection does
+        // not list, HTTP/1.0, a request with a body.
+        for plain in [
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+HTTP2-Settings: AAA\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 1\r\n\r\n",
+        ] {
+            assert_eq!(upgrade(plain), Upgrade::None, "{plain}");
+            let out = forwarded_request(plain.as_bytes(), b"::1").to_ascii_lowercase();
+            assert!(
+                !out.contains("upgrade") && !out.contains("http2-settings"),
+                "{out}"
+            );
+        }
+        // The 101 goes to the client with its Upgrade header and `connection: upgrade`.
+        let buf = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Accept: x\r\n\r\n";
+        let head = parse_response(buf, b"GET").unwrap().unwrap();
+        let mut out = Vec::new();
+        write_switching_protocols_head(&mut out, buf, &head);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\
+connection: upgrade\r\n\r\n"
         );
     }
 

@@ -78,6 +78,9 @@ impl Downstream {
                 });
             }
         };
+        // An upgrade request counts as one until its tunnel ends (Envoy counts it when the
+        // upgrade is accepted, whatever the upstream answers).
+        let _upgrade = x.upgrade.then(|| crate::upgrade::Active::start(dp));
         // Counted against max_requests from here to the end of the exchange.
         let Some(_request) = x.cluster.breaker().start_request() else {
             stats::inc(&x.cluster.stats().upstream_rq_active_overflow);
@@ -401,7 +404,9 @@ impl Downstream {
         loop {
             // An interim head is passed on, the final one returned, from one parse each.
             match h1::parse_response(&conn.buf, method) {
-                // We never ask for an upgrade (Upgrade is hop-by-hop): a 101 is a broken upstream.
+                // The upstream switches protocols: the final answer to an upgrade request.
+                Ok(Some(head)) if head.status == 101 && x.upgrade => return Ok((head, whole)),
+                // A 101 nobody asked for is a broken upstream.
                 Ok(Some(head)) if head.status == 101 => return Err(Failure::Protocol),
                 Ok(Some(head)) if (100..200).contains(&head.status) => {
                     self.forward_interim(conn, head.len, x).await?;
@@ -473,6 +478,10 @@ impl Downstream {
         draining: bool,
         idle_timer: Pin<&mut Sleep>,
     ) -> Outcome {
+        if head.status == 101 {
+            // Boxed: the tunnel's state stays out of every request's future (see `Recycled`).
+            return Box::pin(crate::upgrade::tunnel(self, dp, conn, head, x, idle_timer)).await;
+        }
         let mut stream_idle = StreamIdle::new(idle_timer, dp.options.stream_idle_timeout);
         // A request body not read to its end cannot be told from the client's next request.
         let close = !x.keep_alive || draining || head.framing == Framing::UntilClose || !request_whole;
@@ -586,7 +595,13 @@ impl Downstream {
                 }
             }
         }
-        if head.keep_alive && request_whole && conn.buf.is_empty() && conn.end != End::MaxRequests {
+        // An upgrade request's connection is not reused, whatever it was answered (as Envoy).
+        if head.keep_alive
+            && request_whole
+            && conn.buf.is_empty()
+            && conn.end != End::MaxRequests
+            && !x.upgrade
+        {
             // A pooled connection keeps no buffer while it idles.
             recycle::give_bytes(std::mem::take(&mut conn.buf));
             x.cluster.put_idle(x.endpoint, conn);
@@ -618,6 +633,8 @@ pub(crate) struct Exchange<'a> {
     /// The response's status once its head goes to the client (0 before), when a max stream
     /// duration may cut it.
     pub response_status: std::sync::atomic::AtomicU16,
+    /// A WebSocket upgrade: a 101 answer makes the connections a tunnel (`upgrade.rs`).
+    pub upgrade: bool,
 }
 
 /// Why one attempt did not give a response head.
@@ -634,26 +651,26 @@ enum Failure {
 
 /// When a stream last moved a byte: of an upload, or of a response (a `Cell` cannot cross the
 /// awaits of a `Send` future; a relaxed atomic costs the same).
-struct Progress {
+pub(crate) struct Progress {
     start: tokio::time::Instant,
     /// Milliseconds from `start`.
     last_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Progress {
-    fn new() -> Progress {
+    pub(crate) fn new() -> Progress {
         Progress {
             start: tokio::time::Instant::now(),
             last_ms: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    fn now(&self) {
+    pub(crate) fn now(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn last(&self) -> tokio::time::Instant {
+    pub(crate) fn last(&self) -> tokio::time::Instant {
         self.start + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 }

@@ -8,7 +8,8 @@
 //! `transport.rs` connects with `socket_options.rs`, writes the `proxy_protocol.rs` header and
 //! runs the `upstream_tls.rs` handshake; `cluster.rs` holds each cluster's policy, endpoints and
 //! counters (`dns.rs` resolves a DNS cluster's names into its endpoints). When no upstream answers,
-//! `local_reply.rs` does (status, body, response flag).
+//! `local_reply.rs` does (status, body, response flag). A WebSocket upgrade the upstream accepts
+//! (101) turns both connections into one tunnel (`upgrade.rs`).
 
 mod access_log;
 mod circuit_breakers;
@@ -41,6 +42,7 @@ mod stats;
 #[cfg(test)]
 mod test_pki;
 mod transport;
+mod upgrade;
 mod upstream;
 mod upstream_h2;
 pub mod upstream_tls;

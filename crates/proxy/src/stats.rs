@@ -116,6 +116,11 @@ counters!(ListenerStats {
     // Requests ended by the stream idle timeout (a stalled upload, or a response that moved
     // no byte either way for that long).
     downstream_rq_idle_timeout: Counter,
+    // Upgrade requests (WebSocket) sent upstream, and those still open (upgrade.rs); upgrade
+    // requests refused (403) because their protocol is not WebSocket.
+    downstream_cx_upgrades_total: Counter,
+    downstream_cx_upgrades_active: Gauge,
+    downstream_rq_ws_on_non_ws_route: Counter,
     downstream_rq_2xx: Counter,
     downstream_rq_3xx: Counter,
     downstream_rq_4xx: Counter,
