@@ -45,7 +45,8 @@ pub struct BackendSpec {
 pub struct StaticBackend {
     #[serde(default)]
     pub hosts: Vec<Host>,
-    /// The protocol the hosts speak (`http2`, `grpc`, ...); refused until upstream HTTP/2.
+    /// The protocol the hosts speak: one of [`APP_PROTOCOLS`] (HTTP/2 for all but
+    /// `kubernetes.io/ws`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
 }
@@ -70,6 +71,15 @@ pub struct BackendStatus {
 }
 
 pub const BACKEND_TYPES: &[&str] = &["AWS", "Static", "DynamicForwardProxy", "GCP"];
+
+/// The CRD's enum for `spec.static.appProtocol` (kgateway's `AppProtocol`).
+pub const APP_PROTOCOLS: &[&str] = &[
+    "http2",
+    "grpc",
+    "grpc-web",
+    "kubernetes.io/h2c",
+    "kubernetes.io/ws",
+];
 
 impl BackendSpec {
     /// The fields that name a type, with the type each stands for, and whether it is set.
@@ -126,6 +136,15 @@ pub fn validate(b: &Backend) -> Vec<FieldError> {
         }
     }
     if let Some(s) = &spec.r#static {
+        if let Some(p) = &s.app_protocol
+            && !APP_PROTOCOLS.contains(&p.as_str())
+        {
+            errors.push(FieldError::unsupported(
+                "spec.static.appProtocol",
+                p,
+                APP_PROTOCOLS,
+            ));
+        }
         if s.hosts.is_empty() {
             errors.push(FieldError::required(
                 "spec.static.hosts",
@@ -169,4 +188,39 @@ fn is_dns_name(s: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+#[cfg(test)]
+mod tests {
+    fn errors(app_protocol: &str) -> Vec<String> {
+        let doc = format!(
+            "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: Backend\nmetadata:\n  name: b\n  namespace: default\n\
+             spec:\n  static:\n    hosts: [{{host: 10.0.0.1, port: 9000}}]\n    appProtocol: {app_protocol}\n"
+        );
+        let objects = crate::parse_manifests(&doc, "test");
+        match objects {
+            Ok(o) => o
+                .iter()
+                .flat_map(crate::unsupported)
+                .map(|e| e.to_string())
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn app_protocol_takes_the_crds_values() {
+        for p in super::APP_PROTOCOLS {
+            assert_eq!(errors(p), Vec::<String>::new(), "{p}");
+        }
+        let got = errors("h2c");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].contains(
+                "Backend \"default/b\" is invalid: spec.static.appProtocol: Unsupported value: \"h2c\": supported \
+                 values: \"http2\", \"grpc\", \"grpc-web\", \"kubernetes.io/h2c\", \"kubernetes.io/ws\""
+            ),
+            "{got:?}"
+        );
+    }
 }

@@ -32,7 +32,7 @@ pub fn unsupported(object: &Object) -> Vec<FieldError> {
     }
 }
 
-/// The Backend types other than Static, and a Static backend's appProtocol (HTTP/2, gRPC).
+/// The Backend types other than Static.
 pub fn backend(spec: &crate::backend::BackendSpec) -> Vec<FieldError> {
     let mut out = Vec::new();
     for (field, set) in [
@@ -50,12 +50,6 @@ pub fn backend(spec: &crate::backend::BackendSpec) -> Vec<FieldError> {
         }
     }
     if let Some(s) = &spec.r#static {
-        if s.app_protocol.is_some() {
-            out.push(FieldError::forbidden(
-                "spec.static.appProtocol",
-                not_yet_until(WITH_HTTP2),
-            ));
-        }
         for (i, h) in s.hosts.iter().enumerate() {
             if h.insecure_skip_verify.is_some() {
                 out.push(FieldError::forbidden(
@@ -152,9 +146,8 @@ fn not_yet_until(feature: &str) -> String {
     )
 }
 
-/// The spec fields that are valid but that the data plane does not implement yet: what needs
-/// upstream HTTP/2
-/// (`http2ProtocolOptions`, `healthCheck.grpc`). `useHostnameForHashing` is accepted: a policy
+/// The spec fields that are valid but that the data plane does not implement yet: gRPC health
+/// checks (`healthCheck.grpc`). `useHostnameForHashing` is accepted: a policy
 /// targets Services, whose (EDS) clusters have no hostnames, and kgateway ignores it there
 /// too (rendering an empty `consistent_hashing_lb_config`); the Backend kind (issue 15) brings
 /// hostnames to hash.
@@ -195,11 +188,6 @@ pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> 
         (
             "healthCheck.grpc",
             spec.health_check.as_ref().is_some_and(|h| h.grpc.is_some()),
-            WITH_HTTP2,
-        ),
-        (
-            "http2ProtocolOptions",
-            spec.http2_protocol_options.is_some(),
             WITH_HTTP2,
         ),
     ];
@@ -379,17 +367,11 @@ mod tests {
         };
         let got = later_issues(messages(&policy(
             "dns:\n  refreshRate: 1s\ntls:\n  insecureSkipVerify: true\n\
-             http2ProtocolOptions:\n  maxConcurrentStreams: 10\n\
+             http2ProtocolOptions:\n  maxConcurrentStreams: 10\n  connectionKeepalive: {interval: 10s, timeout: 5s}\n\
              healthCheck:\n  grpc: {}\n  interval: 1s\n  timeout: 1s\n  healthyThreshold: 1\n  unhealthyThreshold: 1\n\
              loadBalancer:\n  maglev:\n    useHostnameForHashing: true\n    hashPolicies:\n    - sourceIP: {}",
         )));
-        assert_eq!(
-            got,
-            [
-                format!("spec.healthCheck.grpc: Forbidden: {h2}"),
-                format!("spec.http2ProtocolOptions: Forbidden: {h2}"),
-            ]
-        );
+        assert_eq!(got, [format!("spec.healthCheck.grpc: Forbidden: {h2}")]);
         // kgateway ignores it on a Service's cluster, and so do we.
         let got = later_issues(messages(&policy(
             "loadBalancer:\n  ringHash:\n    useHostnameForHashing: true",

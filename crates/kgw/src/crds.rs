@@ -100,7 +100,7 @@ fn backend_crd(policy: &Value) -> Value {
                             "required": ["host", "port"],
                         },
                     },
-                    "appProtocol": { "type": "string" },
+                    "appProtocol": { "type": "string", "enum": api::backend::APP_PROTOCOLS },
                 },
                 "required": ["hosts"],
             },

@@ -74,10 +74,10 @@ fn bad_policies_are_refused_and_the_serving_config_stays() {
         (
             GUIDE_POLICY.replace(
                 "  tcpKeepalive:",
-                "  http2ProtocolOptions:\n    maxConcurrentStreams: 10\n  tcpKeepalive:",
+                "  http2ProtocolOptions:\n    initialStreamWindowSize: 1024\n  tcpKeepalive:",
             ),
-            "spec.http2ProtocolOptions",
-            "not supported yet",
+            "spec.http2ProtocolOptions.initialStreamWindowSize",
+            "must be between 65535 and 2147483647 bytes",
         ),
         (
             GUIDE_POLICY.replace("  tcpKeepalive:", "  connectTimeout: 0s\n  tcpKeepalive:"),

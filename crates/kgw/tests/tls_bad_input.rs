@@ -98,10 +98,10 @@ fn bad_tls_material_is_refused_and_the_serving_config_stays() {
             "use one of X25519",
         ),
         (
-            policy_tls("    sni: a.example.com\n    alpnProtocols: [h2, http/1.1]\n"),
+            policy_tls("    sni: a.example.com\n    alpnProtocols: [h3, http/1.1]\n"),
             "BackendConfigPolicy \"httpbin/httpbin-tls\"",
             "spec.tls.alpnProtocols[0]",
-            "kgw speaks HTTP/1.1 to backends",
+            "kgw speaks HTTP/1.1 and HTTP/2 to backends",
         ),
         (
             policy_tls("    sni: 10.0.0.1\n"),

@@ -60,7 +60,7 @@ pub(crate) fn clusters(
                     name,
                     discovery,
                     endpoints,
-                    protocol: snapshot::UpstreamProtocol::Http1,
+                    protocol: crate::app_protocol::upstream_protocol(spec.app_protocol.as_deref()),
                     upstream: UpstreamPolicy::default(),
                 },
                 target: key.clone(),

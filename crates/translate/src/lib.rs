@@ -2,6 +2,7 @@
 //! every object. A pure function: same input, same output; no I/O, no clock (time and version
 //! come in as arguments), so it is tested with golden files.
 
+mod app_protocol;
 mod backend_policy;
 mod backend_tls_policy;
 mod backends;
@@ -134,7 +135,7 @@ fn service_clusters(resources: &Resources) -> BTreeMap<String, ClusterDraft> {
                         name,
                         discovery: snapshot::Discovery::Eds,
                         endpoints,
-                        protocol: snapshot::UpstreamProtocol::Http1,
+                        protocol: app_protocol::upstream_protocol(port.app_protocol.as_deref()),
                         upstream: UpstreamPolicy::default(),
                     },
                     target: key.clone(),

@@ -837,6 +837,24 @@ spec:
     maxEjectionPercent: 50
   circuitBreakers: {maxConnections: 10, maxPendingRequests: 5, maxRequests: 20, maxRetries: 1, trackRemaining: true}
   upstreamProxyProtocol: {version: V2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: grpc, namespace: default}
+spec:
+  ports: [{name: grpc, port: 9000, targetPort: 9000, appProtocol: kubernetes.io/h2c}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: BackendConfigPolicy
+metadata: {name: h2, namespace: default}
+spec:
+  targetRefs: [{group: "", kind: Service, name: grpc}]
+  http2ProtocolOptions:
+    initialStreamWindowSize: 64Ki
+    initialConnectionWindowSize: 1Mi
+    maxConcurrentStreams: 50
+    overrideStreamErrorOnInvalidHttpMessage: true
+    connectionKeepalive: {interval: 30s, timeout: 5s, connectionIdleInterval: 1m}
 "#;
     let mut resources = Resources::new();
     // parse_manifests validates each object as the API server would (schema and CEL rules).
@@ -858,6 +876,7 @@ spec:
         r#""attributes":[{"name":"HttpOnly"},{"name":"Secure"},{"name":"SameSite","value":"Strict"}]"#,
         r#""locality":{"zone":"zone-a"}"#,
         r#""healthy_panic_threshold":{"value":40}"#,
+        r#""http2_protocol_options":{"initial_connection_window_size":1048576,"initial_stream_window_size":65536,"max_concurrent_streams":50,"override_stream_error_on_invalid_http_message":true,"connection_keepalive":{"interval":"30s","timeout":"5s","connection_idle_interval":"60s"}}"#,
     ] {
         assert!(text.contains(wanted), "{wanted} not in the dump: {text}");
     }

@@ -302,19 +302,21 @@ pub(super) fn check_tcp_keepalive(c: &mut Checker, at: &str, k: &TcpKeepalive) {
     }
 }
 
+/// The ALPN names the data plane speaks upstream (RFC 7301's registry names).
+const UPSTREAM_ALPN: &[&str] = &["h2", "http/1.1"];
+
 /// What rustls, the data plane's TLS library, cannot do: renegotiation, TLS 1.0 and 1.1 (both
 /// deprecated by RFC 8996), and algorithms it does not implement.
 fn check_tls(c: &mut Checker, t: &Tls) {
     use crate::tls_material::{ECDH_CURVES, SIGNATURE_ALGORITHMS, is_supported_cipher_suite};
     let at = "spec.tls";
     for (i, name) in t.alpn_protocols.iter().enumerate() {
-        if name != "http/1.1" {
+        if !UPSTREAM_ALPN.contains(&name.as_str()) {
             c.rule_failed(
                 &format!("{at}.alpnProtocols[{i}]"),
                 name,
-                "kgw speaks HTTP/1.1 to backends (upstream HTTP/2 comes with a later release): offering another \
-                 protocol would have the backend choose one kgw does not speak; list only http/1.1, or remove \
-                 alpnProtocols",
+                "kgw speaks HTTP/1.1 and HTTP/2 to backends: offering another protocol would have the backend \
+                 choose one kgw does not speak; list only h2 and/or http/1.1, or remove alpnProtocols",
             );
         }
     }

@@ -91,6 +91,28 @@ impl Quantity {
         })
     }
 
+    /// The whole value, rounded up as `resource.Quantity.Value()` rounds (kgateway reads window
+    /// sizes so: `64Ki` -> 65536, `1.5k` -> 1500); None past 128 bits.
+    pub(super) fn value(&self) -> Option<i128> {
+        let mut n: u128 = 0;
+        for d in &self.digits {
+            n = n.checked_mul(10)?.checked_add(u128::from(*d))?;
+        }
+        n = n.checked_mul(1u128.checked_shl(self.exp2)?)?;
+        let ten_to = |e: i64| 10u128.checked_pow(u32::try_from(e).ok()?);
+        let whole = if self.exp10 >= 0 {
+            n.checked_mul(ten_to(self.exp10)?)?
+        } else {
+            match ten_to(-self.exp10) {
+                Some(d) => n.div_ceil(d),
+                // More fraction digits than a u128 holds: below one, rounded up.
+                None => u128::from(n > 0),
+            }
+        };
+        let whole = i128::try_from(whole).ok()?;
+        Some(if self.negative { -whole } else { whole })
+    }
+
     /// `isGreaterThan(quantity('<n>'))`.
     pub(super) fn is_greater_than(&self, n: u64) -> bool {
         // Rounding up to the nanounit, as ParseQuantity does, cannot cross an integer.

@@ -784,3 +784,61 @@ fn a_generated_cookie_cannot_break_its_set_cookie_header() {
         "a ';' would add an attribute"
     );
 }
+
+#[test]
+fn window_quantities_read_as_whole_bytes_rounded_up() {
+    let value = |s: &str| IntOrString::String(s.into()).whole_value();
+    assert_eq!(value("64Ki"), Some(65536));
+    assert_eq!(value("1024Ki"), Some(1_048_576));
+    assert_eq!(value("1Mi"), Some(1_048_576));
+    assert_eq!(value("1e5"), Some(100_000));
+    assert_eq!(value("1.5k"), Some(1500));
+    // Quantity.Value() rounds up: the CRD's bound 65534 < q admits 65534.5, read as 65535.
+    assert_eq!(value("65534.5"), Some(65535));
+    assert_eq!(value("1.5Gi"), Some(1_610_612_736));
+    assert_eq!(value("not a quantity"), None);
+    assert_eq!(IntOrString::Int(70000).whole_value(), Some(70000));
+}
+
+#[test]
+fn upstream_alpn_offers_h2_and_http11_only() {
+    let alpn = |list: &str| {
+        messages(&format!(
+            "{TARGET}tls:\n  insecureSkipVerify: true\n  alpnProtocols: {list}"
+        ))
+    };
+    assert_eq!(alpn("[h2, http/1.1]"), Vec::<String>::new());
+    assert_eq!(alpn("[h2]"), Vec::<String>::new());
+    let got = alpn("[h2, h3]");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0]
+            .starts_with("spec.tls.alpnProtocols[1]: Invalid value: \"h3\": kgw speaks HTTP/1.1 and HTTP/2"),
+        "{got:?}"
+    );
+    assert!(got[0].contains("list only h2 and/or http/1.1"), "{got:?}");
+}
+
+#[test]
+fn http2_keepalive_needs_its_timeout_and_windows_their_minimum() {
+    let doc = "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: BackendConfigPolicy\nmetadata:\n  name: p\n  \
+         namespace: default\nspec:\n  targetRefs: [{group: \"\", kind: Service, name: httpbin}]\n  \
+         http2ProtocolOptions:\n    connectionKeepalive:\n      interval: 10s\n";
+    let got = match crate::parse_manifests(doc, "test") {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![e.to_string()],
+    };
+    assert!(
+        got.iter().any(|m| m.contains("BackendConfigPolicy \"default/p\" is invalid: \
+            spec.http2ProtocolOptions.connectionKeepalive: Invalid value: {\"interval\":\"10s\"}: timeout is required")),
+        "{got:?}"
+    );
+    let got = messages(&format!(
+        "{TARGET}http2ProtocolOptions:\n  initialStreamWindowSize: 1024"
+    ));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("spec.http2ProtocolOptions.initialStreamWindowSize: Invalid value: 1024"),
+        "{got:?}"
+    );
+}

@@ -182,6 +182,20 @@ pub enum IntOrString {
     String(String),
 }
 
+impl IntOrString {
+    /// The value as a whole number: an integer as written, a quantity (`64Ki`) rounded up as
+    /// Kubernetes' `Quantity.Value()` does; None for a string that is not a quantity.
+    pub fn whole_value(&self) -> Option<i64> {
+        match self {
+            IntOrString::Int(i) => Some(*i),
+            IntOrString::String(s) => super::quantity::Quantity::parse(s)
+                .ok()?
+                .value()
+                .and_then(|v| i64::try_from(v).ok()),
+        }
+    }
+}
+
 impl Default for IntOrString {
     fn default() -> Self {
         IntOrString::Int(0)

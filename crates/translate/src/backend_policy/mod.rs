@@ -7,6 +7,7 @@ mod circuit_breakers;
 pub(crate) mod connection;
 mod dns;
 mod health_check;
+mod http2;
 mod http_protocol;
 mod load_balancing;
 mod outlier_detection;
@@ -208,8 +209,7 @@ fn upstream_policy(
         tcp_keepalive: connection::tcp_keepalive(spec),
         common_http: http_protocol::common(spec),
         http1: http_protocol::http1(spec),
-        // Not read from the policy yet: `unsupported.rs` refuses http2ProtocolOptions.
-        http2: None,
+        http2: http2::http2(spec),
         load_balancer: load_balancing::load_balancer(spec, key),
         health_check: health_check::health_check(spec),
         outlier_detection: outlier_detection::outlier_detection(spec),
