@@ -147,7 +147,9 @@ fn not_yet_until(feature: &str) -> String {
 }
 
 /// The spec fields that are valid but that the data plane does not implement yet: gRPC health
-/// checks (`healthCheck.grpc`). `useHostnameForHashing` is accepted: a policy
+/// checks (`healthCheck.grpc`: translated into the Snapshot's `HealthCheck::grpc` and rendered
+/// as Envoy's grpc_health_check; refused here until the data plane's gRPC probe lands, which
+/// removes it from this list). `useHostnameForHashing` is accepted: a policy
 /// targets Services, whose (EDS) clusters have no hostnames, and kgateway ignores it there
 /// too (rendering an empty `consistent_hashing_lb_config`); the Backend kind (issue 15) brings
 /// hostnames to hash.

@@ -644,6 +644,7 @@ mod tests {
                 path: "/".into(),
                 method: None,
             },
+            grpc: None,
         });
         let runtime = Arc::new(ClusterRuntime::new(&cluster, true, None));
         start(&cluster, &runtime, &resolver);
@@ -675,6 +676,7 @@ mod tests {
                 path: "/healthz".into(),
                 method: None,
             },
+            grpc: None,
         });
         let runtime = Arc::new(ClusterRuntime::new(&cluster, true, None));
         start(&cluster, &runtime, &resolver);

@@ -578,6 +578,7 @@ mod tests {
                 path: "/healthz".into(),
                 method: None,
             },
+            grpc: None,
         }
     }
 

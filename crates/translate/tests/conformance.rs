@@ -855,6 +855,12 @@ spec:
     maxConcurrentStreams: 50
     overrideStreamErrorOnInvalidHttpMessage: true
     connectionKeepalive: {interval: 30s, timeout: 5s, connectionIdleInterval: 1m}
+  healthCheck:
+    timeout: 1s
+    interval: 2s
+    unhealthyThreshold: 3
+    healthyThreshold: 2
+    grpc: {serviceName: echo.Echo, authority: grpc.example.com}
 "#;
     let mut resources = Resources::new();
     // parse_manifests validates each object as the API server would (schema and CEL rules).
@@ -876,6 +882,7 @@ spec:
         r#""attributes":[{"name":"HttpOnly"},{"name":"Secure"},{"name":"SameSite","value":"Strict"}]"#,
         r#""locality":{"zone":"zone-a"}"#,
         r#""healthy_panic_threshold":{"value":40}"#,
+        r#""grpc_health_check":{"service_name":"echo.Echo","authority":"grpc.example.com"}"#,
         r#""http2_protocol_options":{"initial_connection_window_size":1048576,"initial_stream_window_size":65536,"max_concurrent_streams":50,"override_stream_error_on_invalid_http_message":true,"connection_keepalive":{"interval":"30s","timeout":"5s","connection_idle_interval":"60s"}}"#,
     ] {
         assert!(text.contains(wanted), "{wanted} not in the dump: {text}");

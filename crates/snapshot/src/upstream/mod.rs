@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 pub use circuit_breakers::CircuitBreakers;
 pub use connection::TcpKeepalive;
 pub use dns::{DEFAULT_DNS_REFRESH, DnsSettings};
-pub use health_check::{HealthCheck, HttpHealthCheck};
+pub use health_check::{GrpcHealthCheck, HealthCheck, HttpHealthCheck};
 pub use http_protocol::{CommonHttpOptions, Http1Options};
 pub use http2::{Http2Keepalive, Http2Options, UpstreamProtocol};
 pub use load_balancing::{
