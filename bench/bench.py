@@ -586,7 +586,7 @@ def main():
     ap.add_argument("--latency-rounds", type=int, default=5, help="rounds of the latency measures")
     ap.add_argument("--latency-rate", type=int, default=10000, help="requests/s of the latency measures")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
-    ap.add_argument("--only", default="throughput,latency,memory,race,detection,tls")
+    ap.add_argument("--only", default="throughput,latency,memory,race,detection,tls,h2")
     ap.add_argument("--json", default=None, help="also write the raw results here")
     ap.add_argument("--before", default=None,
                     help="another kgw binary (e.g. the last release) measured in the same rounds, as a reference row "
@@ -609,7 +609,11 @@ def main():
         run_measures(args, only, work, results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
-    write_report(Path(args.out), results, args)
+    if only == {"h2"}:
+        import http2  # bench/http2.py: alone, it replaces only its own section
+        http2.update_report(Path(args.out), results, args)
+    else:
+        write_report(Path(args.out), results, args)
 
 
 def run_measures(args, only, work, results):
@@ -732,6 +736,15 @@ def run_measures(args, only, work, results):
             backend = nginx_backend(work, bport)
             procs.append(backend)
             tls.measure(args, work, bport, results, before=Path(args.before).resolve() if args.before else None)
+            backend.stop()
+            procs.remove(backend)
+
+        if "h2" in only:
+            import http2  # bench/http2.py: HTTP/2 over TLS beside the peers
+            bport = free_port()
+            backend = nginx_backend(work, bport)
+            procs.append(backend)
+            http2.measure(args, work, bport, results, before=Path(args.before).resolve() if args.before else None)
             backend.stop()
             procs.remove(backend)
 
@@ -920,6 +933,9 @@ def write_report(path, r, args):
     if "tls" in r.get("kgw", {}):
         import tls
         lines += tls.report(r, args)
+    if "h2" in r.get("kgw", {}):
+        import http2
+        lines += http2.report(r, args)
     v = versions()
     lines += ["", "## Machine and versions", "",
               f"- {platform.platform()}, {os.cpu_count()} CPUs: "

@@ -33,7 +33,8 @@ def indent(text, by):
     return "".join(f"{by}{line}\n" for line in text.splitlines())
 
 
-def start_kgw(work, port, backend_port, cert, key, bundle, binary=None):
+def start_kgw(work, port, backend_port, cert, key, bundle, binary=None, h2=False):
+    """kgw offers h2 by ALPN on every HTTPS listener: `h2` changes nothing."""
     d = Path(work) / f"kgw-tls-{port}"
     d.mkdir(parents=True, exist_ok=True)
     manifest = bench.kgw_manifest(port, "127.0.0.1", backend_port).replace(
@@ -56,7 +57,7 @@ stringData:
     return p
 
 
-def start_nginx(work, port, backend_port, cert, key, bundle):
+def start_nginx(work, port, backend_port, cert, key, bundle, h2=False):
     d = Path(work) / f"nginx-tls-{port}"
     (d / "logs").mkdir(parents=True, exist_ok=True)
     conf = d / "nginx.conf"
@@ -67,7 +68,7 @@ http {{ access_log off; {bench.NGINX_TEMPS.format(d=d)}
   keepalive_timeout 3600s; keepalive_requests 10000000;
   ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets off; ssl_session_cache off;
   upstream be {{ server 127.0.0.1:{backend_port}; keepalive 1024; keepalive_timeout 3600s; keepalive_requests 10000000; }}
-  server {{ listen 127.0.0.1:{port} ssl reuseport backlog=4096;
+  server {{ listen 127.0.0.1:{port} ssl{" http2" if h2 else ""} reuseport backlog=4096;
     ssl_certificate {cert}; ssl_certificate_key {key};
     location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """)
@@ -76,7 +77,7 @@ http {{ access_log off; {bench.NGINX_TEMPS.format(d=d)}
     return p
 
 
-def start_haproxy(work, port, backend_port, cert, key, bundle):
+def start_haproxy(work, port, backend_port, cert, key, bundle, h2=False):
     d = Path(work) / f"haproxy-tls-{port}"
     d.mkdir(parents=True, exist_ok=True)
     conf = d / "haproxy.cfg"
@@ -91,7 +92,7 @@ defaults
     timeout server 3600s
     timeout http-keep-alive 3600s
 frontend fe
-    bind 127.0.0.1:{port} ssl crt {bundle}
+    bind 127.0.0.1:{port} ssl crt {bundle}{" alpn h2,http/1.1" if h2 else ""}
     default_backend be
 backend be
     http-reuse always
@@ -102,10 +103,12 @@ backend be
     return p
 
 
-def start_envoy(work, port, backend_port, cert, key, bundle):
+def start_envoy(work, port, backend_port, cert, key, bundle, h2=False):
     d = Path(work) / f"envoy-tls-{port}"
     d.mkdir(parents=True, exist_ok=True)
     cluster = "kube_bench_be_80"
+    # Without ALPN Envoy's TLS listener speaks HTTP/1.1 only; with h2 offered, its codec (AUTO) follows ALPN.
+    alpn = "            alpn_protocols: [h2, http/1.1]\n" if h2 else ""
     conf = d / "envoy.yaml"
     conf.write_text(f"""admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: {bench.free_port()}}}}}
@@ -119,7 +122,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
           common_tls_context:
-            tls_certificates: [{{certificate_chain: {{filename: {cert}}}, private_key: {{filename: {key}}}}}]
+{alpn}            tls_certificates: [{{certificate_chain: {{filename: {cert}}}, private_key: {{filename: {key}}}}}]
       filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
