@@ -184,6 +184,9 @@ pub(crate) struct Downstream {
     /// The listener's `perConnectionBufferLimitBytes` as a bound on each read (None: no bound
     /// below kgw's read chunk), from the settings the connection was accepted with.
     read_limit: Option<usize>,
+    /// The connection opened with the HTTP/2 preface (a plain port): `serve` returned at once,
+    /// and the connection goes to `h2_server.rs` with the bytes in `buf`.
+    pub(crate) http2_preface: bool,
 }
 
 /// How an exchange ended, for the downstream connection.
@@ -216,6 +219,7 @@ impl Downstream {
             peer,
             proxied: None,
             read_limit,
+            http2_preface: false,
         }
     }
 
@@ -233,6 +237,8 @@ impl Downstream {
         let route = tokio::time::sleep(dp.options.route_timeout);
         tokio::pin!(idle, route);
         let mut drain_started = dp.drain_started.subscribe();
+        // Only a connection's first bytes may be the HTTP/2 preface.
+        let mut first = true;
         loop {
             let mut idle_armed = false;
             let mut head_started = false;
@@ -246,6 +252,13 @@ impl Downstream {
                                 .reset(tokio::time::Instant::now() + dp.options.request_headers_timeout);
                         }
                         Ok(None) => {}
+                        Err(_)
+                            if first && !self.stream.is_tls() && crate::h2_server::is_preface(&self.buf) =>
+                        {
+                            // Prior-knowledge HTTP/2 (HTTP/1.1 refused the version 2.0 line).
+                            self.http2_preface = true;
+                            return Ok(());
+                        }
                         Err(e) => {
                             let (status, reason) = match e {
                                 HeadError::TooLarge => (431, "Request Header Fields Too Large"),
@@ -285,6 +298,7 @@ impl Downstream {
             };
             // The request's state lives outside the task while the connection idles (see
             // `Recycled`).
+            first = false;
             let outcome = self
                 .recycled_request(dp, port, &head, route.as_mut(), idle.as_mut())
                 .await?;
@@ -618,7 +632,7 @@ impl<'a> RequestLine<'a> {
 /// Where a request goes: its route's cluster (picked by weight) and that cluster's endpoint, or
 /// the local reply when there is none. `cluster_name` gets the picked cluster's name, for the
 /// access log.
-fn route_to_endpoint(
+pub(crate) fn route_to_endpoint(
     runtime: &Runtime,
     port: u16,
     view: &RequestView<'_>,
@@ -656,7 +670,7 @@ fn route_to_endpoint(
 }
 
 /// `peer`'s IP as x-forwarded-for carries it (IPv4-mapped IPv6 addresses shown as IPv4).
-fn client_address(peer: SocketAddr) -> String {
+pub(crate) fn client_address(peer: SocketAddr) -> String {
     match peer.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
@@ -664,6 +678,6 @@ fn client_address(peer: SocketAddr) -> String {
     .to_string()
 }
 
-fn is_idempotent(method: &str) -> bool {
+pub(crate) fn is_idempotent(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE")
 }

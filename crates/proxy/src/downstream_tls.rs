@@ -6,7 +6,8 @@
 //! handshake.
 //!
 //! Defaults: TLS 1.2 and 1.3 only, rustls's cipher suites (all AEAD with forward secrecy),
-//! ALPN `http/1.1`. A ClientHello that no certificate serves (its SNI names none and there is no
+//! ALPN `h2` then `http/1.1` (`negotiated_http2`: such a connection goes to `h2_server.rs`).
+//! A ClientHello that no certificate serves (its SNI names none and there is no
 //! catch-all) is refused with an alert and counted in `no_filter_chain_match`, as Envoy counts a
 //! connection no filter chain matched (Envoy resets it without an alert).
 
@@ -269,9 +270,9 @@ impl HttpsPort {
             .map_err(|e| format!("TLS configuration: {e}"))?
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
-        // HTTP/2 is not served yet: a client that offers only h2 gets no match (rustls refuses
-        // it with no_application_protocol).
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/2 first, as Envoy's HTTP connection manager offers them (a client that offers
+        // neither gets no_application_protocol; one that offers no ALPN speaks HTTP/1.1).
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(HttpsPort {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             resolver,
@@ -319,6 +320,14 @@ impl HttpsPort {
                 None
             }
         }
+    }
+}
+
+/// Did the client's handshake pick HTTP/2 (ALPN `h2`)?
+pub(crate) fn negotiated_http2(stream: &crate::downstream::ClientStream) -> bool {
+    match stream {
+        crate::downstream::ClientStream::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(b"h2"),
+        crate::downstream::ClientStream::Tcp(_) => false,
     }
 }
 

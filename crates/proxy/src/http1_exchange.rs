@@ -34,7 +34,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 pub(crate) const HEAD_EDITS: usize = 128;
 
 /// Idle time after which a reused connection may be closing under us (see `exchange`).
-const REPLAY_AFTER_IDLE: Duration = Duration::from_millis(100);
+pub(crate) const REPLAY_AFTER_IDLE: Duration = Duration::from_millis(100);
 
 impl Downstream {
     /// Sends the request on a pooled or new connection, and the response back. A reused
@@ -758,7 +758,7 @@ struct BodySent {
 /// How long a request waits for its response head, and the answer when that runs out: the
 /// route timeout, or the stream idle timeout when it is shorter (nothing moves on the stream
 /// while the upstream thinks; Envoy then answers 504 `SI`). One timer serves both.
-fn response_head_wait(dp: &DataPlane) -> (Duration, fn() -> LocalReply) {
+pub(crate) fn response_head_wait(dp: &DataPlane) -> (Duration, fn() -> LocalReply) {
     let options = &dp.options;
     if options.stream_idle_timeout < options.route_timeout {
         (

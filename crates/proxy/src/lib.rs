@@ -21,11 +21,14 @@ mod endpoint_health;
 mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;
+mod grpc;
 mod h1;
 mod h1_to_h2;
 #[allow(dead_code)] // Used by the HTTP/2 paths as they land.
 mod h2_body;
 mod h2_keepalive;
+mod h2_server;
+mod h2_to_h1;
 mod health_check;
 mod http1_exchange;
 mod http_protocol;

@@ -194,9 +194,18 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
                 },
             };
             drop(settings);
+            if crate::downstream_tls::negotiated_http2(&stream) {
+                crate::h2_server::serve(&dp, stream, Vec::new(), port, peer).await;
+                stats::dec(&dp.downstream.downstream_cx_active);
+                return;
+            }
             let mut downstream = Downstream::new(stream, peer, read_limit);
             if let Err(e) = downstream.serve(&dp, port).await {
                 tracing::debug!(%peer, "downstream connection: {e}");
+            }
+            if downstream.http2_preface {
+                let read = std::mem::take(&mut downstream.buf);
+                crate::h2_server::serve(&dp, downstream.stream, read, port, peer).await;
             }
             stats::dec(&dp.downstream.downstream_cx_active);
         });

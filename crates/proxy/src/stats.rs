@@ -125,6 +125,11 @@ counters!(ListenerStats {
     downstream_rq_3xx: Counter,
     downstream_rq_4xx: Counter,
     downstream_rq_5xx: Counter,
+    // HTTP/2 clients (h2_server.rs): connections (ALPN h2, or the prior-knowledge preface on a
+    // plain port) and the streams they opened, as Envoy's HTTP connection manager counts them.
+    downstream_cx_http2_total: Counter,
+    downstream_cx_http2_active: Gauge,
+    downstream_rq_http2_total: Counter,
 });
 
 /// `cluster.<name>.ssl.*` of a cluster with upstream TLS (upstream_tls.rs), Envoy's names and

@@ -34,6 +34,13 @@ impl RequestHeaders for Http1Headers<'_> {
     }
 }
 
+/// An HTTP/2 request's headers (names are lower-case there; `get_all` finds them by any case).
+impl RequestHeaders for http::HeaderMap {
+    fn values(&self, name: &str) -> Vec<&[u8]> {
+        self.get_all(name).iter().map(|v| v.as_bytes()).collect()
+    }
+}
+
 /// What a pick knows of the request, and what it leaves for the response.
 pub(crate) struct PickContext<'a> {
     pub headers: &'a dyn RequestHeaders,

@@ -1,0 +1,367 @@
+//! HTTP/2 clients through the real kgw to an HTTP/1.1 backend (the sample backend): curl
+//! `--http2` over HTTPS (ALPN h2) and `--http2-prior-knowledge` over plain HTTP (the preface),
+//! many streams on one connection, uploads both ways (with a length, and without one: chunked
+//! upstream), the access log and Envoy's counters, HTTP/1.1 clients unchanged on both ports, and
+//! a gRPC request that gets a local reply answered as Envoy answers it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::pki::{Pki, secret_yaml};
+use common::*;
+
+const NS: &str = "web";
+
+struct Setup {
+    gw: Gateway,
+    ca: PathBuf,
+    http_port: u16,
+    https_port: u16,
+    access_log: PathBuf,
+    _pki: Pki,
+    _backend: Proc,
+}
+
+/// kgw with Gateway `gw`: an HTTP and an HTTPS listener (www.example.com), HTTPRoute `echo` to
+/// the sample backend, and HTTPRoute `down` (host down.example.com) to a Service with no
+/// endpoint.
+fn setup(dir: &Path) -> Setup {
+    let pki = Pki::new(&dir.join("pki"));
+    let leaf = pki.leaf("www", &["www.example.com", "down.example.com"]);
+    let backend_port = free_port();
+    let backend = sample_backend_on(backend_port, dir.join("backend.log"));
+    let http_port = free_port();
+    let https_port = free_port();
+    let access_log = dir.join("access.log");
+    let gw = GatewayBuilder::run(dir, http_port)
+        .arg("--access-log")
+        .arg(access_log.to_str().unwrap())
+        .start();
+    let yaml = format!(
+        "{secret}---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {NS}\nspec:\n  \
+         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {http_port}\n  \
+         - name: https\n    protocol: HTTPS\n    port: {https_port}\n    tls:\n      mode: Terminate\n      \
+         certificateRefs:\n      - kind: Secret\n        group: \"\"\n        name: www-cert\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: {NS}\nspec:\n  ports:\n  - port: 80\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: echo-1\n  namespace: {NS}\n  labels:\n    \
+         kubernetes.io/service-name: echo\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\nports:\n- port: {backend_port}\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata:\n  name: down\n  namespace: {NS}\nspec:\n  ports:\n  - port: 80\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: down-1\n  namespace: {NS}\n  labels:\n    \
+         kubernetes.io/service-name: down\naddressType: IPv4\nendpoints: []\nports:\n- port: 80\n\
+         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: echo\n  namespace: {NS}\nspec:\n  \
+         parentRefs:\n  - name: gw\n  hostnames: [\"www.example.com\"]\n  rules:\n  - backendRefs:\n    - name: echo\n      port: 80\n\
+         ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: down\n  namespace: {NS}\nspec:\n  \
+         parentRefs:\n  - name: gw\n  hostnames: [\"down.example.com\"]\n  rules:\n  - backendRefs:\n    - name: down\n      port: 80\n",
+        secret = secret_yaml(NS, "www-cert", &leaf, None),
+    );
+    let out = gw.kgw(&["apply", "-f", "-"], &yaml);
+    assert!(
+        out.status.success(),
+        "kgw apply: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let setup = Setup {
+        gw,
+        ca: pki.ca.cert.clone(),
+        http_port,
+        https_port,
+        access_log,
+        _pki: pki,
+        _backend: backend,
+    };
+    wait_for("both listeners to serve", Duration::from_secs(15), || {
+        let https = setup.curl(&["--http1.1"], Scheme::Https, "www.example.com", "/get");
+        let http = setup.curl(&["--http1.1"], Scheme::Http, "www.example.com", "/get");
+        (https.status == 200 && http.status == 200).then_some(())
+    });
+    setup
+}
+
+#[derive(Clone, Copy)]
+enum Scheme {
+    Http,
+    Https,
+}
+
+/// What curl saw: the HTTP version it spoke, the status, the response headers and the body.
+struct Seen {
+    version: String,
+    status: u16,
+    headers: String,
+    body: String,
+    /// curl's error, if any.
+    error: String,
+}
+
+impl Setup {
+    /// `curl ARGS URL` through the gateway (HTTPS: the test CA, the name resolved to 127.0.0.1).
+    fn curl(&self, args: &[&str], scheme: Scheme, host: &str, path: &str) -> Seen {
+        let out = self.curl_output(args, scheme, host, path, None);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (rest, tail) = text.rsplit_once("\n@@").unwrap_or((&text, "0 0"));
+        let (version, status) = tail.trim().split_once(' ').unwrap_or(("0", "0"));
+        let (headers, body) = rest.split_once("\r\n\r\n").unwrap_or(("", rest));
+        Seen {
+            version: version.to_string(),
+            status: status.parse().unwrap_or(0),
+            headers: headers.to_ascii_lowercase(),
+            body: body.to_string(),
+            error: stderr(&out),
+        }
+    }
+
+    fn curl_output(
+        &self,
+        args: &[&str],
+        scheme: Scheme,
+        host: &str,
+        path: &str,
+        stdin: Option<&[u8]>,
+    ) -> Output {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-i",
+            "-w",
+            "\n@@%{http_version} %{http_code}",
+        ])
+        .args(args);
+        match scheme {
+            Scheme::Https => {
+                cmd.arg("--cacert")
+                    .arg(&self.ca)
+                    .arg("--resolve")
+                    .arg(format!("{host}:{}:127.0.0.1", self.https_port))
+                    .arg(format!("https://{host}:{}{path}", self.https_port));
+            }
+            Scheme::Http => {
+                cmd.args(["-H", &format!("host: {host}")])
+                    .arg(format!("http://127.0.0.1:{}{path}", self.http_port));
+            }
+        }
+        match stdin {
+            None => cmd.output().expect("curl is installed"),
+            Some(bytes) => {
+                use std::io::Write;
+                let mut child = cmd
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("curl is installed");
+                child.stdin.take().unwrap().write_all(bytes).unwrap();
+                child.wait_with_output().unwrap()
+            }
+        }
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        self.gw.stat(&format!("http.http.{name}")).unwrap_or(0)
+    }
+
+    /// The access log lines that contain `needle`, once there are `count` of them.
+    fn log_lines(&self, needle: &str, count: usize) -> Vec<String> {
+        wait_for(
+            &format!("{count} access log lines with {needle}"),
+            Duration::from_secs(5),
+            || {
+                let lines: Vec<String> = std::fs::read_to_string(&self.access_log)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains(needle))
+                    .map(str::to_string)
+                    .collect();
+                (lines.len() >= count).then_some(lines)
+            },
+        )
+    }
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn curl_http2_over_https_and_prior_knowledge_reaches_an_http1_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    let cx_before = s.stat("downstream_cx_http2_total");
+
+    // HTTPS: ALPN picks h2; the backend gets HTTP/1.1 with the proxy's edits.
+    let seen = s.curl(
+        &["--http2"],
+        Scheme::Https,
+        "www.example.com",
+        "/headers?over=tls",
+    );
+    assert_eq!((seen.version.as_str(), seen.status), ("2", 200), "{}", seen.body);
+    let headers = &json(&seen.body)["headers"];
+    assert_eq!(headers["X-Forwarded-Proto"], "https", "{}", seen.body);
+    assert_eq!(headers["Host"], format!("www.example.com:{}", s.https_port));
+    assert_eq!(headers["X-Forwarded-For"], "127.0.0.1");
+
+    // Plain HTTP with prior knowledge: the preface is recognised.
+    let seen = s.curl(
+        &["--http2-prior-knowledge"],
+        Scheme::Http,
+        "www.example.com",
+        "/headers",
+    );
+    assert_eq!((seen.version.as_str(), seen.status), ("2", 200), "{}", seen.body);
+    assert_eq!(json(&seen.body)["headers"]["X-Forwarded-Proto"], "http");
+    // Connection-specific headers do not cross into HTTP/2 (the backend sends keep-alive ones).
+    assert!(!seen.headers.contains("\nconnection:"), "{}", seen.headers);
+    assert!(!seen.headers.contains("transfer-encoding"), "{}", seen.headers);
+
+    // An upload with a length, and one without (curl -T -: no content-length, so it goes
+    // upstream chunked); each comes back whole.
+    let payload = "x".repeat(100_000);
+    let seen = s.curl(
+        &["--http2-prior-knowledge", "--data-binary", &payload],
+        Scheme::Http,
+        "www.example.com",
+        "/anything",
+    );
+    assert_eq!(seen.status, 200);
+    assert_eq!(
+        json(&seen.body)["data"].as_str().map(str::len),
+        Some(payload.len())
+    );
+    let out = s.curl_output(
+        &["--http2", "-T", "-", "-X", "POST"],
+        Scheme::Https,
+        "www.example.com",
+        "/anything",
+        Some(b"streamed upload, no length"),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("@@2 200"), "{text}");
+    let body = text
+        .split_once("\r\n\r\n")
+        .unwrap()
+        .1
+        .rsplit_once("\n@@")
+        .unwrap()
+        .0;
+    let echoed = json(body);
+    assert_eq!(echoed["data"], "streamed upload, no length", "{body}");
+    assert_eq!(echoed["headers"]["Transfer-Encoding"], "chunked", "{body}");
+
+    // HTTP/1.1 clients still work on both ports.
+    for scheme in [Scheme::Http, Scheme::Https] {
+        let seen = s.curl(&["--http1.1"], scheme, "www.example.com", "/get");
+        assert_eq!((seen.version.as_str(), seen.status), ("1.1", 200));
+    }
+
+    // Counted and logged as HTTP/2.
+    assert_eq!(s.stat("downstream_cx_http2_total") - cx_before, 4);
+    let lines = s.log_lines("HTTP/2\"", 4);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"GET /headers?over=tls HTTP/2\" 200")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"POST /anything HTTP/2\" 200")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn many_streams_share_one_connection_and_grpc_gets_envoys_local_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    let (cx_before, rq_before) = (
+        s.stat("downstream_cx_http2_total"),
+        s.stat("downstream_rq_http2_total"),
+    );
+
+    // 100 requests, up to 50 at once, multiplexed on one connection (h2load, nghttp2's client:
+    // curl 7.88's --parallel fails with prior knowledge against any server).
+    let out = Command::new("h2load")
+        .args([
+            "-n",
+            "100",
+            "-c",
+            "1",
+            "-m",
+            "50",
+            "-H",
+            ":authority: www.example.com",
+        ])
+        .arg(format!("http://127.0.0.1:{}/get?n=1", s.http_port))
+        .output()
+        .expect("h2load (nghttp2-client) is installed");
+    let report = stdout(&out);
+    assert!(
+        report.contains("100 done, 100 succeeded"),
+        "{report}{}",
+        stderr(&out)
+    );
+    assert!(report.contains("status codes: 100 2xx"), "{report}");
+    assert_eq!(s.stat("downstream_rq_http2_total") - rq_before, 100);
+    let connections = s.stat("downstream_cx_http2_total") - cx_before;
+    assert!(connections <= 2, "{connections} connections for 100 streams");
+    s.log_lines("\"GET /get?n=1 HTTP/2\" 200", 100);
+
+    // A gRPC call to a route whose Service has no endpoint: HTTP 200, grpc-status 14
+    // (UNAVAILABLE, from Envoy's 503), grpc-message the reply's text, no body.
+    for scheme in [Scheme::Http, Scheme::Https] {
+        let flag = match scheme {
+            Scheme::Http => "--http2-prior-knowledge",
+            Scheme::Https => "--http2",
+        };
+        let seen = s.curl(
+            &[
+                flag,
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                "--data-binary",
+                "grpc",
+            ],
+            scheme,
+            "down.example.com",
+            "/pkg.Service/Method",
+        );
+        assert_eq!(
+            (seen.version.as_str(), seen.status),
+            ("2", 200),
+            "{}{}",
+            seen.headers,
+            seen.error
+        );
+        assert!(seen.headers.contains("grpc-status: 14"), "{}", seen.headers);
+        assert!(
+            seen.headers.contains("grpc-message: no healthy upstream"),
+            "{}",
+            seen.headers
+        );
+        assert!(
+            seen.headers.contains("content-type: application/grpc"),
+            "{}",
+            seen.headers
+        );
+        assert_eq!(seen.body, "");
+    }
+    // The same request without gRPC gets Envoy's plain 503.
+    let seen = s.curl(
+        &["--http2-prior-knowledge"],
+        Scheme::Http,
+        "down.example.com",
+        "/",
+    );
+    assert_eq!((seen.status, seen.body.as_str()), (503, "no healthy upstream"));
+    // Logged as Envoy logs it: the status the client got, and why.
+    let lines = s.log_lines("/pkg.Service/Method HTTP/2\" 200 UH", 2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+}
