@@ -1,0 +1,280 @@
+//! HTTP/2 to the backends: a Service port with `appProtocol: kubernetes.io/h2c` makes its
+//! cluster speak HTTP/2 with prior knowledge; HTTP/1.1 clients are served through it, streams
+//! share connections up to `maxConcurrentStreams`, and `http2ProtocolOptions.connectionKeepalive`
+//! finds a backend that stopped answering (the keepalive test puts the backend in a network
+//! namespace and blackholes it: root and iproute2, as keepalive_faults.rs).
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::netns::BackendHost;
+use common::*;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// An h2c-only backend on loopback (hyper): it answers "<version> <path> xff=<x-forwarded-for>"
+/// after the milliseconds a `/delay/<ms>` path asks for, and counts the connections it accepted.
+struct H2Backend {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn h2_backend() -> H2Backend {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    runtime.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let path = req.uri().path().to_string();
+                    if let Some(ms) = path.strip_prefix("/delay/").and_then(|ms| ms.parse().ok()) {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    let xff = req
+                        .headers()
+                        .get("x-forwarded-for")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string();
+                    let body = format!("{:?} {path} xff={xff}", req.version());
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    H2Backend {
+        port,
+        accepted,
+        _runtime: runtime,
+    }
+}
+
+/// A Gateway on `port`, a route to Service h2/backend whose port 80 says
+/// `appProtocol: kubernetes.io/h2c`, its endpoint at `ip`:`backend`.
+fn manifest(port: u16, ip: &str, backend: u16) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: gw
+  namespace: h2
+spec:
+  gatewayClassName: kgateway
+  listeners:
+  - name: http
+    protocol: HTTP
+    port: {port}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: backend
+  namespace: h2
+spec:
+  ports:
+  - name: h2c
+    port: 80
+    appProtocol: kubernetes.io/h2c
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: backend-1
+  namespace: h2
+  labels:
+    kubernetes.io/service-name: backend
+addressType: IPv4
+endpoints:
+- addresses: ["{ip}"]
+ports:
+- name: h2c
+  port: {backend}
+  appProtocol: kubernetes.io/h2c
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: backend
+  namespace: h2
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - backendRefs:
+    - name: backend
+      port: 80
+"#
+    )
+}
+
+const CLUSTER: &str = "kube_h2_backend_80";
+
+/// A BackendConfigPolicy on Service h2/backend with `http2ProtocolOptions` (YAML lines, indented
+/// four spaces).
+fn policy(http2: &str) -> String {
+    format!(
+        "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: BackendConfigPolicy\nmetadata:\n  name: backend-http2\n  \
+         namespace: h2\nspec:\n  targetRefs:\n  - group: \"\"\n    kind: Service\n    name: backend\n  http2ProtocolOptions:\n{http2}"
+    )
+}
+
+fn apply(gw: &Gateway, yaml: &str) {
+    let out = gw.kgw(&["apply", "-f", "-"], yaml);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn stat(gw: &Gateway, name: &str) -> u64 {
+    gw.stat(&format!("cluster.{CLUSTER}.{name}")).unwrap_or(0)
+}
+
+#[test]
+fn an_http1_client_reaches_an_h2c_backend_over_http2() {
+    let backend = h2_backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port).start();
+    apply(&gw, &manifest(port, "127.0.0.1", backend.port));
+    let (status, body) = gw.curl("h2.example.com", "/hello?x=1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "HTTP/2.0 /hello xff=127.0.0.1");
+    // A body, chunked from the client, goes as DATA frames.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-H",
+            "transfer-encoding: chunked",
+            "--data-binary",
+        ])
+        .arg("a body")
+        .arg(format!("http://127.0.0.1:{port}/post"))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "HTTP/2.0 /post xff=127.0.0.1");
+    assert_eq!(stat(&gw, "upstream_cx_http2_total"), 1, "one connection for both");
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
+    let cluster = gw.cluster(CLUSTER).unwrap();
+    assert!(
+        cluster.to_string().contains("http2_protocol_options"),
+        "the dump says HTTP/2: {cluster}"
+    );
+}
+
+/// (d) 100 concurrent requests over at most ceil(100 / maxConcurrentStreams) connections.
+#[test]
+fn a_hundred_concurrent_requests_share_ceil_100_over_max_streams_connections() {
+    let backend = h2_backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port).start();
+    apply(&gw, &manifest(port, "127.0.0.1", backend.port));
+    apply(&gw, &policy("    maxConcurrentStreams: 10\n"));
+    // Each request holds its stream 300 ms, so the 100 overlap.
+    let requests: Vec<_> = (0..100)
+        .map(|_| std::thread::spawn(move || curl(port, "h2.example.com", "/delay/300")))
+        .collect();
+    for r in requests {
+        let (status, body) = r.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let connections = backend.accepted.load(Ordering::SeqCst);
+    eprintln!("100 concurrent requests, maxConcurrentStreams 10: {connections} upstream connections");
+    assert!(
+        connections <= 10,
+        "{connections} connections for 100 streams of 10 each"
+    );
+    assert_eq!(stat(&gw, "upstream_cx_http2_total"), connections as u64);
+}
+
+/// (c) The HTTP/2 keepalive guide: PINGs find a blackholed backend within interval (plus
+/// jitter) and timeout, with 0.5 s to spare; its connection closes and is counted; a request in
+/// flight on it fails fast with Envoy's answer (measured on Envoy 1.40: 503 after 2.06 s); the next request, once the backend is back, opens a new connection.
+#[test]
+fn keepalive_pings_find_a_blackholed_backend() {
+    let mut host = BackendHost::new();
+    host.spawn(
+        KGW,
+        &["sample-backend", "--listen", &format!("{}:8080", host.backend_ip)],
+    );
+    let addr = SocketAddr::from((host.backend_ip, 8080));
+    wait_for("the backend in its namespace", Duration::from_secs(10), || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port)
+        .arg("--route-timeout")
+        .arg("60s")
+        .start();
+    apply(&gw, &manifest(port, &host.backend_ip.to_string(), 8080));
+    apply(
+        &gw,
+        &policy("    connectionKeepalive:\n      interval: 1s\n      timeout: 1s\n"),
+    );
+    assert_eq!(gw.curl("h2.example.com", "/get").0, 200);
+    assert_eq!(stat(&gw, "upstream_cx_http2_total"), 1);
+
+    // A request in flight when the backend vanishes.
+    let started = Instant::now();
+    let in_flight = std::thread::spawn(move || curl(port, "h2.example.com", "/delay/20"));
+    wait_for("the request in flight", Duration::from_secs(5), || {
+        (stat(&gw, "upstream_rq_active") == 1).then_some(())
+    });
+    let vanished = Instant::now();
+    host.blackhole();
+    let found = wait_for("the PINGs to find the dead peer", Duration::from_secs(10), || {
+        (stat(&gw, "http2.keepalive_timeout") == 1).then(|| vanished.elapsed())
+    });
+    let bound = Duration::from_millis(1150 + 1000);
+    eprintln!(
+        "keepalive interval 1s (+15% jitter) timeout 1s: dead connection closed {found:?} after the backend vanished"
+    );
+    assert!(
+        found <= bound + Duration::from_millis(500),
+        "closed after {found:?}, bound {bound:?} + 0.5 s"
+    );
+    let (status, body) = in_flight.join().unwrap();
+    eprintln!("the request in flight got {status} after {:?}", started.elapsed());
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fast: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(stat(&gw, "upstream_cx_active"), 0, "the connection left");
+
+    host.lift();
+    let t = Instant::now();
+    assert_eq!(gw.curl("h2.example.com", "/get").0, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "at once: {:?}", t.elapsed());
+    assert_eq!(stat(&gw, "upstream_cx_http2_total"), 2, "on a new connection");
+    drop(gw);
+    host.close();
+}
