@@ -3,7 +3,7 @@
 //! h2c Upgrade from HTTP/1.1, which Envoy does not do by default either). One task drives the
 //! connection (h2's server, under the limits below); each stream is served in its own task:
 //! routed and balanced as an HTTP/1.1 request is, proxied (`h2_to_h1.rs` to an HTTP/1.1
-//! upstream) or answered locally (as gRPC when the request is gRPC: `grpc.rs`), counted and
+//! upstream, `h2_to_h2.rs` to an HTTP/2 one) or answered locally (as gRPC when the request is gRPC: `grpc.rs`), counted and
 //! logged (`HTTP/2`). The connection ends with a GOAWAY when it idled (the listener's idle
 //! timeout, with no stream open) or when the data plane drains; streams in flight finish.
 
@@ -20,9 +20,11 @@ use h2::server::SendResponse;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::access_log::Entry;
+use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::downstream::{self, ClientStream};
 use crate::h2_to_h1::{self, StreamRequest};
-use crate::local_reply::LocalReply;
+use crate::h2_to_h2;
+use crate::local_reply::{LocalReply, ResponseFlag};
 use crate::proxy_protocol::ProxyAddresses;
 use crate::router::RequestView;
 use crate::{DataPlane, grpc, h2_body, load_balancing, stats};
@@ -280,7 +282,7 @@ async fn serve_stream(
                 proxied,
                 set_cookies: &set_cookies,
             };
-            match h2_to_h1::forward(dp, &cluster, &endpoint, request, &mut body, &mut respond).await {
+            match forward(dp, &cluster, &endpoint, request, &mut body, &mut respond).await {
                 Ok(ended) => (ended.status, ended.flag, Some(endpoint.address)),
                 Err(reply) => {
                     let status = send_local_reply(&mut respond, &reply, is_grpc, is_head).await;
@@ -300,6 +302,40 @@ async fn serve_stream(
             cluster: &cluster_name,
         });
     }
+}
+
+/// Proxies the stream to `endpoint` in the cluster's protocol (counted as active while it
+/// runs). Err: a failure before the response head, for the caller to answer locally.
+async fn forward(
+    dp: &DataPlane,
+    cluster: &Arc<ClusterRuntime>,
+    endpoint: &Arc<Endpoint>,
+    request: StreamRequest<'_>,
+    body: &mut RecvStream,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<h2_to_h1::Ended, LocalReply> {
+    stats::inc(&cluster.stats().upstream_rq_active);
+    stats::inc(&endpoint.active_requests);
+    let result = if cluster.speaks_http2() {
+        h2_to_h2::exchange(dp, cluster, endpoint, &request, body, respond).await
+    } else {
+        h2_to_h1::exchange(dp, cluster, endpoint, &request, body, respond).await
+    };
+    stats::dec(&cluster.stats().upstream_rq_active);
+    stats::dec(&endpoint.active_requests);
+    match &result {
+        Ok(ended) => cluster.stats().count_status(ended.status),
+        Err(reply) => {
+            if reply.flag == Some(ResponseFlag::UpstreamRequestTimeout) {
+                stats::inc(&cluster.stats().upstream_rq_timeout);
+            }
+            if reply.flag == Some(ResponseFlag::StreamIdleTimeout) {
+                stats::inc(&dp.downstream.downstream_rq_idle_timeout);
+            }
+            cluster.stats().count_status(reply.status);
+        }
+    }
+    result
 }
 
 /// Answers a stream with a local reply: as HTTP/2 (status, body, the headers the HTTP/1.1 reply

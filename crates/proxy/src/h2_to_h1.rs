@@ -55,39 +55,10 @@ pub(crate) struct Ended {
     pub flag: Option<ResponseFlag>,
 }
 
-/// Proxies the stream to `endpoint` (counted as active while it runs). Err: a failure before the
-/// response head, for the caller to answer locally.
-pub(crate) async fn forward(
-    dp: &DataPlane,
-    cluster: &Arc<ClusterRuntime>,
-    endpoint: &Arc<Endpoint>,
-    request: StreamRequest<'_>,
-    body: &mut RecvStream,
-    respond: &mut SendResponse<Bytes>,
-) -> Result<Ended, LocalReply> {
-    stats::inc(&cluster.stats().upstream_rq_active);
-    stats::inc(&endpoint.active_requests);
-    let result = exchange(dp, cluster, endpoint, &request, body, respond).await;
-    stats::dec(&cluster.stats().upstream_rq_active);
-    stats::dec(&endpoint.active_requests);
-    match &result {
-        Ok(ended) => cluster.stats().count_status(ended.status),
-        Err(reply) => {
-            if reply.flag == Some(ResponseFlag::UpstreamRequestTimeout) {
-                stats::inc(&cluster.stats().upstream_rq_timeout);
-            }
-            if reply.flag == Some(ResponseFlag::StreamIdleTimeout) {
-                stats::inc(&dp.downstream.downstream_rq_idle_timeout);
-            }
-            cluster.stats().count_status(reply.status);
-        }
-    }
-    result
-}
-
 /// The exchange on a connection from the circuit breaker, within the cluster's
 /// maxStreamDuration (before the response head: 504 `UMSDR`; after: the stream is reset).
-async fn exchange(
+/// Err: a failure before the response head, for the caller to answer locally.
+pub(crate) async fn exchange(
     dp: &DataPlane,
     cluster: &Arc<ClusterRuntime>,
     endpoint: &Arc<Endpoint>,

@@ -9,7 +9,9 @@
 //! runs the `upstream_tls.rs` handshake; `cluster.rs` holds each cluster's policy, endpoints and
 //! counters (`dns.rs` resolves a DNS cluster's names into its endpoints). When no upstream answers,
 //! `local_reply.rs` does (status, body, response flag). A WebSocket upgrade the upstream accepts
-//! (101) turns both connections into one tunnel (`upgrade.rs`).
+//! (101) turns both connections into one tunnel (`upgrade.rs`). An HTTP/2 client connection
+//! (ALPN h2, or the preface on a plain port) is served by `h2_server.rs`, each stream to an
+//! HTTP/1.1 upstream (`h2_to_h1.rs`) or an HTTP/2 one (`h2_to_h2.rs`, on `upstream_h2.rs`).
 
 mod access_log;
 mod circuit_breakers;
@@ -29,6 +31,7 @@ mod h2_body;
 mod h2_keepalive;
 mod h2_server;
 mod h2_to_h1;
+mod h2_to_h2;
 mod health_check;
 mod http1_exchange;
 mod http_protocol;
