@@ -12,6 +12,11 @@
 //! `upstream_cx_overflow`); beyond `max_pending_requests` it is answered 503 `UO`
 //! (`upstream_rq_pending_overflow`). As Envoy's pool, an endpoint with no connection at all
 //! gets one even at the limit, or its requests would wait for nothing.
+//!
+//! HTTP/2 (`upstream_h2.rs`): connections still count against `max_connections`, but a request
+//! needs a stream slot, not a connection: it counts against `max_requests` once it has a slot,
+//! and waits as pending (`max_pending_requests`) only when every connection is full and no
+//! new one may open, as Envoy's HTTP/2 pool counts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

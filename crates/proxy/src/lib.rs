@@ -8,10 +8,12 @@
 //! `transport.rs` connects with `socket_options.rs`, writes the `proxy_protocol.rs` header and
 //! runs the `upstream_tls.rs` handshake; `cluster.rs` holds each cluster's policy, endpoints and
 //! counters (`dns.rs` resolves a DNS cluster's names into its endpoints). When no upstream answers,
-//! `local_reply.rs` does (status, body, response flag). A WebSocket upgrade the upstream accepts
-//! (101) turns both connections into one tunnel (`upgrade.rs`). An HTTP/2 client connection
-//! (ALPN h2, or the preface on a plain port) is served by `h2_server.rs`, each stream to an
-//! HTTP/1.1 upstream (`h2_to_h1.rs`) or an HTTP/2 one (`h2_to_h2.rs`, on `upstream_h2.rs`).
+//! `local_reply.rs` does (status, body, response flag). A cluster that speaks HTTP/2 takes
+//! streams on multiplexed connections instead (`upstream_h2.rs`, with `h2_keepalive.rs`; an
+//! HTTP/1.1 client's request is converted by `h1_to_h2.rs`). A WebSocket upgrade the upstream
+//! accepts (101) turns both connections into one tunnel (`upgrade.rs`). An HTTP/2 client
+//! connection (ALPN h2, or the preface on a plain port) is served by `h2_server.rs`, each stream
+//! to an HTTP/1.1 upstream (`h2_to_h1.rs`) or an HTTP/2 one (`h2_to_h2.rs`, on `upstream_h2.rs`).
 
 mod access_log;
 mod circuit_breakers;

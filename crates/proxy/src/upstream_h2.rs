@@ -668,4 +668,42 @@ mod tests {
         assert_eq!(counter(&cluster, "upstream_cx_destroy_local_with_active_rq"), 1);
         assert_eq!(cluster.endpoint_list()[0].h2.len(), 0, "it left the pool");
     }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_connection_idle_interval_is_pinged_before_a_new_stream() {
+        let address = silent_server().await;
+        let keepalive = Http2Keepalive {
+            interval: None,
+            timeout: Duration::from_millis(200),
+            connection_idle_interval: Some(Duration::from_millis(100)),
+        };
+        let options = Http2Options {
+            connection_keepalive: Some(keepalive),
+            ..Default::default()
+        };
+        let cluster = cluster(address, options, None);
+        let endpoint = cluster.endpoint_list()[0].clone();
+        // The first stream: no PING (no interval), so it just waits on the silent peer.
+        let first = open_stream(&cluster, &endpoint, get(), true, Duration::from_secs(5), None)
+            .await
+            .map_err(|r| r.body)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(cluster.http2_stats().keepalive_timeout.load(Ordering::Relaxed), 0);
+        // Idle (nothing received) past 100 ms: the next stream on it sends a PING first, which
+        // goes unanswered: both streams fail within the PING's timeout.
+        let started = std::time::Instant::now();
+        let second = tokio::time::timeout(Duration::from_secs(5), status_of(&cluster))
+            .await
+            .expect("the second request fails within 5 s");
+        assert_eq!(second.map_err(|r| r.status), Err(503));
+        assert!(first.response.await.is_err(), "the first stream failed too");
+        assert!(
+            started.elapsed() < Duration::from_millis(200 + 500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(cluster.http2_stats().keepalive_timeout.load(Ordering::Relaxed), 1);
+        drop(first.lease);
+    }
 }
