@@ -209,6 +209,37 @@ fn a_hundred_concurrent_requests_share_ceil_100_over_max_streams_connections() {
     assert_eq!(stat(&gw, "upstream_cx_http2_total"), connections as u64);
 }
 
+/// (d) as the issue says it: 100 concurrent streams on ONE HTTP/2 client connection (h2load,
+/// prior knowledge) reach the backend over at most ceil(100 / 10) connections.
+#[test]
+fn a_hundred_streams_on_one_client_connection_share_ceil_100_over_max_streams_connections() {
+    let backend = h2_backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port).start();
+    apply(&gw, &manifest(port, "127.0.0.1", backend.port));
+    apply(&gw, &policy("    maxConcurrentStreams: 10\n"));
+    let out = std::process::Command::new("h2load")
+        .args(["-n", "100", "-c", "1", "-m", "100"])
+        .arg(format!("http://127.0.0.1:{port}/delay/300"))
+        .output()
+        .expect("h2load (Debian's nghttp2-client) is installed");
+    let report = stdout(&out);
+    assert!(
+        report.contains("100 succeeded") && report.contains("status codes: 100 2xx"),
+        "{report}"
+    );
+    let connections = backend.accepted.load(Ordering::SeqCst);
+    eprintln!(
+        "100 streams on one client connection, maxConcurrentStreams 10: {connections} upstream connections"
+    );
+    assert!(
+        connections <= 10,
+        "{connections} connections for 100 streams of 10 each"
+    );
+    assert_eq!(stat(&gw, "upstream_cx_http2_total"), connections as u64);
+}
+
 /// (c) The HTTP/2 keepalive guide: PINGs find a blackholed backend within interval (plus
 /// jitter) and timeout, with 0.5 s to spare; its connection closes and is counted; a request in
 /// flight on it fails fast with Envoy's answer (measured on Envoy 1.40: 503 after 2.06 s); the next request, once the backend is back, opens a new connection.
