@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::{FieldError, InvalidObject};
 use crate::{
-    Backend, BackendConfigPolicy, BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, HttpRoute,
+    Backend, BackendConfigPolicy, BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, GrpcRoute, HttpRoute,
     ListenerPolicy, ObjectMeta, ReferenceGrant, Secret, Service, validate,
 };
 
@@ -17,6 +17,7 @@ use crate::{
 pub enum Kind {
     Gateway,
     HTTPRoute,
+    GRPCRoute,
     Service,
     EndpointSlice,
     BackendConfigPolicy,
@@ -29,9 +30,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Gateway,
         Kind::HTTPRoute,
+        Kind::GRPCRoute,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::BackendConfigPolicy,
@@ -47,6 +49,7 @@ impl Kind {
         match self {
             Kind::Gateway => "Gateway",
             Kind::HTTPRoute => "HTTPRoute",
+            Kind::GRPCRoute => "GRPCRoute",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::BackendConfigPolicy => "BackendConfigPolicy",
@@ -61,7 +64,9 @@ impl Kind {
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::Gateway | Kind::HTTPRoute | Kind::BackendTLSPolicy => "gateway.networking.k8s.io/v1",
+            Kind::Gateway | Kind::HTTPRoute | Kind::GRPCRoute | Kind::BackendTLSPolicy => {
+                "gateway.networking.k8s.io/v1"
+            }
             Kind::Service | Kind::Secret | Kind::ConfigMap => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::BackendConfigPolicy | Kind::Backend | Kind::ListenerPolicy => {
@@ -79,7 +84,9 @@ impl Kind {
                 "gateway.networking.k8s.io/v1beta1",
                 "gateway.networking.k8s.io/v1",
             ],
-            Kind::Gateway | Kind::HTTPRoute | Kind::BackendTLSPolicy => &["gateway.networking.k8s.io/v1"],
+            Kind::Gateway | Kind::HTTPRoute | Kind::GRPCRoute | Kind::BackendTLSPolicy => {
+                &["gateway.networking.k8s.io/v1"]
+            }
             Kind::Service | Kind::Secret | Kind::ConfigMap => &["v1"],
             Kind::EndpointSlice => &["discovery.k8s.io/v1"],
             Kind::BackendConfigPolicy | Kind::Backend | Kind::ListenerPolicy => {
@@ -93,6 +100,7 @@ impl Kind {
         match self {
             Kind::Gateway => "gateways.gateway.networking.k8s.io",
             Kind::HTTPRoute => "httproutes.gateway.networking.k8s.io",
+            Kind::GRPCRoute => "grpcroutes.gateway.networking.k8s.io",
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices.discovery.k8s.io",
             Kind::BackendConfigPolicy => "backendconfigpolicies.gateway.kgateway.dev",
@@ -116,6 +124,7 @@ impl Kind {
         let kind = match name.as_str() {
             "gateway" | "gateways" | "gtw" => Kind::Gateway,
             "httproute" | "httproutes" => Kind::HTTPRoute,
+            "grpcroute" | "grpcroutes" => Kind::GRPCRoute,
             "service" | "services" | "svc" => Kind::Service,
             "endpointslice" | "endpointslices" => Kind::EndpointSlice,
             "backendconfigpolicy" | "backendconfigpolicies" => Kind::BackendConfigPolicy,
@@ -166,6 +175,7 @@ impl fmt::Display for ObjectKey {
 pub enum Object {
     Gateway(Box<Gateway>),
     HTTPRoute(Box<HttpRoute>),
+    GRPCRoute(Box<GrpcRoute>),
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     BackendConfigPolicy(Box<BackendConfigPolicy>),
@@ -183,6 +193,7 @@ macro_rules! each_kind {
         match $self {
             Object::Gateway($o) => $body,
             Object::HTTPRoute($o) => $body,
+            Object::GRPCRoute($o) => $body,
             Object::Service($o) => $body,
             Object::EndpointSlice($o) => $body,
             Object::BackendConfigPolicy($o) => $body,
@@ -201,6 +212,7 @@ impl Object {
         match self {
             Object::Gateway(_) => Kind::Gateway,
             Object::HTTPRoute(_) => Kind::HTTPRoute,
+            Object::GRPCRoute(_) => Kind::GRPCRoute,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::BackendConfigPolicy(_) => Kind::BackendConfigPolicy,
@@ -321,6 +333,7 @@ pub fn decode_object(value: &Value) -> Result<Object, DecodeError> {
     let mut object = match kind {
         Kind::Gateway => Object::Gateway(Box::new(strict_decode(value).map_err(invalid)?)),
         Kind::HTTPRoute => Object::HTTPRoute(Box::new(strict_decode(value).map_err(invalid)?)),
+        Kind::GRPCRoute => Object::GRPCRoute(Box::new(strict_decode(value).map_err(invalid)?)),
         Kind::Service => Object::Service(Box::new(strict_decode(value).map_err(invalid)?)),
         Kind::EndpointSlice => Object::EndpointSlice(Box::new(strict_decode(value).map_err(invalid)?)),
         Kind::BackendConfigPolicy => {

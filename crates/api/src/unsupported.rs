@@ -5,6 +5,7 @@
 //!
 //! Every refusal is a Forbidden error on the field, saying what to do instead.
 
+use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteRulesMatchesHeadersType, GrpcRouteRulesMatchesMethodType};
 use gateway_api::httproutes::{HttpRoute, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -22,6 +23,7 @@ pub fn unsupported(object: &Object) -> Vec<FieldError> {
         Object::BackendConfigPolicy(p) => backend_config_policy(&p.spec),
         Object::Gateway(g) => gateway(g),
         Object::HTTPRoute(r) => http_route(r),
+        Object::GRPCRoute(r) => grpc_route(r),
         Object::EndpointSlice(e) => endpoint_slice(e),
         Object::Backend(b) => backend(&b.spec),
         Object::BackendTLSPolicy(p) => backend_tls_policy(p),
@@ -291,27 +293,76 @@ pub fn http_route(r: &HttpRoute) -> Vec<FieldError> {
             }
         }
         for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
-            let group = b.group.as_deref().unwrap_or("");
-            let kind = b.kind.as_deref().unwrap_or("Service");
-            let served = matches!(
-                (group, kind),
-                ("", "Service") | ("gateway.kgateway.dev", "Backend")
-            );
-            if !served {
+            out.extend(backend_ref(
+                &format!("{at}.backendRefs[{j}]"),
+                b.group.as_deref(),
+                b.kind.as_deref(),
+                b.filters.as_ref().is_some_and(|f| !f.is_empty()),
+            ));
+        }
+    }
+    out
+}
+
+/// GRPCRoute: as HTTPRoute, Exact matches only and no filters.
+pub fn grpc_route(r: &GrpcRoute) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    for (i, rule) in r.spec.rules.iter().flatten().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if rule.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+            out.push(FieldError::forbidden(format!("{at}.filters"), NOT_YET));
+        }
+        for (j, m) in rule.matches.iter().flatten().enumerate() {
+            if matches!(
+                m.method.as_ref().and_then(|x| x.r#type.as_ref()),
+                Some(GrpcRouteRulesMatchesMethodType::RegularExpression)
+            ) {
                 out.push(FieldError::forbidden(
-                    format!("{at}.backendRefs[{j}].kind"),
-                    format!(
-                        "only Services and Backends (group gateway.kgateway.dev) are supported as backends; {NOT_YET}"
-                    ),
+                    format!("{at}.matches[{j}].method.type"),
+                    format!("RegularExpression is {NOT_YET}; use Exact"),
                 ));
             }
-            if b.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-                out.push(FieldError::forbidden(
-                    format!("{at}.backendRefs[{j}].filters"),
-                    NOT_YET,
-                ));
+            for (k, h) in m.headers.iter().flatten().enumerate() {
+                if matches!(
+                    h.r#type,
+                    Some(GrpcRouteRulesMatchesHeadersType::RegularExpression)
+                ) {
+                    out.push(FieldError::forbidden(
+                        format!("{at}.matches[{j}].headers[{k}].type"),
+                        format!("RegularExpression is {NOT_YET}; use Exact"),
+                    ));
+                }
             }
         }
+        for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
+            out.extend(backend_ref(
+                &format!("{at}.backendRefs[{j}]"),
+                b.group.as_deref(),
+                b.kind.as_deref(),
+                b.filters.as_ref().is_some_and(|f| !f.is_empty()),
+            ));
+        }
+    }
+    out
+}
+
+/// A route's backendRef: Services and Backends are served, without filters.
+fn backend_ref(at: &str, group: Option<&str>, kind: Option<&str>, has_filters: bool) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let served = matches!(
+        (group.unwrap_or(""), kind.unwrap_or("Service")),
+        ("", "Service") | ("gateway.kgateway.dev", "Backend")
+    );
+    if !served {
+        out.push(FieldError::forbidden(
+            format!("{at}.kind"),
+            format!(
+                "only Services and Backends (group gateway.kgateway.dev) are supported as backends; {NOT_YET}"
+            ),
+        ));
+    }
+    if has_filters {
+        out.push(FieldError::forbidden(format!("{at}.filters"), NOT_YET));
     }
     out
 }

@@ -108,6 +108,7 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
                 }
             }
         }
+        Object::GRPCRoute(r) => errors.extend(crate::grpc_route::validate(r)),
         Object::HTTPRoute(r) => {
             for (i, h) in r.spec.hostnames.iter().flatten().enumerate() {
                 if !is_gateway_hostname(h) {
@@ -314,11 +315,11 @@ fn is_dns1035_label(s: &str) -> bool {
 }
 
 /// Gateway API SectionName: `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`, 1 to 253 characters.
-fn is_section_name(s: &str) -> bool {
+pub(crate) fn is_section_name(s: &str) -> bool {
     is_lowercase_alnum_dash(s, 253)
 }
 
-fn section_name_rule(path: &str) -> String {
+pub(crate) fn section_name_rule(path: &str) -> String {
     format!(
         "{path} in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$': use lower case letters, digits and '-', \
          starting and ending with a letter or digit, e.g. http"
@@ -327,12 +328,12 @@ fn section_name_rule(path: &str) -> String {
 
 /// Gateway API Hostname: `^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`,
 /// 1 to 253 characters.
-fn is_gateway_hostname(s: &str) -> bool {
+pub(crate) fn is_gateway_hostname(s: &str) -> bool {
     let rest = s.strip_prefix("*.").unwrap_or(s);
     !s.is_empty() && s.len() <= 253 && rest.split('.').all(|label| is_lowercase_alnum_dash(label, 253))
 }
 
-fn hostname_rule(path: &str) -> String {
+pub(crate) fn hostname_rule(path: &str) -> String {
     format!(
         "{path} in body should match '^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$': \
          write the host name in lower case, without port, e.g. www.example.com or *.example.com"

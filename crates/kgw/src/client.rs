@@ -308,7 +308,7 @@ fn table(items: &[Value], all_namespaces: bool, namespace: &str) {
     header.extend(match kind {
         "BackendConfigPolicy" => vec!["ACCEPTED", "ATTACHED"],
         "Gateway" => vec!["CLASS", "ADDRESS", "PROGRAMMED"],
-        "HTTPRoute" => vec!["HOSTNAMES"],
+        "HTTPRoute" | "GRPCRoute" => vec!["HOSTNAMES"],
         "Service" => vec!["TYPE", "PORT(S)"],
         "EndpointSlice" => vec!["ADDRESSTYPE", "PORTS", "ENDPOINTS"],
         _ => vec![],
@@ -341,7 +341,7 @@ fn table(items: &[Value], all_namespaces: bool, namespace: &str) {
                     .unwrap_or_default();
                 row.push(programmed);
             }
-            "HTTPRoute" => {
+            "HTTPRoute" | "GRPCRoute" => {
                 let hosts: Vec<String> = list(i, "/spec/hostnames")
                     .iter()
                     .filter_map(|h| h.as_str().map(str::to_string))

@@ -19,6 +19,7 @@ pub fn all() -> anyhow::Result<Vec<Value>> {
         serde_json::to_value(api::gateway_api::gatewayclasses::GatewayClass::crd())?,
         serde_json::to_value(api::gateway_api::gateways::Gateway::crd())?,
         serde_json::to_value(api::gateway_api::httproutes::HttpRoute::crd())?,
+        serde_json::to_value(api::gateway_api::grpcroutes::GrpcRoute::crd())?,
         reference_grant_crd()?,
         backend_tls_policy,
     ];

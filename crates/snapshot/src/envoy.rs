@@ -421,6 +421,15 @@ fn route(r: &Route, clusters: &[Cluster]) -> Value {
         PathMatch::Prefix(p) => {
             m.insert("path_separated_prefix".into(), p.trim_end_matches('/').into());
         }
+        PathMatch::GrpcService(service) => {
+            m.insert("prefix".into(), format!("/{service}/").into());
+        }
+        PathMatch::GrpcMethod(method) => {
+            m.insert(
+                "safe_regex".into(),
+                json!({ "regex": format!("^/[^/]+/{method}$") }),
+            );
+        }
     }
     let mut headers: Vec<Value> = Vec::new();
     if let Some(method) = &r.method {

@@ -99,6 +99,12 @@ pub enum PathMatch {
     Exact(String),
     /// Gateway API PathPrefix: matches whole path segments (`/foo` matches `/foo/bar`, not `/foobar`).
     Prefix(String),
+    /// GRPCRoute's service match without a method: every call of the service, `/<service>/...`
+    /// (Envoy's `prefix: /<service>/`).
+    GrpcService(String),
+    /// GRPCRoute's method match without a service: `/<any service>/<method>` (Envoy's
+    /// `safe_regex`); the API admits only `[A-Za-z_][A-Za-z_0-9]*` as a method.
+    GrpcMethod(String),
 }
 
 impl PathMatch {
@@ -110,6 +116,14 @@ impl PathMatch {
                 p.is_empty()
                     || (path.starts_with(p) && matches!(path.as_bytes().get(p.len()), None | Some(b'/')))
             }
+            PathMatch::GrpcService(service) => path
+                .strip_prefix('/')
+                .and_then(|rest| rest.strip_prefix(service.as_str()))
+                .is_some_and(|rest| rest.starts_with('/')),
+            PathMatch::GrpcMethod(method) => path
+                .strip_prefix('/')
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(service, m)| !service.is_empty() && m == method),
         }
     }
 }
@@ -188,5 +202,25 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn new(address: SocketAddr) -> Endpoint {
         Endpoint { address, zone: None }
+    }
+}
+
+#[cfg(test)]
+mod path_match_tests {
+    use super::PathMatch;
+
+    #[test]
+    fn grpc_service_and_method_matches() {
+        let service = PathMatch::GrpcService("helloworld.Greeter".into());
+        assert!(service.matches("/helloworld.Greeter/SayHello"));
+        assert!(!service.matches("/helloworld.Greeter"));
+        assert!(!service.matches("/helloworld.GreeterX/SayHello"));
+        assert!(!service.matches("/other.Greeter/SayHello"));
+        let method = PathMatch::GrpcMethod("SayHello".into());
+        assert!(method.matches("/helloworld.Greeter/SayHello"));
+        assert!(method.matches("/x/SayHello"));
+        assert!(!method.matches("//SayHello"));
+        assert!(!method.matches("/a/b/SayHello"));
+        assert!(!method.matches("/helloworld.Greeter/SayHelloAgain"));
     }
 }

@@ -27,6 +27,7 @@ fn resource(kind: Kind) -> ApiResource {
     let (group, version, plural) = match kind {
         Kind::Gateway => ("gateway.networking.k8s.io", "v1", "gateways"),
         Kind::HTTPRoute => ("gateway.networking.k8s.io", "v1", "httproutes"),
+        Kind::GRPCRoute => ("gateway.networking.k8s.io", "v1", "grpcroutes"),
         Kind::Service => ("", "v1", "services"),
         Kind::EndpointSlice => ("discovery.k8s.io", "v1", "endpointslices"),
         Kind::BackendConfigPolicy => ("gateway.kgateway.dev", "v1alpha1", "backendconfigpolicies"),

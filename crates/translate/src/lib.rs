@@ -6,6 +6,7 @@ mod app_protocol;
 mod backend_policy;
 mod backend_tls_policy;
 mod backends;
+mod grpc_routes;
 mod listener_policy;
 mod listener_tls;
 mod reference_grant;
@@ -314,7 +315,7 @@ pub fn rejected_status(kind: Kind, object: &Value, message: &str, now: SystemTim
                 .collect();
             Some(json_object([("ancestors", Value::Array(ancestors))]))
         }
-        Kind::HTTPRoute => {
+        Kind::HTTPRoute | Kind::GRPCRoute => {
             let parents = refs("parentRefs")
                 .into_iter()
                 .map(|mut parent| {

@@ -22,7 +22,7 @@ use crate::{CONTROLLER_NAME, Statuses, cluster_name, condition, json_object, obj
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// One Gateway listener a route may attach to.
-struct GatewayListener<'a> {
+pub(crate) struct GatewayListener<'a> {
     gateway: &'a ObjectKey,
     gw: &'a Gateway,
     index: usize,
@@ -45,26 +45,86 @@ impl GatewayListener<'_> {
 }
 
 /// A route rule's match, made ready for sorting by Gateway API precedence.
-struct Candidate {
-    host: String,
-    route: Route,
-    order: Precedence,
+pub(crate) struct Candidate {
+    pub host: String,
+    pub route: Route,
+    pub order: Precedence,
 }
+
+/// Candidates by listener port.
+pub(crate) type Candidates = BTreeMap<u16, Vec<Candidate>>;
 
 /// Gateway API's order between matches, field by field: exact path before prefix, longer path
 /// first, a method match first, more header matches first, then the older route, its
 /// namespace/name, and the rule and match order within it.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Precedence {
-    prefix: bool,
-    path_len: std::cmp::Reverse<usize>,
-    no_method: bool,
-    headers: std::cmp::Reverse<usize>,
+pub(crate) struct Precedence {
+    pub prefix: bool,
+    pub path_len: std::cmp::Reverse<usize>,
+    pub no_method: bool,
+    pub headers: std::cmp::Reverse<usize>,
     /// A route without a creation time counts as the newest.
-    created: (bool, Option<i64>),
-    route: String,
-    rule: usize,
-    matcher: usize,
+    pub created: (bool, Option<i64>),
+    pub route: String,
+    pub rule: usize,
+    pub matcher: usize,
+}
+
+/// The route kinds a listener serves (its `supportedKinds` when allowedRoutes.kinds is unset).
+const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+
+/// A route's reference to a parent, whatever the route's kind (HTTPRoute's and GRPCRoute's have
+/// the same fields).
+pub(crate) struct ParentRef {
+    group: String,
+    kind: String,
+    namespace: String,
+    name: String,
+    section_name: Option<String>,
+    port: Option<i32>,
+    /// As written, with group and kind defaulted: the status's `parentRef`.
+    status_ref: Value,
+}
+
+impl ParentRef {
+    /// From the reference's JSON form; `route_namespace` is the default namespace.
+    pub(crate) fn new(mut written: Value, route_namespace: &str) -> ParentRef {
+        if let Value::Object(m) = &mut written {
+            m.entry("group").or_insert_with(|| GATEWAY_GROUP.into());
+            m.entry("kind").or_insert_with(|| "Gateway".into());
+        }
+        let text = |field: &str| written.get(field).and_then(Value::as_str).map(str::to_string);
+        ParentRef {
+            group: text("group").unwrap_or_default(),
+            kind: text("kind").unwrap_or_default(),
+            namespace: text("namespace").unwrap_or_else(|| route_namespace.to_string()),
+            name: text("name").unwrap_or_default(),
+            section_name: text("sectionName"),
+            port: written
+                .get("port")
+                .and_then(Value::as_i64)
+                .and_then(|p| i32::try_from(p).ok()),
+            status_ref: written,
+        }
+    }
+}
+
+/// A backendRef, whatever the route's kind.
+pub(crate) struct BackendRef<'a> {
+    pub group: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub name: &'a str,
+    pub namespace: Option<&'a str>,
+    pub port: Option<i32>,
+    pub weight: Option<i32>,
+}
+
+/// What the listeners know of one route: its kind, identity, parents and hostnames.
+pub(crate) struct RouteParents<'a> {
+    pub kind: &'static str,
+    pub key: &'a ObjectKey,
+    pub parents: Vec<ParentRef>,
+    pub hostnames: Option<&'a [String]>,
 }
 
 pub(crate) fn listeners(
@@ -97,105 +157,63 @@ pub(crate) fn listeners(
         gl.conflicted = *first != l.protocol;
     }
 
-    let mut candidates: BTreeMap<u16, Vec<Candidate>> = BTreeMap::new();
+    let mut candidates: Candidates = BTreeMap::new();
     for (key, object) in objects(resources, Kind::HTTPRoute) {
         let Object::HTTPRoute(route) = object else {
             continue;
         };
-        let (actions, resolved) = rule_actions(resources, key, route, clusters);
-        let mut parents = Vec::new();
-        for parent in route.spec.parent_refs.iter().flatten() {
-            let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
-            let kind = parent.kind.as_deref().unwrap_or("Gateway");
-            let namespace = parent.namespace.clone().unwrap_or_else(|| key.namespace.clone());
-            let mut accepted = 0;
-            let mut reason = (
-                "NoMatchingParent",
-                format!("Gateway {namespace}/{} not found", parent.name),
-            );
-            if group == GATEWAY_GROUP && kind == "Gateway" {
-                for gl in gw_listeners.iter_mut() {
-                    if gl.gateway.namespace != namespace || gl.gateway.name != parent.name {
-                        continue;
-                    }
-                    let l = &gl.gw.spec.listeners[gl.index];
-                    if parent.section_name.as_deref().is_some_and(|s| s != l.name)
-                        || parent.port.is_some_and(|p| p != l.port)
-                    {
-                        reason = ("NoMatchingParent", "no listener matches sectionName/port".into());
-                        continue;
-                    }
-                    if !namespace_allowed(gl, &key.namespace) {
-                        reason = (
-                            "NotAllowedByListeners",
-                            format!(
-                                "listener {} does not allow routes from namespace {}",
-                                l.name, key.namespace
-                            ),
-                        );
-                        continue;
-                    }
-                    let Some(hosts) =
-                        effective_hostnames(l.hostname.as_deref(), route.spec.hostnames.as_deref())
-                    else {
-                        reason = (
-                            "NoMatchingListenerHostname",
-                            "no hostname intersects the listener's".into(),
-                        );
-                        continue;
-                    };
-                    let Ok(port) = u16::try_from(l.port) else { continue };
-                    gl.attached += 1;
-                    accepted += 1;
-                    if !gl.programmed() {
-                        // Attached (and counted), but the listener serves nothing until fixed.
-                        continue;
-                    }
-                    let list = candidates.entry(port).or_default();
-                    for host in &hosts {
-                        add_rules(list, host, key, route, &actions, port);
-                    }
-                }
-            } else {
-                reason = (
-                    "NoMatchingParent",
-                    format!("parentRef kind {group}/{kind} is not a Gateway"),
-                );
-            }
-            let mut conditions = vec![if accepted > 0 {
-                condition(
-                    "Accepted",
-                    true,
-                    "Accepted",
-                    "Successfully accepted Route",
-                    &now_text,
-                )
-            } else {
-                condition("Accepted", false, reason.0, &reason.1, &now_text)
-            }];
-            conditions.push(match &resolved {
-                Ok(()) => condition(
-                    "ResolvedRefs",
-                    true,
-                    "ResolvedRefs",
-                    "Successfully resolved all references",
-                    &now_text,
-                ),
-                Err((r, m)) => condition("ResolvedRefs", false, r, m, &now_text),
-            });
-            let mut parent_ref = serde_json::to_value(parent).unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut parent_ref {
-                m.entry("group").or_insert_with(|| GATEWAY_GROUP.into());
-                m.entry("kind").or_insert_with(|| "Gateway".into());
-            }
-            parents.push(json_object([
-                ("parentRef", parent_ref),
-                ("controllerName", CONTROLLER_NAME.into()),
-                ("conditions", Value::Array(conditions)),
-            ]));
-        }
-        statuses.insert(key.clone(), json_object([("parents", Value::Array(parents))]));
+        let backend_refs: Vec<Vec<BackendRef>> = route
+            .spec
+            .rules
+            .iter()
+            .flatten()
+            .map(|rule| {
+                rule.backend_refs
+                    .iter()
+                    .flatten()
+                    .map(|b| BackendRef {
+                        group: b.group.as_deref(),
+                        kind: b.kind.as_deref(),
+                        name: &b.name,
+                        namespace: b.namespace.as_deref(),
+                        port: b.port,
+                        weight: b.weight,
+                    })
+                    .collect()
+            })
+            .collect();
+        let (actions, resolved) = rule_actions(resources, key, "HTTPRoute", &backend_refs, clusters);
+        let parents = route
+            .spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .map(|p| ParentRef::new(serde_json::to_value(p).unwrap_or(Value::Null), &key.namespace))
+            .collect();
+        let this = RouteParents {
+            kind: "HTTPRoute",
+            key,
+            parents,
+            hostnames: route.spec.hostnames.as_deref(),
+        };
+        let status = attach(
+            &mut gw_listeners,
+            &mut candidates,
+            &this,
+            &resolved,
+            &now_text,
+            |list, host, port| add_rules(list, host, key, route, &actions, port),
+        );
+        statuses.insert(key.clone(), status);
     }
+    crate::grpc_routes::attach_all(
+        resources,
+        clusters,
+        &mut gw_listeners,
+        &mut candidates,
+        statuses,
+        &now_text,
+    );
 
     gateway_statuses(&gw_listeners, statuses, &now_text);
 
@@ -258,6 +276,129 @@ pub(crate) fn listeners(
         .collect()
 }
 
+/// Attaches one route to the listeners its parentRefs name (counting it in their
+/// attachedRoutes), adds its matches (`add(list, host, port)`) to the programmed ones, and
+/// returns the route's status: per parent, Accepted (or why not) and ResolvedRefs.
+pub(crate) fn attach(
+    gw_listeners: &mut [GatewayListener],
+    candidates: &mut Candidates,
+    route: &RouteParents,
+    resolved: &Resolved,
+    now_text: &str,
+    add: impl Fn(&mut Vec<Candidate>, &str, u16),
+) -> Value {
+    let key = route.key;
+    let mut parents = Vec::new();
+    for parent in &route.parents {
+        let namespace = &parent.namespace;
+        let mut accepted = 0;
+        let mut reason = (
+            "NoMatchingParent",
+            format!("Gateway {namespace}/{} not found", parent.name),
+        );
+        if parent.group == GATEWAY_GROUP && parent.kind == "Gateway" {
+            for gl in gw_listeners.iter_mut() {
+                if &gl.gateway.namespace != namespace || gl.gateway.name != parent.name {
+                    continue;
+                }
+                let l = &gl.gw.spec.listeners[gl.index];
+                if parent.section_name.as_deref().is_some_and(|s| s != l.name)
+                    || parent.port.is_some_and(|p| p != l.port)
+                {
+                    reason = ("NoMatchingParent", "no listener matches sectionName/port".into());
+                    continue;
+                }
+                if !namespace_allowed(gl, &key.namespace) {
+                    reason = (
+                        "NotAllowedByListeners",
+                        format!(
+                            "listener {} does not allow routes from namespace {}",
+                            l.name, key.namespace
+                        ),
+                    );
+                    continue;
+                }
+                if !supported_kinds(l).contains(&route.kind) {
+                    reason = (
+                        "NotAllowedByListeners",
+                        format!(
+                            "listener {} does not allow {} (its allowedRoutes.kinds); add kind {} there",
+                            l.name, route.kind, route.kind
+                        ),
+                    );
+                    continue;
+                }
+                let Some(hosts) = effective_hostnames(l.hostname.as_deref(), route.hostnames) else {
+                    reason = (
+                        "NoMatchingListenerHostname",
+                        "no hostname intersects the listener's".into(),
+                    );
+                    continue;
+                };
+                let Ok(port) = u16::try_from(l.port) else { continue };
+                gl.attached += 1;
+                accepted += 1;
+                if !gl.programmed() {
+                    // Attached (and counted), but the listener serves nothing until fixed.
+                    continue;
+                }
+                let list = candidates.entry(port).or_default();
+                for host in &hosts {
+                    add(list, host, port);
+                }
+            }
+        } else {
+            reason = (
+                "NoMatchingParent",
+                format!("parentRef kind {}/{} is not a Gateway", parent.group, parent.kind),
+            );
+        }
+        let mut conditions = vec![if accepted > 0 {
+            condition(
+                "Accepted",
+                true,
+                "Accepted",
+                "Successfully accepted Route",
+                now_text,
+            )
+        } else {
+            condition("Accepted", false, reason.0, &reason.1, now_text)
+        }];
+        conditions.push(match resolved {
+            Ok(()) => condition(
+                "ResolvedRefs",
+                true,
+                "ResolvedRefs",
+                "Successfully resolved all references",
+                now_text,
+            ),
+            Err((r, m)) => condition("ResolvedRefs", false, r, m, now_text),
+        });
+        parents.push(json_object([
+            ("parentRef", parent.status_ref.clone()),
+            ("controllerName", CONTROLLER_NAME.into()),
+            ("conditions", Value::Array(conditions)),
+        ]));
+    }
+    json_object([("parents", Value::Array(parents))])
+}
+
+/// The route kinds a listener takes: its allowedRoutes.kinds (of Gateway API's group) among
+/// those served, or every served kind when it names none.
+fn supported_kinds(l: &GatewayListeners) -> Vec<&'static str> {
+    match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
+        Some(kinds) if !kinds.is_empty() => ROUTE_KINDS
+            .into_iter()
+            .filter(|served| {
+                kinds.iter().any(|k| {
+                    k.kind == *served && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+                })
+            })
+            .collect(),
+        _ => ROUTE_KINDS.to_vec(),
+    }
+}
+
 fn namespace_allowed(gl: &GatewayListener, route_namespace: &str) -> bool {
     let from = gl.gw.spec.listeners[gl.index]
         .allowed_routes
@@ -311,31 +452,34 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// Per rule: the route action, and whether every backend reference resolved.
-type Resolved = Result<(), (&'static str, String)>;
+/// Whether every backend reference of a route resolved (else the reason and message).
+pub(crate) type Resolved = Result<(), (&'static str, String)>;
 
-fn rule_actions(
+/// Per rule (`backend_refs[i]` are rule i's), the action; `route_kind` is the referring side
+/// of a ReferenceGrant.
+pub(crate) fn rule_actions(
     resources: &crate::Resources,
     key: &ObjectKey,
-    route: &HttpRoute,
+    route_kind: &'static str,
+    backend_refs: &[Vec<BackendRef>],
     clusters: &[Cluster],
 ) -> (Vec<RouteAction>, Resolved) {
     let mut resolved: Resolved = Ok(());
     let mut actions = Vec::new();
-    for rule in route.spec.rules.iter().flatten() {
+    for rule in backend_refs {
         let mut forward = Vec::new();
-        for b in rule.backend_refs.iter().flatten() {
+        for b in rule {
             let weight = b.weight.unwrap_or(1).max(0) as u32;
-            let namespace = b.namespace.clone().unwrap_or_else(|| key.namespace.clone());
-            let group = b.group.as_deref().unwrap_or("");
-            let kind = b.kind.as_deref().unwrap_or("Service");
+            let namespace = b.namespace.map_or_else(|| key.namespace.clone(), str::to_string);
+            let group = b.group.unwrap_or("");
+            let kind = b.kind.unwrap_or("Service");
             let (name, what) = match (group, kind) {
                 ("", "Service") => (
-                    cluster_name(&namespace, &b.name, b.port.unwrap_or(0)),
+                    cluster_name(&namespace, b.name, b.port.unwrap_or(0)),
                     format!("Service {namespace}/{} port {}", b.name, b.port.unwrap_or(0)),
                 ),
                 ("gateway.kgateway.dev", "Backend") => (
-                    crate::backends::backend_cluster_name(&namespace, &b.name),
+                    crate::backends::backend_cluster_name(&namespace, b.name),
                     format!("Backend {namespace}/{}", b.name),
                 ),
                 _ => {
@@ -358,7 +502,7 @@ fn rule_actions(
             };
             let from = Side {
                 group: GATEWAY_GROUP,
-                kind: "HTTPRoute",
+                kind: route_kind,
                 namespace: &key.namespace,
             };
             let to = Side {
@@ -366,12 +510,12 @@ fn rule_actions(
                 kind,
                 namespace: &namespace,
             };
-            let index = if !permitted(resources, &from, &to, &b.name) {
+            let index = if !permitted(resources, &from, &to, b.name) {
                 resolved = Err((
                     "RefNotPermitted",
                     format!(
                         "backendRef to {what} crosses namespaces and no ReferenceGrant in {namespace} allows it: \
-                         create one (from HTTPRoute in {}, to {kind})",
+                         create one (from {route_kind} in {}, to {kind})",
                         key.namespace
                     ),
                 ));
@@ -486,7 +630,7 @@ fn add_rules(
     }
 }
 
-fn host_label(host: &str) -> String {
+pub(crate) fn host_label(host: &str) -> String {
     host.replace('.', "_")
 }
 
@@ -640,7 +784,12 @@ fn listener_status(gl: &GatewayListener, now: &str) -> Value {
         ("attachedRoutes", gl.attached.into()),
         (
             "supportedKinds",
-            json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}]),
+            Value::Array(
+                supported_kinds(gl.spec())
+                    .into_iter()
+                    .map(|kind| json!({"group": GATEWAY_GROUP, "kind": kind}))
+                    .collect(),
+            ),
         ),
         ("conditions", Value::Array(conditions)),
     ])

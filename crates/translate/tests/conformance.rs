@@ -888,3 +888,25 @@ spec:
         assert!(text.contains(wanted), "{wanted} not in the dump: {text}");
     }
 }
+
+/// GRPCRoute's matches (exact path, service prefix, method regex, headers) render as routes
+/// Envoy's protos take.
+#[test]
+fn grpc_routes_render_valid_envoy() {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/grpc-routes.yaml");
+    let text = std::fs::read_to_string(&input).expect("the golden input");
+    let mut resources = Resources::new();
+    for object in api::parse_manifests(&text, "grpc-routes").expect("the manifest is valid") {
+        resources.insert(object.key(), object.into());
+    }
+    let path = dump_file(&resources, "grpc-routes");
+    dump_check(&["check".as_ref(), path.as_os_str()]).unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&path).expect("dump");
+    for wanted in [
+        r#""prefix": "/helloworld.Greeter/""#,
+        r#""regex": "^/[^/]+/Check$""#,
+        r#""path": "/helloworld.Greeter/SayHello""#,
+    ] {
+        assert!(text.contains(wanted), "{wanted} not in the dump");
+    }
+}

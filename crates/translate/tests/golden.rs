@@ -117,6 +117,7 @@ golden_tests! {
     routing => "routing",
     https_listeners => "https-listeners",
     backend_tls => "backend-tls",
+    grpc_routes => "grpc-routes",
 }
 
 #[test]
