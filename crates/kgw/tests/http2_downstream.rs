@@ -42,10 +42,7 @@ fn setup(dir: &Path) -> Setup {
         .start();
     let yaml = format!(
         "{secret}---\n\
-         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {NS}\nspec:\n  \
-         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {http_port}\n  \
-         - name: https\n    protocol: HTTPS\n    port: {https_port}\n    tls:\n      mode: Terminate\n      \
-         certificateRefs:\n      - kind: Secret\n        group: \"\"\n        name: www-cert\n---\n\
+         {gateway}---\n\
          apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: {NS}\nspec:\n  ports:\n  - port: 80\n---\n\
          apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: echo-1\n  namespace: {NS}\n  labels:\n    \
          kubernetes.io/service-name: echo\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\nports:\n- port: {backend_port}\n\
@@ -57,6 +54,7 @@ fn setup(dir: &Path) -> Setup {
          ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: down\n  namespace: {NS}\nspec:\n  \
          parentRefs:\n  - name: gw\n  hostnames: [\"down.example.com\"]\n  rules:\n  - backendRefs:\n    - name: down\n      port: 80\n",
         secret = secret_yaml(NS, "www-cert", &leaf, None),
+        gateway = gateway(Some(http_port), https_port),
     );
     let out = gw.kgw(&["apply", "-f", "-"], &yaml);
     assert!(
@@ -80,6 +78,19 @@ fn setup(dir: &Path) -> Setup {
         (https.status == 200 && http.status == 200).then_some(())
     });
     setup
+}
+
+/// Gateway `gw`: an HTTP listener (when `http_port` is set) and an HTTPS one.
+fn gateway(http_port: Option<u16>, https_port: u16) -> String {
+    let http = http_port
+        .map(|port| format!("  - name: http\n    protocol: HTTP\n    port: {port}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {NS}\nspec:\n  \
+         gatewayClassName: kgateway\n  listeners:\n{http}  \
+         - name: https\n    protocol: HTTPS\n    port: {https_port}\n    tls:\n      mode: Terminate\n      \
+         certificateRefs:\n      - kind: Secret\n        group: \"\"\n        name: www-cert\n"
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -506,4 +517,176 @@ fn grpc_over_http2_both_ways_keeps_trailers_and_streams_each_way_at_once() {
     );
     s.log_lines("\"POST /test.Echo/Unary HTTP/2\" 200", 2);
     s.log_lines("\"POST /test.Echo/Bidi HTTP/2\" 200", 1);
+}
+
+/// An HTTP/2 client on a raw socket: python h2 opens the connection and sends one GET for
+/// argv[2] to 127.0.0.1:argv[1]; the server's frames are then read one by one (python h2
+/// takes a GOAWAY as the end of everything, while a graceful one lets streams finish), PINGs
+/// and SETTINGS acknowledged. Prints `sent`, then one line per event until the connection
+/// ends, with the seconds since the request went: `status N`, `ended`, `goaway CODE LAST`,
+/// `reset CODE`, `eof`.
+const H2_CLIENT: &str = r#"
+import socket, struct, sys, time
+import h2.config, h2.connection, hpack
+
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+sock.settimeout(20)
+conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+conn.initiate_connection()
+conn.send_headers(1, [(":method", "GET"), (":path", sys.argv[2]), (":scheme", "http"),
+                      (":authority", "www.example.com")], end_stream=True)
+sock.sendall(conn.data_to_send())
+start = time.monotonic()
+print("sent", flush=True)
+decoder = hpack.Decoder()
+buf = b""
+def say(*words):
+    print("%.2f" % (time.monotonic() - start), *words, flush=True)
+while True:
+    data = sock.recv(65536)
+    if not data:
+        say("eof")
+        break
+    buf += data
+    while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+        length = int.from_bytes(buf[:3], "big")
+        kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+        payload, buf = buf[9:9 + length], buf[9 + length:]
+        if kind == 1:
+            block = payload[5:] if flags & 0x20 else payload
+            headers = dict(decoder.decode(block))
+            say("status", headers[":status"])
+        if kind in (0, 1) and stream == 1 and flags & 0x1:
+            say("ended")
+        elif kind == 3:
+            say("reset", int.from_bytes(payload[:4], "big"))
+        elif kind == 4 and not flags & 0x1:
+            sock.sendall(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+        elif kind == 6 and not flags & 0x1:
+            sock.sendall(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + payload)
+        elif kind == 7:
+            last, code = struct.unpack(">II", payload[:8])
+            say("goaway", code, last & 0x7FFFFFFF)
+"#;
+
+/// Starts `H2_CLIENT` for `path` on `port`; returns once it sent its request.
+fn h2_client(dir: &Path, port: u16, path: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let script = dir.join("h2_client.py");
+    std::fs::write(&script, H2_CLIENT).unwrap();
+    let mut child = Command::new("timeout")
+        .args(["30", "python3"])
+        .arg(&script)
+        .args([&port.to_string(), path])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "sent");
+    child
+}
+
+/// The client's event lines once it ended: (seconds, event).
+fn events(child: std::process::Child) -> Vec<(f64, String)> {
+    let out = child.wait_with_output().unwrap();
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(at, event)| (at.parse().unwrap(), event.to_string()))
+        .collect()
+}
+
+fn at(events: &[(f64, String)], prefix: &str) -> f64 {
+    events
+        .iter()
+        .find(|(_, e)| e.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {events:?}"))
+        .0
+}
+
+#[test]
+fn sigterm_sends_goaway_and_the_stream_in_flight_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = GatewayBuilder::quickstart(dir.path())
+        .arg("--drain-time")
+        .arg("20s")
+        .start();
+    let client = h2_client(dir.path(), gw.port, "/delay/2");
+    wait_for("the slow stream at the backend", Duration::from_secs(5), || {
+        (gw.stat("cluster.kube_httpbin_httpbin_8000.upstream_rq_active") == Some(1)).then_some(())
+    });
+    let kill = Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let events = events(client);
+    // GOAWAY (NO_ERROR) at once, the stream's answer after its 2 seconds, then the close.
+    let goaway = at(&events, "goaway 0");
+    assert!(goaway < 1.5, "{events:?}");
+    assert!(events.iter().any(|(_, e)| e == "status 200"), "{events:?}");
+    let ended = at(&events, "ended");
+    assert!(goaway < ended && ended >= 1.9, "{events:?}");
+    assert!(at(&events, "eof") >= ended, "{events:?}");
+    let status = wait_for("kgw to exit", Duration::from_secs(15), || {
+        gw.proc.child.try_wait().unwrap()
+    });
+    assert!(
+        status.success(),
+        "kgw exited with {status}:\n{}",
+        gw.proc.log_text()
+    );
+}
+
+#[test]
+fn an_idle_http2_connection_gets_goaway_after_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::quickstart(dir.path())
+        .arg("--idle-timeout")
+        .arg("1s")
+        .start();
+    let client = h2_client(dir.path(), gw.port, "/get");
+    let events = events(client);
+    let ended = at(&events, "ended");
+    let goaway = at(&events, "goaway 0");
+    // Counted from the end of the last stream, not from the connection's start.
+    assert!(goaway - ended >= 0.9 && goaway - ended < 3.0, "{events:?}");
+    assert!(at(&events, "eof") >= goaway, "{events:?}");
+    assert_eq!(gw.stat("http.http.downstream_cx_http2_active"), Some(0));
+}
+
+#[test]
+fn a_removed_listener_sends_goaway_and_its_stream_in_flight_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    let client = h2_client(dir.path(), s.http_port, "/delay/2");
+    wait_for("the slow stream at the backend", Duration::from_secs(5), || {
+        (s.gw
+            .stat(&format!("cluster.kube_{NS}_echo_80.upstream_rq_active"))
+            == Some(1))
+        .then_some(())
+    });
+    // The Gateway without its HTTP listener: the port closes.
+    let out = s.gw.kgw(&["apply", "-f", "-"], &gateway(None, s.https_port));
+    assert!(
+        out.status.success(),
+        "kgw apply: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let events = events(client);
+    let goaway = at(&events, "goaway 0");
+    assert!(goaway < 1.5, "{events:?}");
+    assert!(events.iter().any(|(_, e)| e == "status 200"), "{events:?}");
+    let ended = at(&events, "ended");
+    assert!(goaway < ended && ended >= 1.9, "{events:?}");
+    assert!(at(&events, "eof") >= ended, "{events:?}");
+    // The HTTPS listener goes on.
+    let seen = s.curl(&["--http2"], Scheme::Https, "www.example.com", "/get");
+    assert_eq!((seen.version.as_str(), seen.status), ("2", 200));
 }

@@ -114,13 +114,14 @@ impl Drop for StreamGuard {
 }
 
 /// Serves an HTTP/2 client connection until it ends. `read`: bytes already read from it (the
-/// preface, on a plain port), served first.
+/// preface, on a plain port), served first. `removed` fires when its listener closes.
 pub(crate) async fn serve(
     dp: &Arc<DataPlane>,
     stream: ClientStream,
     read: Vec<u8>,
     port: u16,
     peer: SocketAddr,
+    removed: tokio::sync::watch::Receiver<bool>,
 ) {
     stats::inc(&dp.downstream.downstream_cx_http2_total);
     stats::inc(&dp.downstream.downstream_cx_http2_active);
@@ -142,25 +143,28 @@ pub(crate) async fn serve(
     // The preface and SETTINGS exchange, bounded as a request head is.
     let handshake = builder().handshake::<_, Bytes>(io);
     match tokio::time::timeout(dp.options.request_headers_timeout, handshake).await {
-        Ok(Ok(conn)) => drive(dp, conn, client).await,
+        Ok(Ok(conn)) => drive(dp, conn, client, removed).await,
         Ok(Err(e)) => tracing::debug!(%peer, "HTTP/2 handshake failed: {e}"),
         Err(_) => tracing::debug!(%peer, "HTTP/2 handshake not finished in time"),
     }
     stats::dec(&dp.downstream.downstream_cx_http2_active);
 }
 
-/// Accepts streams until the connection ends; a GOAWAY goes when the data plane drains or the
-/// connection idled with no stream open, and the connection then ends once its streams did.
+/// Accepts streams until the connection ends; a GOAWAY goes when the data plane drains, the
+/// listener closes, or the connection idled with no stream open, and the connection then ends
+/// once its streams did.
 async fn drive(
     dp: &Arc<DataPlane>,
     mut conn: h2::server::Connection<Replayed<ClientStream>, Bytes>,
     client: Arc<Client>,
+    mut removed: tokio::sync::watch::Receiver<bool>,
 ) {
     let idle_timeout = dp.options.idle_timeout;
     let mut drain_started = dp.drain_started.subscribe();
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
-    let mut going_away = dp.is_draining();
+    // Already closed while the connection was being set up (its TLS handshake, say): at once.
+    let mut going_away = dp.is_draining() || *removed.borrow_and_update();
     if going_away {
         conn.graceful_shutdown();
     }
@@ -184,6 +188,10 @@ async fn drive(
                 }
             },
             _ = drain_started.changed(), if !going_away => {
+                going_away = true;
+                conn.graceful_shutdown();
+            }
+            _ = removed.changed(), if !going_away => {
                 going_away = true;
                 conn.graceful_shutdown();
             }

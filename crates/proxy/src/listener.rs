@@ -27,6 +27,9 @@ pub(crate) struct Bound {
 struct Port {
     settings: ArcSwap<PortSettings>,
     ssl: Arc<SslStats>,
+    /// Sent when the address is closed (no longer wanted, or the drain): HTTP/2 connections
+    /// accepted on it send GOAWAY (as Envoy drains a removed listener's connections).
+    removed: tokio::sync::watch::Sender<bool>,
 }
 
 /// What a connection accepted on an address gets.
@@ -64,6 +67,7 @@ impl Port {
 impl Drop for Bound {
     fn drop(&mut self) {
         self.task.abort();
+        self.port.removed.send_replace(true);
     }
 }
 
@@ -96,6 +100,7 @@ pub(crate) fn reconcile(dp: &Arc<DataPlane>, snapshot: &Snapshot) -> Vec<(Socket
         let port = Arc::new(Port {
             settings: ArcSwap::from_pointee(PortSettings::default()),
             ssl: Arc::new(SslStats::default()),
+            removed: tokio::sync::watch::Sender::new(false),
         });
         let settings = match port.settings_for(listener) {
             Ok(settings) => settings,
@@ -179,6 +184,7 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
         stats::inc(&dp.downstream.downstream_cx_total);
         stats::inc(&dp.downstream.downstream_cx_active);
         let dp = dp.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let read_limit = read_limit(&settings.connection);
             let stream = match &settings.https {
@@ -195,7 +201,8 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
             };
             drop(settings);
             if crate::downstream_tls::negotiated_http2(&stream) {
-                crate::h2_server::serve(&dp, stream, Vec::new(), port, peer).await;
+                let removed = state.removed.subscribe();
+                crate::h2_server::serve(&dp, stream, Vec::new(), port, peer, removed).await;
                 stats::dec(&dp.downstream.downstream_cx_active);
                 return;
             }
@@ -205,7 +212,8 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
             }
             if downstream.http2_preface {
                 let read = std::mem::take(&mut downstream.buf);
-                crate::h2_server::serve(&dp, downstream.stream, read, port, peer).await;
+                let removed = state.removed.subscribe();
+                crate::h2_server::serve(&dp, downstream.stream, read, port, peer, removed).await;
             }
             stats::dec(&dp.downstream.downstream_cx_active);
         });
