@@ -364,6 +364,26 @@ fn many_streams_share_one_connection_and_grpc_gets_envoys_local_reply() {
         );
         assert_eq!(seen.body, "");
     }
+    // Over HTTP/1.1 too (grpc-web, say): 200 and the status in the headers.
+    let seen = s.curl(
+        &[
+            "--http1.1",
+            "-H",
+            "content-type: application/grpc-web+proto",
+            "--data-binary",
+            "grpc",
+        ],
+        Scheme::Http,
+        "down.example.com",
+        "/pkg.Service/Method",
+    );
+    assert_eq!(
+        (seen.version.as_str(), seen.status),
+        ("1.1", 200),
+        "{}",
+        seen.headers
+    );
+    assert!(seen.headers.contains("grpc-status: 14"), "{}", seen.headers);
     // The same request without gRPC gets Envoy's plain 503.
     let seen = s.curl(
         &["--http2-prior-knowledge"],
@@ -375,6 +395,7 @@ fn many_streams_share_one_connection_and_grpc_gets_envoys_local_reply() {
     // Logged as Envoy logs it: the status the client got, and why.
     let lines = s.log_lines("/pkg.Service/Method HTTP/2\" 200 UH", 2);
     assert_eq!(lines.len(), 2, "{lines:?}");
+    s.log_lines("/pkg.Service/Method HTTP/1.1\" 200 UH", 1);
 }
 
 /// A gRPC server (grpcio, generic handlers: bytes in, bytes out) for `test.Echo`: `Unary`

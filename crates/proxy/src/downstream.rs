@@ -416,6 +416,8 @@ impl Downstream {
 
         let outcome = match routed {
             Err(reply) => {
+                // A gRPC request gets gRPC's answer (looked for only here, off the proxied path).
+                let reply = reply.for_grpc(crate::grpc::is_grpc(header("content-type")));
                 self.buf = buf;
                 let keep_alive = head.keep_alive && !is_connect && !upgrading && !dp.is_draining();
                 self.buf.drain(..head.len);
@@ -568,7 +570,7 @@ impl Downstream {
         let out = reply.to_http1(close, is_head);
         self.stream.send(out.as_bytes()).await?;
         Ok(Outcome {
-            status: reply.status,
+            status: reply.sent_status(),
             flag: reply.flag,
             upstream,
             next: if close { Next::Close } else { Next::KeepAlive },

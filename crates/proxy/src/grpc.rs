@@ -93,4 +93,17 @@ mod tests {
         assert_eq!(headers[2], ("grpc-message", "no healthy upstream".to_string()));
         assert_eq!(local_reply_headers(404, "").len(), 2);
     }
+
+    #[test]
+    fn an_http1_local_reply_to_grpc_is_a_200_with_the_status_in_headers() {
+        let reply = crate::local_reply::LocalReply::no_healthy_upstream().for_grpc(true);
+        assert_eq!(reply.sent_status(), 200);
+        assert_eq!(
+            reply.to_http1(false, false),
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\ncontent-type: application/grpc\r\n\
+             grpc-status: 14\r\ngrpc-message: no healthy upstream\r\n\r\n"
+        );
+        let plain = crate::local_reply::LocalReply::no_healthy_upstream().for_grpc(false);
+        assert_eq!(plain.sent_status(), 503);
+    }
 }

@@ -269,8 +269,9 @@ async fn serve_stream(
     let is_head = parts.method == http::Method::HEAD;
     let (status, flag, upstream) = match routed {
         Err(reply) => {
-            let status = send_local_reply(&mut respond, &reply, is_grpc, is_head).await;
-            (status, reply.flag, None)
+            let reply = reply.for_grpc(is_grpc);
+            send_local_reply(&mut respond, &reply, is_head).await;
+            (reply.sent_status(), reply.flag, None)
         }
         Ok((cluster, endpoint)) => {
             let proxied = if cluster.policy_ref().proxy_protocol.is_some() {
@@ -293,8 +294,9 @@ async fn serve_stream(
             match forward(dp, &cluster, &endpoint, request, &mut body, &mut respond).await {
                 Ok(ended) => (ended.status, ended.flag, Some(endpoint.address)),
                 Err(reply) => {
-                    let status = send_local_reply(&mut respond, &reply, is_grpc, is_head).await;
-                    (status, reply.flag, Some(endpoint.address))
+                    let reply = reply.for_grpc(is_grpc);
+                    send_local_reply(&mut respond, &reply, is_head).await;
+                    (reply.sent_status(), reply.flag, Some(endpoint.address))
                 }
             }
         }
@@ -347,19 +349,13 @@ async fn forward(
 }
 
 /// Answers a stream with a local reply: as HTTP/2 (status, body, the headers the HTTP/1.1 reply
-/// has), or for a gRPC request as Envoy answers one (`grpc.rs`: 200, trailers-only). Returns
-/// the status sent, which the access log and counters show (200 for gRPC, as in Envoy's log).
-pub(crate) async fn send_local_reply(
-    respond: &mut SendResponse<Bytes>,
-    reply: &LocalReply,
-    is_grpc: bool,
-    is_head: bool,
-) -> u16 {
+/// has), or for a gRPC request as Envoy answers one (`grpc.rs`: 200, trailers-only).
+pub(crate) async fn send_local_reply(respond: &mut SendResponse<Bytes>, reply: &LocalReply, is_head: bool) {
     let mut response = http::Response::builder();
     if reply.overloaded {
         response = response.header("x-envoy-overloaded", "true");
     }
-    if is_grpc {
+    if reply.grpc {
         response = response.status(200);
         for (name, value) in grpc::local_reply_headers(reply.status, &reply.body) {
             response = response.header(name, value);
@@ -367,7 +363,7 @@ pub(crate) async fn send_local_reply(
         if let Ok(response) = response.body(()) {
             let _ = respond.send_response(response, true);
         }
-        return 200;
+        return;
     }
     response = response
         .status(reply.status)
@@ -377,7 +373,7 @@ pub(crate) async fn send_local_reply(
     }
     let Ok(response) = response.body(()) else {
         respond.send_reset(h2::Reason::INTERNAL_ERROR);
-        return reply.status;
+        return;
     };
     let end = reply.body.is_empty() || is_head;
     if let Ok(mut stream) = respond.send_response(response, end)
@@ -385,7 +381,6 @@ pub(crate) async fn send_local_reply(
     {
         let _ = h2_body::send_data(&mut stream, Bytes::from(reply.body.clone()), true).await;
     }
-    reply.status
 }
 
 /// The most of a request body that the answer did not need which is read and dropped, and for

@@ -69,6 +69,8 @@ pub(crate) struct LocalReply {
     pub body: String,
     /// A circuit breaker refused it: `x-envoy-overloaded: true`, as Envoy says it.
     pub overloaded: bool,
+    /// The request is gRPC: the answer is gRPC's (`grpc.rs`: 200, grpc-status, grpc-message).
+    pub grpc: bool,
 }
 
 /// The start of Envoy's body for a request that got no response head.
@@ -81,7 +83,20 @@ impl LocalReply {
             flag,
             body: body.into(),
             overloaded: false,
+            grpc: false,
         }
+    }
+
+    /// The same reply for a gRPC request (`content-type: application/grpc*`), as Envoy sends it.
+    pub(crate) fn for_grpc(mut self, is_grpc: bool) -> LocalReply {
+        self.grpc = is_grpc;
+        self
+    }
+
+    /// The HTTP status the client gets (200 for gRPC: the error is in grpc-status), which the
+    /// access log and the downstream counters show, as Envoy's do.
+    pub(crate) fn sent_status(&self) -> u16 {
+        if self.grpc { 200 } else { self.status }
     }
 
     /// A circuit breaker refused the request (Envoy's answer to a pool overflow).
@@ -194,6 +209,20 @@ impl LocalReply {
     /// The reply as HTTP/1.1 bytes. An answer to HEAD says how long its body would be and
     /// sends none: bytes after the head would be read as the start of the next response.
     pub(crate) fn to_http1(&self, close: bool, is_head: bool) -> String {
+        if self.grpc {
+            let mut out = String::from("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n");
+            for (name, value) in crate::grpc::local_reply_headers(self.status, &self.body) {
+                out.push_str(&format!("{name}: {value}\r\n"));
+            }
+            if self.overloaded {
+                out.push_str("x-envoy-overloaded: true\r\n");
+            }
+            if close {
+                out.push_str("connection: close\r\n");
+            }
+            out.push_str("\r\n");
+            return out;
+        }
         let reason = http::StatusCode::from_u16(self.status)
             .ok()
             .and_then(|s| s.canonical_reason())
