@@ -303,6 +303,7 @@ mod tests {
                 index: Some(0),
                 weight: 1,
             }]),
+            websocket_upgrade: false,
         };
         Arc::new(Snapshot {
             version,

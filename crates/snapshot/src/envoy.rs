@@ -464,6 +464,9 @@ fn route(r: &Route, clusters: &[Cluster]) -> Value {
             {
                 action.insert("hash_policy".into(), hash);
             }
+            if r.websocket_upgrade {
+                action.insert("upgrade_configs".into(), json!([{"upgrade_type": "websocket"}]));
+            }
             v.insert("route".into(), Value::Object(action));
         }
         RouteAction::Direct { status, body } => {

@@ -92,6 +92,9 @@ pub struct Route {
     /// Exact header matches; names are lower case.
     pub headers: Vec<(http::HeaderName, String)>,
     pub action: RouteAction,
+    /// WebSocket upgrades enabled on this route (Envoy's route-level `upgrade_configs`):
+    /// kgateway sets it when a backend of the route says `appProtocol: kubernetes.io/ws`.
+    pub websocket_upgrade: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 //! (or `grpc`) on its port. `kubernetes.io/ws` leaves the cluster on HTTP/1.1 (kgateway turns
 //! it into a WebSocket upgrade on the routes to it, not a cluster setting).
 
+use api::{Kind, Object, ObjectKey};
 use snapshot::UpstreamProtocol;
 
 /// The values that make a cluster speak HTTP/2.
@@ -19,6 +20,39 @@ pub(crate) fn upstream_protocol(app_protocol: Option<&str>) -> UpstreamProtocol 
         _ => UpstreamProtocol::Http1,
     }
 }
+
+/// Whether a route's backend (a Service port, or a Backend) says `kubernetes.io/ws`.
+pub(crate) fn is_websocket(
+    resources: &crate::Resources,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    port: Option<i32>,
+) -> bool {
+    let kind = match kind {
+        "Service" => Kind::Service,
+        "Backend" => Kind::Backend,
+        _ => return false,
+    };
+    let key = ObjectKey {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    };
+    let app_protocol = match resources.get(&key).map(|o| &**o) {
+        Some(Object::Service(s)) => s
+            .spec
+            .iter()
+            .flat_map(|spec| spec.ports.iter().flatten())
+            .find(|p| Some(p.port) == port)
+            .and_then(|p| p.app_protocol.as_deref()),
+        Some(Object::Backend(b)) => b.spec.r#static.as_ref().and_then(|s| s.app_protocol.as_deref()),
+        _ => None,
+    };
+    app_protocol == Some(WEBSOCKET_APP_PROTOCOL)
+}
+
+const WEBSOCKET_APP_PROTOCOL: &str = "kubernetes.io/ws";
 
 #[cfg(test)]
 mod tests {

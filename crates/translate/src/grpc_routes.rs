@@ -18,11 +18,11 @@
 use api::gateway_api::grpcroutes::{GrpcRoute, GrpcRouteRulesMatches};
 use api::{Kind, Object, ObjectKey};
 use serde_json::Value;
-use snapshot::{Cluster, PathMatch, Route, RouteAction};
+use snapshot::{Cluster, PathMatch, Route};
 
 use crate::routes::{
-    BackendRef, Candidate, Candidates, GatewayListener, ParentRef, Precedence, RouteParents, attach,
-    host_label, rule_actions,
+    BackendRef, Candidate, Candidates, GatewayListener, ParentRef, Precedence, RouteParents, RuleAction,
+    attach, host_label, rule_actions,
 };
 use crate::{Statuses, objects};
 
@@ -89,7 +89,7 @@ fn add_rules(
     host: &str,
     key: &ObjectKey,
     route: &GrpcRoute,
-    actions: &[RouteAction],
+    actions: &[RuleAction],
     port: u16,
 ) {
     let created = route
@@ -139,7 +139,8 @@ fn add_rules(
                     path,
                     method: None,
                     headers,
-                    action: actions[rule_index].clone(),
+                    action: actions[rule_index].action.clone(),
+                    websocket_upgrade: actions[rule_index].websocket,
                 },
                 order,
             });

@@ -455,6 +455,14 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 /// Whether every backend reference of a route resolved (else the reason and message).
 pub(crate) type Resolved = Result<(), (&'static str, String)>;
 
+/// A rule's action, and whether WebSocket upgrades are enabled on its routes: kgateway enables
+/// them when one of the rule's backends says `appProtocol: kubernetes.io/ws`.
+#[derive(Clone)]
+pub(crate) struct RuleAction {
+    pub action: RouteAction,
+    pub websocket: bool,
+}
+
 /// Per rule (`backend_refs[i]` are rule i's), the action; `route_kind` is the referring side
 /// of a ReferenceGrant.
 pub(crate) fn rule_actions(
@@ -463,11 +471,12 @@ pub(crate) fn rule_actions(
     route_kind: &'static str,
     backend_refs: &[Vec<BackendRef>],
     clusters: &[Cluster],
-) -> (Vec<RouteAction>, Resolved) {
+) -> (Vec<RuleAction>, Resolved) {
     let mut resolved: Resolved = Ok(());
     let mut actions = Vec::new();
     for rule in backend_refs {
         let mut forward = Vec::new();
+        let mut websocket = false;
         for b in rule {
             let weight = b.weight.unwrap_or(1).max(0) as u32;
             let namespace = b.namespace.map_or_else(|| key.namespace.clone(), str::to_string);
@@ -524,6 +533,9 @@ pub(crate) fn rule_actions(
                 let found = clusters.binary_search_by(|c| c.name.as_str().cmp(&name)).ok();
                 if found.is_none() {
                     resolved = Err(("BackendNotFound", format!("{what} not found")));
+                } else {
+                    websocket |=
+                        crate::app_protocol::is_websocket(resources, kind, &namespace, b.name, b.port);
                 }
                 found
             };
@@ -534,12 +546,18 @@ pub(crate) fn rule_actions(
             }
         }
         actions.push(if forward.iter().any(|w| w.index.is_some()) {
-            RouteAction::Forward(forward)
+            RuleAction {
+                action: RouteAction::Forward(forward),
+                websocket,
+            }
         } else {
             // No backend, all weights 0, or none valid: every request gets a 500.
-            RouteAction::Direct {
-                status: 500,
-                body: String::new(),
+            RuleAction {
+                action: RouteAction::Direct {
+                    status: 500,
+                    body: String::new(),
+                },
+                websocket: false,
             }
         });
     }
@@ -551,7 +569,7 @@ fn add_rules(
     host: &str,
     key: &ObjectKey,
     route: &HttpRoute,
-    actions: &[RouteAction],
+    actions: &[RuleAction],
     port: u16,
 ) {
     let created = route
@@ -622,7 +640,8 @@ fn add_rules(
                     path,
                     method,
                     headers,
-                    action: actions[rule_index].clone(),
+                    action: actions[rule_index].action.clone(),
+                    websocket_upgrade: actions[rule_index].websocket,
                 },
                 order,
             });

@@ -118,6 +118,7 @@ golden_tests! {
     https_listeners => "https-listeners",
     backend_tls => "backend-tls",
     grpc_routes => "grpc-routes",
+    websocket_app_protocol => "websocket-app-protocol",
 }
 
 #[test]
