@@ -592,7 +592,7 @@ while True:
 
 /// Starts `H2_CLIENT` for `path` on `port`; returns once it sent its request.
 fn h2_client(dir: &Path, port: u16, path: &str) -> std::process::Child {
-    use std::io::BufRead;
+    use std::io::Read;
     let script = dir.join("h2_client.py");
     std::fs::write(&script, H2_CLIENT).unwrap();
     let mut child = Command::new("timeout")
@@ -603,10 +603,13 @@ fn h2_client(dir: &Path, port: u16, path: &str) -> std::process::Child {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Byte by byte: a buffered reader would take the lines after it too, and drop them.
     let mut first = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let out = child.stdout.as_mut().unwrap();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        first.push(byte[0] as char);
+    }
     assert_eq!(first.trim(), "sent");
     child
 }
