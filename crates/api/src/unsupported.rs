@@ -133,8 +133,6 @@ pub fn backend_tls_policy(p: &crate::BackendTlsPolicy) -> Vec<FieldError> {
     out
 }
 
-/// The features that later issues bring, named in the refusal so the user knows what to wait for.
-const WITH_HTTP2: &str = "upstream HTTP/2 and gRPC, issue 16";
 /// Fields issue 14 makes real, refused until their data-plane module lands (each leaves the
 /// list with the commit that makes it work, so the dump never shows a setting nobody applies).
 const WITH_THIS_ISSUE: &str = "its data-plane module, issue 14";
@@ -148,10 +146,9 @@ fn not_yet_until(feature: &str) -> String {
     )
 }
 
-/// The spec fields that are valid but that the data plane does not implement yet: gRPC health
-/// checks (`healthCheck.grpc`: translated into the Snapshot's `HealthCheck::grpc` and rendered
-/// as Envoy's grpc_health_check; refused here until the data plane's gRPC probe lands, which
-/// removes it from this list). `useHostnameForHashing` is accepted: a policy
+/// The spec fields that are valid but that the data plane does not implement yet (none now:
+/// `healthCheck.grpc` is probed by the data plane's gRPC health check). `useHostnameForHashing`
+/// is accepted: a policy
 /// targets Services, whose (EDS) clusters have no hostnames, and kgateway ignores it there
 /// too (rendering an empty `consistent_hashing_lb_config`); the Backend kind (issue 15) brings
 /// hostnames to hash.
@@ -188,11 +185,6 @@ pub fn backend_config_policy(spec: &BackendConfigPolicySpec) -> Vec<FieldError> 
             "upstreamProxyProtocol",
             spec.upstream_proxy_protocol.is_some(),
             WITH_THIS_ISSUE,
-        ),
-        (
-            "healthCheck.grpc",
-            spec.health_check.as_ref().is_some_and(|h| h.grpc.is_some()),
-            WITH_HTTP2,
         ),
     ];
     set.into_iter()
@@ -413,7 +405,6 @@ mod tests {
             .collect();
         assert_eq!(messages(&policy(every_field_of_this_issue)), pending);
 
-        let h2 = not_yet_until(WITH_HTTP2);
         let later_issues = |mut got: Vec<String>| {
             got.retain(|m| !m.contains(WITH_THIS_ISSUE));
             got
@@ -424,16 +415,12 @@ mod tests {
              healthCheck:\n  grpc: {}\n  interval: 1s\n  timeout: 1s\n  healthyThreshold: 1\n  unhealthyThreshold: 1\n\
              loadBalancer:\n  maglev:\n    useHostnameForHashing: true\n    hashPolicies:\n    - sourceIP: {}",
         )));
-        assert_eq!(got, [format!("spec.healthCheck.grpc: Forbidden: {h2}")]);
+        assert_eq!(got, Vec::<String>::new(), "healthCheck.grpc is served");
         // kgateway ignores it on a Service's cluster, and so do we.
         let got = later_issues(messages(&policy(
             "loadBalancer:\n  ringHash:\n    useHostnameForHashing: true",
         )));
         assert_eq!(got, Vec::<String>::new());
-        assert!(
-            h2.starts_with("not supported yet by kgateway-rs (it comes with upstream HTTP/2"),
-            "{h2}"
-        );
     }
 
     #[test]

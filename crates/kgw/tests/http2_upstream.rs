@@ -309,3 +309,97 @@ fn keepalive_pings_find_a_blackholed_backend() {
     drop(gw);
     host.close();
 }
+
+/// A gRPC health server (support/grpc_health_server.py) on `address`, answering `status` for
+/// `pkg.Health`; its stdin changes the answer.
+struct GrpcHealthServer {
+    child: std::process::Child,
+}
+
+impl GrpcHealthServer {
+    fn start(address: &str, status: &str) -> GrpcHealthServer {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/grpc_health_server.py");
+        let mut child = std::process::Command::new("python3")
+            .args([script, address, "pkg.Health", status])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 with grpcio and grpcio-health-checking");
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert_eq!(first.trim(), "ready", "the gRPC health server on {address}");
+        GrpcHealthServer { child }
+    }
+
+    fn set(&mut self, status: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{status}").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for GrpcHealthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (b) `healthCheck.grpc`: grpc.health.v1.Health/Check with the policy's serviceName; the
+/// endpoint answering NOT_SERVING is marked `/failed_active_hc` in /clusters, the SERVING one
+/// stays healthy, and once it answers SERVING it is healthy again.
+#[test]
+fn the_grpc_health_check_marks_a_not_serving_endpoint() {
+    let backend_port = free_port();
+    let _serving = GrpcHealthServer::start(&format!("127.0.0.2:{backend_port}"), "SERVING");
+    let mut failing = GrpcHealthServer::start(&format!("127.0.0.3:{backend_port}"), "NOT_SERVING");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port).start();
+    let two_endpoints = manifest(port, "127.0.0.1", backend_port).replace(
+        "- addresses: [\"127.0.0.1\"]",
+        "- addresses: [\"127.0.0.2\"]\n- addresses: [\"127.0.0.3\"]",
+    );
+    apply(&gw, &two_endpoints);
+    let check = "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: BackendConfigPolicy\nmetadata:\n  name: grpc-health\n  \
+                 namespace: h2\nspec:\n  targetRefs:\n  - group: \"\"\n    kind: Service\n    name: backend\n  healthCheck:\n    \
+                 timeout: 1s\n    interval: 1s\n    unhealthyThreshold: 1\n    healthyThreshold: 1\n    grpc:\n      \
+                 serviceName: pkg.Health\n      authority: grpc.example.com\n";
+    apply(&gw, check);
+    let flags = |ip: &str| {
+        let (_, text) = http(gw.admin, "GET", "/clusters", "");
+        let prefix = format!("{CLUSTER}::{ip}:{backend_port}::health_flags::");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .unwrap_or_default()
+    };
+    wait_for("the first checks", Duration::from_secs(10), || {
+        (flags("127.0.0.2") == "healthy" && flags("127.0.0.3") == "/failed_active_hc").then_some(())
+    });
+    assert!(stat(&gw, "health_check.success") >= 1);
+    assert!(stat(&gw, "health_check.failure") >= 1);
+    assert_eq!(
+        stat(&gw, "health_check.network_failure"),
+        0,
+        "NOT_SERVING is an answer"
+    );
+    let c = gw.cluster(CLUSTER).unwrap();
+    assert_eq!(
+        c["health_checks"][0]["grpc_health_check"],
+        serde_json::json!({"service_name": "pkg.Health", "authority": "grpc.example.com"})
+    );
+
+    failing.set("SERVING");
+    // Until the cluster sees traffic, checks run every 60 s (Envoy's no_traffic_interval): one
+    // request (to the healthy endpoint; not a gRPC call, whatever it answers) ends that.
+    let (status, body) = gw.curl("h2.example.com", "/");
+    eprintln!("a plain GET to the gRPC server: {status} {body}");
+    assert_eq!(stat(&gw, "upstream_cx_http2_total"), 1, "to the healthy endpoint");
+    wait_for("the endpoint to pass again", Duration::from_secs(10), || {
+        (flags("127.0.0.3") == "healthy").then_some(())
+    });
+}

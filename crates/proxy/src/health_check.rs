@@ -1,4 +1,5 @@
-//! Active health checking, as Envoy's HTTP health checker does it: per endpoint of a cluster
+//! Active health checking, as Envoy's HTTP health checker does it (its gRPC checker, with
+//! `healthCheck.grpc`, is `grpc_health.rs`; the rules below hold for both): per endpoint of a cluster
 //! with a health check, a task sends `method path` (GET by default) with `Host` (the cluster's
 //! name unless set) and `User-Agent: Envoy/HC` every `interval`, on its own connection opened
 //! with the cluster's socket options and kept between checks (Envoy's `reuse_connection`).
@@ -307,7 +308,7 @@ impl ProbeConnector {
         }
     }
 
-    async fn connect(&self, address: std::net::SocketAddr) -> std::io::Result<Transport> {
+    pub(crate) async fn connect(&self, address: std::net::SocketAddr) -> std::io::Result<Transport> {
         // The cluster keeps no handle on a probe's socket: it is not traffic.
         let (connector, _handle) = Connector::new(address, &self.options)?;
         connector
@@ -515,6 +516,8 @@ async fn check_loop(
 ) {
     let mut session = Session::new();
     let mut connection = ProbeConnection::new();
+    // With `grpc`, gRPC probes instead (grpc_health.rs).
+    let mut grpc_probe = crate::grpc_health::GrpcProbe::default();
     let head_request = policy
         .http
         .method
@@ -522,17 +525,30 @@ async fn check_loop(
         .is_some_and(|m| m.eq_ignore_ascii_case("HEAD"));
     let interval = policy.interval.max(Duration::from_millis(1));
     loop {
-        let (request, options) = {
+        let (request, host, options) = {
             let Some(cluster) = cluster.upgrade() else { return };
             stats::inc(&cluster.health_checks.stats.attempt);
-            // Envoy's Host: the health check's host, else the endpoint's hostname (kgateway
-            // gives a Backend's endpoints theirs), else the cluster's name.
+            // Envoy's Host (or gRPC authority): the health check's own, else the endpoint's
+            // hostname (kgateway gives a Backend's endpoints theirs), else the cluster's name.
             let host = endpoint.hostname.as_deref().unwrap_or(cluster.name());
-            (request(&policy, host), ProbeConnector::of(&cluster))
+            (
+                request(&policy, host),
+                host.to_string(),
+                ProbeConnector::of(&cluster),
+            )
         };
-        let probe = connection
-            .probe(endpoint.address, &request, head_request, &options, policy.timeout)
-            .await;
+        let probe = match &policy.grpc {
+            Some(grpc) => {
+                grpc_probe
+                    .probe(endpoint.address, grpc, &host, &options, policy.timeout)
+                    .await
+            }
+            None => {
+                connection
+                    .probe(endpoint.address, &request, head_request, &options, policy.timeout)
+                    .await
+            }
+        };
         {
             let Some(cluster) = cluster.upgrade() else { return };
             let changed = cluster.health_checks.if_current(generation, |stats| {

@@ -26,6 +26,7 @@ mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;
 mod grpc;
+mod grpc_health;
 mod h1;
 mod h1_to_h2;
 #[allow(dead_code)] // Used by the HTTP/2 paths as they land.
