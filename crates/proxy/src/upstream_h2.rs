@@ -444,6 +444,8 @@ async fn drive(
         .connection_keepalive
         .zip(h2_connection.ping_pong())
         .map(|(settings, ping_pong)| h2_keepalive::run(settings, ping_pong, connection.activity.clone()));
+    // Kept to ask, at the end, whether the peer said GOAWAY.
+    let probe = send.clone();
     connection.phase.send_replace(Phase::Ready(send));
     // Requests waiting on a full pool may now fit (the peer's limit is known).
     endpoint.h2.freed.notify_waiters();
@@ -457,12 +459,18 @@ async fn drive(
     let end = loop {
         tokio::select! {
             ended = &mut h2_connection => {
+                // A GOAWAY with NO_ERROR ends the connection cleanly once its streams are
+                // done: the request handle says whether one came.
+                let goaway = match &ended {
+                    Err(e) => e.is_go_away(),
+                    Ok(()) => said_goaway(&probe),
+                };
+                if goaway {
+                    stats::inc(&cluster.stats().upstream_cx_close_notify);
+                }
                 break match ended {
                     Ok(()) => End::Remote,
-                    Err(e) if e.is_go_away() => {
-                        stats::inc(&cluster.stats().upstream_cx_close_notify);
-                        End::Remote
-                    }
+                    Err(e) if e.is_go_away() => End::Remote,
                     Err(e) => match e.get_io() {
                         Some(io) => upstream::end_of(io),
                         None if e.is_remote() => End::Remote,
@@ -495,6 +503,13 @@ async fn drive(
     endpoint.h2.remove(&connection);
     upstream::count_closed(&cluster, id, end, busy);
     drop(slot);
+}
+
+/// Did the peer send GOAWAY (asked of a request handle without waiting)?
+fn said_goaway(send: &SendRequest<Bytes>) -> bool {
+    let mut ready = std::pin::pin!(send.clone().ready());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    matches!(ready.as_mut().poll(&mut cx), std::task::Poll::Ready(Err(e)) if e.is_go_away())
 }
 
 #[cfg(test)]
@@ -705,5 +720,144 @@ mod tests {
         );
         assert_eq!(cluster.http2_stats().keepalive_timeout.load(Ordering::Relaxed), 1);
         drop(first.lease);
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_no_stream_past_the_idle_timeout_closes() {
+        let (address, accepted) = h2_server(Duration::ZERO).await;
+        let common = CommonHttpOptions {
+            idle_timeout: Some(Duration::from_millis(100)),
+            ..Default::default()
+        };
+        let cluster = cluster(address, Http2Options::default(), Some(common));
+        assert_eq!(status_of(&cluster).await.map_err(|r| r.body), Ok(200));
+        // As the data plane's maintenance sweep does, every 100 ms.
+        cluster.expire_idle(Duration::from_secs(3600));
+        assert_eq!(
+            counter(&cluster, "upstream_cx_idle_timeout"),
+            0,
+            "not idle long enough"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cluster.expire_idle(Duration::from_secs(3600));
+        let endpoint = cluster.endpoint_list()[0].clone();
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while endpoint.h2.len() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the idle connection closes");
+        assert_eq!(counter(&cluster, "upstream_cx_idle_timeout"), 1);
+        assert_eq!(counter(&cluster, "upstream_cx_destroy_local"), 1);
+        assert_eq!(counter(&cluster, "upstream_cx_active"), 0);
+        assert_eq!(status_of(&cluster).await.map_err(|r| r.body), Ok(200));
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the next request opened another"
+        );
+    }
+
+    /// A server that answers one stream, then says GOAWAY and closes.
+    async fn goaway_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut conn = h2::server::handshake(tcp).await.unwrap();
+                    if let Some(Ok((_request, mut respond))) = conn.accept().await {
+                        let mut body = respond.send_response(http::Response::new(()), false).unwrap();
+                        body.send_data(Bytes::from_static(b"ok"), true).unwrap();
+                    }
+                    conn.graceful_shutdown();
+                    while let Some(Ok(_)) = conn.accept().await {}
+                });
+            }
+        });
+        (address, accepted)
+    }
+
+    #[tokio::test]
+    async fn after_a_goaway_the_next_request_goes_on_a_new_connection() {
+        let (address, accepted) = goaway_server().await;
+        let cluster = cluster(address, Http2Options::default(), None);
+        for _ in 0..3 {
+            assert_eq!(status_of(&cluster).await.map_err(|r| r.body), Ok(200));
+            // The connection ends with the GOAWAY: wait for it to leave the pool.
+            let endpoint = cluster.endpoint_list()[0].clone();
+            tokio::time::timeout(Duration::from_secs(2), async {
+                while endpoint.h2.len() > 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the connection leaves the pool");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(counter(&cluster, "upstream_cx_destroy_remote"), 3);
+        assert_eq!(counter(&cluster, "upstream_cx_close_notify"), 3);
+    }
+
+    #[tokio::test]
+    async fn over_tls_the_connection_offers_alpn_h2() {
+        use crate::test_pki::Pki;
+        let pki = Pki::new("h2-alpn");
+        pki.server("server", "DNS:backend.example.com");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![pki.cert("server")], pki.key("server"))
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (alpn_tx, mut alpn_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let tls = acceptor.accept(tcp).await.unwrap();
+                let _ = alpn_tx.send(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec));
+                tokio::spawn(async move {
+                    let mut conn = h2::server::handshake(tls).await.unwrap();
+                    while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                        let mut body = respond.send_response(http::Response::new(()), false).unwrap();
+                        body.send_data(Bytes::from_static(b"ok"), true).unwrap();
+                    }
+                });
+            }
+        });
+        let tls = snapshot::UpstreamTls {
+            sni: Some("backend.example.com".into()),
+            client_certificate: None,
+            validation: snapshot::ServerValidation::TrustedCa {
+                ca: snapshot::PemSource::Inline(pki.pem("ca.crt")),
+                subject_alt_names: Vec::new(),
+            },
+            alpn_protocols: Vec::new(),
+            parameters: snapshot::TlsParameters::default(),
+        };
+        let cluster = Arc::new(ClusterRuntime::new(
+            &snapshot::Cluster {
+                discovery: snapshot::Discovery::Eds,
+                name: "h2-tls".into(),
+                endpoints: vec![snapshot::Endpoint::new(address)],
+                protocol: UpstreamProtocol::Http2,
+                upstream: UpstreamPolicy {
+                    tls: Some(tls),
+                    ..Default::default()
+                },
+            },
+            true,
+            None,
+        ));
+        assert_eq!(status_of(&cluster).await.map_err(|r| r.body), Ok(200));
+        assert_eq!(alpn_rx.recv().await.unwrap().as_deref(), Some(&b"h2"[..]));
     }
 }
