@@ -48,18 +48,16 @@ pub(crate) mod limits {
     pub const INITIAL_CONNECTION_WINDOW: u32 = 1024 * 1024;
     /// Rapid reset (CVE-2023-44487): streams a client opened and reset before the proxy
     /// accepted them, pending at once; beyond this the connection gets GOAWAY
-    /// (ENHANCE_YOUR_CALM).
-    pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 50;
+    /// (ENHANCE_YOUR_CALM). h2's and hyper's value.
+    pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
     /// "MadeYouReset" (CVE-2025-8671): streams the proxy had to reset because the client broke
-    /// the protocol on them (a bad frame on an open stream); beyond this, GOAWAY.
+    /// the protocol on them (a bad frame on an open stream); beyond this, GOAWAY. h2's and
+    /// hyper's value.
     pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
     /// Bytes queued to send on one stream beyond what the client's window takes: the proxy
     /// reads no more from the upstream until the client reads, so a slow reader cannot make it
     /// buffer a whole response.
     pub const MAX_SEND_BUFFER_SIZE: usize = 64 * 1024;
-    /// Streams reset locally whose late frames are still accepted (h2's default is 10; more
-    /// makes a client's late frames after a reset a connection error less often).
-    pub const MAX_CONCURRENT_RESET_STREAMS: usize = 100;
 }
 
 /// The start of the HTTP/2 connection preface (RFC 9113, 3.4). HTTP/1.1's parser refuses it
@@ -81,8 +79,7 @@ fn builder() -> h2::server::Builder {
         .initial_connection_window_size(limits::INITIAL_CONNECTION_WINDOW)
         .max_pending_accept_reset_streams(limits::MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(Some(limits::MAX_LOCAL_ERROR_RESET_STREAMS))
-        .max_send_buffer_size(limits::MAX_SEND_BUFFER_SIZE)
-        .max_concurrent_reset_streams(limits::MAX_CONCURRENT_RESET_STREAMS);
+        .max_send_buffer_size(limits::MAX_SEND_BUFFER_SIZE);
     builder
 }
 
