@@ -183,6 +183,35 @@ fn an_http1_client_reaches_an_h2c_backend_over_http2() {
     );
 }
 
+/// The cluster's maxStreamDuration holds for an HTTP/1.1 client's request to an HTTP/2 upstream
+/// too: 504 UMSDR before the response head, as on the HTTP/1.1 path.
+#[test]
+fn max_stream_duration_ends_a_request_to_an_http2_upstream() {
+    let backend = h2_backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port).start();
+    apply(&gw, &manifest(port, "127.0.0.1", backend.port));
+    let limit = policy("    maxConcurrentStreams: 100\n").replace(
+        "  http2ProtocolOptions:",
+        "  commonHttpProtocolOptions:\n    maxStreamDuration: 300ms\n  http2ProtocolOptions:",
+    );
+    apply(&gw, &limit);
+    let started = Instant::now();
+    let (status, body) = gw.curl("h2.example.com", "/delay/3000");
+    assert_eq!(
+        (status, body.as_str()),
+        (504, "upstream max stream duration reached")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stat(&gw, "upstream_rq_max_duration_reached"), 1);
+    assert_eq!(gw.curl("h2.example.com", "/delay/10").0, 200);
+}
+
 /// (d) 100 concurrent requests over at most ceil(100 / maxConcurrentStreams) connections.
 #[test]
 fn a_hundred_concurrent_requests_share_ceil_100_over_max_streams_connections() {

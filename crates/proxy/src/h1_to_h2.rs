@@ -13,6 +13,7 @@
 //!   failure mid-body resets the client's connection, as on the HTTP/1.1 path.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -84,18 +85,38 @@ impl Downstream {
         self.buf.drain(..head.len);
         stats::inc(&cluster.stats().upstream_rq_active);
         stats::inc(&endpoint.active_requests);
-        let result = self
-            .h2_exchange(
-                dp,
-                cluster,
-                endpoint,
-                request,
-                head,
-                is_head,
-                continue_body,
-                set_cookies,
-            )
-            .await;
+        // With the cluster's maxStreamDuration, as on the HTTP/1.1 path: 504 UMSDR before the
+        // response head, a reset after.
+        let response_status = AtomicU16::new(0);
+        let exchange = self.h2_exchange(
+            dp,
+            cluster,
+            endpoint,
+            request,
+            head,
+            is_head,
+            continue_body,
+            set_cookies,
+            &response_status,
+        );
+        let result = match cluster.http_options().max_stream_duration {
+            None => exchange.await,
+            Some(limit) => match tokio::time::timeout(limit, exchange).await {
+                Ok(result) => result,
+                Err(_) => {
+                    stats::inc(&cluster.stats().upstream_rq_max_duration_reached);
+                    match response_status.load(Ordering::Relaxed) {
+                        0 => Err(LocalReply::max_stream_duration()),
+                        status => Ok(Outcome {
+                            status,
+                            flag: Some(ResponseFlag::UpstreamMaxStreamDurationReached),
+                            upstream: Some(endpoint.address),
+                            next: Next::Reset,
+                        }),
+                    }
+                }
+            },
+        };
         stats::dec(&cluster.stats().upstream_rq_active);
         stats::dec(&endpoint.active_requests);
         match result {
@@ -128,6 +149,7 @@ impl Downstream {
         is_head: bool,
         continue_body: bool,
         set_cookies: Vec<String>,
+        response_status: &AtomicU16,
     ) -> Result<Outcome, LocalReply> {
         let route_timeout = dp.options.route_timeout;
         let no_body = head.framing == Framing::Empty;
@@ -193,6 +215,8 @@ impl Downstream {
             Ok(Ok(response)) => response,
         };
         let status = response.status().as_u16();
+        // From here the client may get part of the response.
+        response_status.store(status, Ordering::Relaxed);
         cluster.outlier.report(cluster, endpoint, Report::Status(status));
         let close = !head.keep_alive || dp.is_draining() || !request_whole;
         let (parts, mut body) = response.into_parts();
