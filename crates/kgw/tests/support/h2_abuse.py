@@ -92,7 +92,7 @@ def send(c, w, data):
 def rapid_reset(c, w, args):
     # One stream id after another, each opened and cancelled at once, in batches per write.
     stream, sent = 1, 0
-    batch = 100
+    batch = args.batch
     while sent < args.count and time.monotonic() < args.deadline:
         chunk = []
         for _ in range(batch):
@@ -102,6 +102,8 @@ def rapid_reset(c, w, args):
         if not send(c, w, b"".join(chunk)):
             break
         sent += batch
+        if args.pause:
+            time.sleep(args.pause)
     return sent
 
 
@@ -150,6 +152,8 @@ def main():
     p.add_argument("--authority")
     p.add_argument("--path", default="/")
     p.add_argument("--count", type=int, default=100000, help="streams (rapid-reset) or frames to send at most")
+    p.add_argument("--batch", type=int, default=100, help="rapid-reset: streams opened and reset per write")
+    p.add_argument("--pause", type=float, default=0.0, help="rapid-reset: seconds between writes")
     p.add_argument("--seconds", type=float, default=10.0, help="stop sending after this long")
     args = p.parse_args()
     args.timeout = 5.0
