@@ -860,4 +860,55 @@ mod tests {
         assert_eq!(status_of(&cluster).await.map_err(|r| r.body), Ok(200));
         assert_eq!(alpn_rx.recv().await.unwrap().as_deref(), Some(&b"h2"[..]));
     }
+
+    /// One connection of one stream (max_connections 1, maxConcurrentStreams 1): a second
+    /// request waits as pending while the first holds the stream, and is refused 503 UO when
+    /// no request may wait (max_pending_requests 0), as Envoy's HTTP/2 pool counts.
+    #[tokio::test]
+    async fn a_full_pool_makes_requests_wait_as_pending_within_the_circuit_breaker() {
+        for (max_pending, second) in [(1, Ok(200)), (0, Err(503))] {
+            let (address, accepted) = h2_server(Duration::from_millis(200)).await;
+            let cluster = snapshot::Cluster {
+                discovery: snapshot::Discovery::Eds,
+                name: "h2".into(),
+                endpoints: vec![snapshot::Endpoint::new(address)],
+                protocol: UpstreamProtocol::Http2,
+                upstream: UpstreamPolicy {
+                    http2: Some(Http2Options {
+                        max_concurrent_streams: Some(1),
+                        ..Default::default()
+                    }),
+                    circuit_breakers: Some(snapshot::CircuitBreakers {
+                        max_connections: Some(1),
+                        max_pending_requests: Some(max_pending),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            };
+            let cluster = Arc::new(ClusterRuntime::new(&cluster, true, None));
+            let first = tokio::spawn({
+                let cluster = cluster.clone();
+                async move { status_of(&cluster).await.map_err(|r| r.status) }
+            });
+            // The first holds the only stream slot before the second asks.
+            tokio::time::timeout(Duration::from_secs(2), async {
+                while accepted.load(Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap();
+            let got = status_of(&cluster).await.map_err(|r| r.status);
+            assert_eq!(got, second, "max_pending_requests {max_pending}");
+            assert_eq!(first.await.unwrap(), Ok(200));
+            assert_eq!(accepted.load(Ordering::SeqCst), 1, "never a second connection");
+            let overflow = counter(&cluster, "upstream_rq_pending_overflow");
+            assert_eq!(overflow, u64::from(max_pending == 0));
+            assert_eq!(
+                counter(&cluster, "upstream_rq_pending_total"),
+                u64::from(max_pending == 1)
+            );
+        }
+    }
 }
