@@ -364,12 +364,12 @@ fn many_streams_share_one_connection_and_grpc_gets_envoys_local_reply() {
         );
         assert_eq!(seen.body, "");
     }
-    // Over HTTP/1.1 too (grpc-web, say): 200 and the status in the headers.
+    // Over HTTP/1.1 too: 200 and the status in the headers (as Envoy 1.40 answers).
     let seen = s.curl(
         &[
             "--http1.1",
             "-H",
-            "content-type: application/grpc-web+proto",
+            "content-type: application/grpc+proto",
             "--data-binary",
             "grpc",
         ],
@@ -384,7 +384,21 @@ fn many_streams_share_one_connection_and_grpc_gets_envoys_local_reply() {
         seen.headers
     );
     assert!(seen.headers.contains("grpc-status: 14"), "{}", seen.headers);
-    // The same request without gRPC gets Envoy's plain 503.
+    // gRPC-Web is not gRPC to Envoy's local replies (its grpc_web filter's business): the
+    // plain 503, as for a request that is not gRPC at all.
+    let seen = s.curl(
+        &[
+            "--http2-prior-knowledge",
+            "-H",
+            "content-type: application/grpc-web+proto",
+            "--data-binary",
+            "grpc",
+        ],
+        Scheme::Http,
+        "down.example.com",
+        "/pkg.Service/Method",
+    );
+    assert_eq!((seen.status, seen.body.as_str()), (503, "no healthy upstream"));
     let seen = s.curl(
         &["--http2-prior-knowledge"],
         Scheme::Http,

@@ -1,14 +1,18 @@
-//! gRPC's view of a local reply: a request whose content-type is `application/grpc*` that the
+//! gRPC's view of a local reply: a gRPC request (content-type `application/grpc[+...]`) that the
 //! proxy answers itself (no route, no healthy upstream, a timeout, ...) is answered as Envoy's
 //! `sendLocalReply` answers it: HTTP 200, `content-type: application/grpc`, `grpc-status` from
 //! the HTTP status (Envoy's `Grpc::Utility::httpToGrpcStatus`, itself gRPC's
 //! http-grpc-status-mapping.md), `grpc-message` the reply's body, and no body (a trailers-only
 //! response: one HEADERS frame with END_STREAM over HTTP/2). Shared by both client protocols.
 
-/// Is this request gRPC (its content-type starts `application/grpc`: `+proto`, `-web`, ...)?
+/// Is this request gRPC? As Envoy decides it (`Grpc::Common::hasGrpcContentType`, checked
+/// against Envoy 1.40): the content-type is exactly `application/grpc` or starts
+/// `application/grpc+` (`+proto`, `+json`); not gRPC-Web (`application/grpc-web*`, Envoy's
+/// grpc_web filter's business), not with parameters, not in another case.
 pub(crate) fn is_grpc(content_type: Option<&[u8]>) -> bool {
-    const PREFIX: &[u8] = b"application/grpc";
-    content_type.is_some_and(|ct| ct.len() >= PREFIX.len() && ct[..PREFIX.len()].eq_ignore_ascii_case(PREFIX))
+    const GRPC: &[u8] = b"application/grpc";
+    content_type
+        .is_some_and(|ct| ct == GRPC || ct.strip_prefix(GRPC).is_some_and(|rest| rest.starts_with(b"+")))
 }
 
 /// The gRPC status for an HTTP status, as Envoy maps it (`httpToGrpcStatus`). Envoy maps 504
@@ -57,10 +61,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_content_types_are_recognised() {
+    fn grpc_content_types_are_recognised_as_envoy_recognises_them() {
         assert!(is_grpc(Some(b"application/grpc")));
         assert!(is_grpc(Some(b"application/grpc+proto")));
-        assert!(is_grpc(Some(b"Application/GRPC-web")));
+        assert!(!is_grpc(Some(b"application/grpc-web")));
+        assert!(!is_grpc(Some(b"application/grpc-web+proto")));
+        assert!(!is_grpc(Some(b"application/grpc;foo=bar")));
+        assert!(!is_grpc(Some(b"Application/GRPC")));
+        assert!(!is_grpc(Some(b"application/grpcx")));
         assert!(!is_grpc(Some(b"application/json")));
         assert!(!is_grpc(None));
     }

@@ -87,7 +87,7 @@ impl LocalReply {
         }
     }
 
-    /// The same reply for a gRPC request (`content-type: application/grpc*`), as Envoy sends it.
+    /// The same reply for a gRPC request (`grpc::is_grpc`), as Envoy sends it.
     pub(crate) fn for_grpc(mut self, is_grpc: bool) -> LocalReply {
         self.grpc = is_grpc;
         self
