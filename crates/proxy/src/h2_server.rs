@@ -58,6 +58,14 @@ pub(crate) mod limits {
     /// reads no more from the upstream until the client reads, so a slow reader cannot make it
     /// buffer a whole response.
     pub const MAX_SEND_BUFFER_SIZE: usize = 64 * 1024;
+    /// Rapid reset paced to the proxy's speed (CVE-2023-44487 when every stream is accepted
+    /// before its reset arrives, so the pending-accept cap above never fills; each stream still
+    /// costs an upstream request): as Envoy (overload.premature_reset_total_stream_count and
+    /// premature_reset_min_stream_lifetime_seconds), a connection that has opened this many
+    /// streams, more than half of them reset within PREMATURE_RESET_LIFETIME, gets GOAWAY
+    /// (ENHANCE_YOUR_CALM) and ends.
+    pub const PREMATURE_RESET_MIN_STREAMS: u64 = 500;
+    pub const PREMATURE_RESET_LIFETIME: std::time::Duration = std::time::Duration::from_secs(1);
 }
 
 /// The start of the HTTP/2 connection preface (RFC 9113, 3.4). HTTP/1.1's parser refuses it
@@ -96,6 +104,18 @@ struct Client {
     active: AtomicUsize,
     started: tokio::time::Instant,
     last_end_ms: AtomicU64,
+    /// Streams accepted, and those of them reset within `limits::PREMATURE_RESET_LIFETIME`.
+    streams: AtomicU64,
+    premature_resets: AtomicU64,
+}
+
+impl Client {
+    /// Envoy's premature reset check: enough streams, and more than half reset early.
+    fn resets_too_many(&self) -> bool {
+        let streams = self.streams.load(Ordering::Relaxed);
+        streams >= limits::PREMATURE_RESET_MIN_STREAMS
+            && self.premature_resets.load(Ordering::Relaxed) * 2 > streams
+    }
 }
 
 /// One stream being served; counts out when it ends.
@@ -131,6 +151,8 @@ pub(crate) async fn serve(
         active: AtomicUsize::new(0),
         started: tokio::time::Instant::now(),
         last_end_ms: AtomicU64::new(0),
+        streams: AtomicU64::new(0),
+        premature_resets: AtomicU64::new(0),
     });
     let io = Replayed {
         read,
@@ -176,10 +198,21 @@ async fn drive(
                 }
                 Some(Ok((request, respond))) => {
                     client.active.fetch_add(1, Ordering::Acquire);
+                    client.streams.fetch_add(1, Ordering::Relaxed);
+                    if client.resets_too_many() && !going_away {
+                        stats::inc(&dp.downstream.downstream_rq_too_many_premature_resets);
+                        tracing::debug!(peer = %client.peer, "HTTP/2 connection: too many premature resets");
+                        going_away = true;
+                        conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    }
                     let guard = StreamGuard(client.clone());
                     let dp = dp.clone();
                     tokio::spawn(async move {
-                        serve_stream(&dp, &guard.0, request, respond).await;
+                        let opened = tokio::time::Instant::now();
+                        let reset = serve_stream(&dp, &guard.0, request, respond).await;
+                        if reset && opened.elapsed() < limits::PREMATURE_RESET_LIFETIME {
+                            guard.0.premature_resets.fetch_add(1, Ordering::Relaxed);
+                        }
                         drop(guard);
                     });
                 }
@@ -210,13 +243,14 @@ async fn drive(
     }
 }
 
-/// Routes and proxies one stream (or answers it locally), then counts and logs it.
+/// Routes and proxies one stream (or answers it locally), then counts and logs it. True when
+/// the stream ended reset (for the premature reset check).
 async fn serve_stream(
     dp: &Arc<DataPlane>,
     client: &Client,
     request: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-) {
+) -> bool {
     stats::inc(&dp.downstream.downstream_rq_http2_total);
     let runtime = dp.runtime();
     let (parts, mut body) = request.into_parts();
@@ -309,6 +343,10 @@ async fn serve_stream(
             cluster: &cluster_name,
         });
     }
+    // h2 keeps the reason of a reset stream; one that ended otherwise has none (and is not
+    // waited for: polled once).
+    let reset = std::future::poll_fn(|cx| std::task::Poll::Ready(respond.poll_reset(cx))).await;
+    matches!(reset, std::task::Poll::Ready(Ok(_)))
 }
 
 /// Proxies the stream to `endpoint` in the cluster's protocol (counted as active while it

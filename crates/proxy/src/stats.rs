@@ -130,6 +130,8 @@ counters!(ListenerStats {
     downstream_cx_http2_total: Counter,
     downstream_cx_http2_active: Gauge,
     downstream_rq_http2_total: Counter,
+    // HTTP/2 connections ended by the premature reset check (h2_server.rs limits), Envoy's name.
+    downstream_rq_too_many_premature_resets: Counter,
 });
 
 /// `cluster.<name>.ssl.*` of a cluster with upstream TLS (upstream_tls.rs), Envoy's names and
