@@ -321,6 +321,12 @@ fn many_streams_share_one_connection_and_grpc_gets_envoys_local_reply() {
     assert_eq!(s.stat("downstream_rq_http2_total") - rq_before, 100);
     let connections = s.stat("downstream_cx_http2_total") - cx_before;
     assert!(connections <= 2, "{connections} connections for 100 streams");
+    // Upstream, HTTP/1.1 connections go back to their pool after each exchange: at most one
+    // per stream in flight (50), not one per stream.
+    let upstream =
+        s.gw.stat(&format!("cluster.kube_{NS}_echo_80.upstream_cx_total"))
+            .unwrap();
+    assert!(upstream <= 55, "{upstream} upstream connections for 100 streams");
     s.log_lines("\"GET /get?n=1 HTTP/2\" 200", 100);
 
     // A gRPC call to a route whose Service has no endpoint: HTTP 200, grpc-status 14
@@ -727,4 +733,51 @@ fn a_removed_listener_sends_goaway_and_its_stream_in_flight_finishes() {
     // The HTTPS listener goes on.
     let seen = s.curl(&["--http2"], Scheme::Https, "www.example.com", "/get");
     assert_eq!((seen.version.as_str(), seen.status), ("2", 200));
+}
+
+#[test]
+fn an_http2_stream_past_the_route_timeout_gets_envoys_504_or_grpc_status_14() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::quickstart(dir.path())
+        .arg("--route-timeout")
+        .arg("1s")
+        .start();
+    let url = format!("http://127.0.0.1:{}/delay/3", gw.port);
+    let run = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-i",
+                "--max-time",
+                "10",
+                "--http2-prior-knowledge",
+                "-H",
+                "host: www.example.com",
+            ])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).replace('\r', "")
+    };
+    let started = std::time::Instant::now();
+    let plain = run(&[]);
+    assert!(plain.starts_with("HTTP/2 504"), "{plain}");
+    assert!(plain.ends_with("upstream request timeout"), "{plain}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let grpc = run(&["-H", "content-type: application/grpc", "--data-binary", "grpc"]);
+    assert!(grpc.starts_with("HTTP/2 200"), "{grpc}");
+    assert!(grpc.contains("grpc-status: 14\n"), "{grpc}");
+    assert!(
+        grpc.contains("grpc-message: upstream request timeout\n"),
+        "{grpc}"
+    );
+    assert_eq!(
+        gw.stat("cluster.kube_httpbin_httpbin_8000.upstream_rq_timeout"),
+        Some(2)
+    );
 }
