@@ -68,6 +68,8 @@ counters!(ClusterStats {
     upstream_cx_destroy_remote: Counter,
     upstream_cx_destroy_local_with_active_rq: Counter,
     upstream_cx_destroy_remote_with_active_rq: Counter,
+    // Either of the two above (Envoy's total of them).
+    upstream_cx_destroy_with_active_rq: Counter,
     upstream_cx_destroy_keepalive_timeout: Counter,
     upstream_cx_idle_timeout: Counter,
     upstream_cx_none_healthy: Counter,

@@ -106,6 +106,9 @@ pub(crate) fn count_closed(cluster: &ClusterRuntime, id: u64, end: End, busy: bo
     let s = cluster.stats();
     stats::dec(&s.upstream_cx_active);
     stats::inc(&s.upstream_cx_destroy);
+    if busy {
+        stats::inc(&s.upstream_cx_destroy_with_active_rq);
+    }
     match (end, busy) {
         // The keepalive probes went unanswered on an idle pooled connection.
         (End::TimedOut, false) => stats::inc(&s.upstream_cx_destroy_keepalive_timeout),

@@ -681,6 +681,7 @@ mod tests {
         assert!(took < Duration::from_millis(200 + 30 + 200 + 500), "{took:?}");
         assert_eq!(cluster.http2_stats().keepalive_timeout.load(Ordering::Relaxed), 1);
         assert_eq!(counter(&cluster, "upstream_cx_destroy_local_with_active_rq"), 1);
+        assert_eq!(counter(&cluster, "upstream_cx_destroy_with_active_rq"), 1);
         assert_eq!(cluster.endpoint_list()[0].h2.len(), 0, "it left the pool");
     }
 
