@@ -565,7 +565,7 @@ fn grpc_over_http2_both_ways_keeps_trailers_and_streams_each_way_at_once() {
 /// takes a GOAWAY as the end of everything, while a graceful one lets streams finish), PINGs
 /// and SETTINGS acknowledged. Prints `sent`, then one line per event until the connection
 /// ends, with the seconds since the request went: `status N`, `ended`, `goaway CODE LAST`,
-/// `reset CODE`, `eof`.
+/// `reset CODE`, `eof`. With argv[3], it resets its stream after that many seconds instead.
 const H2_CLIENT: &str = r#"
 import socket, struct, sys, time
 import h2.config, h2.connection, hpack
@@ -583,6 +583,13 @@ decoder = hpack.Decoder()
 buf = b""
 def say(*words):
     print("%.2f" % (time.monotonic() - start), *words, flush=True)
+if len(sys.argv) > 3:
+    # Reset the stream (CANCEL) after argv[3] seconds, keep the connection 2 s more, and go.
+    time.sleep(float(sys.argv[3]))
+    sock.sendall(b"\x00\x00\x04\x03\x00\x00\x00\x00\x01\x00\x00\x00\x08")
+    say("reset-sent")
+    time.sleep(2)
+    sys.exit(0)
 while True:
     data = sock.recv(65536)
     if not data:
@@ -612,6 +619,10 @@ while True:
 
 /// Starts `H2_CLIENT` for `path` on `port`; returns once it sent its request.
 fn h2_client(dir: &Path, port: u16, path: &str) -> std::process::Child {
+    h2_client_with(dir, port, path, &[])
+}
+
+fn h2_client_with(dir: &Path, port: u16, path: &str, extra: &[&str]) -> std::process::Child {
     use std::io::Read;
     let script = dir.join("h2_client.py");
     std::fs::write(&script, H2_CLIENT).unwrap();
@@ -619,6 +630,7 @@ fn h2_client(dir: &Path, port: u16, path: &str) -> std::process::Child {
         .args(["30", "python3"])
         .arg(&script)
         .args([&port.to_string(), path])
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -780,4 +792,32 @@ fn an_http2_stream_past_the_route_timeout_gets_envoys_504_or_grpc_status_14() {
         gw.stat("cluster.kube_httpbin_httpbin_8000.upstream_rq_timeout"),
         Some(2)
     );
+}
+
+#[test]
+fn a_stream_the_client_resets_ends_its_upstream_request_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayBuilder::quickstart(dir.path()).start();
+    let cluster = "cluster.kube_httpbin_httpbin_8000";
+    let started = std::time::Instant::now();
+    // A 3 s request, reset by the client after 0.5 s.
+    let client = h2_client_with(dir.path(), gw.port, "/delay/3", &["0.5"]);
+    wait_for("the stream at the backend", Duration::from_secs(5), || {
+        (gw.stat(&format!("{cluster}.upstream_rq_active")) == Some(1)).then_some(())
+    });
+    wait_for("the upstream request to end", Duration::from_secs(5), || {
+        (gw.stat(&format!("{cluster}.upstream_rq_active")) == Some(0)).then_some(())
+    });
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    // Its connection, mid-request, is closed rather than pooled.
+    assert_eq!(
+        gw.stat(&format!("{cluster}.upstream_cx_destroy_local_with_active_rq")),
+        Some(1)
+    );
+    let events = events(client);
+    assert!(events.iter().any(|(_, e)| e == "reset-sent"), "{events:?}");
 }

@@ -301,7 +301,7 @@ async fn serve_stream(
     let (status, flag, upstream) = match routed {
         Err(reply) => {
             let reply = reply.for_grpc(is_grpc);
-            send_local_reply(&mut respond, &reply, is_head).await;
+            send_local_reply(&mut respond, &reply, is_head, dp.options.stream_idle_timeout).await;
             (reply.sent_status(), reply.flag, None)
         }
         Ok((cluster, endpoint)) => {
@@ -326,7 +326,7 @@ async fn serve_stream(
                 Ok(ended) => (ended.status, ended.flag, Some(endpoint.address)),
                 Err(reply) => {
                     let reply = reply.for_grpc(is_grpc);
-                    send_local_reply(&mut respond, &reply, is_head).await;
+                    send_local_reply(&mut respond, &reply, is_head, dp.options.stream_idle_timeout).await;
                     (reply.sent_status(), reply.flag, Some(endpoint.address))
                 }
             }
@@ -385,7 +385,14 @@ async fn forward(
 
 /// Answers a stream with a local reply: as HTTP/2 (status, body, the headers the HTTP/1.1 reply
 /// has), or for a gRPC request as Envoy answers one (`grpc.rs`: 200, trailers-only).
-pub(crate) async fn send_local_reply(respond: &mut SendResponse<Bytes>, reply: &LocalReply, is_head: bool) {
+/// A client that never opens its window for the body is let go after `idle` (the stream idle
+/// timeout).
+pub(crate) async fn send_local_reply(
+    respond: &mut SendResponse<Bytes>,
+    reply: &LocalReply,
+    is_head: bool,
+    idle: Duration,
+) {
     let mut response = http::Response::builder();
     if reply.overloaded {
         response = response.header("x-envoy-overloaded", "true");
@@ -414,7 +421,10 @@ pub(crate) async fn send_local_reply(respond: &mut SendResponse<Bytes>, reply: &
     if let Ok(mut stream) = respond.send_response(response, end)
         && !end
     {
-        let _ = h2_body::send_data(&mut stream, Bytes::from(reply.body.clone()), true).await;
+        let body = h2_body::send_data(&mut stream, Bytes::from(reply.body.clone()), true);
+        if tokio::time::timeout(idle, body).await.is_err() {
+            stream.send_reset(h2::Reason::CANCEL);
+        }
     }
 }
 

@@ -377,11 +377,20 @@ impl Exchange<'_> {
                 }
                 break;
             }
-            let read = tokio::time::timeout(
-                idle,
-                read_bounded(&mut conn.transport, &mut conn.buf, self.options.read_limit),
-            )
-            .await;
+            // A client that resets the stream ends the upstream request at once (as Envoy
+            // cancels it), not at the next write.
+            let read = tokio::select! {
+                biased;
+                read = tokio::time::timeout(
+                    idle,
+                    read_bounded(&mut conn.transport, &mut conn.buf, self.options.read_limit),
+                ) => read,
+                _ = poll_fn(|cx| send.poll_reset(cx)) => {
+                    conn.end = End::Local;
+                    ended.flag = Some(ResponseFlag::DownstreamConnectionTermination);
+                    return Ok(ended);
+                }
+            };
             match read {
                 Err(_) => return Ok(stream_idle(dp, &mut conn, &mut send, ended)),
                 Ok(Ok(0)) if head.framing == Framing::UntilClose => {

@@ -357,11 +357,13 @@ async fn download(
     activity: &Activity,
 ) -> Result<(), Download> {
     loop {
-        let Some(next) = activity
-            .within(h2_body::recv_data(from))
-            .await
-            .ok_or(Download::Idle)?
-        else {
+        // A client that resets the stream ends the upstream one at once (as Envoy cancels it).
+        let next = tokio::select! {
+            biased;
+            next = activity.within(h2_body::recv_data(from)) => next,
+            _ = std::future::poll_fn(|cx| to.poll_reset(cx)) => return Err(Download::ClientGone),
+        };
+        let Some(next) = next.ok_or(Download::Idle)? else {
             break;
         };
         let data = next.map_err(|_| Download::UpstreamGone)?;
