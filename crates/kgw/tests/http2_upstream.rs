@@ -271,9 +271,20 @@ fn a_hundred_streams_on_one_client_connection_share_ceil_100_over_max_streams_co
 
 /// (c) The HTTP/2 keepalive guide: PINGs find a blackholed backend within interval (plus
 /// jitter) and timeout, with 0.5 s to spare; its connection closes and is counted; a request in
-/// flight on it fails fast with Envoy's answer (measured on Envoy 1.40: 503 after 2.06 s); the next request, once the backend is back, opens a new connection.
+/// flight on it fails fast with Envoy's answer (measured on Envoy 1.40: 503 after 2.06 s); the
+/// next request, once the backend is back, opens a new connection.
 #[test]
-fn keepalive_pings_find_a_blackholed_backend() {
+fn keepalive_pings_find_a_blackholed_backend_under_a_request() {
+    keepalive_detection(true);
+}
+
+/// (c) as the guide shows it: the connection is idle in the pool when the backend vanishes.
+#[test]
+fn keepalive_pings_find_a_blackholed_backend_behind_an_idle_connection() {
+    keepalive_detection(false);
+}
+
+fn keepalive_detection(with_request_in_flight: bool) {
     let mut host = BackendHost::new();
     host.spawn(
         KGW,
@@ -297,11 +308,14 @@ fn keepalive_pings_find_a_blackholed_backend() {
     assert_eq!(gw.curl("h2.example.com", "/get").0, 200);
     assert_eq!(stat(&gw, "upstream_cx_http2_total"), 1);
 
-    // A request in flight when the backend vanishes.
+    // A request in flight when the backend vanishes, or none.
     let started = Instant::now();
-    let in_flight = std::thread::spawn(move || curl(port, "h2.example.com", "/delay/20"));
-    wait_for("the request in flight", Duration::from_secs(5), || {
-        (stat(&gw, "upstream_rq_active") == 1).then_some(())
+    let in_flight = with_request_in_flight.then(|| {
+        let request = std::thread::spawn(move || curl(port, "h2.example.com", "/delay/20"));
+        wait_for("the request in flight", Duration::from_secs(5), || {
+            (stat(&gw, "upstream_rq_active") == 1).then_some(())
+        });
+        request
     });
     let vanished = Instant::now();
     host.blackhole();
@@ -316,18 +330,24 @@ fn keepalive_pings_find_a_blackholed_backend() {
         found <= bound + Duration::from_millis(500),
         "closed after {found:?}, bound {bound:?} + 0.5 s"
     );
-    let (status, body) = in_flight.join().unwrap();
-    eprintln!("the request in flight got {status} after {:?}", started.elapsed());
-    assert_eq!(status, 503);
-    assert_eq!(
-        body,
-        "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "fast: {:?}",
-        started.elapsed()
-    );
+    if let Some(request) = in_flight {
+        let (status, body) = request.join().unwrap();
+        eprintln!("the request in flight got {status} after {:?}", started.elapsed());
+        assert_eq!(status, 503);
+        assert_eq!(
+            body,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "fast: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(stat(&gw, "upstream_cx_destroy_local_with_active_rq"), 1);
+    } else {
+        assert_eq!(stat(&gw, "upstream_cx_destroy_local"), 1);
+        assert_eq!(stat(&gw, "upstream_cx_destroy_with_active_rq"), 0);
+    }
     assert_eq!(stat(&gw, "upstream_cx_active"), 0, "the connection left");
 
     host.lift();
