@@ -307,6 +307,42 @@ fn an_upgrade_to_another_protocol_is_refused_as_envoy_refuses_it() {
 }
 
 #[test]
+fn a_websocket_upgrade_is_refused_on_a_route_whose_backend_does_not_say_kubernetes_io_ws() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _server, backend, _) = start(dir.path(), false);
+    // As kgateway renders it: no upgrade on the listener, none on a route to a plain backend.
+    let plain = gateway(gw.port, None, backend).replace("    appProtocol: kubernetes.io/ws\n", "");
+    apply(&gw, &plain);
+    let route = wait_for("the route in the dump", Duration::from_secs(5), || {
+        let dump = gw.dump("GET", "");
+        let routes =
+            dump.pointer("/configs/2/dynamic_route_configs/0/route_config/virtual_hosts/0/routes/0")?;
+        Some(routes.clone())
+    });
+    assert!(route["route"].get("upgrade_configs").is_none(), "{route}");
+    let answer = raw(
+        gw.port,
+        "GET /echo HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+    assert_eq!(stat(&gw, "http.http.downstream_rq_ws_on_non_ws_route"), 1);
+    assert_eq!(stat(&gw, &format!("cluster.{CLUSTER}.upstream_rq_total")), 0);
+
+    // The backend says kubernetes.io/ws: the route enables WebSocket, in the dump and in the
+    // traffic.
+    apply(&gw, &gateway(gw.port, None, backend));
+    wait_for("the route's upgrade_configs", Duration::from_secs(5), || {
+        let dump = gw.dump("GET", "");
+        let route =
+            dump.pointer("/configs/2/dynamic_route_configs/0/route_config/virtual_hosts/0/routes/0/route")?;
+        (route["upgrade_configs"] == serde_json::json!([{"upgrade_type": "websocket"}])).then_some(())
+    });
+    let url = format!("ws://127.0.0.1:{}/echo", gw.port);
+    assert_eq!(client(&url, "echo", None), "echo ok");
+}
+
+#[test]
 fn a_websocket_goes_through_the_https_listener() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));

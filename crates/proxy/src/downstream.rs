@@ -393,7 +393,12 @@ impl Downstream {
         let mut cluster_name = String::new();
         let request_headers = load_balancing::Http1Headers { buf: &buf, head };
         let mut pick = load_balancing::PickContext::new(&request_headers, self.peer);
-        let routed = if head.upgrade == h1::Upgrade::Other {
+        let refused_upgrade = match head.upgrade {
+            h1::Upgrade::None => false,
+            h1::Upgrade::Other => true,
+            h1::Upgrade::WebSocket => !crate::upgrade::route_allows_websocket(&runtime, port, &view),
+        };
+        let routed = if refused_upgrade {
             Err(crate::upgrade::refused(dp))
         } else {
             route_to_endpoint(

@@ -1,4 +1,5 @@
-//! Upgraded connections (WebSocket over HTTP/1.1): once the upstream answers an upgrade request
+//! Upgraded connections (WebSocket over HTTP/1.1, on the routes whose backend says
+//! `appProtocol: kubernetes.io/ws`): once the upstream answers an upgrade request
 //! with 101 Switching Protocols, the client's connection and the upstream's become one tunnel.
 //! Bytes go both ways as they come, unparsed (no frames are read), until either side ends.
 //!
@@ -43,9 +44,23 @@ impl Drop for Active<'_> {
     }
 }
 
-/// The answer to an upgrade to a protocol other than WebSocket: 403, no body, and the
-/// connection closes, as Envoy answers an upgrade type it is not configured for; counted in
-/// Envoy's counter (named when WebSocket was the only upgrade it knew).
+/// Whether the route a WebSocket upgrade request takes allows it: only a route whose backend
+/// says `appProtocol: kubernetes.io/ws` (`Route::websocket_upgrade`, Envoy's route-level
+/// `upgrade_configs` in the dump), as in kgateway, whose listeners enable no upgrade. A request
+/// that matches no route is left to routing (404).
+pub(crate) fn route_allows_websocket(
+    runtime: &crate::Runtime,
+    port: u16,
+    view: &crate::router::RequestView<'_>,
+) -> bool {
+    crate::router::find_listener(&runtime.snapshot.listeners, port)
+        .and_then(|l| crate::router::route(l, view))
+        .is_none_or(|route| route.websocket_upgrade)
+}
+
+/// The answer to an upgrade the route is not configured for (a WebSocket upgrade on a route
+/// without it, any other protocol anywhere): 403, no body, and the connection closes, as Envoy
+/// answers; counted in Envoy's counter (named when WebSocket was the only upgrade it knew).
 pub(crate) fn refused(dp: &DataPlane) -> LocalReply {
     stats::inc(&dp.downstream.downstream_rq_ws_on_non_ws_route);
     LocalReply::direct(403, "")
