@@ -30,7 +30,10 @@ struct Setup {
 /// endpoint.
 fn setup(dir: &Path) -> Setup {
     let pki = Pki::new(&dir.join("pki"));
-    let leaf = pki.leaf("www", &["www.example.com", "down.example.com"]);
+    let leaf = pki.leaf(
+        "www",
+        &["www.example.com", "down.example.com", "grpc.example.com"],
+    );
     let backend_port = free_port();
     let backend = sample_backend_on(backend_port, dir.join("backend.log"));
     let http_port = free_port();
@@ -448,7 +451,8 @@ print("ready", flush=True)
 server.wait_for_termination()
 "#;
 
-/// A grpcio client through the gateway (h2c, prior knowledge): a unary call and its trailers,
+/// A grpcio client through the gateway (h2c with prior knowledge; over TLS when argv[2] names
+/// the CA): a unary call and its trailers,
 /// a failing call's status, details and trailers, and a bidirectional call where each message
 /// is sent only once the answer to the previous one came back (it cannot pass if either way is
 /// held back until the other ends).
@@ -456,8 +460,16 @@ const GRPC_CLIENT: &str = r#"
 import queue, sys
 import grpc
 
-channel = grpc.insecure_channel("127.0.0.1:" + sys.argv[1],
-                                options=[("grpc.default_authority", "grpc.example.com")])
+target = "127.0.0.1:" + sys.argv[1]
+if len(sys.argv) > 2:
+    # Over TLS (ALPN h2), trusting the test CA in argv[2].
+    with open(sys.argv[2], "rb") as ca:
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca.read())
+    channel = grpc.secure_channel(target, credentials,
+                                  options=[("grpc.ssl_target_name_override", "grpc.example.com"),
+                                           ("grpc.default_authority", "grpc.example.com")])
+else:
+    channel = grpc.insecure_channel(target, options=[("grpc.default_authority", "grpc.example.com")])
 unary = channel.unary_unary("/test.Echo/Unary")
 response, call = unary.with_call(b"hi", timeout=10)
 assert response == b"echo:hi", response
@@ -538,26 +550,30 @@ fn grpc_over_http2_both_ways_keeps_trailers_and_streams_each_way_at_once() {
 
     let client = dir.path().join("grpc_client.py");
     std::fs::write(&client, GRPC_CLIENT).unwrap();
-    let out = Command::new("timeout")
-        .args(["30", "python3"])
-        .arg(&client)
-        .arg(s.http_port.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && stdout(&out).contains("ok"),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    // Plain (prior knowledge) on the HTTP port, TLS (ALPN h2) on the HTTPS one.
+    let ca = s.ca.to_str().unwrap().to_string();
+    for args in [vec![s.http_port.to_string()], vec![s.https_port.to_string(), ca]] {
+        let out = Command::new("timeout")
+            .args(["30", "python3"])
+            .arg(&client)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && stdout(&out).contains("ok"),
+            "{args:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
     // Over HTTP/2 upstream, on one connection, and logged.
     assert!(
         s.gw.stat(&format!("{cluster}.upstream_cx_http2_total"))
             .unwrap_or(0)
             >= 1
     );
-    s.log_lines("\"POST /test.Echo/Unary HTTP/2\" 200", 2);
-    s.log_lines("\"POST /test.Echo/Bidi HTTP/2\" 200", 1);
+    s.log_lines("\"POST /test.Echo/Unary HTTP/2\" 200", 4);
+    s.log_lines("\"POST /test.Echo/Bidi HTTP/2\" 200", 2);
 }
 
 /// An HTTP/2 client on a raw socket: python h2 opens the connection and sends one GET for
