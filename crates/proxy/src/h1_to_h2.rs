@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use tokio::time::Instant;
 
 use crate::DataPlane;
 use crate::cluster::{ClusterRuntime, Endpoint};
@@ -136,8 +137,10 @@ impl Downstream {
         }
     }
 
-    /// The stream: opened, the body sent, the response head awaited (the route timeout from
-    /// the end of the request), then the response relayed.
+    /// The stream: opened, then the request body and the response moving at once (a
+    /// full-duplex backend answers before the body ends), under one stream idle timer for both
+    /// directions and every write to the client (Envoy's stream_idle_timeout), with the route
+    /// timeout from the end of the request to the response head.
     #[allow(clippy::too_many_arguments)]
     async fn h2_exchange(
         &mut self,
@@ -152,6 +155,7 @@ impl Downstream {
         response_status: &AtomicU16,
     ) -> Result<Outcome, LocalReply> {
         let route_timeout = dp.options.route_timeout;
+        let idle = dp.options.stream_idle_timeout;
         let no_body = head.framing == Framing::Empty;
         let proxied = cluster
             .policy_ref()
@@ -161,193 +165,376 @@ impl Downstream {
             .flatten();
         let UpstreamStream {
             response,
-            body,
+            body: upload_stream,
             lease,
         } = upstream_h2::open_stream(cluster, endpoint, request, no_body, route_timeout, proxied).await?;
-        let mut request_whole = no_body;
         let mut response = std::pin::pin!(response);
-        let response = if no_body {
-            tokio::time::timeout(route_timeout, response.as_mut()).await
-        } else {
-            if continue_body && self.buf.is_empty() && head.version == h1::Version::Http11 {
-                self.stream
-                    .send(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    .await
-                    .map_err(|_| LocalReply::upstream_terminated())?;
+        let ended = |status: u16, (flag, next): (ResponseFlag, Next)| -> Result<Outcome, LocalReply> {
+            if flag == ResponseFlag::StreamIdleTimeout {
+                stats::inc(&dp.downstream.downstream_rq_idle_timeout);
             }
-            let stream_idle = dp.options.stream_idle_timeout;
-            let upload = self.upload(body, head.framing, stream_idle);
-            tokio::pin!(upload);
-            // An early answer (a 413, say) ends the upload: the rest is not read.
-            let early = tokio::select! {
+            Ok(Outcome {
+                status,
+                flag: Some(flag),
+                upstream: Some(endpoint.address),
+                next,
+            })
+        };
+        if !no_body
+            && continue_body
+            && self.buf.is_empty()
+            && head.version == h1::Version::Http11
+            && let Err(cut) = self.send_within(idle, b"HTTP/1.1 100 Continue\r\n\r\n").await
+        {
+            return ended(0, cut);
+        }
+        let mut upload = Upload::new(upload_stream, head.framing, no_body);
+        let idle_timer = tokio::time::sleep(idle);
+        let route_timer = tokio::time::sleep(route_timeout);
+        tokio::pin!(idle_timer, route_timer);
+        let mut body: Option<h2::RecvStream> = None;
+        // Set with the response head.
+        let mut status = 0;
+        let mut chunked = false;
+        let mut close = false;
+        let mut out = Vec::with_capacity(256);
+        loop {
+            upload.absorb(&mut self.buf)?;
+            let got_head = status != 0;
+            // The response is over: so is the exchange (a body not wholly read closes the
+            // client connection: `close` was set with the head).
+            if got_head && body.is_none() {
+                break;
+            }
+            let event = tokio::select! {
                 biased;
-                r = response.as_mut() => Some(r),
-                r = &mut upload => match r {
-                    Ok(()) => {
-                        request_whole = true;
-                        None
-                    }
-                    Err(Some(reply)) => return Err(reply),
-                    Err(None) => {
-                        return Ok(Outcome {
-                            status: 0,
-                            flag: Some(ResponseFlag::DownstreamConnectionTermination),
-                            upstream: Some(endpoint.address),
-                            next: Next::Close,
-                        });
-                    }
-                },
+                r = response.as_mut(), if !got_head => Event::Head(r),
+                r = next_data(&mut body) => Event::Data(r),
+                r = std::future::poll_fn(|cx| upload.poll_send(cx)), if upload.has_work() => Event::Sent(r),
+                r = read_bounded(&mut self.stream, &mut self.buf, None), if upload.wants_bytes() => Event::Read(r),
+                () = &mut route_timer, if !got_head && upload.finished() => Event::RouteTimeout,
+                () = &mut idle_timer => Event::Idle,
             };
-            match early {
-                Some(r) => Ok(r),
-                None => tokio::time::timeout(route_timeout, response.as_mut()).await,
+            match event {
+                Event::Idle if !got_head => {
+                    stats::inc(&dp.downstream.downstream_rq_idle_timeout);
+                    return Err(if upload.finished() {
+                        LocalReply::stream_timeout_after_request()
+                    } else {
+                        LocalReply::stream_timeout_in_request()
+                    });
+                }
+                Event::Idle => return ended(status, (ResponseFlag::StreamIdleTimeout, Next::Reset)),
+                Event::RouteTimeout => {
+                    cluster.outlier.report(cluster, endpoint, Report::Timeout);
+                    return Err(LocalReply::upstream_timeout());
+                }
+                Event::Read(Ok(n)) if n > 0 => {}
+                // The client left mid-body (the stream is reset as it drops).
+                Event::Read(_) => {
+                    return ended(
+                        status,
+                        (ResponseFlag::DownstreamConnectionTermination, Next::Close),
+                    );
+                }
+                Event::Sent(Ok(())) => {
+                    if upload.finished() && !got_head {
+                        // The request is whole: the route timeout runs from here.
+                        route_timer.as_mut().reset(Instant::now() + route_timeout);
+                    }
+                }
+                Event::Sent(Err(e)) if !got_head => return Err(upstream_h2::stream_failed(&e)),
+                Event::Sent(Err(_)) => {
+                    // The upstream takes no more of the body (reset after its answer): the
+                    // rest is not read, so the client connection closes after the response.
+                    upload.abandon();
+                    close = true;
+                }
+                Event::Head(Err(e)) => {
+                    cluster.outlier.report(cluster, endpoint, Report::ConnectFailed);
+                    return Err(upstream_h2::stream_failed(&e));
+                }
+                Event::Head(Ok(response)) => {
+                    status = response.status().as_u16();
+                    // From here the client may get part of the response.
+                    response_status.store(status, Ordering::Relaxed);
+                    cluster.outlier.report(cluster, endpoint, Report::Status(status));
+                    let (parts, recv) = response.into_parts();
+                    let framing = ResponseFraming::of(
+                        &parts.headers,
+                        status,
+                        is_head,
+                        head.version,
+                        recv.is_end_stream(),
+                    );
+                    // A body not whole yet still goes up as the response comes down; the
+                    // client connection closes after both.
+                    close = close
+                        || !head.keep_alive
+                        || dp.is_draining()
+                        || !upload.finished()
+                        || framing.until_close;
+                    chunked = framing.chunked;
+                    out.clear();
+                    write_response_head(
+                        &mut out,
+                        status,
+                        &parts,
+                        &set_cookies,
+                        framing,
+                        close,
+                        head.version,
+                    );
+                    if !framing.bodiless && !recv.is_end_stream() {
+                        body = Some(recv);
+                    }
+                    if let Err(cut) = self.send_within(idle, &out).await {
+                        return ended(status, cut);
+                    }
+                }
+                Event::Data(Some(Ok(data))) => {
+                    if !data.is_empty() {
+                        out.clear();
+                        if chunked {
+                            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                            out.extend_from_slice(&data);
+                            out.extend_from_slice(b"\r\n");
+                        } else {
+                            out.extend_from_slice(&data);
+                        }
+                        if let Err(cut) = self.send_within(idle, &out).await {
+                            return ended(status, cut);
+                        }
+                    }
+                }
+                Event::Data(None) => {
+                    body = None;
+                    if chunked && let Err(cut) = self.send_within(idle, b"0\r\n\r\n").await {
+                        return ended(status, cut);
+                    }
+                }
+                // Cut part-way (the connection died, or the stream was reset).
+                Event::Data(Some(Err(_))) => {
+                    return ended(status, (ResponseFlag::UpstreamConnectionTermination, Next::Reset));
+                }
             }
-        };
-        let response = match response {
-            Err(_) => {
-                cluster.outlier.report(cluster, endpoint, Report::Timeout);
-                return Err(LocalReply::upstream_timeout());
-            }
-            Ok(Err(e)) => {
-                cluster.outlier.report(cluster, endpoint, Report::ConnectFailed);
-                return Err(upstream_h2::stream_failed(&e));
-            }
-            Ok(Ok(response)) => response,
-        };
-        let status = response.status().as_u16();
-        // From here the client may get part of the response.
-        response_status.store(status, Ordering::Relaxed);
-        cluster.outlier.report(cluster, endpoint, Report::Status(status));
-        let close = !head.keep_alive || dp.is_draining() || !request_whole;
-        let (parts, mut body) = response.into_parts();
-        let length = parts
-            .headers
+            idle_timer.as_mut().reset(Instant::now() + idle);
+        }
+        drop(lease);
+        Ok(Outcome {
+            status,
+            flag: None,
+            upstream: Some(endpoint.address),
+            next: if close || !upload.finished() {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            },
+        })
+    }
+
+    /// Writes `bytes` to the client within the stream idle timeout; else how the exchange
+    /// ends: the client left, or it stopped reading (Envoy's SI, the connection reset).
+    async fn send_within(&mut self, idle: Duration, bytes: &[u8]) -> Result<(), (ResponseFlag, Next)> {
+        match tokio::time::timeout(idle, self.stream.send(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err((ResponseFlag::DownstreamConnectionTermination, Next::Close)),
+            Err(_) => Err((ResponseFlag::StreamIdleTimeout, Next::Reset)),
+        }
+    }
+}
+
+/// What woke the exchange.
+enum Event {
+    Head(Result<http::Response<h2::RecvStream>, h2::Error>),
+    Data(Option<Result<Bytes, h2::Error>>),
+    /// The body held so far went up (or the upload failed).
+    Sent(Result<(), h2::Error>),
+    /// Bytes from the client.
+    Read(std::io::Result<usize>),
+    RouteTimeout,
+    Idle,
+}
+
+/// The response body's next data; never, when there is none to read.
+async fn next_data(body: &mut Option<h2::RecvStream>) -> Option<Result<Bytes, h2::Error>> {
+    match body {
+        Some(body) => h2_body::recv_data(body).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How the response goes to the HTTP/1.1 client.
+#[derive(Clone, Copy)]
+struct ResponseFraming {
+    /// No body at all (HEAD, 1xx, 204, 304).
+    bodiless: bool,
+    chunked: bool,
+    /// Close-delimited (an HTTP/1.0 client, no length).
+    until_close: bool,
+    /// The head ended the stream: an empty body, sent as `content-length: 0` (as Envoy).
+    empty: bool,
+}
+
+impl ResponseFraming {
+    fn of(
+        headers: &http::HeaderMap,
+        status: u16,
+        is_head: bool,
+        version: h1::Version,
+        end_stream: bool,
+    ) -> Self {
+        let length = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let bodiless = is_head || status == 204 || status == 304 || (100..200).contains(&status);
-        let chunked = !bodiless && length.is_none() && head.version == h1::Version::Http11;
-        let until_close = !bodiless && length.is_none() && !chunked && !body.is_end_stream();
-        let close = close || until_close;
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.to_string().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-        out.extend_from_slice(b"\r\n");
-        for (name, value) in &parts.headers {
-            if NOT_IN_HTTP2.contains(&name.as_str()) {
-                continue;
-            }
-            put_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        let empty = !bodiless && length.is_none() && end_stream;
+        let open = !bodiless && length.is_none() && !end_stream;
+        ResponseFraming {
+            bodiless,
+            chunked: open && version == h1::Version::Http11,
+            until_close: open && version == h1::Version::Http10,
+            empty,
         }
-        for cookie in &set_cookies {
-            put_header(&mut out, b"set-cookie", cookie.as_bytes());
+    }
+}
+
+/// The HTTP/1.1 response head for an HTTP/2 response.
+fn write_response_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    parts: &http::response::Parts,
+    set_cookies: &[String],
+    framing: ResponseFraming,
+    close: bool,
+    version: h1::Version,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if NOT_IN_HTTP2.contains(&name.as_str()) {
+            continue;
         }
-        if chunked {
-            put_header(&mut out, b"transfer-encoding", b"chunked");
-        } else if length.is_none() && !bodiless && body.is_end_stream() {
-            put_header(&mut out, b"content-length", b"0");
+        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    for cookie in set_cookies {
+        put_header(out, b"set-cookie", cookie.as_bytes());
+    }
+    if framing.chunked {
+        put_header(out, b"transfer-encoding", b"chunked");
+    } else if framing.empty {
+        put_header(out, b"content-length", b"0");
+    }
+    if close {
+        put_header(out, b"connection", b"close");
+    } else if version == h1::Version::Http10 {
+        // An HTTP/1.0 client keeps the connection only when told so.
+        put_header(out, b"connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The client's body on its way up: its bytes taken from the client's buffer, decoded from
+/// their HTTP/1.1 framing, and sent as the stream's flow-control window allows. Each send is
+/// one step of the exchange's loop, so a window that never opens is stream idle time.
+struct Upload {
+    stream: h2::SendStream<Bytes>,
+    frame: BodyFrame,
+    chunked: bool,
+    decoder: ChunkDecoder,
+    /// Decoded, not yet sent.
+    held: BytesMut,
+    /// The body's end was taken from the client.
+    read_all: bool,
+    /// END_STREAM sent (or the upload abandoned).
+    done: bool,
+}
+
+/// Body bytes held before the client is read again (the upstream's window is closed).
+const UPLOAD_HELD_MAX: usize = 64 * 1024;
+
+impl Upload {
+    fn new(stream: h2::SendStream<Bytes>, framing: Framing, no_body: bool) -> Upload {
+        Upload {
+            stream,
+            frame: BodyFrame::new(framing),
+            chunked: framing == Framing::Chunked,
+            decoder: ChunkDecoder::default(),
+            held: BytesMut::new(),
+            read_all: no_body,
+            done: no_body,
         }
-        if close {
-            put_header(&mut out, b"connection", b"close");
-        }
-        out.extend_from_slice(b"\r\n");
-        let mut outcome = Outcome {
-            status,
-            flag: None,
-            upstream: Some(endpoint.address),
-            next: if close { Next::Close } else { Next::KeepAlive },
-        };
-        if self.stream.send(&out).await.is_err() {
-            outcome.flag = Some(ResponseFlag::DownstreamConnectionTermination);
-            outcome.next = Next::Close;
-            return Ok(outcome);
-        }
-        if bodiless {
-            drop(lease);
-            return Ok(outcome);
-        }
-        let idle = dp.options.stream_idle_timeout;
-        loop {
-            let data = match tokio::time::timeout(idle, h2_body::recv_data(&mut body)).await {
-                Err(_) => {
-                    stats::inc(&dp.downstream.downstream_rq_idle_timeout);
-                    outcome.flag = Some(ResponseFlag::StreamIdleTimeout);
-                    outcome.next = Next::Reset;
-                    return Ok(outcome);
-                }
-                Ok(None) => break,
-                Ok(Some(Err(_))) => {
-                    // Cut part-way (the connection died, or the stream was reset).
-                    outcome.flag = Some(ResponseFlag::UpstreamConnectionTermination);
-                    outcome.next = Next::Reset;
-                    return Ok(outcome);
-                }
-                Ok(Some(Ok(data))) => data,
-            };
-            if data.is_empty() {
-                continue;
-            }
-            out.clear();
-            if chunked {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.extend_from_slice(&data);
-            }
-            if self.stream.send(&out).await.is_err() {
-                outcome.flag = Some(ResponseFlag::DownstreamConnectionTermination);
-                outcome.next = Next::Close;
-                return Ok(outcome);
-            }
-        }
-        if chunked && self.stream.send(b"0\r\n\r\n").await.is_err() {
-            outcome.next = Next::Close;
-        }
-        drop(lease);
-        Ok(outcome)
     }
 
-    /// Sends the client's body (from its buffer, then its connection) on `stream`, decoded
-    /// from its HTTP/1.1 framing; a stall longer than `stream_idle` ends it (Envoy: 408 SI).
-    /// Err(None): the client left mid-body (the stream is reset as it drops).
-    async fn upload(
-        &mut self,
-        mut stream: h2::SendStream<Bytes>,
-        framing: Framing,
-        stream_idle: Duration,
-    ) -> Result<(), Option<LocalReply>> {
-        let mut frame = BodyFrame::new(framing);
-        let mut decoder = ChunkDecoder::default();
-        let mut framed = Vec::new();
-        loop {
-            framed.clear();
-            frame
-                .move_body(&mut self.buf, &mut framed, false)
-                .map_err(|_| Some(LocalReply::bad_request_body()))?;
-            let data = if framing == Framing::Chunked {
-                decoder.decode(&framed)
-            } else {
-                std::mem::take(&mut framed)
-            };
-            let done = frame.is_done();
-            if !data.is_empty() || done {
-                h2_body::send_data(&mut stream, Bytes::from(data), done)
-                    .await
-                    .map_err(|e| Some(upstream_h2::stream_failed(&e)))?;
-            }
-            if done {
-                return Ok(());
-            }
-            match tokio::time::timeout(stream_idle, read_bounded(&mut self.stream, &mut self.buf, None)).await
-            {
-                Err(_) => return Err(Some(LocalReply::stream_timeout_in_request())),
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => return Err(None),
-            }
+    /// Takes the body's bytes at the start of the client's buffer (not the next request's).
+    fn absorb(&mut self, buf: &mut Vec<u8>) -> Result<(), LocalReply> {
+        if self.read_all || self.done || buf.is_empty() {
+            return Ok(());
         }
+        let mut framed = Vec::new();
+        self.frame
+            .move_body(buf, &mut framed, false)
+            .map_err(|_| LocalReply::bad_request_body())?;
+        if self.chunked {
+            self.held.extend_from_slice(&self.decoder.decode(&framed));
+        } else {
+            self.held.extend_from_slice(&framed);
+        }
+        self.read_all = self.frame.is_done();
+        Ok(())
+    }
+
+    /// Should the client be read for more of the body?
+    fn wants_bytes(&self) -> bool {
+        !self.read_all && !self.done && self.held.len() < UPLOAD_HELD_MAX
+    }
+
+    /// Is there something to send (data, or the end)?
+    fn has_work(&self) -> bool {
+        !self.done && (!self.held.is_empty() || self.read_all)
+    }
+
+    /// The whole body went up (END_STREAM sent).
+    fn finished(&self) -> bool {
+        self.done && self.read_all
+    }
+
+    /// No more of the body goes up.
+    fn abandon(&mut self) {
+        self.done = true;
+        self.held.clear();
+    }
+
+    /// Sends what the window allows of what it holds (with the end once all is read).
+    fn poll_send(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), h2::Error>> {
+        use std::task::Poll;
+        if self.held.is_empty() {
+            self.done = true;
+            return Poll::Ready(self.stream.send_data(Bytes::new(), true));
+        }
+        self.stream.reserve_capacity(self.held.len());
+        let granted = match self.stream.poll_capacity(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(granted))) => granted,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+            // Reset or closed: what it says is in send_data's error.
+            Poll::Ready(None) => {
+                self.done = true;
+                return Poll::Ready(self.stream.send_data(Bytes::new(), true));
+            }
+        };
+        if granted == 0 {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let chunk = self.held.split_to(granted.min(self.held.len())).freeze();
+        let end = self.read_all && self.held.is_empty();
+        self.done = end;
+        Poll::Ready(self.stream.send_data(chunk, end))
     }
 }
 

@@ -1,0 +1,364 @@
+//! HTTP/1.1 clients through an h2c cluster when a side misbehaves or is slow: a backend that
+//! answers before it has read the body (full duplex), a client that stops reading, a backend
+//! that never opens its flow-control window, and a policy change that takes HTTP/2 away.
+
+mod common;
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// An h2c-only backend on loopback (hyper, 64 KiB windows): `/echo` answers its head at once
+/// and echoes the body as it comes; `/big/<n>` answers n bytes; `/stall` never reads the body
+/// nor answers. Counts the connections it accepted.
+struct Backend {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+async fn serve(req: Request<hyper::body::Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/echo" {
+        return Ok(Response::new(req.into_body().boxed()));
+    }
+    if path == "/stall" {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(req);
+    }
+    let size = path
+        .strip_prefix("/big/")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let body = Full::new(Bytes::from(vec![b'x'; size])).map_err(|never| match never {});
+    Ok(Response::new(body.boxed()))
+}
+
+fn backend() -> Backend {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    runtime.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .initial_stream_window_size(65_535)
+                    .initial_connection_window_size(65_535)
+                    .serve_connection(TokioIo::new(tcp), service_fn(serve))
+                    .await;
+            });
+        }
+    });
+    Backend {
+        port,
+        accepted,
+        _runtime: runtime,
+    }
+}
+
+const CLUSTER: &str = "kube_h2_backend_80";
+
+/// A Gateway on `port`, a route to Service h2/backend port 80 (`appProtocol` as given, none when
+/// empty), its endpoint at 127.0.0.1:`backend`.
+fn manifest(port: u16, backend: u16, app_protocol: &str) -> String {
+    let app_protocol = if app_protocol.is_empty() {
+        String::new()
+    } else {
+        format!("\n    appProtocol: {app_protocol}")
+    };
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: gw
+  namespace: h2
+spec:
+  gatewayClassName: kgateway
+  listeners:
+  - name: http
+    protocol: HTTP
+    port: {port}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: backend
+  namespace: h2
+spec:
+  ports:
+  - name: h2c
+    port: 80{app_protocol}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: backend-1
+  namespace: h2
+  labels:
+    kubernetes.io/service-name: backend
+addressType: IPv4
+endpoints:
+- addresses: ["127.0.0.1"]
+ports:
+- name: h2c
+  port: {backend}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: backend
+  namespace: h2
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - backendRefs:
+    - name: backend
+      port: 80
+"#
+    )
+}
+
+fn gateway(dir: &std::path::Path, port: u16, backend: u16, args: &[&str]) -> Gateway {
+    let mut builder = GatewayBuilder::run(dir, port);
+    for a in args {
+        builder = builder.arg(*a);
+    }
+    let gw = builder.start();
+    apply(&gw, &manifest(port, backend, "kubernetes.io/h2c"));
+    gw
+}
+
+fn apply(gw: &Gateway, yaml: &str) {
+    let out = gw.kgw(&["apply", "-f", "-"], yaml);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn stat(gw: &Gateway, name: &str) -> u64 {
+    gw.stat(&format!("cluster.{CLUSTER}.{name}")).unwrap_or(0)
+}
+
+/// A listener-side counter, whatever the listener's stat prefix.
+fn http_stat(gw: &Gateway, suffix: &str) -> u64 {
+    let (_, body) = http(gw.admin, "GET", "/stats", "");
+    body.lines()
+        .filter(|l| l.starts_with("http.") && l.contains(&format!(".{suffix}: ")))
+        .filter_map(|l| {
+            l.rsplit_once(": ")
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Reads from `s` until `done` holds for what came so far (the read timeout bounds each read).
+fn read_until(s: &mut TcpStream, got: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) {
+    let mut chunk = [0u8; 16 * 1024];
+    while !done(got) {
+        match s.read(&mut chunk) {
+            Ok(0) => panic!("closed; got {:?}", String::from_utf8_lossy(got)),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("{e}; got {:?}", String::from_utf8_lossy(got)),
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Finding 3: a full-duplex backend answers its head before the body ends; the rest of the
+/// body still goes up (as Envoy streams both ways) and the echo completes.
+#[test]
+fn a_backend_that_answers_before_the_body_ends_still_gets_the_rest() {
+    let backend = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = gateway(dir.path(), port, backend.port, &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nhost: h2.example.com\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    // The head and the first piece come back before the body is over.
+    read_until(&mut s, &mut got, |g| {
+        contains(g, b"\r\n\r\n") && contains(g, b"hello")
+    });
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s.write_all(b"5\r\nworld\r\n0\r\n\r\n").unwrap();
+    read_until(&mut s, &mut got, |g| g.ends_with(b"0\r\n\r\n"));
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("\r\n5\r\nworld\r\n0\r\n\r\n"), "{text}");
+    drop(gw);
+}
+
+/// Finding 1: a client that stops reading a big response: the request ends within the
+/// stream idle timeout (SI, counted), instead of holding the stream forever.
+#[test]
+fn a_client_that_stops_reading_is_cut_after_the_stream_idle_timeout() {
+    let backend = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = gateway(dir.path(), port, backend.port, &["--stream-idle-timeout", "1s"]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /big/67108864 HTTP/1.1\r\nhost: h2.example.com\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    wait_for("the request to start", Duration::from_secs(5), || {
+        (stat(&gw, "upstream_rq_total") == 1).then_some(())
+    });
+    // Never read: the gateway's writes stall once the socket buffers are full.
+    let took = wait_for("the stalled request to end", Duration::from_secs(15), || {
+        (stat(&gw, "upstream_rq_active") == 0).then(|| started.elapsed())
+    });
+    eprintln!(
+        "a client that stopped reading 64 MiB: cut {took:?} after the request (stream idle timeout 1s)"
+    );
+    assert_eq!(http_stat(&gw, "downstream_rq_idle_timeout"), 1);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    drop(s);
+}
+
+/// Finding 2: two streams on one upstream connection, one client not reading its 32 MiB: the
+/// other's 1 MiB still comes (the windows are Envoy's 256 MiB, not HTTP/2's 64 KiB).
+#[test]
+fn a_client_not_reading_does_not_stall_the_other_streams_on_its_connection() {
+    let backend = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = gateway(dir.path(), port, backend.port, &[]);
+    // A small receive buffer, fixed (no autotuning), so that the stall comes soon.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut slow: TcpStream = socket.into();
+    slow.write_all(b"GET /big/33554432 HTTP/1.1\r\nhost: h2.example.com\r\n\r\n")
+        .unwrap();
+    // The slow client's socket fills (it never reads), and the gateway's writes to it stall:
+    // what waits there stays the same over three looks 200 ms apart.
+    slow.set_nonblocking(true).unwrap();
+    let mut peek = vec![0u8; 1024 * 1024];
+    let mut seen = (0, 0);
+    wait_for(
+        "the slow client's socket to fill",
+        Duration::from_secs(10),
+        || {
+            std::thread::sleep(Duration::from_millis(200));
+            let queued = slow.peek(&mut peek).unwrap_or(0);
+            seen = if queued > 0 && queued == seen.0 {
+                (queued, seen.1 + 1)
+            } else {
+                (queued, 0)
+            };
+            (seen.1 >= 2).then_some(())
+        },
+    );
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/big/1048576"))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "200 1048576", "{}", stderr(&out));
+    assert_eq!(
+        backend.accepted.load(Ordering::SeqCst),
+        1,
+        "both on one connection"
+    );
+    assert_eq!(stat(&gw, "upstream_rq_active"), 1, "the slow one still runs");
+    drop(slow);
+}
+
+/// Finding 4: a backend that never opens its window for the body: the upload waits no longer
+/// than the stream idle timeout (Envoy's 408 "stream timeout", SI, counted).
+#[test]
+fn a_backend_that_never_opens_its_window_ends_the_upload_after_the_stream_idle_timeout() {
+    let backend = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = gateway(dir.path(), port, backend.port, &["--stream-idle-timeout", "1s"]);
+    let file = dir.path().join("body");
+    std::fs::write(&file, vec![b'y'; 1024 * 1024]).unwrap();
+    let started = Instant::now();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-H",
+            "expect:",
+            "-w",
+            " %{http_code}",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", file.display()))
+        .arg(format!("http://127.0.0.1:{port}/stall"))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!(
+        "a 1 MiB upload to a backend that never opens its window: {:?} after {took:?}",
+        stdout(&out)
+    );
+    assert_eq!(stdout(&out), "stream timeout 408", "{}", stderr(&out));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(http_stat(&gw, "downstream_rq_idle_timeout"), 1);
+}
+
+/// Finding 5: the keepalive guide's cleanup (the Service back to HTTP/1.1) closes the HTTP/2
+/// connection at once, as Envoy drains a cluster whose protocol options changed.
+#[test]
+fn taking_http2_away_closes_the_http2_connection() {
+    let backend = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = gateway(dir.path(), port, backend.port, &[]);
+    let (status, _) = gw.curl("h2.example.com", "/big/10");
+    assert_eq!(status, 200);
+    assert_eq!(stat(&gw, "upstream_cx_http2_total"), 1);
+    assert_eq!(stat(&gw, "upstream_cx_active"), 1);
+    apply(&gw, &manifest(port, backend.port, ""));
+    wait_for("the HTTP/2 connection to close", Duration::from_secs(5), || {
+        (stat(&gw, "upstream_cx_active") == 0).then_some(())
+    });
+    assert_eq!(stat(&gw, "upstream_cx_destroy"), 1);
+    let (_, clusters) = http(gw.admin, "GET", "/clusters", "");
+    let host = format!("{CLUSTER}::127.0.0.1:{}::cx_active::", backend.port);
+    assert!(clusters.contains(&format!("{host}0")), "{clusters}");
+}
