@@ -202,9 +202,15 @@ impl ClusterRuntime {
     pub(crate) fn update(&self, cluster: &Cluster) {
         // New TLS settings (or a changed file): pooled connections made with the old ones close,
         // and those in use are not pooled again, as Envoy drains a cluster that changed.
-        self.http2
-            .store(cluster.protocol == UpstreamProtocol::Http2, Ordering::Relaxed);
-        if self.tls.configure(&self.name, tls_of(cluster).as_ref()) {
+        let was_http2 = self
+            .http2
+            .swap(cluster.protocol == UpstreamProtocol::Http2, Ordering::Relaxed);
+        // Another protocol, or other HTTP/2 settings (windows, streams, keepalive): the
+        // connections made for the old ones close, as Envoy drains a cluster that changed (the
+        // keepalive guide's cleanup leaves no HTTP/2 connection behind).
+        let protocol_changed = was_http2 != (cluster.protocol == UpstreamProtocol::Http2)
+            || self.policy.load().http2 != cluster.upstream.http2;
+        if self.tls.configure(&self.name, tls_of(cluster).as_ref()) || protocol_changed {
             self.close_connections();
         }
         if !matches!(cluster.discovery, Discovery::Dns { .. }) {
@@ -362,7 +368,7 @@ impl ClusterRuntime {
             for _ in &idle {
                 stats::dec(&self.stats.upstream_cx_pool_idle);
             }
-            gone.h2.close_all();
+            gone.h2.close_for_good();
         }
         self.endpoints.store(Arc::new(new));
         self.rebuild_balancer();

@@ -51,6 +51,15 @@ use crate::upstream::{self, ConnectionSlot, End};
 /// Envoy's default `max_concurrent_streams` for upstream HTTP/2 (2^31 - 1).
 const DEFAULT_MAX_STREAMS: u32 = i32::MAX as u32;
 
+/// Envoy's default `initial_stream_window_size` (256 MiB; HTTP/2's own 64 KiB would let one
+/// client that reads slowly stall its stream after 64 KiB, and with it the whole connection).
+const DEFAULT_STREAM_WINDOW: u32 = 256 * 1024 * 1024;
+
+/// Envoy's default `initial_connection_window_size` is the stream's (256 MiB); ours is twice
+/// that, so that no single stream's unread data can use up the connection's window and stall
+/// the other streams on it (a stream's unread bytes hold both windows until read).
+const DEFAULT_CONNECTION_WINDOW: u32 = 2 * DEFAULT_STREAM_WINDOW;
+
 /// An endpoint's HTTP/2 connections.
 #[derive(Default)]
 pub(crate) struct EndpointPool {
@@ -59,6 +68,10 @@ pub(crate) struct EndpointPool {
     freed: Notify,
     /// Requests waiting for a slot (so that a freed slot costs no wake-up when none waits).
     waiting: AtomicU64,
+    /// The endpoint left its cluster: a connection opened from here on (by a request that
+    /// picked it just before) serves that request and closes, rather than stay unseen.
+    /// Under the connections' lock, with `close_for_good`.
+    closed: AtomicBool,
 }
 
 /// One HTTP/2 connection of the pool.
@@ -293,6 +306,9 @@ fn take_slot(
     });
     let took = connection.try_take(max_requests, cluster);
     debug_assert!(took, "a new connection has a free slot");
+    if endpoint.h2.closed.load(Ordering::SeqCst) {
+        connection.close_when_idle(End::Local);
+    }
     connections.push(connection.clone());
     tokio::spawn(drive(
         cluster.clone(),
@@ -383,6 +399,16 @@ impl EndpointPool {
         }
     }
 
+    /// The endpoint left: its connections close as `close_all`, and so will any opened
+    /// later by a request already on its way to it.
+    pub(crate) fn close_for_good(&self) {
+        let connections = self.lock();
+        self.closed.store(true, Ordering::SeqCst);
+        for c in connections.iter() {
+            c.close_when_idle(End::Local);
+        }
+    }
+
     /// Connections open or opening.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -418,12 +444,16 @@ async fn drive(
     connection.id.store(id, Ordering::Relaxed);
     stats::inc(&cluster.stats().upstream_cx_http2_total);
     let mut builder = h2::client::Builder::new();
-    if let Some(window) = options.initial_stream_window_size {
-        builder.initial_window_size(window);
-    }
-    if let Some(window) = options.initial_connection_window_size {
-        builder.initial_connection_window_size(window);
-    }
+    builder.initial_window_size(
+        options
+            .initial_stream_window_size
+            .unwrap_or(DEFAULT_STREAM_WINDOW),
+    );
+    builder.initial_connection_window_size(
+        options
+            .initial_connection_window_size
+            .unwrap_or(DEFAULT_CONNECTION_WINDOW),
+    );
     if let Some(streams) = options.max_concurrent_streams.filter(|n| *n > 0) {
         builder.max_concurrent_streams(streams);
     }
@@ -618,6 +648,25 @@ mod tests {
         // The next request reuses one.
         assert_eq!(status_of(&cluster).await.map_err(|r| r.body), Ok(200));
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_opened_to_a_removed_endpoint_closes_after_its_stream() {
+        let (address, accepted) = h2_server(Duration::ZERO).await;
+        let cluster = cluster(address, Http2Options::default(), None);
+        let endpoint = cluster.endpoint_list()[0].clone();
+        // The endpoint leaves; a request that picked it just before still goes.
+        endpoint.h2.close_for_good();
+        assert_eq!(status_of(&cluster).await.map_err(|r| r.body), Ok(200));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while endpoint.h2.len() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("its connection closed once its stream ended");
+        assert_eq!(counter(&cluster, "upstream_cx_destroy_local"), 1);
     }
 
     #[tokio::test]
