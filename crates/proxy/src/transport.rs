@@ -86,6 +86,14 @@ impl Transport {
         }
     }
 
+    /// Did its TLS handshake settle on HTTP/2 (ALPN `h2`)?
+    pub(crate) fn negotiated_h2(&mut self) -> bool {
+        match self {
+            Transport::Tcp(_) => false,
+            Transport::Tls(stream) => get_mut(stream).get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+
     /// For a connection in the pool: has it ended (the peer closed it, the kernel gave up, or
     /// it sent bytes nobody asked for)? Costs no system call unless the socket became readable.
     pub(crate) fn ended_while_idle(&mut self) -> Option<End> {

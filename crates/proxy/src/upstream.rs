@@ -237,6 +237,23 @@ pub(crate) async fn open_transport(
             return Err(e);
         }
     };
+    let mut transport = transport;
+    if !cluster.speaks_http2() && transport.negotiated_h2() {
+        // The server took the offer of h2 (alpnProtocols lists it) on a cluster that speaks
+        // HTTP/1.1: HTTP/1.1 bytes on it would be a protocol error there, so none are sent.
+        stats::inc(&cluster.stats().upstream_cx_connect_fail);
+        tracing::warn!(
+            cluster = cluster.name(),
+            endpoint = %address,
+            "upstream TLS negotiated ALPN h2 on a cluster that speaks HTTP/1.1: connection closed; \
+             list only http/1.1 in the BackendConfigPolicy's tls.alpnProtocols, or give the Service \
+             port appProtocol kubernetes.io/h2c (or http2) so that the cluster speaks HTTP/2"
+        );
+        return Err(ConnectError::Failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "ALPN h2 negotiated for an HTTP/1.1 cluster",
+        )));
+    }
     let id = cluster.register(id, address, kept, options);
     stats::inc(&cluster.stats().upstream_cx_active);
     UPSTREAM_DESCRIPTORS.fetch_add(DESCRIPTORS_PER_CONNECTION, Ordering::Relaxed);
