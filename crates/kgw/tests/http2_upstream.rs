@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::netns::BackendHost;
 use common::*;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// An h2c-only backend on loopback (hyper): it answers "<version> <path> xff=<x-forwarded-for>"
-/// after the milliseconds a `/delay/<ms>` path asks for, and counts the connections it accepted.
+/// (and "uploaded=<bytes>" for a body over 1000 bytes) after the milliseconds a `/delay/<ms>`
+/// path asks for, or `/bytes/<n>` bytes; it counts the connections it accepted.
 struct H2Backend {
     port: u16,
     accepted: Arc<AtomicUsize>,
@@ -55,7 +56,21 @@ fn h2_backend() -> H2Backend {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-")
                         .to_string();
-                    let body = format!("{:?} {path} xff={xff}", req.version());
+                    let version = req.version();
+                    if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse().ok()) {
+                        return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; n]))));
+                    }
+                    let uploaded = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes().len())
+                        .unwrap_or(0);
+                    let body = if uploaded > 1000 {
+                        format!("{version:?} {path} xff={xff} uploaded={uploaded}")
+                    } else {
+                        format!("{version:?} {path} xff={xff}")
+                    };
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -174,8 +189,44 @@ fn an_http1_client_reaches_an_h2c_backend_over_http2() {
         .output()
         .unwrap();
     assert_eq!(stdout(&out), "HTTP/2.0 /post xff=127.0.0.1");
-    assert_eq!(stat(&gw, "upstream_cx_http2_total"), 1, "one connection for both");
+    // Bodies larger than the HTTP/2 windows (64 KiB) both ways, under flow control.
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'y'; 3 * 1024 * 1024]).unwrap();
+    let t = Instant::now();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--data-binary"])
+        .arg(format!("@{}", big.display()))
+        .arg(format!("http://127.0.0.1:{port}/upload"))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "HTTP/2.0 /upload xff=127.0.0.1 uploaded=3145728");
+    eprintln!("3 MiB upload to the h2c backend: {:?}", t.elapsed());
+    let t = Instant::now();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/bytes/5000000"))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "5000000");
+    let took = t.elapsed();
+    eprintln!("5 MB download from the h2c backend: {took:?}");
+    // With the h2 crate's 64 KiB receive windows it took 3.5 s (a stall per window); with
+    // kgw's 1 MiB, some 65 ms.
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(stat(&gw, "upstream_cx_http2_total"), 1, "one connection for all");
     assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
+    // /clusters lists it as any upstream connection.
+    let (_, clusters) = http(gw.admin, "GET", "/clusters", "");
+    let line = format!("{CLUSTER}::127.0.0.1:{}::cx_active::1", backend.port);
+    assert!(clusters.lines().any(|l| l == line), "{line} in\n{clusters}");
     let cluster = gw.cluster(CLUSTER).unwrap();
     assert!(
         cluster.to_string().contains("http2_protocol_options"),
