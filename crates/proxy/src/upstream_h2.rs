@@ -58,15 +58,6 @@ const DEFAULT_MAX_STREAMS: u32 = i32::MAX as u32;
 const DEFAULT_STREAM_WINDOW: u32 = 1024 * 1024;
 const DEFAULT_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
-/// Envoy's default `initial_stream_window_size` (256 MiB; HTTP/2's own 64 KiB would let one
-/// client that reads slowly stall its stream after 64 KiB, and with it the whole connection).
-const DEFAULT_STREAM_WINDOW: u32 = 256 * 1024 * 1024;
-
-/// Envoy's default `initial_connection_window_size` is the stream's (256 MiB); ours is twice
-/// that, so that no single stream's unread data can use up the connection's window and stall
-/// the other streams on it (a stream's unread bytes hold both windows until read).
-const DEFAULT_CONNECTION_WINDOW: u32 = 2 * DEFAULT_STREAM_WINDOW;
-
 /// An endpoint's HTTP/2 connections.
 #[derive(Default)]
 pub(crate) struct EndpointPool {
