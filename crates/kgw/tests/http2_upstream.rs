@@ -219,7 +219,7 @@ fn an_http1_client_reaches_an_h2c_backend_over_http2() {
     let took = t.elapsed();
     eprintln!("5 MB download from the h2c backend: {took:?}");
     // With the h2 crate's 64 KiB receive windows it took 3.5 s (a stall per window); with
-    // Envoy's default windows, some 65 ms.
+    // kgw's 1 MiB, some 65 ms.
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert_eq!(stat(&gw, "upstream_cx_http2_total"), 1, "one connection for all");
     assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);

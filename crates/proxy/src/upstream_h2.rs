@@ -50,6 +50,14 @@ use crate::upstream::{self, ConnectionSlot, End};
 
 /// Envoy's default `max_concurrent_streams` for upstream HTTP/2 (2^31 - 1).
 const DEFAULT_MAX_STREAMS: u32 = i32::MAX as u32;
+/// The receive windows when the policy sets none. Envoy's are 256 MiB, bounded in practice by
+/// its 1 MiB buffer watermarks; kgw takes from a stream only as fast as its client reads, so
+/// the window itself bounds what a fast upstream can leave in memory: 1 MiB a stream (Envoy's
+/// per-connection buffer limit), 16 MiB a connection (well above a stream's, so that one slow
+/// reader cannot use up the connection's window). The h2 crate's 64 KiB default stalls a
+/// download on every window's round trip.
+const DEFAULT_STREAM_WINDOW: u32 = 1024 * 1024;
+const DEFAULT_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// An endpoint's HTTP/2 connections.
 #[derive(Default)]
