@@ -304,3 +304,81 @@ fn taking_http2_away_closes_the_http2_connection() {
     let host = format!("{CLUSTER}::127.0.0.1:{}::cx_active::", backend.port);
     assert!(clusters.contains(&format!("{host}0")), "{clusters}");
 }
+
+/// Finding 7: a WebSocket upgrade on a route that allows it (one of its backends says
+/// appProtocol kubernetes.io/ws; here with weight 0) that lands on an HTTP/2 cluster is refused
+/// with a reason (501), not sent on as a plain GET, and the client connection closes.
+#[test]
+fn a_websocket_upgrade_to_an_http2_cluster_is_refused_and_the_connection_closes() {
+    let backend = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = gateway(dir.path(), port, backend.port, &[]);
+    let ws_backend = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: ws
+  namespace: h2
+spec:
+  ports:
+  - name: ws
+    port: 80
+    appProtocol: kubernetes.io/ws
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: ws-1
+  namespace: h2
+  labels:
+    kubernetes.io/service-name: ws
+addressType: IPv4
+endpoints:
+- addresses: ["127.0.0.1"]
+ports:
+- name: ws
+  port: {}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: backend
+  namespace: h2
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - backendRefs:
+    - name: backend
+      port: 80
+    - name: ws
+      port: 80
+      weight: 0
+"#,
+        free_port()
+    );
+    apply(&gw, &ws_backend);
+    let cluster = gw.dump("GET", "").to_string();
+    assert!(cluster.contains("upgrade_configs"), "the route allows WebSocket");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"GET /big/10 HTTP/1.1\r\nhost: h2.example.com\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("the connection closes");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 501"), "{text}");
+    assert!(
+        text.contains("WebSocket to an HTTP/2 backend is not supported"),
+        "{text}"
+    );
+    assert_eq!(
+        backend.accepted.load(Ordering::SeqCst),
+        0,
+        "nothing went upstream"
+    );
+}

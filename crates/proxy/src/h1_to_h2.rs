@@ -70,6 +70,22 @@ impl Downstream {
             set_cookies,
         } = r;
         let keep_alive = head.keep_alive && !dp.is_draining();
+        if head.upgrade == h1::Upgrade::WebSocket {
+            // Not turned into a plain request (the client would take the answer for a refusal
+            // and go on in HTTP/1.1): refused, and the connection closes, as for any upgrade
+            // not accepted. Envoy would try RFC 8441's extended CONNECT, not done here yet.
+            self.buf = buf;
+            self.buf.drain(..head.len);
+            return self
+                .local_reply_after_head(
+                    head.framing,
+                    false,
+                    is_head,
+                    LocalReply::websocket_to_http2(),
+                    None,
+                )
+                .await;
+        }
         let scheme = if self.stream.is_tls() { "https" } else { "http" };
         let request = match h2_request(&buf, head, self.client_address().as_bytes(), scheme, cluster) {
             Ok(request) => request,

@@ -120,6 +120,16 @@ impl LocalReply {
         )
     }
 
+    /// A WebSocket upgrade routed to a cluster that speaks HTTP/2 (no extended CONNECT yet).
+    pub(crate) fn websocket_to_http2() -> LocalReply {
+        LocalReply::new(
+            501,
+            None,
+            "WebSocket to an HTTP/2 backend is not supported: serve WebSocket from a Service port \
+             without an HTTP/2 appProtocol (kubernetes.io/h2c, http2, grpc)",
+        )
+    }
+
     /// No tunnels yet: CONNECT is refused (and the connection closes).
     pub(crate) fn connect_refused() -> LocalReply {
         LocalReply::new(405, None, "")
