@@ -9,7 +9,7 @@
 //!   chunked (close-delimited to an HTTP/1.0 client); its trailers are dropped (Envoy's HTTP/1
 //!   codec sends them only with `enableTrailers`, kept simple here).
 //! - Failures before the response head are Envoy's local replies (503 UC "connection
-//!   termination" when the connection dies, "remote reset" when the stream is reset); a
+//!   termination" when the connection dies, 503 UR "remote reset" when the stream is reset); a
 //!   failure mid-body resets the client's connection, as on the HTTP/1.1 path.
 
 use std::sync::Arc;
@@ -329,9 +329,14 @@ impl Downstream {
                         return ended(status, cut);
                     }
                 }
-                // Cut part-way (the connection died, or the stream was reset).
-                Event::Data(Some(Err(_))) => {
-                    return ended(status, (ResponseFlag::UpstreamConnectionTermination, Next::Reset));
+                // Cut part-way (the stream was reset: UR, or the connection died: UC).
+                Event::Data(Some(Err(e))) => {
+                    let flag = if upstream_h2::reset_by_upstream(&e) {
+                        ResponseFlag::UpstreamRemoteReset
+                    } else {
+                        ResponseFlag::UpstreamConnectionTermination
+                    };
+                    return ended(status, (flag, Next::Reset));
                 }
             }
             idle_timer.as_mut().reset(Instant::now() + idle);

@@ -15,6 +15,8 @@ pub(crate) enum ResponseFlag {
     UpstreamRequestTimeout,
     /// UC: the upstream connection ended before the response did.
     UpstreamConnectionTermination,
+    /// UR: the upstream reset the stream (HTTP/2 RST_STREAM).
+    UpstreamRemoteReset,
     /// URX: the retry limit was reached.
     #[expect(dead_code, reason = "retries with a limit come with the retry policy")]
     UpstreamRetryLimitExceeded,
@@ -47,6 +49,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamConnectionFailure => "UF",
             ResponseFlag::UpstreamRequestTimeout => "UT",
             ResponseFlag::UpstreamConnectionTermination => "UC",
+            ResponseFlag::UpstreamRemoteReset => "UR",
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",
             ResponseFlag::UpstreamOverflow => "UO",
             ResponseFlag::UpstreamProtocolError => "UPE",
@@ -193,12 +196,18 @@ impl LocalReply {
         )
     }
 
-    /// The upstream reset the stream (HTTP/2 RST_STREAM) before the response head.
-    pub(crate) fn upstream_reset() -> LocalReply {
+    /// The upstream reset the stream (HTTP/2 RST_STREAM) before the response head; `refused`:
+    /// with REFUSED_STREAM (Envoy's "remote refused stream reset").
+    pub(crate) fn upstream_reset(refused: bool) -> LocalReply {
+        let reason = if refused {
+            "remote refused stream reset"
+        } else {
+            "remote reset"
+        };
         LocalReply::new(
             503,
-            Some(ResponseFlag::UpstreamConnectionTermination),
-            format!("{RESET_BEFORE_HEADERS} remote reset"),
+            Some(ResponseFlag::UpstreamRemoteReset),
+            format!("{RESET_BEFORE_HEADERS} {reason}"),
         )
     }
 

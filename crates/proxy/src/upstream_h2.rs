@@ -175,13 +175,19 @@ pub(crate) async fn open_stream(
     }
 }
 
-/// The answer for a stream that failed before its response head, as Envoy words it.
+/// The answer for a stream that failed before its response head, as Envoy words it and flags
+/// it (UR for the upstream's RST_STREAM, UC for a connection that ended).
 pub(crate) fn stream_failed(error: &h2::Error) -> LocalReply {
-    if error.is_reset() && error.is_remote() {
-        LocalReply::upstream_reset()
+    if reset_by_upstream(error) {
+        LocalReply::upstream_reset(error.reason() == Some(h2::Reason::REFUSED_STREAM))
     } else {
         LocalReply::upstream_terminated()
     }
+}
+
+/// Did the upstream reset the stream (RST_STREAM), rather than the connection end?
+pub(crate) fn reset_by_upstream(error: &h2::Error) -> bool {
+    error.is_reset() && error.is_remote()
 }
 
 /// The connection's request handle once it is connected.
@@ -666,6 +672,42 @@ mod tests {
         .await
         .expect("its connection closed once its stream ended");
         assert_eq!(counter(&cluster, "upstream_cx_destroy_local"), 1);
+    }
+
+    /// An h2c server that resets every stream with `reason`.
+    async fn resetting_server(reason: h2::Reason) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                        respond.send_reset(reason);
+                    }
+                });
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn an_upstream_reset_is_flagged_ur_and_a_refused_stream_says_so() {
+        for (reason, text) in [
+            (h2::Reason::CANCEL, "remote reset"),
+            (h2::Reason::REFUSED_STREAM, "remote refused stream reset"),
+        ] {
+            let cluster = cluster(resetting_server(reason).await, Http2Options::default(), None);
+            let reply = status_of(&cluster).await.expect_err("reset");
+            assert_eq!(reply.status, 503);
+            assert_eq!(
+                reply.body,
+                format!("upstream connect error or disconnect/reset before headers. reset reason: {text}")
+            );
+            assert_eq!(reply.flag.map(|f| f.as_str()), Some("UR"));
+        }
     }
 
     #[tokio::test]
