@@ -952,6 +952,76 @@ mod tests {
         assert_eq!(alpn_rx.recv().await.unwrap().as_deref(), Some(&b"h2"[..]));
     }
 
+    /// An HTTP/1.1 cluster that offers h2 and http/1.1 (alpnProtocols) to a server that picks
+    /// h2: the connection fails before any HTTP/1.1 byte is written on it.
+    #[tokio::test]
+    async fn an_http1_cluster_sends_nothing_on_a_connection_that_negotiated_h2() {
+        use crate::test_pki::Pki;
+        use tokio::io::AsyncReadExt;
+        let pki = Pki::new("h1-alpn-h2");
+        pki.server("server", "DNS:backend.example.com");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![pki.cert("server")], pki.key("server"))
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (read_tx, mut read_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let mut tls = acceptor.accept(tcp).await.unwrap();
+                let mut got = Vec::new();
+                let _ = tls.read_to_end(&mut got).await;
+                let _ = read_tx.send(got);
+            }
+        });
+        let tls = snapshot::UpstreamTls {
+            sni: Some("backend.example.com".into()),
+            client_certificate: None,
+            validation: snapshot::ServerValidation::TrustedCa {
+                ca: snapshot::PemSource::Inline(pki.pem("ca.crt")),
+                subject_alt_names: Vec::new(),
+            },
+            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            parameters: snapshot::TlsParameters::default(),
+        };
+        let cluster = Arc::new(ClusterRuntime::new(
+            &snapshot::Cluster {
+                discovery: snapshot::Discovery::Eds,
+                name: "h1-tls".into(),
+                endpoints: vec![snapshot::Endpoint::new(address)],
+                protocol: UpstreamProtocol::Http1,
+                upstream: UpstreamPolicy {
+                    tls: Some(tls),
+                    ..Default::default()
+                },
+            },
+            true,
+            None,
+        ));
+        let failed = upstream::open_transport(&cluster, address, None).await;
+        let Err(crate::transport::ConnectError::Failed(e)) = failed else {
+            panic!("the connection must fail");
+        };
+        assert!(e.to_string().contains("ALPN h2"), "{e}");
+        assert_eq!(counter(&cluster, "upstream_cx_connect_fail"), 1);
+        assert_eq!(counter(&cluster, "upstream_cx_active"), 0);
+        let written = tokio::time::timeout(Duration::from_secs(5), read_rx.recv())
+            .await
+            .expect("the server saw the connection close")
+            .unwrap();
+        assert!(
+            written.is_empty(),
+            "no HTTP/1.1 bytes: {:?}",
+            String::from_utf8_lossy(&written)
+        );
+    }
+
     /// One connection of one stream (max_connections 1, maxConcurrentStreams 1): a second
     /// request waits as pending while the first holds the stream, and is refused 503 UO when
     /// no request may wait (max_pending_requests 0), as Envoy's HTTP/2 pool counts.
