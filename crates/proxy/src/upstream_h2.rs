@@ -226,23 +226,20 @@ async fn take_stream(
         tokio::pin!(freed, returned);
         freed.as_mut().enable();
         returned.as_mut().enable();
+        // Counted against max_requests from here until the lease drops; checked before a
+        // slot is taken, so that a request over the limit opens no connection.
+        let Some(request) = breaker.start_request() else {
+            stats::inc(&cluster.stats().upstream_rq_active_overflow);
+            return Err(LocalReply::overflow());
+        };
         if let Some(connection) = take_slot(cluster, endpoint, proxied) {
-            // Counted against max_requests from here until the lease drops.
-            let Some(request) = breaker.start_request() else {
-                stats::inc(&cluster.stats().upstream_rq_active_overflow);
-                drop(StreamLease {
-                    connection,
-                    pool: endpoint.clone(),
-                    _request: None,
-                });
-                return Err(LocalReply::overflow());
-            };
             return Ok(StreamLease {
                 connection,
                 pool: endpoint.clone(),
                 _request: Some(request),
             });
         }
+        drop(request);
         if pending.is_none() {
             let entered = breaker.enter_pending(cluster)?;
             pool.waiting.fetch_add(1, Ordering::SeqCst);
@@ -1019,6 +1016,53 @@ mod tests {
             written.is_empty(),
             "no HTTP/1.1 bytes: {:?}",
             String::from_utf8_lossy(&written)
+        );
+    }
+
+    /// max_requests 1 with one stream a connection: a second request while the first runs is
+    /// refused 503 UO before any connection is opened for it.
+    #[tokio::test]
+    async fn a_request_over_max_requests_opens_no_connection() {
+        let (address, accepted) = h2_server(Duration::from_millis(300)).await;
+        let cluster = Arc::new(ClusterRuntime::new(
+            &snapshot::Cluster {
+                discovery: snapshot::Discovery::Eds,
+                name: "h2".into(),
+                endpoints: vec![snapshot::Endpoint::new(address)],
+                protocol: UpstreamProtocol::Http2,
+                upstream: UpstreamPolicy {
+                    http2: Some(Http2Options {
+                        max_concurrent_streams: Some(1),
+                        ..Default::default()
+                    }),
+                    circuit_breakers: Some(snapshot::CircuitBreakers {
+                        max_requests: Some(1),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            },
+            true,
+            None,
+        ));
+        let first = {
+            let cluster = cluster.clone();
+            tokio::spawn(async move { status_of(&cluster).await.map_err(|r| r.status) })
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while counter(&cluster, "upstream_cx_http2_total") == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the first request's connection");
+        assert_eq!(status_of(&cluster).await.map_err(|r| r.status), Err(503));
+        assert_eq!(counter(&cluster, "upstream_rq_active_overflow"), 1);
+        assert_eq!(first.await.unwrap(), Ok(200));
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "no connection for the refused one"
         );
     }
 
