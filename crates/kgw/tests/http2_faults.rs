@@ -382,3 +382,45 @@ spec:
         "nothing went upstream"
     );
 }
+
+/// Finding 13: a client that leaves while its request waits for a stream (one connection of
+/// one stream, held by a request to a backend that never answers) gives up its pending place
+/// at once, not after the route timeout.
+#[test]
+fn a_client_that_leaves_while_pending_gives_up_its_place_at_once() {
+    let backend = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = gateway(dir.path(), port, backend.port, &["--route-timeout", "60s"]);
+    apply(
+        &gw,
+        "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: BackendConfigPolicy\nmetadata:\n  name: limits\n  \
+         namespace: h2\nspec:\n  targetRefs:\n  - group: \"\"\n    kind: Service\n    name: backend\n  \
+         circuitBreakers:\n    maxConnections: 1\n  http2ProtocolOptions:\n    maxConcurrentStreams: 1\n",
+    );
+    let mut holder = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    holder
+        .write_all(b"GET /stall HTTP/1.1\r\nhost: h2.example.com\r\n\r\n")
+        .unwrap();
+    wait_for("the stream held", Duration::from_secs(5), || {
+        (stat(&gw, "upstream_rq_active") == 1).then_some(())
+    });
+    let mut waiting = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    waiting
+        .write_all(b"GET /big/1 HTTP/1.1\r\nhost: h2.example.com\r\n\r\n")
+        .unwrap();
+    wait_for("the second request pending", Duration::from_secs(5), || {
+        (stat(&gw, "upstream_rq_pending_active") == 1).then_some(())
+    });
+    let left = Instant::now();
+    drop(waiting);
+    wait_for("the pending place given up", Duration::from_secs(5), || {
+        (stat(&gw, "upstream_rq_pending_active") == 0).then_some(())
+    });
+    eprintln!(
+        "a pending client that left gave up its place {:?} after",
+        left.elapsed()
+    );
+    assert!(left.elapsed() < Duration::from_secs(2), "{:?}", left.elapsed());
+    drop(holder);
+}

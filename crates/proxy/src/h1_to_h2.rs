@@ -183,7 +183,20 @@ impl Downstream {
             response,
             body: upload_stream,
             lease,
-        } = upstream_h2::open_stream(cluster, endpoint, request, no_body, route_timeout, proxied).await?;
+        } = tokio::select! {
+            biased;
+            opened = upstream_h2::open_stream(cluster, endpoint, request, no_body, route_timeout, proxied) => opened?,
+            // A client that leaves while its request waits for a stream gives up its pending
+            // place at once, as on the HTTP/1.1 path.
+            () = crate::http1_exchange::client_closed(self.stream.tcp()) => {
+                return Ok(Outcome {
+                    status: 0,
+                    flag: Some(ResponseFlag::DownstreamConnectionTermination),
+                    upstream: None,
+                    next: Next::Close,
+                });
+            }
+        };
         let mut response = std::pin::pin!(response);
         let ended = |status: u16, (flag, next): (ResponseFlag, Next)| -> Result<Outcome, LocalReply> {
             if flag == ResponseFlag::StreamIdleTimeout {

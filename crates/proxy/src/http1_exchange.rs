@@ -774,7 +774,7 @@ pub(crate) fn response_head_wait(dp: &DataPlane) -> (Duration, fn() -> LocalRepl
 /// waiting to be read; once it has sent bytes (a body, a pipelined request), which are not
 /// read here, it never resolves. Only polled when a request must wait for a connection. On TLS
 /// the socket under it is watched: a FIN is seen, a close_notify alone is not.
-async fn client_closed(stream: &tokio::net::TcpStream) {
+pub(crate) async fn client_closed(stream: &tokio::net::TcpStream) {
     let mut byte = [0u8; 1];
     match stream.peek(&mut byte).await {
         Ok(0) | Err(_) => {}
