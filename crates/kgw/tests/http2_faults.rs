@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// An h2c-only backend on loopback (hyper, 64 KiB windows): `/echo` answers its head at once
 /// and echoes the body as it comes; `/big/<n>` answers n bytes; `/stall` never reads the body
-/// nor answers. Counts the connections it accepted.
+/// nor answers; `/headers/<n>` answers with n extra headers. Counts the connections it accepted.
 struct Backend {
     port: u16,
     accepted: Arc<AtomicUsize>,
@@ -34,6 +34,23 @@ async fn serve(req: Request<hyper::body::Incoming>) -> Result<Response<Body>, In
     let path = req.uri().path().to_string();
     if path == "/echo" {
         return Ok(Response::new(req.into_body().boxed()));
+    }
+    if let Some(n) = path
+        .strip_prefix("/headers/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let mut response = Response::new(
+            Full::new(Bytes::from_static(b"ok"))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        for i in 0..n {
+            response.headers_mut().insert(
+                hyper::header::HeaderName::from_bytes(format!("x-extra-{i}").as_bytes()).unwrap(),
+                hyper::header::HeaderValue::from_static("1"),
+            );
+        }
+        return Ok(response);
     }
     if path == "/stall" {
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -423,4 +440,27 @@ fn a_client_that_leaves_while_pending_gives_up_its_place_at_once() {
     );
     assert!(left.elapsed() < Duration::from_secs(2), "{:?}", left.elapsed());
     drop(holder);
+}
+
+/// Finding 8: commonHttpProtocolOptions.maxHeadersCount holds on an HTTP/2 cluster too: a
+/// response with more headers is Envoy's 502 protocol error, one within the limit passes.
+#[test]
+fn max_headers_count_holds_for_http2_responses() {
+    let backend = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = gateway(dir.path(), port, backend.port, &[]);
+    apply(
+        &gw,
+        "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: BackendConfigPolicy\nmetadata:\n  name: limits\n  \
+         namespace: h2\nspec:\n  targetRefs:\n  - group: \"\"\n    kind: Service\n    name: backend\n  \
+         commonHttpProtocolOptions:\n    maxHeadersCount: 10\n",
+    );
+    assert_eq!(gw.curl("h2.example.com", "/headers/5"), (200, "ok".to_string()));
+    let (status, body) = gw.curl("h2.example.com", "/headers/20");
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(
+        body,
+        "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+    );
 }

@@ -183,7 +183,7 @@ pub(crate) struct Downstream {
     proxied: Option<Box<ProxyAddresses>>,
     /// The listener's `perConnectionBufferLimitBytes` as a bound on each read (None: no bound
     /// below kgw's read chunk), from the settings the connection was accepted with.
-    read_limit: Option<usize>,
+    pub(crate) read_limit: Option<usize>,
     /// The connection opened with the HTTP/2 preface (a plain port): `serve` returned at once,
     /// and the connection goes to `h2_server.rs` with the bytes in `buf`.
     pub(crate) http2_preface: bool,

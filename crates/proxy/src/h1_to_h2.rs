@@ -217,6 +217,13 @@ impl Downstream {
         {
             return ended(0, cut);
         }
+        let options = cluster.http_options();
+        // Each read of the upload within both the cluster's and the listener's buffer limits
+        // (perConnectionBufferLimitBytes), as on the HTTP/1.1 path.
+        let read_limit = match (options.read_limit, self.read_limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut upload = Upload::new(upload_stream, head.framing, no_body);
         let idle_timer = tokio::time::sleep(idle);
         let route_timer = tokio::time::sleep(route_timeout);
@@ -240,7 +247,7 @@ impl Downstream {
                 r = response.as_mut(), if !got_head => Event::Head(r),
                 r = next_data(&mut body) => Event::Data(r),
                 r = std::future::poll_fn(|cx| upload.poll_send(cx)), if upload.has_work() => Event::Sent(r),
-                r = read_bounded(&mut self.stream, &mut self.buf, None), if upload.wants_bytes() => Event::Read(r),
+                r = read_bounded(&mut self.stream, &mut self.buf, read_limit), if upload.wants_bytes() => Event::Read(r),
                 () = &mut route_timer, if !got_head && upload.finished() => Event::RouteTimeout,
                 () = &mut idle_timer => Event::Idle,
             };
@@ -282,6 +289,14 @@ impl Downstream {
                 Event::Head(Err(e)) => {
                     cluster.outlier.report(cluster, endpoint, Report::ConnectFailed);
                     return Err(upstream_h2::stream_failed(&e));
+                }
+                Event::Head(Ok(response)) if options.too_many_headers(response.headers().len()) => {
+                    tracing::debug!(
+                        cluster = cluster.name(),
+                        headers = response.headers().len(),
+                        "the response has more headers than maxHeadersCount"
+                    );
+                    return Err(LocalReply::upstream_protocol_error());
                 }
                 Event::Head(Ok(response)) => {
                     status = response.status().as_u16();
