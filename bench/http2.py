@@ -13,6 +13,7 @@ TLS handshakes paid once. 32 streams stays under every proxy's default stream li
 Every proxy runs on CPU 0 and h2load on CPU 1 (with the backend), as in the other rounds; the
 same rotated rounds and medians.
 """
+import os
 import re
 import statistics
 import subprocess
@@ -46,6 +47,7 @@ def measure(args, work, backend_port, results, before=None):
         starters["kgw before"] = lambda *a, **kw: tls.start_kgw(*a, binary=before, **kw)
     names = list(starters)
     rounds = {name: [] for name in names}
+    load_before = os.getloadavg()[0]
     for round_index in range(args.rounds):
         for name in bench.rotated(names, round_index):
             port = bench.free_port()
@@ -69,6 +71,8 @@ def measure(args, work, backend_port, results, before=None):
             r[k] = statistics.median(values)
             r[k + "_range"] = (min(values), max(values))
         r["errors"] = sum(one["errors"] for one in rounds[name])
+    # Other work on the machine skews requests/s (wall clock) far more than CPU per request.
+    results["h2_load_average"] = (load_before, os.getloadavg()[0])
 
 
 SECTION = "## HTTP/2 over TLS"
@@ -99,6 +103,11 @@ def report(results, args):
                      + (f"{h['cpu_us_per_rq'] / best_cpu:.2f}" if best_cpu else "") + " |")
     lines += ["", "Errors (failed or errored requests) over all HTTP/2 rounds: "
               + ", ".join(f"{n} {results[n]['h2']['errors']}" for n in names) + "."]
+    if "h2_load_average" in results:
+        before, after = results["h2_load_average"]
+        lines += ["", f"The machine's 1-minute load average was {before:.1f} before these rounds and {after:.1f} after "
+                  "(on 2 CPUs; above 2, other work shared the proxy's CPU and requests/s fall for every proxy by chance "
+                  "of timing: CPU per request is the steadier figure)."]
     return lines
 
 
