@@ -305,7 +305,7 @@ pub(crate) async fn connection_for(
         return Ok(c);
     }
     if breaker.reserve_connection(&endpoint.open_connections) {
-        return new_connection(cluster, endpoint, proxied).await;
+        return Box::pin(new_connection(cluster, endpoint, proxied)).await;
     }
     // With PROXY protocol, idle connections of other clients fill the slots; one of them
     // gives way rather than this request waiting for a connection it could never use.
@@ -313,7 +313,7 @@ pub(crate) async fn connection_for(
         && cluster.close_idle_of_another_client(endpoint, proxied)
         && breaker.reserve_connection(&endpoint.open_connections)
     {
-        return new_connection(cluster, endpoint, proxied).await;
+        return Box::pin(new_connection(cluster, endpoint, proxied)).await;
     }
     let deadline = tokio::time::Instant::now() + wait;
     let mut pending: Option<Pending<'_>> = None;
@@ -326,7 +326,7 @@ pub(crate) async fn connection_for(
             return Ok(c);
         }
         if breaker.reserve_connection(&endpoint.open_connections) {
-            return new_connection(cluster, endpoint, proxied).await;
+            return Box::pin(new_connection(cluster, endpoint, proxied)).await;
         }
         if pending.is_none() {
             pending = Some(breaker.enter_pending(cluster)?);

@@ -350,7 +350,7 @@ impl Downstream {
         route_timer: Pin<&'a mut Sleep>,
         idle_timer: Pin<&'a mut Sleep>,
     ) -> recycle::Recycled<impl Future<Output = std::io::Result<Next>> + Send + 'a> {
-        recycle::Recycled::new(self.one_request(dp, port, head, route_timer, idle_timer))
+        recycle::Recycled::new(|| self.one_request(dp, port, head, route_timer, idle_timer))
     }
 
     /// Routes and proxies one request whose head is at the start of `buf`; the head and its
@@ -439,7 +439,7 @@ impl Downstream {
                     is_head,
                     set_cookies,
                 };
-                self.forward_to_h2(dp, request).await?
+                Box::pin(self.forward_to_h2(dp, request)).await?
             }
             Ok((cluster, endpoint)) => {
                 // One look at the policy for the request.
@@ -533,7 +533,7 @@ impl Downstream {
         let (framing, keep_alive, is_head) = (exchange.framing, exchange.keep_alive, exchange.is_head);
         stats::inc(&cluster.stats().upstream_rq_active);
         stats::inc(&endpoint.active_requests);
-        let result = self.exchange(dp, exchange, route_timer, idle_timer).await;
+        let result = self.exchange(dp, &exchange, route_timer, idle_timer).await;
         stats::dec(&cluster.stats().upstream_rq_active);
         stats::dec(&endpoint.active_requests);
         match result {

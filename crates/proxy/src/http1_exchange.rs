@@ -55,7 +55,7 @@ impl Downstream {
     pub(crate) async fn exchange(
         &mut self,
         dp: &DataPlane,
-        x: Exchange<'_>,
+        x: &Exchange<'_>,
         mut route_timer: Pin<&mut Sleep>,
         idle_timer: Pin<&mut Sleep>,
     ) -> Result<Outcome, LocalReply> {
@@ -87,13 +87,13 @@ impl Downstream {
             x.cluster.put_idle(x.endpoint, conn);
             return Err(LocalReply::overflow());
         };
-        given_request(&mut conn, &x);
+        given_request(&mut conn, x);
         let Some(limit) = x.options.max_stream_duration else {
             return self
-                .exchange_on(dp, conn, &x, now.into_std(), route_timer, idle_timer)
+                .exchange_on(dp, conn, x, now.into_std(), route_timer, idle_timer)
                 .await;
         };
-        let on = self.exchange_on(dp, conn, &x, now.into_std(), route_timer, idle_timer);
+        let on = self.exchange_on(dp, conn, x, now.into_std(), route_timer, idle_timer);
         match tokio::time::timeout(limit, on).await {
             Ok(result) => result,
             Err(_) => {
@@ -485,7 +485,9 @@ impl Downstream {
         let mut stream_idle = StreamIdle::new(idle_timer, dp.options.stream_idle_timeout);
         // A request body not read to its end cannot be told from the client's next request.
         let close = !x.keep_alive || draining || head.framing == Framing::UntilClose || !request_whole;
-        let mut out = Vec::with_capacity(head.len + HEAD_EDITS);
+        // Room for the body bytes already read too: they follow the head in the same write
+        // (sized to the head alone, the buffer was grown, and copied, for them).
+        let mut out = Vec::with_capacity(conn.buf.len() + HEAD_EDITS);
         if x.options.max_stream_duration.is_some() {
             // From here the client may have part of the response: a max stream duration
             // reached now resets it.
