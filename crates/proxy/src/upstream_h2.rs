@@ -488,33 +488,41 @@ async fn drive(
         }
     };
     tokio::pin!(keepalive);
+    // How the connection's own future ended: who closed it, and a GOAWAY counted.
+    let ended_as = |ended: Result<(), h2::Error>| {
+        // A GOAWAY with NO_ERROR ends the connection cleanly once its streams are done: the
+        // request handle says whether one came.
+        let goaway = match &ended {
+            Err(e) => e.is_go_away(),
+            Ok(()) => said_goaway(&probe),
+        };
+        if goaway {
+            stats::inc(&cluster.stats().upstream_cx_close_notify);
+        }
+        match ended {
+            Ok(()) => End::Remote,
+            Err(e) if e.is_go_away() => End::Remote,
+            Err(e) => match e.get_io() {
+                Some(io) => upstream::end_of(io),
+                None if e.is_remote() => End::Remote,
+                None => End::Local,
+            },
+        }
+    };
     let end = loop {
         tokio::select! {
-            ended = &mut h2_connection => {
-                // A GOAWAY with NO_ERROR ends the connection cleanly once its streams are
-                // done: the request handle says whether one came.
-                let goaway = match &ended {
-                    Err(e) => e.is_go_away(),
-                    Ok(()) => said_goaway(&probe),
-                };
-                if goaway {
-                    stats::inc(&cluster.stats().upstream_cx_close_notify);
-                }
-                break match ended {
-                    Ok(()) => End::Remote,
-                    Err(e) if e.is_go_away() => End::Remote,
-                    Err(e) => match e.get_io() {
-                        Some(io) => upstream::end_of(io),
-                        None if e.is_remote() => End::Remote,
-                        None => End::Local,
-                    },
-                };
-            }
+            ended = &mut h2_connection => break ended_as(ended),
             dead = &mut keepalive => {
-                if dead == Dead::Timeout {
-                    tracing::debug!(cluster = cluster.name(), id, "closing an HTTP/2 connection whose PING went unanswered");
-                    cluster.http2_stats().keepalive_timeout.fetch_add(1, Ordering::Relaxed);
+                if dead == Dead::Closed {
+                    // The keepalive found the connection already ending (the peer closed it,
+                    // say): its own end says how, so the close is counted for what it was.
+                    match tokio::time::timeout(Duration::from_secs(1), &mut h2_connection).await {
+                        Ok(ended) => break ended_as(ended),
+                        Err(_) => break End::Local,
+                    }
                 }
+                tracing::debug!(cluster = cluster.name(), id, "closing an HTTP/2 connection whose PING went unanswered");
+                cluster.http2_stats().keepalive_timeout.fetch_add(1, Ordering::Relaxed);
                 break End::Local;
             }
             () = connection.wake.notified() => {
