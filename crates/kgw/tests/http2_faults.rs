@@ -464,3 +464,28 @@ fn max_headers_count_holds_for_http2_responses() {
         "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
     );
 }
+
+/// Finding 16: an HTTP/1.0 client that asks for keep-alive is told so (`connection:
+/// keep-alive`) on a response from an HTTP/2 cluster, and its next request goes on the same
+/// connection.
+#[test]
+fn an_http10_keep_alive_client_is_told_keep_alive() {
+    let backend = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _gw = gateway(dir.path(), port, backend.port, &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /big/3 HTTP/1.0\r\nhost: h2.example.com\r\nconnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        read_until(&mut s, &mut got, |g| {
+            contains(g, b"\r\n\r\n") && g.ends_with(b"xxx")
+        });
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{text}");
+        assert!(text.contains("\r\nconnection: keep-alive\r\n"), "{text}");
+        assert!(text.contains("\r\ncontent-length: 3\r\n"), "{text}");
+    }
+}
