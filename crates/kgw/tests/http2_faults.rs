@@ -21,7 +21,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// An h2c-only backend on loopback (hyper, 64 KiB windows): `/echo` answers its head at once
 /// and echoes the body as it comes; `/big/<n>` answers n bytes; `/stall` never reads the body
-/// nor answers; `/headers/<n>` answers with n extra headers. Counts the connections it accepted.
+/// nor answers; `/headers/<n>` answers with n extra headers; `/nothing` answers a head that
+/// ends the stream. Counts the connections it accepted.
 struct Backend {
     port: u16,
     accepted: Arc<AtomicUsize>,
@@ -52,6 +53,9 @@ async fn serve(req: Request<hyper::body::Incoming>) -> Result<Response<Body>, In
         }
         return Ok(response);
     }
+    if path == "/nothing" {
+        return Ok(Response::new(Nothing.boxed()));
+    }
     if path == "/stall" {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         drop(req);
@@ -62,6 +66,26 @@ async fn serve(req: Request<hyper::body::Incoming>) -> Result<Response<Body>, In
         .unwrap_or(0);
     let body = Full::new(Bytes::from(vec![b'x'; size])).map_err(|never| match never {});
     Ok(Response::new(body.boxed()))
+}
+
+/// A body that is over before it starts, of no stated size: hyper sends the response head
+/// with END_STREAM and no content-length.
+struct Nothing;
+
+impl hyper::body::Body for Nothing {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::task::Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        true
+    }
 }
 
 fn backend() -> Backend {
@@ -488,4 +512,35 @@ fn an_http10_keep_alive_client_is_told_keep_alive() {
         assert!(text.contains("\r\nconnection: keep-alive\r\n"), "{text}");
         assert!(text.contains("\r\ncontent-length: 3\r\n"), "{text}");
     }
+}
+
+/// Finding 16: a response head that ends the stream (no body, no length) reaches an HTTP/1.1
+/// client with `content-length: 0`, as Envoy sends it, not as an empty chunked body.
+#[test]
+fn a_head_that_ends_the_stream_goes_out_with_content_length_0() {
+    let backend = backend();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _gw = gateway(dir.path(), port, backend.port, &[]);
+    // The backend's own answer states no length.
+    let direct = std::process::Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "5", "--http2-prior-knowledge"])
+        .arg(format!("http://127.0.0.1:{}/nothing", backend.port))
+        .output()
+        .unwrap();
+    let direct = stdout(&direct).to_ascii_lowercase();
+    assert!(
+        direct.starts_with("http/2 200") && !direct.contains("content-length"),
+        "{direct}"
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /nothing HTTP/1.1\r\nhost: h2.example.com\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, |g| contains(g, b"\r\n\r\n"));
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("\r\ncontent-length: 0\r\n"), "{text}");
+    assert!(!text.contains("transfer-encoding"), "{text}");
 }
