@@ -187,6 +187,10 @@ async fn drive(
     if going_away {
         conn.graceful_shutdown();
     }
+    // Set once the connection, going away with no stream open, was given a request head's
+    // time to end: a client that does not let it end (it reads nothing, so not even the GOAWAY
+    // goes out) is then dropped, as the HTTP/1.1 path bounds its close.
+    let mut close_armed = false;
     loop {
         tokio::select! {
             biased;
@@ -225,16 +229,23 @@ async fn drive(
                 going_away = true;
                 conn.graceful_shutdown();
             }
-            () = &mut idle, if !going_away => {
+            () = &mut idle => {
                 let last_end = client.started + Duration::from_millis(client.last_end_ms.load(Ordering::Relaxed));
                 let due = last_end + idle_timeout;
                 let now = tokio::time::Instant::now();
                 if client.active.load(Ordering::Acquire) > 0 {
                     // Streams open: look again a whole timeout later.
                     idle.as_mut().reset(now + idle_timeout);
-                } else if due <= now {
-                    going_away = true;
-                    conn.graceful_shutdown();
+                } else if close_armed {
+                    tracing::debug!(peer = %client.peer, "HTTP/2 connection did not end after its GOAWAY; dropped");
+                    return;
+                } else if going_away || due <= now {
+                    if !going_away {
+                        going_away = true;
+                        conn.graceful_shutdown();
+                    }
+                    close_armed = true;
+                    idle.as_mut().reset(now + dp.options.request_headers_timeout);
                 } else {
                     idle.as_mut().reset(due);
                 }
