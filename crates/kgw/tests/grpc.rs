@@ -6,52 +6,25 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::grpc::{GrpcServer, grpc_client};
 use common::*;
 
-const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/grpc_peer.py");
 const CLUSTER: &str = "kube_default_echo_9000";
 const AUTHORITY: &str = "grpc.example.com";
 
-/// The grpcio server, killed when dropped.
-struct GrpcServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for GrpcServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn grpc_server(health: &str) -> GrpcServer {
+/// The peer's server on a free port of 127.0.0.1, every service SERVING.
+fn grpc_server() -> (GrpcServer, u16) {
     let port = free_port();
-    let child = Command::new("python3")
-        .args([PEER, "server", &port.to_string(), health])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("python3 with grpcio and grpcio-health-checking");
-    wait_for("the gRPC server", Duration::from_secs(15), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    GrpcServer { child, port }
+    let server = GrpcServer::start(&format!("127.0.0.1:{port}"), "SERVING", &[]);
+    (server, port)
 }
 
-/// Runs the peer script in `mode` against the gateway; its JSON output.
-fn peer(gw: &Gateway, args: &[&str]) -> serde_json::Value {
+/// Runs the peer's client `mode` against the gateway; its JSON output.
+fn peer(gw: &Gateway, mode: &str, args: &[&str]) -> serde_json::Value {
     let target = format!("127.0.0.1:{}", gw.port);
-    let out = Command::new("python3")
-        .arg(PEER)
-        .arg(args[0])
-        .arg(&target)
-        .arg(AUTHORITY)
-        .args(&args[1..])
-        .output()
-        .unwrap();
+    let out = grpc_client(mode, &[&[target.as_str(), AUTHORITY], args].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
 }
@@ -140,10 +113,10 @@ fn start(dir: &Path, backend: u16, extra: &str) -> Gateway {
 #[test]
 fn unary_and_streaming_calls_keep_their_messages_metadata_trailers_and_statuses() {
     let dir = tempfile::tempdir().unwrap();
-    let server = grpc_server("SERVING");
-    let gw = start(dir.path(), server.port, "");
+    let (_server, backend) = grpc_server();
+    let gw = start(dir.path(), backend, "");
 
-    let results = peer(&gw, &["client"]);
+    let results = peer(&gw, "client", &[]);
     assert_eq!(
         results,
         serde_json::json!({
@@ -177,16 +150,16 @@ fn any_downstream_http2(gw: &Gateway) -> bool {
 #[test]
 fn local_replies_reach_a_grpc_client_as_grpc_statuses() {
     let dir = tempfile::tempdir().unwrap();
-    let server = grpc_server("SERVING");
-    let gw = start(dir.path(), server.port, "");
+    let (server, backend) = grpc_server();
+    let gw = start(dir.path(), backend, "");
 
     // A method no GRPCRoute rule matches: no route (404), which gRPC calls UNIMPLEMENTED.
-    let unmatched = peer(&gw, &["call", "Nope", "x"]);
+    let unmatched = peer(&gw, "call", &["Nope", "x"]);
     assert_eq!(unmatched["code"], "UNIMPLEMENTED", "{unmatched}");
 
     // The backend gone: Envoy's 503 is UNAVAILABLE for a gRPC client, with Envoy's text.
     drop(server);
-    let down = peer(&gw, &["call", "Say", "x"]);
+    let down = peer(&gw, "call", &["Say", "x"]);
     assert_eq!(down["code"], "UNAVAILABLE", "{down}");
     assert!(
         down["details"]

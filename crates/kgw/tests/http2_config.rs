@@ -8,10 +8,9 @@
 mod common;
 
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use common::grpc::{GrpcServer, grpc_client};
 use common::*;
 
 const H2C_CLUSTER: &str = "kube_httpbin_httpbin_8000";
@@ -219,65 +218,6 @@ fn http2_options_reach_the_dump_and_bad_values_are_refused() {
     );
 }
 
-/// A gRPC server (grpcio, no generated code) answering every unary call with
-/// "<name> <method path>"; prints "ready" once it serves.
-const GRPC_SERVER: &str = r#"
-import sys
-from concurrent import futures
-import grpc
-
-name, port = sys.argv[1], int(sys.argv[2])
-
-class Every(grpc.GenericRpcHandler):
-    def service(self, details):
-        method = details.method
-        return grpc.unary_unary_rpc_method_handler(lambda request, context: f"{name} {method}".encode())
-
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-server.add_generic_rpc_handlers((Every(),))
-server.add_insecure_port(f"127.0.0.1:{port}")
-server.start()
-print("ready", flush=True)
-server.wait_for_termination()
-"#;
-
-/// Calls each `method path [header=value]` argument through the gateway (h2c, authority
-/// grpc.example.com) and prints the answer, or the status code of a failed call.
-const GRPC_CLIENT: &str = r#"
-import sys
-import grpc
-
-channel = grpc.insecure_channel(f"127.0.0.1:{sys.argv[1]}", options=[("grpc.default_authority", "grpc.example.com")])
-for call in sys.argv[2:]:
-    path, _, header = call.partition(" ")
-    metadata = [tuple(header.split("=", 1))] if header else []
-    try:
-        print(channel.unary_unary(path)(b"hi", metadata=metadata, timeout=10).decode())
-    except grpc.RpcError as e:
-        print(e.code().name)
-"#;
-
-fn grpc_server(dir: &Path, name: &str, port: u16) -> Proc {
-    let script = dir.join("grpc_server.py");
-    std::fs::write(&script, GRPC_SERVER).unwrap();
-    let log = dir.join(format!("grpc_{name}.log"));
-    let proc = Proc {
-        child: Command::new("python3")
-            .arg(&script)
-            .arg(name)
-            .arg(port.to_string())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.join(format!("grpc_{name}.err"))).unwrap())
-            .spawn()
-            .expect("python3 with grpcio"),
-        log,
-    };
-    wait_for("the gRPC server", Duration::from_secs(10), || {
-        proc.log_text().contains("ready").then_some(())
-    });
-    proc
-}
-
 fn grpc_service(name: &str, port: u16) -> String {
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: apps\nspec:\n  ports:\n  - name: grpc\n    \
@@ -327,8 +267,8 @@ spec:
 fn a_grpc_route_routes_calls_by_service_method_and_header() {
     let dir = tempfile::tempdir().unwrap();
     let (a_port, b_port) = (free_port(), free_port());
-    let _a = grpc_server(dir.path(), "a", a_port);
-    let _b = grpc_server(dir.path(), "b", b_port);
+    let _a = GrpcServer::start(&format!("127.0.0.1:{a_port}"), "SERVING", &["--name", "a"]);
+    let _b = GrpcServer::start(&format!("127.0.0.1:{b_port}"), "SERVING", &["--name", "b"]);
     let port = free_port();
     let gw = GatewayBuilder::run(dir.path(), port).start();
     let gateway = format!(
@@ -347,24 +287,27 @@ fn a_grpc_route_routes_calls_by_service_method_and_header() {
         TcpStream::connect(("127.0.0.1", port)).ok()
     });
 
-    let out = Command::new("timeout")
-        .args(["30", "python3", "-c", GRPC_CLIENT, &port.to_string()])
-        .args([
+    let target = format!("127.0.0.1:{port}");
+    let out = grpc_client(
+        "calls",
+        &[
+            &target,
+            "grpc.example.com",
             "/helloworld.Greeter/SayHello x-tenant=b",
             "/helloworld.Greeter/SayHello",
             "/helloworld.Greeter/SayGoodbye",
-            "/grpc.health.v1.Health/Check",
+            // Any service's Check (not grpc.health.v1.Health's: the peer serves that one).
+            "/pkg.Health/Check",
             "/other.Service/Do",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert_eq!(
         stdout(&out).lines().collect::<Vec<_>>(),
         [
             "b /helloworld.Greeter/SayHello",
             "a /helloworld.Greeter/SayHello",
             "a /helloworld.Greeter/SayGoodbye",
-            "b /grpc.health.v1.Health/Check",
+            "b /pkg.Health/Check",
             // No route: Envoy's 404, which a gRPC client reads as UNIMPLEMENTED.
             "UNIMPLEMENTED",
         ],

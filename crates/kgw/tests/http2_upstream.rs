@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::grpc::GrpcServer;
 use common::netns::BackendHost;
 use common::*;
 use http_body_util::{BodyExt, Full};
@@ -410,53 +411,15 @@ fn keepalive_detection(with_request_in_flight: bool) {
     host.close();
 }
 
-/// A gRPC health server (support/grpc_health_server.py) on `address`, answering `status` for
-/// `pkg.Health`; its stdin changes the answer.
-struct GrpcHealthServer {
-    child: std::process::Child,
-}
-
-impl GrpcHealthServer {
-    fn start(address: &str, status: &str) -> GrpcHealthServer {
-        use std::io::BufRead;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/grpc_health_server.py");
-        let mut child = std::process::Command::new("python3")
-            .args([script, address, "pkg.Health", status])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 with grpcio and grpcio-health-checking");
-        let mut first = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert_eq!(first.trim(), "ready", "the gRPC health server on {address}");
-        GrpcHealthServer { child }
-    }
-
-    fn set(&mut self, status: &str) {
-        use std::io::Write;
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{status}").unwrap();
-        stdin.flush().unwrap();
-    }
-}
-
-impl Drop for GrpcHealthServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// (b) `healthCheck.grpc`: grpc.health.v1.Health/Check with the policy's serviceName; the
 /// endpoint answering NOT_SERVING is marked `/failed_active_hc` in /clusters, the SERVING one
 /// stays healthy, and once it answers SERVING it is healthy again.
 #[test]
 fn the_grpc_health_check_marks_a_not_serving_endpoint() {
     let backend_port = free_port();
-    let _serving = GrpcHealthServer::start(&format!("127.0.0.2:{backend_port}"), "SERVING");
-    let mut failing = GrpcHealthServer::start(&format!("127.0.0.3:{backend_port}"), "NOT_SERVING");
+    let health = ["--health-service", "pkg.Health"];
+    let _serving = GrpcServer::start(&format!("127.0.0.2:{backend_port}"), "SERVING", &health);
+    let mut failing = GrpcServer::start(&format!("127.0.0.3:{backend_port}"), "NOT_SERVING", &health);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let gw = GatewayBuilder::run(dir.path(), port).start();
@@ -493,7 +456,7 @@ fn the_grpc_health_check_marks_a_not_serving_endpoint() {
         serde_json::json!({"service_name": "pkg.Health", "authority": "grpc.example.com"})
     );
 
-    failing.set("SERVING");
+    failing.set_health("SERVING");
     // Until the cluster sees traffic, checks run every 60 s (Envoy's no_traffic_interval): one
     // request (to the healthy endpoint; not a gRPC call, whatever it answers) ends that.
     let (status, body) = gw.curl("h2.example.com", "/");

@@ -296,6 +296,7 @@ spec:
     keepAliveInterval: 5s
 "#;
 
+pub mod grpc;
 pub mod netns;
 pub mod nginx;
 pub mod pki;
