@@ -646,7 +646,9 @@ fn write_lines(out: &mut Vec<u8>, buf: &[u8], headers: &[HeaderLine], keep: impl
     }
 }
 
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Writes one `name: value` header line (the one writer of header lines for every HTTP/1.1 head
+/// the proxy writes).
+pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

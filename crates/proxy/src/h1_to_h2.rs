@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::DataPlane;
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::downstream::{Downstream, Next, Outcome};
-use crate::h1::{self, BodyFrame, Framing, RequestHead};
+use crate::h1::{self, BodyFrame, Framing, RequestHead, put_header};
 use crate::h2_body;
 use crate::http_protocol::read_bounded;
 use crate::local_reply::{LocalReply, ResponseFlag};
@@ -643,13 +643,6 @@ fn h2_request(
         }
     }
     request.body(()).map_err(|_| bad())
-}
-
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The data of a chunked body whose framing `BodyFrame` already checked: chunk sizes,

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::DataPlane;
 use crate::circuit_breakers::{self, RetryGuard};
 use crate::cluster::{ClusterRuntime, Endpoint};
-use crate::h1::{self, Framing, ResponseHead};
+use crate::h1::{self, Framing, ResponseHead, put_header};
 use crate::h2_body;
 use crate::http_protocol::{HttpOptions, read_bounded};
 use crate::http1_exchange::{REPLAY_AFTER_IDLE, response_head_wait};
@@ -654,13 +654,6 @@ fn write_request_head(out: &mut Vec<u8>, request: &StreamRequest<'_>, framing: F
     out.extend_from_slice(request.client.as_bytes());
     out.extend_from_slice(b"\r\n");
     put_header(out, b"x-forwarded-proto", request.scheme.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
