@@ -312,35 +312,11 @@ async fn upload(
     if ended {
         return Ok(());
     }
-    loop {
-        let Some(next) = activity
-            .within(h2_body::recv_data(from))
-            .await
-            .ok_or(Upload::Idle)?
-        else {
-            break;
-        };
-        let data = next.map_err(|_| Upload::ClientGone)?;
-        let end = from.is_end_stream();
-        activity
-            .within(h2_body::send_data(to, data, end))
-            .await
-            .ok_or(Upload::Idle)?
-            .map_err(|_| Upload::UpstreamGone)?;
-        if end {
-            return Ok(());
-        }
-    }
-    let trailers = activity
-        .within(h2_body::trailers(from))
-        .await
-        .ok_or(Upload::Idle)?
-        .map_err(|_| Upload::ClientGone)?;
-    match trailers {
-        Some(trailers) => to.send_trailers(trailers),
-        None => to.send_data(Bytes::new(), true),
-    }
-    .map_err(|_| Upload::UpstreamGone)
+    relay(from, to, activity, false).await.map_err(|stop| match stop {
+        Stop::ReadFailed => Upload::ClientGone,
+        Stop::WriteFailed => Upload::UpstreamGone,
+        Stop::Idle => Upload::Idle,
+    })
 }
 
 /// Why the response body stopped part-way.
@@ -350,29 +326,53 @@ enum Download {
     Idle,
 }
 
-/// The upstream's body and trailers (gRPC's status) down to the client.
+/// The upstream's body and trailers (gRPC's status) down to the client. A client that resets
+/// the stream ends the upstream one at once (as Envoy cancels it).
 async fn download(
     from: &mut RecvStream,
     to: &mut SendStream<Bytes>,
     activity: &Activity,
 ) -> Result<(), Download> {
+    relay(from, to, activity, true).await.map_err(|stop| match stop {
+        Stop::ReadFailed => Download::UpstreamGone,
+        Stop::WriteFailed => Download::ClientGone,
+        Stop::Idle => Download::Idle,
+    })
+}
+
+/// Why a body's relay stopped part-way: the stream it reads failed, the stream it writes failed
+/// (or, when watched, was reset by its peer), or neither moved within the stream idle timeout.
+enum Stop {
+    ReadFailed,
+    WriteFailed,
+    Idle,
+}
+
+/// One direction of the stream, `from` to `to`: its DATA under flow control, then its trailers
+/// (or the end of the stream). With `watch_reset`, a reset of `to` by its peer stops it at once
+/// rather than at the next write.
+async fn relay(
+    from: &mut RecvStream,
+    to: &mut SendStream<Bytes>,
+    activity: &Activity,
+    watch_reset: bool,
+) -> Result<(), Stop> {
     loop {
-        // A client that resets the stream ends the upstream one at once (as Envoy cancels it).
         let next = tokio::select! {
             biased;
             next = activity.within(h2_body::recv_data(from)) => next,
-            _ = std::future::poll_fn(|cx| to.poll_reset(cx)) => return Err(Download::ClientGone),
+            () = reset_by_peer(to, watch_reset) => return Err(Stop::WriteFailed),
         };
-        let Some(next) = next.ok_or(Download::Idle)? else {
+        let Some(next) = next.ok_or(Stop::Idle)? else {
             break;
         };
-        let data = next.map_err(|_| Download::UpstreamGone)?;
+        let data = next.map_err(|_| Stop::ReadFailed)?;
         let end = from.is_end_stream();
         activity
             .within(h2_body::send_data(to, data, end))
             .await
-            .ok_or(Download::Idle)?
-            .map_err(|_| Download::ClientGone)?;
+            .ok_or(Stop::Idle)?
+            .map_err(|_| Stop::WriteFailed)?;
         if end {
             return Ok(());
         }
@@ -380,13 +380,22 @@ async fn download(
     let trailers = activity
         .within(h2_body::trailers(from))
         .await
-        .ok_or(Download::Idle)?
-        .map_err(|_| Download::UpstreamGone)?;
+        .ok_or(Stop::Idle)?
+        .map_err(|_| Stop::ReadFailed)?;
     match trailers {
         Some(trailers) => to.send_trailers(trailers),
         None => to.send_data(Bytes::new(), true),
     }
-    .map_err(|_| Download::ClientGone)
+    .map_err(|_| Stop::WriteFailed)
+}
+
+/// Resolves when `to`'s peer resets it (or its connection fails), if `watch`; never otherwise.
+async fn reset_by_peer(to: &mut SendStream<Bytes>, watch: bool) {
+    if watch {
+        let _ = std::future::poll_fn(|cx| to.poll_reset(cx)).await;
+    } else {
+        std::future::pending::<()>().await;
+    }
 }
 
 #[cfg(test)]
