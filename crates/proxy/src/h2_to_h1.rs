@@ -102,7 +102,7 @@ pub(crate) async fn exchange(
         response_status: AtomicU16::new(0),
     };
     let mut conn = conn;
-    given_request(&mut conn, &x);
+    conn.given_request(&x.options, x.cluster);
     let Some(limit) = options.max_stream_duration else {
         return x.run(dp, conn, body, respond).await;
     };
@@ -230,7 +230,7 @@ impl Exchange<'_> {
                             false,
                         )
                         .await?;
-                        given_request(&mut conn, self);
+                        conn.given_request(&self.options, self.cluster);
                         continue;
                     }
                     return Err(LocalReply::upstream_terminated());
@@ -436,19 +436,6 @@ fn stream_idle(
     send.send_reset(Reason::CANCEL);
     ended.flag = Some(ResponseFlag::StreamIdleTimeout);
     ended
-}
-
-/// Counts a request given to `conn`; at the cluster's maxRequestsPerConnection it is the
-/// connection's last (as `http1_exchange.rs` counts it).
-fn given_request(conn: &mut Connection, x: &Exchange<'_>) {
-    conn.requests += 1;
-    if x.options
-        .max_requests_per_connection
-        .is_some_and(|max| conn.requests >= max.get())
-    {
-        stats::inc(&x.cluster.stats().upstream_cx_max_requests);
-        conn.end = End::MaxRequests;
-    }
 }
 
 /// Resolves when the client resets the stream (or its connection fails).

@@ -87,7 +87,7 @@ impl Downstream {
             x.cluster.put_idle(x.endpoint, conn);
             return Err(LocalReply::overflow());
         };
-        given_request(&mut conn, x);
+        conn.given_request(&x.options, x.cluster);
         let Some(limit) = x.options.max_stream_duration else {
             return self
                 .exchange_on(dp, conn, x, now.into_std(), route_timer, idle_timer)
@@ -201,7 +201,7 @@ impl Downstream {
                             x.cluster, x.endpoint, x.proxied, head_wait, false,
                         )
                         .await?;
-                        given_request(&mut conn, x);
+                        conn.given_request(&x.options, x.cluster);
                         continue;
                     }
                     return Err(LocalReply::upstream_terminated());
@@ -733,19 +733,6 @@ impl<'t> StreamIdle<'t> {
         outcome.flag = Some(ResponseFlag::StreamIdleTimeout);
         outcome.next = Next::Reset;
         outcome
-    }
-}
-
-/// Counts a request given to `conn`; at the cluster's maxRequestsPerConnection it is the
-/// connection's last: it closes once the request is done (Envoy counts it then).
-fn given_request(conn: &mut Connection, x: &Exchange<'_>) {
-    conn.requests += 1;
-    if x.options
-        .max_requests_per_connection
-        .is_some_and(|max| conn.requests >= max.get())
-    {
-        stats::inc(&x.cluster.stats().upstream_cx_max_requests);
-        conn.end = End::MaxRequests;
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::cluster::{ClusterRuntime, Endpoint};
+use crate::http_protocol::HttpOptions;
 use crate::pool::Pooled;
 use crate::proxy_protocol::ProxyAddresses;
 use crate::stats;
@@ -51,6 +52,22 @@ pub(crate) struct Connection {
     /// released when it drops (held for that alone).
     _slot: Option<ConnectionSlot>,
     cluster: Arc<ClusterRuntime>,
+}
+
+impl Connection {
+    /// Counts a request given to it; at the cluster's maxRequestsPerConnection it is its last: it
+    /// closes once the request is done (Envoy counts it then). For HTTP/1.1 and HTTP/2 clients
+    /// alike; counted on the request's `cluster` (the runtime that routed it).
+    pub(crate) fn given_request(&mut self, options: &HttpOptions, cluster: &ClusterRuntime) {
+        self.requests += 1;
+        if options
+            .max_requests_per_connection
+            .is_some_and(|max| self.requests >= max.get())
+        {
+            stats::inc(&cluster.stats().upstream_cx_max_requests);
+            self.end = End::MaxRequests;
+        }
+    }
 }
 
 impl Pooled for Connection {
