@@ -103,25 +103,41 @@ pub(crate) async fn exchange(
     };
     let mut conn = conn;
     conn.given_request(&x.options, x.cluster);
-    let Some(limit) = options.max_stream_duration else {
-        return x.run(dp, conn, body, respond).await;
-    };
-    let result = tokio::time::timeout(limit, x.run(dp, conn, body, respond)).await;
-    match result {
-        Ok(result) => result,
-        Err(_) => {
-            stats::inc(&cluster.stats().upstream_rq_max_duration_reached);
-            let status = x.response_status.load(Ordering::Relaxed);
-            if status == 0 {
-                return Err(LocalReply::max_stream_duration());
-            }
-            respond.send_reset(Reason::CANCEL);
-            Ok(Ended {
-                status,
-                flag: Some(ResponseFlag::UpstreamMaxStreamDurationReached),
-            })
-        }
+    match within_max_stream_duration(&options, x.run(dp, conn, body, respond)).await {
+        Some(result) => result,
+        None => max_stream_duration_reached(cluster, x.response_status.load(Ordering::Relaxed), respond),
     }
+}
+
+/// Runs a stream's exchange within the cluster's maxStreamDuration, if it has one; None when
+/// the duration ran out first (see `max_stream_duration_reached`).
+pub(crate) async fn within_max_stream_duration<T>(
+    options: &HttpOptions,
+    run: impl Future<Output = T>,
+) -> Option<T> {
+    match options.max_stream_duration {
+        None => Some(run.await),
+        Some(limit) => tokio::time::timeout(limit, run).await.ok(),
+    }
+}
+
+/// The end of a stream whose maxStreamDuration ran out (to HTTP/1.1 and HTTP/2 upstreams
+/// alike): before the response head (`status` 0), 504 `UMSDR` for the caller to answer;
+/// after it, the client's stream is reset.
+pub(crate) fn max_stream_duration_reached(
+    cluster: &ClusterRuntime,
+    status: u16,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<Ended, LocalReply> {
+    stats::inc(&cluster.stats().upstream_rq_max_duration_reached);
+    if status == 0 {
+        return Err(LocalReply::max_stream_duration());
+    }
+    respond.send_reset(Reason::CANCEL);
+    Ok(Ended {
+        status,
+        flag: Some(ResponseFlag::UpstreamMaxStreamDurationReached),
+    })
 }
 
 /// One stream on its way upstream.

@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderValue, Request, Uri};
 use crate::DataPlane;
 use crate::cluster::{ClusterRuntime, Endpoint};
 use crate::h2_body;
-use crate::h2_to_h1::{Ended, StreamRequest};
+use crate::h2_to_h1::{Ended, StreamRequest, max_stream_duration_reached, within_max_stream_duration};
 use crate::http_protocol::HttpOptions;
 use crate::local_reply::{LocalReply, ResponseFlag};
 use crate::outlier_detection::Report;
@@ -41,24 +41,9 @@ pub(crate) async fn exchange(
     let options = HttpOptions::of(&cluster.policy_ref());
     let status = AtomicU16::new(0);
     let run = run(dp, cluster, endpoint, request, body, respond, &status);
-    let Some(limit) = options.max_stream_duration else {
-        return run.await;
-    };
-    let result = tokio::time::timeout(limit, run).await;
-    match result {
-        Ok(result) => result,
-        Err(_) => {
-            stats::inc(&cluster.stats().upstream_rq_max_duration_reached);
-            let status = status.load(Ordering::Relaxed);
-            if status == 0 {
-                return Err(LocalReply::max_stream_duration());
-            }
-            respond.send_reset(Reason::CANCEL);
-            Ok(Ended {
-                status,
-                flag: Some(ResponseFlag::UpstreamMaxStreamDurationReached),
-            })
-        }
+    match within_max_stream_duration(&options, run).await {
+        Some(result) => result,
+        None => max_stream_duration_reached(cluster, status.load(Ordering::Relaxed), respond),
     }
 }
 
