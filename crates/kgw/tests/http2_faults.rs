@@ -544,3 +544,97 @@ fn a_head_that_ends_the_stream_goes_out_with_content_length_0() {
     assert!(text.contains("\r\ncontent-length: 0\r\n"), "{text}");
     assert!(!text.contains("transfer-encoding"), "{text}");
 }
+
+/// An h2c backend (Python's h2, validation off) that answers `/bad` with a response head that
+/// has no `:status`, an invalid HTTP/2 message, and anything else with 200 "ok"; it prints
+/// "connection" for each connection it accepts.
+const INVALID_MESSAGE_BACKEND: &str = r#"
+import socket, sys, threading
+import h2.config, h2.connection, h2.events
+
+def serve(sock):
+    config = h2.config.H2Configuration(client_side=False, validate_outbound_headers=False,
+                                       normalize_outbound_headers=False)
+    conn = h2.connection.H2Connection(config=config)
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    while True:
+        data = sock.recv(65535)
+        if not data:
+            return
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                path = dict(event.headers)[b":path"]
+                if path == b"/bad":
+                    conn.send_headers(event.stream_id, [(b"x-no-status", b"1")], end_stream=True)
+                else:
+                    conn.send_headers(event.stream_id, [(b":status", b"200")])
+                    conn.send_data(event.stream_id, b"ok", end_stream=True)
+        sock.sendall(conn.data_to_send())
+
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", int(sys.argv[1])))
+listener.listen()
+print("ready", flush=True)
+while True:
+    sock, _ = listener.accept()
+    print("connection", flush=True)
+    threading.Thread(target=serve, args=(sock,), daemon=True).start()
+"#;
+
+/// `overrideStreamErrorOnInvalidHttpMessage`: an invalid response (no `:status`)
+/// is Envoy's 502 "protocol error" either way, counted in upstream_cx_protocol_error; by
+/// default (false, Envoy's) it ends the connection too, so the next request opens a new one;
+/// with `true` the connection stays and the next request goes on it.
+#[test]
+fn an_invalid_upstream_message_ends_the_connection_unless_the_policy_overrides_it() {
+    for (override_stream_error, connections_after) in [(false, 2), (true, 1)] {
+        let backend_port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut backend = std::process::Command::new("python3")
+            .args(["-c", INVALID_MESSAGE_BACKEND, &backend_port.to_string()])
+            .stdout(log.reopen().unwrap())
+            .spawn()
+            .expect("python3 with h2");
+        let seen = || std::fs::read_to_string(log.path()).unwrap_or_default();
+        wait_for("the backend", Duration::from_secs(10), || {
+            seen().contains("ready").then_some(())
+        });
+        let connections = || seen().matches("connection").count();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let gw = gateway(dir.path(), port, backend_port, &[]);
+        if override_stream_error {
+            apply(
+                &gw,
+                "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: BackendConfigPolicy\nmetadata:\n  name: h2\n  \
+                 namespace: h2\nspec:\n  targetRefs:\n  - group: \"\"\n    kind: Service\n    name: backend\n  \
+                 http2ProtocolOptions:\n    overrideStreamErrorOnInvalidHttpMessage: true\n",
+            );
+            wait_for("the policy in the dump", Duration::from_secs(5), || {
+                gw.cluster(CLUSTER)?
+                    .pointer("/typed_extension_protocol_options/envoy.extensions.upstreams.http.v3.HttpProtocolOptions/explicit_http_config/http2_protocol_options/override_stream_error_on_invalid_http_message")
+                    .filter(|v| **v == serde_json::json!(true))
+                    .map(|_| ())
+            });
+        }
+        assert_eq!(gw.curl("h2.example.com", "/good"), (200, "ok".to_string()));
+        assert_eq!(connections(), 1);
+        let (status, body) = gw.curl("h2.example.com", "/bad");
+        assert_eq!(status, 502, "{body}");
+        assert_eq!(
+            body,
+            "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+        );
+        assert_eq!(stat(&gw, "upstream_cx_protocol_error"), 1);
+        assert_eq!(gw.curl("h2.example.com", "/good"), (200, "ok".to_string()));
+        assert_eq!(
+            connections(),
+            connections_after,
+            "override {override_stream_error}: connections the backend accepted"
+        );
+        let _ = backend.kill();
+        let _ = backend.wait();
+    }
+}

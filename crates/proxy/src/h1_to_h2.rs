@@ -279,7 +279,7 @@ impl Downstream {
                         route_timer.as_mut().reset(Instant::now() + route_timeout);
                     }
                 }
-                Event::Sent(Err(e)) if !got_head => return Err(upstream_h2::stream_failed(&e)),
+                Event::Sent(Err(e)) if !got_head => return Err(lease.failed(cluster, &e)),
                 Event::Sent(Err(_)) => {
                     // The upstream takes no more of the body (reset after its answer): the
                     // rest is not read, so the client connection closes after the response.
@@ -288,7 +288,7 @@ impl Downstream {
                 }
                 Event::Head(Err(e)) => {
                     cluster.outlier.report(cluster, endpoint, Report::ConnectFailed);
-                    return Err(upstream_h2::stream_failed(&e));
+                    return Err(lease.failed(cluster, &e));
                 }
                 Event::Head(Ok(response)) if options.too_many_headers(response.headers().len()) => {
                     tracing::debug!(

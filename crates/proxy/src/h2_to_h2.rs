@@ -104,7 +104,7 @@ async fn run(
         Ok(response) => response,
         Err(e) => {
             cluster.outlier.report(cluster, endpoint, Report::ConnectFailed);
-            return Err(upstream_h2::stream_failed(&e));
+            return Err(lease.failed(cluster, &e));
         }
     };
     let status = response.status().as_u16();

@@ -96,6 +96,9 @@ struct H2Connection {
     keepalive: Option<Http2Keepalive>,
     /// The client whose PROXY protocol header it carried: it serves no other.
     proxied: Option<ProxyAddresses>,
+    /// `overrideStreamErrorOnInvalidHttpMessage`: an invalid message from the upstream resets
+    /// only its stream; otherwise (Envoy's default) it ends the connection too.
+    invalid_message_resets_stream_only: bool,
     born: Instant,
 }
 
@@ -128,6 +131,31 @@ impl Drop for StreamLease {
             self.pool.h2.freed.notify_waiters();
         }
     }
+}
+
+impl StreamLease {
+    /// The answer for this stream's failure before its response head (`stream_failed`). When
+    /// the failure is an invalid message from the upstream (h2 found its response malformed
+    /// and reset the stream with PROTOCOL_ERROR), the connection goes too, as Envoy's HTTP/2
+    /// codec ends it, unless the cluster's `overrideStreamErrorOnInvalidHttpMessage` keeps the
+    /// error to the stream: it takes no new stream and closes once its other streams end.
+    /// Counted in `upstream_cx_protocol_error`, answered 502 UPE as Envoy answers it.
+    pub(crate) fn failed(&self, cluster: &ClusterRuntime, error: &h2::Error) -> LocalReply {
+        if !is_invalid_message(error) {
+            return stream_failed(error);
+        }
+        stats::inc(&cluster.stats().upstream_cx_protocol_error);
+        if !self.connection.invalid_message_resets_stream_only {
+            self.connection.close_when_idle(End::Local);
+        }
+        LocalReply::upstream_protocol_error()
+    }
+}
+
+/// h2 refused the upstream's message on this stream (a malformed response head, a
+/// content-length its body did not keep, ...): a stream reset it made itself, PROTOCOL_ERROR.
+fn is_invalid_message(error: &h2::Error) -> bool {
+    error.is_reset() && error.is_library() && error.reason() == Some(h2::Reason::PROTOCOL_ERROR)
 }
 
 /// An open stream to the upstream (see the module doc).
@@ -298,6 +326,8 @@ fn take_slot(
             .unwrap_or(DEFAULT_MAX_STREAMS),
         given: AtomicU32::new(0),
         draining: AtomicBool::new(false),
+        invalid_message_resets_stream_only: options.override_stream_error_on_invalid_http_message
+            == Some(true),
         idle_since_ms: AtomicU64::new(0),
         wake: Notify::new(),
         close_as: Mutex::new(None),
