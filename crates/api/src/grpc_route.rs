@@ -5,7 +5,6 @@
 use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteRulesMatchesMethod, GrpcRouteRulesMatchesMethodType};
 
 use crate::error::FieldError;
-use crate::validate::{hostname_rule, is_gateway_hostname, is_section_name, section_name_rule};
 
 /// The CRD's bounds.
 const MAX_SERVICE_OR_METHOD: usize = 1024;
@@ -14,20 +13,15 @@ const MAX_HEADER_VALUE: usize = 4096;
 
 pub fn validate(r: &GrpcRoute) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    for (i, h) in r.spec.hostnames.iter().flatten().enumerate() {
-        if !is_gateway_hostname(h) {
-            let at = format!("spec.hostnames[{i}]");
-            errors.push(FieldError::invalid(&at, h, hostname_rule(&at)));
-        }
-    }
-    for (i, p) in r.spec.parent_refs.iter().flatten().enumerate() {
-        if let Some(section) = &p.section_name
-            && !is_section_name(section)
-        {
-            let at = format!("spec.parentRefs[{i}].sectionName");
-            errors.push(FieldError::invalid(&at, section, section_name_rule(&at)));
-        }
-    }
+    crate::validate::check_route_attachment(
+        r.spec.hostnames.as_deref(),
+        r.spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .map(|p| p.section_name.as_ref()),
+        &mut errors,
+    );
     for (i, rule) in r.spec.rules.iter().flatten().enumerate() {
         for (j, m) in rule.matches.iter().flatten().enumerate() {
             let at = format!("spec.rules[{i}].matches[{j}]");

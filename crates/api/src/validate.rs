@@ -110,20 +110,15 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
         }
         Object::GRPCRoute(r) => errors.extend(crate::grpc_route::validate(r)),
         Object::HTTPRoute(r) => {
-            for (i, h) in r.spec.hostnames.iter().flatten().enumerate() {
-                if !is_gateway_hostname(h) {
-                    let at = format!("spec.hostnames[{i}]");
-                    errors.push(FieldError::invalid(&at, h, hostname_rule(&at)));
-                }
-            }
-            for (i, p) in r.spec.parent_refs.iter().flatten().enumerate() {
-                if let Some(section) = &p.section_name
-                    && !is_section_name(section)
-                {
-                    let at = format!("spec.parentRefs[{i}].sectionName");
-                    errors.push(FieldError::invalid(&at, section, section_name_rule(&at)));
-                }
-            }
+            check_route_attachment(
+                r.spec.hostnames.as_deref(),
+                r.spec
+                    .parent_refs
+                    .iter()
+                    .flatten()
+                    .map(|p| p.section_name.as_ref()),
+                &mut errors,
+            );
             for (i, rule) in r.spec.rules.iter().flatten().enumerate() {
                 for (j, m) in rule.matches.iter().flatten().enumerate() {
                     if let Some(p) = &m.path {
@@ -472,4 +467,26 @@ fn backend_tls_policy(p: &crate::BackendTlsPolicy) -> Vec<FieldError> {
         }
     }
     errors
+}
+
+/// What every route kind checks alike: its hostnames, and its parentRefs' section names.
+pub(crate) fn check_route_attachment<'a>(
+    hostnames: Option<&[String]>,
+    section_names: impl Iterator<Item = Option<&'a String>>,
+    errors: &mut Vec<FieldError>,
+) {
+    for (i, h) in hostnames.into_iter().flatten().enumerate() {
+        if !is_gateway_hostname(h) {
+            let at = format!("spec.hostnames[{i}]");
+            errors.push(FieldError::invalid(&at, h, hostname_rule(&at)));
+        }
+    }
+    for (i, section) in section_names.enumerate() {
+        if let Some(section) = section
+            && !is_section_name(section)
+        {
+            let at = format!("spec.parentRefs[{i}].sectionName");
+            errors.push(FieldError::invalid(&at, section, section_name_rule(&at)));
+        }
+    }
 }
