@@ -6,6 +6,7 @@ mod app_protocol;
 mod backend_policy;
 mod backend_tls_policy;
 mod backends;
+mod gateway_status;
 mod grpc_routes;
 mod listener_policy;
 mod listener_tls;

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use api::gateway_api::gateways::{GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From};
 use api::gateway_api::httproutes::{HttpRouteRulesMatches, HttpRouteRulesMatchesPathType};
 use api::{Gateway, HttpRoute, Kind, Object, ObjectKey};
-use serde_json::{Value, json};
+use serde_json::Value;
 use snapshot::{
     Cluster, Listener, ListenerTls, PathMatch, Route, RouteAction, ServerCertificate, VirtualHost,
     WeightedCluster,
@@ -19,27 +19,27 @@ use crate::listener_tls::{self, RefProblem};
 use crate::reference_grant::{Side, permitted};
 use crate::{CONTROLLER_NAME, Statuses, cluster_name, condition, json_object, objects, rfc3339};
 
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+pub(crate) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// One Gateway listener a route may attach to.
 pub(crate) struct GatewayListener<'a> {
-    gateway: &'a ObjectKey,
-    gw: &'a Gateway,
-    index: usize,
-    attached: usize,
+    pub gateway: &'a ObjectKey,
+    pub gw: &'a Gateway,
+    pub index: usize,
+    pub attached: usize,
     /// HTTPS: its certificate, or why it has none (then it is not programmed).
-    certificate: Option<Result<ServerCertificate, RefProblem>>,
+    pub certificate: Option<Result<ServerCertificate, RefProblem>>,
     /// Another listener on the same port speaks another protocol: this one is not served.
-    conflicted: bool,
+    pub conflicted: bool,
 }
 
 impl GatewayListener<'_> {
-    fn spec(&self) -> &GatewayListeners {
+    pub fn spec(&self) -> &GatewayListeners {
         &self.gw.spec.listeners[self.index]
     }
 
     /// Served: no certificate problem and no protocol conflict.
-    fn programmed(&self) -> bool {
+    pub fn programmed(&self) -> bool {
         !self.conflicted && !matches!(self.certificate, Some(Err(_)))
     }
 }
@@ -69,9 +69,6 @@ pub(crate) struct Precedence {
     pub rule: usize,
     pub matcher: usize,
 }
-
-/// The route kinds a listener serves (its `supportedKinds` when allowedRoutes.kinds is unset).
-const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
 
 /// A route's reference to a parent, whatever the route's kind (HTTPRoute's and GRPCRoute's have
 /// the same fields).
@@ -215,7 +212,7 @@ pub(crate) fn listeners(
         &now_text,
     );
 
-    gateway_statuses(&gw_listeners, statuses, &now_text);
+    crate::gateway_status::gateway_statuses(&gw_listeners, statuses, &now_text);
 
     // One listener per port; it binds every address unless each Gateway on it names addresses.
     let mut by_port: BTreeMap<u16, Vec<IpAddr>> = BTreeMap::new();
@@ -318,7 +315,7 @@ pub(crate) fn attach(
                     );
                     continue;
                 }
-                if !supported_kinds(l).contains(&route.kind) {
+                if !crate::gateway_status::supported_kinds(l).contains(&route.kind) {
                     reason = (
                         "NotAllowedByListeners",
                         format!(
@@ -381,22 +378,6 @@ pub(crate) fn attach(
         ]));
     }
     json_object([("parents", Value::Array(parents))])
-}
-
-/// The route kinds a listener takes: its allowedRoutes.kinds (of Gateway API's group) among
-/// those served, or every served kind when it names none.
-fn supported_kinds(l: &GatewayListeners) -> Vec<&'static str> {
-    match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
-        Some(kinds) if !kinds.is_empty() => ROUTE_KINDS
-            .into_iter()
-            .filter(|served| {
-                kinds.iter().any(|k| {
-                    k.kind == *served && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
-                })
-            })
-            .collect(),
-        _ => ROUTE_KINDS.to_vec(),
-    }
 }
 
 fn namespace_allowed(gl: &GatewayListener, route_namespace: &str) -> bool {
@@ -678,138 +659,4 @@ fn virtual_hosts(listener: &str, mut candidates: Vec<Candidate>) -> Vec<VirtualH
         )
     });
     hosts
-}
-
-fn gateway_statuses(gw_listeners: &[GatewayListener], statuses: &mut Statuses, now: &str) {
-    let mut by_gateway: BTreeMap<&ObjectKey, Vec<&GatewayListener>> = BTreeMap::new();
-    for gl in gw_listeners {
-        by_gateway.entry(gl.gateway).or_default().push(gl);
-    }
-    for (key, listeners) in by_gateway {
-        let listener_status: Vec<Value> = listeners.iter().map(|gl| listener_status(gl, now)).collect();
-        let not_valid: Vec<&str> = listeners
-            .iter()
-            .filter(|gl| !gl.programmed())
-            .map(|gl| gl.spec().name.as_str())
-            .collect();
-        let gateway_accepted = if not_valid.is_empty() {
-            condition("Accepted", true, "Accepted", "Successfully accepted Gateway", now)
-        } else {
-            condition(
-                "Accepted",
-                true,
-                "ListenersNotValid",
-                &format!("Listeners not valid: {}", not_valid.join(", ")),
-                now,
-            )
-        };
-        statuses.insert(
-            key.clone(),
-            json_object([
-                (
-                    "conditions",
-                    Value::Array(vec![
-                        gateway_accepted,
-                        condition(
-                            "Programmed",
-                            true,
-                            "Programmed",
-                            "Successfully programmed Gateway",
-                            now,
-                        ),
-                        condition(
-                            "ResolvedRefs",
-                            true,
-                            "ResolvedRefs",
-                            "Successfully resolved all Gateway references",
-                            now,
-                        ),
-                    ]),
-                ),
-                ("listeners", Value::Array(listener_status)),
-            ]),
-        );
-    }
-}
-
-fn listener_status(gl: &GatewayListener, now: &str) -> Value {
-    let mut conditions = vec![condition(
-        "Accepted",
-        true,
-        "Accepted",
-        "Successfully accepted Listener",
-        now,
-    )];
-    conditions.push(if gl.conflicted {
-        condition(
-            "Conflicted",
-            true,
-            "ProtocolConflict",
-            &format!(
-                "another listener on port {} speaks another protocol; give this one its own port",
-                gl.spec().port
-            ),
-            now,
-        )
-    } else {
-        condition(
-            "Conflicted",
-            false,
-            "NoConflicts",
-            "Successfully verified that Listener has no conflicts",
-            now,
-        )
-    });
-    match &gl.certificate {
-        Some(Err(problem)) => {
-            conditions.push(condition(
-                "ResolvedRefs",
-                false,
-                problem.reason,
-                &problem.message,
-                now,
-            ));
-            conditions.push(condition("Programmed", false, "Invalid", &problem.message, now));
-        }
-        _ => {
-            conditions.push(condition(
-                "ResolvedRefs",
-                true,
-                "ResolvedRefs",
-                "Successfully resolved all references",
-                now,
-            ));
-            conditions.push(if gl.conflicted {
-                condition(
-                    "Programmed",
-                    false,
-                    "Invalid",
-                    "the listener conflicts with another on its port",
-                    now,
-                )
-            } else {
-                condition(
-                    "Programmed",
-                    true,
-                    "Programmed",
-                    "Successfully programmed Listener",
-                    now,
-                )
-            });
-        }
-    }
-    json_object([
-        ("name", gl.spec().name.as_str().into()),
-        ("attachedRoutes", gl.attached.into()),
-        (
-            "supportedKinds",
-            Value::Array(
-                supported_kinds(gl.spec())
-                    .into_iter()
-                    .map(|kind| json!({"group": GATEWAY_GROUP, "kind": kind}))
-                    .collect(),
-            ),
-        ),
-        ("conditions", Value::Array(conditions)),
-    ])
 }
