@@ -8,6 +8,7 @@ mod backend_tls_policy;
 mod backends;
 mod gateway_status;
 mod grpc_routes;
+mod listener_isolation;
 mod listener_policy;
 mod listener_tls;
 mod reference_grant;

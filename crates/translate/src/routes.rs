@@ -253,7 +253,17 @@ pub(crate) fn listeners(
             addresses.sort();
             addresses.dedup();
             let name = format!("listener~{port}");
-            let virtual_hosts = virtual_hosts(&name, candidates.remove(&port).unwrap_or_default());
+            let mut virtual_hosts = virtual_hosts(&name, candidates.remove(&port).unwrap_or_default());
+            let hostnames = programmed_hostnames(&gw_listeners, None)
+                .into_iter()
+                .filter(|(p, _)| *p == i32::from(port));
+            let hostnames: Vec<Option<String>> = hostnames.map(|(_, h)| h).collect();
+            crate::listener_isolation::add_listener_hosts(
+                &name,
+                &mut virtual_hosts,
+                &hostnames,
+                sort_virtual_hosts,
+            );
             // An HTTPS port whose every certificate is unusable still listens, and fails each
             // handshake, rather than answer in plain text on a port meant for TLS.
             let tls = https_ports.contains(&port).then(|| {
@@ -288,6 +298,7 @@ pub(crate) fn attach(
     let mut parents = Vec::new();
     for parent in &route.parents {
         let namespace = &parent.namespace;
+        let siblings = programmed_hostnames(gw_listeners, Some((namespace, &parent.name)));
         let mut accepted = 0;
         let mut reason = (
             "NoMatchingParent",
@@ -341,6 +352,14 @@ pub(crate) fn attach(
                 }
                 let list = candidates.entry(port).or_default();
                 for host in &hosts {
+                    if crate::listener_isolation::owned_elsewhere(
+                        &siblings,
+                        l.port,
+                        l.hostname.as_deref(),
+                        host,
+                    ) {
+                        continue;
+                    }
                     add(list, host, port);
                 }
             }
@@ -378,6 +397,19 @@ pub(crate) fn attach(
         ]));
     }
     json_object([("parents", Value::Array(parents))])
+}
+
+/// The (port, hostname) of every programmed listener, or of one Gateway's (namespace, name).
+fn programmed_hostnames(
+    gw_listeners: &[GatewayListener],
+    gateway: Option<(&str, &str)>,
+) -> Vec<(i32, Option<String>)> {
+    gw_listeners
+        .iter()
+        .filter(|gl| gl.programmed())
+        .filter(|gl| gateway.is_none_or(|(ns, name)| gl.gateway.namespace == ns && gl.gateway.name == name))
+        .map(|gl| (gl.spec().port, gl.spec().hostname.clone()))
+        .collect()
 }
 
 fn namespace_allowed(gl: &GatewayListener, route_namespace: &str) -> bool {
@@ -648,7 +680,12 @@ fn virtual_hosts(listener: &str, mut candidates: Vec<Candidate>) -> Vec<VirtualH
             routes,
         })
         .collect();
-    // Exact hostnames first, then longer wildcards, then the catch-all.
+    sort_virtual_hosts(&mut hosts);
+    hosts
+}
+
+/// Match order: exact hostnames first, then longer wildcards, then the catch-all.
+fn sort_virtual_hosts(hosts: &mut [VirtualHost]) {
     hosts.sort_by_key(|vh| {
         let d = &vh.domains[0];
         (
@@ -658,5 +695,4 @@ fn virtual_hosts(listener: &str, mut candidates: Vec<Candidate>) -> Vec<VirtualH
             d.clone(),
         )
     });
-    hosts
 }

@@ -119,6 +119,7 @@ golden_tests! {
     backend_tls => "backend-tls",
     grpc_routes => "grpc-routes",
     websocket_app_protocol => "websocket-app-protocol",
+    listener_isolation => "listener-isolation",
 }
 
 #[test]
