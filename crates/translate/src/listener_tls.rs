@@ -70,7 +70,8 @@ fn resolve(
     let namespace = r.namespace.as_deref().unwrap_or(&gateway.namespace);
     if !(group.is_empty() && kind == "Secret") {
         return Err(invalid(format!(
-            "certificateRefs[0] is {kind} in group \"{group}\": only Secrets (group \"\") are supported"
+            "tls.certificateRefs[0] is {kind} in group \"{group}\": refer to a Secret (group \"\", kind Secret) of \
+             type kubernetes.io/tls"
         )));
     }
     let from = Side {
@@ -99,7 +100,11 @@ fn resolve(
         name: r.name.clone(),
     };
     let Some(Object::Secret(secret)) = resources.get(&key).map(|o| &**o) else {
-        return Err(invalid(format!("Secret {namespace}/{} not found.", r.name)));
+        return Err(invalid(format!(
+            "tls.certificateRefs[0]: Secret {namespace}/{} not found: create it (type kubernetes.io/tls, with \
+             tls.crt and tls.key) or fix the reference",
+            r.name
+        )));
     };
     let text = |k: &str| -> Result<String, RefProblem> {
         let bytes = secret

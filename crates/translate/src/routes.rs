@@ -29,8 +29,8 @@ pub(crate) struct GatewayListener<'a> {
     pub attached: usize,
     /// HTTPS: its certificate, or why it has none (then it is not programmed).
     pub certificate: Option<Result<ServerCertificate, RefProblem>>,
-    /// Another listener on the same port speaks another protocol: this one is not served.
-    pub conflicted: bool,
+    /// It is not distinct from another listener: then it is not served.
+    pub conflict: Option<crate::gateway_status::Conflict>,
 }
 
 impl GatewayListener<'_> {
@@ -38,9 +38,9 @@ impl GatewayListener<'_> {
         &self.gw.spec.listeners[self.index]
     }
 
-    /// Served: no certificate problem and no protocol conflict.
+    /// Served: no certificate problem and no conflict.
     pub fn programmed(&self) -> bool {
-        !self.conflicted && !matches!(self.certificate, Some(Err(_)))
+        self.conflict.is_none() && !matches!(self.certificate, Some(Err(_)))
     }
 }
 
@@ -141,18 +141,12 @@ pub(crate) fn listeners(
                     index,
                     attached: 0,
                     certificate: listener_tls::certificate(resources, key, l, now),
-                    conflicted: false,
+                    conflict: None,
                 });
             }
         }
     }
-    // One port speaks one protocol: the first listener on it (in Gateway order) decides.
-    let mut port_protocol: BTreeMap<i32, String> = BTreeMap::new();
-    for gl in gw_listeners.iter_mut() {
-        let l = &gl.gw.spec.listeners[gl.index];
-        let first = port_protocol.entry(l.port).or_insert_with(|| l.protocol.clone());
-        gl.conflicted = *first != l.protocol;
-    }
+    crate::gateway_status::find_conflicts(&mut gw_listeners);
 
     let mut candidates: Candidates = BTreeMap::new();
     for (key, object) in objects(resources, Kind::HTTPRoute) {
@@ -223,7 +217,7 @@ pub(crate) fn listeners(
         let Ok(port) = u16::try_from(gl.gw.spec.listeners[gl.index].port) else {
             continue;
         };
-        if gl.conflicted {
+        if gl.conflict.is_some() {
             continue;
         }
         if gl.spec().protocol == "HTTPS" {
@@ -300,34 +294,44 @@ pub(crate) fn attach(
         let namespace = &parent.namespace;
         let siblings = programmed_hostnames(gw_listeners, Some((namespace, &parent.name)));
         let mut accepted = 0;
-        let mut reason = (
-            "NoMatchingParent",
-            format!("Gateway {namespace}/{} not found", parent.name),
-        );
+        // Of the listeners that refuse the route, the one that got furthest says why: a matching
+        // section/port (else NoMatchingParent), then namespace and kind (NotAllowedByListeners),
+        // then hostname (NoMatchingListenerHostname).
+        let mut refusal: Option<(u8, &'static str, String)> = None;
+        let mut refuse = |rank: u8, reason: &'static str, message: String| {
+            if refusal.as_ref().is_none_or(|(r, _, _)| rank > *r) {
+                refusal = Some((rank, reason, message));
+            }
+        };
         if parent.group == GATEWAY_GROUP && parent.kind == "Gateway" {
+            let mut gateway_found = false;
             for gl in gw_listeners.iter_mut() {
                 if &gl.gateway.namespace != namespace || gl.gateway.name != parent.name {
                     continue;
                 }
+                gateway_found = true;
                 let l = &gl.gw.spec.listeners[gl.index];
                 if parent.section_name.as_deref().is_some_and(|s| s != l.name)
                     || parent.port.is_some_and(|p| p != l.port)
                 {
-                    reason = ("NoMatchingParent", "no listener matches sectionName/port".into());
+                    refuse(0, "NoMatchingParent", no_listener_message(parent));
                     continue;
                 }
                 if !namespace_allowed(gl, &key.namespace) {
-                    reason = (
+                    refuse(
+                        1,
                         "NotAllowedByListeners",
                         format!(
-                            "listener {} does not allow routes from namespace {}",
+                            "listener {} does not allow routes from namespace {} (its allowedRoutes.namespaces): \
+                             allow it there, or attach to another listener",
                             l.name, key.namespace
                         ),
                     );
                     continue;
                 }
                 if !crate::gateway_status::supported_kinds(l).contains(&route.kind) {
-                    reason = (
+                    refuse(
+                        1,
                         "NotAllowedByListeners",
                         format!(
                             "listener {} does not allow {} (its allowedRoutes.kinds); add kind {} there",
@@ -337,9 +341,15 @@ pub(crate) fn attach(
                     continue;
                 }
                 let Some(hosts) = effective_hostnames(l.hostname.as_deref(), route.hostnames) else {
-                    reason = (
+                    refuse(
+                        2,
                         "NoMatchingListenerHostname",
-                        "no hostname intersects the listener's".into(),
+                        format!(
+                            "no hostname of the route intersects listener {}'s hostname {}: add one it covers to \
+                             spec.hostnames",
+                            l.name,
+                            l.hostname.as_deref().unwrap_or_default()
+                        ),
                     );
                     continue;
                 };
@@ -363,12 +373,27 @@ pub(crate) fn attach(
                     add(list, host, port);
                 }
             }
+            if !gateway_found {
+                refuse(
+                    0,
+                    "NoMatchingParent",
+                    format!(
+                        "Gateway {namespace}/{} not found: check parentRefs' name and namespace",
+                        parent.name
+                    ),
+                );
+            }
         } else {
-            reason = (
+            refuse(
+                0,
                 "NoMatchingParent",
-                format!("parentRef kind {}/{} is not a Gateway", parent.group, parent.kind),
+                format!(
+                    "parentRef kind {} (group \"{}\") is not served: refer to a Gateway (group {GATEWAY_GROUP})",
+                    parent.kind, parent.group
+                ),
             );
         }
+        let reason = refusal.map(|(_, r, m)| (r, m)).unwrap_or_default();
         let mut conditions = vec![if accepted > 0 {
             condition(
                 "Accepted",
@@ -410,6 +435,20 @@ fn programmed_hostnames(
         .filter(|gl| gateway.is_none_or(|(ns, name)| gl.gateway.namespace == ns && gl.gateway.name == name))
         .map(|gl| (gl.spec().port, gl.spec().hostname.clone()))
         .collect()
+}
+
+/// Why no listener of a parent Gateway matches the parentRef's sectionName and port.
+fn no_listener_message(parent: &ParentRef) -> String {
+    let wanted = match (&parent.section_name, parent.port) {
+        (Some(s), Some(p)) => format!("named {s} on port {p}"),
+        (Some(s), None) => format!("named {s}"),
+        (None, Some(p)) => format!("on port {p}"),
+        (None, None) => String::new(),
+    };
+    format!(
+        "Gateway {}/{} has no listener {wanted}: fix the parentRef's sectionName/port, or add the listener",
+        parent.namespace, parent.name
+    )
 }
 
 fn namespace_allowed(gl: &GatewayListener, route_namespace: &str) -> bool {

@@ -120,6 +120,8 @@ golden_tests! {
     grpc_routes => "grpc-routes",
     websocket_app_protocol => "websocket-app-protocol",
     listener_isolation => "listener-isolation",
+    gateway_listener_status => "gateway-listener-status",
+    route_parents => "route-parents",
 }
 
 #[test]
