@@ -6,7 +6,10 @@
 //! Every refusal is a Forbidden error on the field, saying what to do instead.
 
 use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteRulesMatchesHeadersType, GrpcRouteRulesMatchesMethodType};
-use gateway_api::httproutes::{HttpRoute, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType};
+use gateway_api::httproutes::{
+    HttpRoute, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesMatchesQueryParamsType,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::Gateway;
@@ -277,11 +280,16 @@ pub fn http_route(r: &HttpRoute) -> Vec<FieldError> {
                     ));
                 }
             }
-            if m.query_params.as_ref().is_some_and(|q| !q.is_empty()) {
-                out.push(FieldError::forbidden(
-                    format!("{at}.matches[{j}].queryParams"),
-                    NOT_YET,
-                ));
+            for (k, q) in m.query_params.iter().flatten().enumerate() {
+                if matches!(
+                    q.r#type,
+                    Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression)
+                ) {
+                    out.push(FieldError::forbidden(
+                        format!("{at}.matches[{j}].queryParams[{k}].type"),
+                        format!("RegularExpression is {NOT_YET}; use Exact"),
+                    ));
+                }
             }
         }
         for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
@@ -443,6 +451,30 @@ mod tests {
             got,
             [format!(
                 "addressType: Forbidden: FQDN is {NOT_YET}; use IPv4 or IPv6"
+            )]
+        );
+    }
+
+    #[test]
+    fn exact_query_param_matches_are_served_regular_expressions_are_not() {
+        let route = |q: &str| {
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: r\n  namespace: default\n\
+                 spec:\n  rules:\n  - name: named\n    matches:\n    - queryParams:\n      - {q}\n"
+            )
+        };
+        assert_eq!(
+            messages(&route("{name: animal, value: whale}")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            messages(&route("{type: Exact, name: animal, value: whale}")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            messages(&route("{type: RegularExpression, name: animal, value: wh.*}")),
+            [format!(
+                "spec.rules[0].matches[0].queryParams[0].type: Forbidden: RegularExpression is {NOT_YET}; use Exact"
             )]
         );
     }

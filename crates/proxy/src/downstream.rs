@@ -387,6 +387,7 @@ impl Downstream {
         let view = RequestView {
             method: line.method,
             path: line.path,
+            query: line.path_and_query.split_once('?').map_or("", |(_, q)| q),
             host: line.host,
             header: &header,
         };

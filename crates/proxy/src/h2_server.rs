@@ -294,6 +294,7 @@ async fn serve_stream(
     let view = RequestView {
         method,
         path,
+        query: parts.uri.query().unwrap_or(""),
         host: authority,
         header: &header,
     };

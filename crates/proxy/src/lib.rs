@@ -44,6 +44,7 @@ mod local_reply;
 mod outlier_detection;
 mod pool;
 mod proxy_protocol;
+mod query_match;
 mod recycle;
 mod router;
 mod socket_options;

@@ -304,6 +304,7 @@ mod tests {
                 weight: 1,
             }]),
             websocket_upgrade: false,
+            query_params: Vec::new(),
         };
         Arc::new(Snapshot {
             version,

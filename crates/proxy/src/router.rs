@@ -8,6 +8,8 @@ pub(crate) struct RequestView<'a> {
     pub method: &'a str,
     /// The path, without the query.
     pub path: &'a str,
+    /// The query, after the `?` ("" when none).
+    pub query: &'a str,
     /// The Host header (or the absolute-form target's authority).
     pub host: &'a str,
     /// The value of a header, by lower-case name.
@@ -26,6 +28,7 @@ pub(crate) fn route<'a>(listener: &'a Listener, req: &RequestView<'_>) -> Option
             && r.headers
                 .iter()
                 .all(|(name, value)| (req.header)(name.as_str()).is_some_and(|v| v == value.as_bytes()))
+            && crate::query_match::all_match(&r.query_params, req.query)
     })
 }
 

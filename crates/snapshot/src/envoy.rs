@@ -441,6 +441,7 @@ fn route(r: &Route, clusters: &[Cluster]) -> Value {
     if !headers.is_empty() {
         m.insert("headers".into(), Value::Array(headers));
     }
+    crate::route_query::render(&r.query_params, &mut m);
     let mut v = Map::new();
     v.insert("name".into(), r.name.clone().into());
     v.insert("match".into(), Value::Object(m));

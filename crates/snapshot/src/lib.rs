@@ -4,6 +4,7 @@
 
 mod envoy;
 mod listener_tls;
+mod route_query;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +12,7 @@ use std::time::SystemTime;
 
 pub use envoy::{DumpError, DumpOptions, config_dump, format_duration};
 pub use listener_tls::{ListenerConnection, ListenerTls, ServerCertificate, server_name_matches};
+pub use route_query::QueryParamMatch;
 pub use upstream::*;
 
 /// Everything the data plane needs, computed once per configuration change.
@@ -95,6 +97,8 @@ pub struct Route {
     /// WebSocket upgrades enabled on this route (Envoy's route-level `upgrade_configs`):
     /// kgateway sets it when a backend of the route says `appProtocol: kubernetes.io/ws`.
     pub websocket_upgrade: bool,
+    /// Exact query parameter matches, all of which must hold.
+    pub query_params: Vec<QueryParamMatch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -127,6 +127,7 @@ fn add_rules(
                 path_len: std::cmp::Reverse(path_len),
                 no_method: true,
                 headers: std::cmp::Reverse(headers.len()),
+                query_params: std::cmp::Reverse(0),
                 created: (created.is_none(), created),
                 route: format!("{}/{}", key.namespace, key.name),
                 rule: rule_index,
@@ -141,6 +142,7 @@ fn add_rules(
                     headers,
                     action: actions[rule_index].action.clone(),
                     websocket_upgrade: actions[rule_index].websocket,
+                    query_params: Vec::new(),
                 },
                 order,
             });

@@ -63,6 +63,8 @@ pub(crate) struct Precedence {
     pub path_len: std::cmp::Reverse<usize>,
     pub no_method: bool,
     pub headers: std::cmp::Reverse<usize>,
+    /// More query parameter matches first (after headers, as Gateway API orders them).
+    pub query_params: std::cmp::Reverse<usize>,
     /// A route without a creation time counts as the newest.
     pub created: (bool, Option<i64>),
     pub route: String,
@@ -669,6 +671,7 @@ fn add_rules(
                     ))
                 })
                 .collect();
+            let query_params = crate::route_query::query_params(m);
             let name = format!(
                 "listener~{port}~{}-route-{rule_index}-httproute-{}-{}-{rule_index}-{match_index}-matcher-0",
                 host_label(host),
@@ -680,6 +683,7 @@ fn add_rules(
                 path_len: std::cmp::Reverse(value.len()),
                 no_method: method.is_none(),
                 headers: std::cmp::Reverse(headers.len()),
+                query_params: std::cmp::Reverse(query_params.len()),
                 created: (created.is_none(), created),
                 route: format!("{}/{}", key.namespace, key.name),
                 rule: rule_index,
@@ -694,6 +698,7 @@ fn add_rules(
                     headers,
                     action: actions[rule_index].action.clone(),
                     websocket_upgrade: actions[rule_index].websocket,
+                    query_params,
                 },
                 order,
             });

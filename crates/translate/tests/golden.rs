@@ -122,6 +122,7 @@ golden_tests! {
     listener_isolation => "listener-isolation",
     gateway_listener_status => "gateway-listener-status",
     route_parents => "route-parents",
+    query_method_named => "query-method-named",
 }
 
 #[test]

@@ -1,0 +1,345 @@
+//! HTTPRoute matching and rule policies through the real kgw with real clients (curl over
+//! HTTP/1.1 and HTTP/2): query parameter and method matches with Gateway API precedence, named
+//! rules, timeouts, request mirrors and CORS. The backends are `route_policies/echo.rs`.
+
+mod common;
+#[path = "route_policies/echo.rs"]
+mod echo;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use echo::Echo;
+
+const NS: &str = "policies";
+
+/// A Gateway on `port` in NS, then `routes` (HTTPRoutes in NS whose parentRef is `gw`).
+fn gateway_yaml(port: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {NS}\nspec:\n  \
+         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n---\n"
+    )
+}
+
+fn apply(gw: &Gateway, yaml: &str) {
+    let out = gw.kgw(&["apply", "-f", "-"], yaml);
+    assert!(
+        out.status.success(),
+        "kgw apply: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// Request headers a case sends.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+/// What a client got: status, headers (lower-case names) and body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The echo backend that answered, if one did.
+    fn backend(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        v["backend"].as_str().map(str::to_string)
+    }
+}
+
+/// One request with curl (`h2`: HTTP/2 with prior knowledge).
+fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)], h2: bool) -> Reply {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-D", "-", "-o", "-", "-X", method]);
+    if method == "HEAD" {
+        cmd.arg("--head");
+    }
+    if h2 {
+        cmd.arg("--http2-prior-knowledge");
+    }
+    for (name, value) in headers {
+        cmd.arg("-H").arg(format!("{name}: {value}"));
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}{path}"));
+    let out = cmd.output().expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// Starts kgw with the echo backends and `routes` applied, once the first request in `ready`
+/// routes as it should.
+fn start(dir: &std::path::Path, echo: &Echo, routes: &str) -> Gateway {
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir, port).start();
+    apply(
+        &gw,
+        &format!("{}{}{routes}", gateway_yaml(port), echo.services(NS)),
+    );
+    gw
+}
+
+/// Waits until a request gets any answer but 404 (the route is served).
+fn wait_routed(gw: &Gateway, path: &str) {
+    wait_for(&format!("{path} is routed"), Duration::from_secs(10), || {
+        (send(gw.port, "GET", path, &[], false).status != 404).then_some(())
+    });
+}
+
+/// The conformance test's HTTPRoute (HTTPRouteQueryParamMatching), in NS.
+const QUERY_ROUTE: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: query-param-matching
+  namespace: policies
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - matches:
+    - queryParams:
+      - name: animal
+        value: whale
+    backendRefs:
+    - name: v1
+      port: 8080
+  - matches:
+    - queryParams:
+      - name: animal
+        value: dolphin
+    backendRefs:
+    - name: v2
+      port: 8080
+  - matches:
+    - queryParams:
+      - name: animal
+        value: dolphin
+      - name: color
+        value: blue
+    - queryParams:
+      - name: ANIMAL
+        value: Whale
+    backendRefs:
+    - name: v3
+      port: 8080
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /path1
+      queryParams:
+      - name: animal
+        value: whale
+    backendRefs:
+    - name: v1
+      port: 8080
+  - matches:
+    - headers:
+      - name: version
+        value: one
+      queryParams:
+      - name: animal
+        value: whale
+    backendRefs:
+    - name: v2
+      port: 8080
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /path5
+    backendRefs:
+    - name: v1
+      port: 8080
+  - matches:
+    - queryParams:
+      - name: animal
+        value: hydra
+    backendRefs:
+    - name: v2
+      port: 8080
+  - matches:
+    - headers:
+      - name: version
+        value: four
+    backendRefs:
+    - name: v3
+      port: 8080
+"#;
+
+#[test]
+fn query_params_route_by_exact_value_with_gateway_api_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = Echo::start(&["v1", "v2", "v3"]);
+    let gw = start(dir.path(), &echo, QUERY_ROUTE);
+    wait_routed(&gw, "/?animal=whale");
+    let cases: &[(&str, Headers, Option<&str>)] = &[
+        ("/?animal=whale", &[], Some("v1")),
+        ("/?animal=dolphin", &[], Some("v2")),
+        // More query matches first: the two-parameter rule wins over `animal=dolphin` alone.
+        ("/?animal=dolphin&color=blue", &[], Some("v3")),
+        ("/?ANIMAL=Whale", &[], Some("v3")),
+        ("/?animal=whale&otherparam=irrelevant", &[], Some("v1")),
+        ("/?animal=dolphin&color=yellow", &[], Some("v2")),
+        // Percent-decoded before comparing, as Envoy does.
+        ("/?anim%61l=wh%61le", &[], Some("v1")),
+        ("/?color=blue", &[], None),
+        ("/?animal=dog", &[], None),
+        ("/?animal=whaledolphin", &[], None),
+        ("/", &[], None),
+        ("/path1?animal=whale", &[], Some("v1")),
+        // A header match outranks a query match.
+        ("/?animal=whale", &[("version", "one")], Some("v2")),
+        ("/path5?animal=hydra", &[], Some("v1")),
+        ("/?animal=hydra", &[("version", "four")], Some("v3")),
+    ];
+    for h2 in [false, true] {
+        for (path, headers, want) in cases {
+            let reply = send(gw.port, "GET", path, headers, h2);
+            match want {
+                Some(backend) => {
+                    assert_eq!(reply.status, 200, "{path} {headers:?} (h2: {h2}): {}", reply.body);
+                    assert_eq!(
+                        reply.backend().as_deref(),
+                        Some(*backend),
+                        "{path} {headers:?} (h2: {h2})"
+                    );
+                    assert_eq!(reply.header("content-type"), Some("application/json"));
+                    let echoed: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+                    assert_eq!(echoed["path"], *path, "the query goes upstream as it came");
+                }
+                None => assert_eq!(reply.status, 404, "{path} {headers:?} (h2: {h2}): {}", reply.body),
+            }
+        }
+    }
+    let dump = gw.dump("GET", "");
+    let text = dump.to_string();
+    assert!(
+        text.contains(r#""query_parameters":[{"name":"animal","string_match":{"exact":"dolphin"}},{"name":"color","string_match":{"exact":"blue"}}]"#),
+        "the dump shows the query matches: {text}"
+    );
+}
+
+/// The conformance test's HTTPRoutes for HTTPRouteMethodMatching and HTTPRouteNamedRule.
+const METHOD_AND_NAMED_ROUTES: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: method-matching
+  namespace: policies
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - matches:
+    - method: POST
+    backendRefs:
+    - name: v1
+      port: 8080
+  - matches:
+    - method: GET
+    backendRefs:
+    - name: v2
+      port: 8080
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /path5
+    backendRefs:
+    - name: v1
+      port: 8080
+  - matches:
+    - method: PATCH
+    backendRefs:
+    - name: v2
+      port: 8080
+  - matches:
+    - headers:
+      - name: version
+        value: four
+    backendRefs:
+    - name: v3
+      port: 8080
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: http-named-rules
+  namespace: policies
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - name: named-rule
+    matches:
+    - path:
+        type: PathPrefix
+        value: /named
+    backendRefs:
+    - name: v1
+      port: 8080
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /unnamed
+    backendRefs:
+    - name: v2
+      port: 8080
+"#;
+
+#[test]
+fn methods_route_with_precedence_and_named_rules_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = Echo::start(&["v1", "v2", "v3"]);
+    let gw = start(dir.path(), &echo, METHOD_AND_NAMED_ROUTES);
+    wait_routed(&gw, "/named");
+    let cases: &[(&str, &str, Headers, Option<&str>)] = &[
+        ("POST", "/", &[], Some("v1")),
+        ("GET", "/", &[], Some("v2")),
+        ("HEAD", "/", &[], None),
+        ("PUT", "/", &[], None),
+        // The longer path first, then a method match before a header match.
+        ("PATCH", "/path5", &[], Some("v1")),
+        ("PATCH", "/", &[("version", "four")], Some("v2")),
+        ("PUT", "/", &[("version", "four")], Some("v3")),
+        ("GET", "/named", &[], Some("v1")),
+        ("GET", "/unnamed", &[], Some("v2")),
+    ];
+    for h2 in [false, true] {
+        for (method, path, headers, want) in cases {
+            let reply = send(gw.port, method, path, headers, h2);
+            match want {
+                Some(backend) => {
+                    assert_eq!(reply.status, 200, "{method} {path} (h2: {h2}): {}", reply.body);
+                    assert_eq!(
+                        reply.backend().as_deref(),
+                        Some(*backend),
+                        "{method} {path} (h2: {h2})"
+                    );
+                }
+                None => assert_eq!(reply.status, 404, "{method} {path} (h2: {h2})"),
+            }
+        }
+    }
+}
