@@ -295,8 +295,6 @@ pub fn http_route(r: &HttpRoute) -> Vec<FieldError> {
         for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
             out.extend(backend_ref(
                 &format!("{at}.backendRefs[{j}]"),
-                b.group.as_deref(),
-                b.kind.as_deref(),
                 b.filters.as_ref().is_some_and(|f| !f.is_empty()),
             ));
         }
@@ -337,8 +335,6 @@ pub fn grpc_route(r: &GrpcRoute) -> Vec<FieldError> {
         for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
             out.extend(backend_ref(
                 &format!("{at}.backendRefs[{j}]"),
-                b.group.as_deref(),
-                b.kind.as_deref(),
                 b.filters.as_ref().is_some_and(|f| !f.is_empty()),
             ));
         }
@@ -346,21 +342,11 @@ pub fn grpc_route(r: &GrpcRoute) -> Vec<FieldError> {
     out
 }
 
-/// A route's backendRef: Services and Backends are served, without filters.
-fn backend_ref(at: &str, group: Option<&str>, kind: Option<&str>, has_filters: bool) -> Vec<FieldError> {
+/// A route's backendRef, without filters. Any kind is taken: one kgw does not serve (neither a
+/// Service nor a Backend) is what Gateway API specifies for it, the route's ResolvedRefs=False
+/// InvalidKind and a 500 for the rule's share of the traffic.
+fn backend_ref(at: &str, has_filters: bool) -> Vec<FieldError> {
     let mut out = Vec::new();
-    let served = matches!(
-        (group.unwrap_or(""), kind.unwrap_or("Service")),
-        ("", "Service") | ("gateway.kgateway.dev", "Backend")
-    );
-    if !served {
-        out.push(FieldError::forbidden(
-            format!("{at}.kind"),
-            format!(
-                "only Services and Backends (group gateway.kgateway.dev) are supported as backends; {NOT_YET}"
-            ),
-        ));
-    }
     if has_filters {
         out.push(FieldError::forbidden(format!("{at}.filters"), NOT_YET));
     }

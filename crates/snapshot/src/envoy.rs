@@ -468,6 +468,14 @@ fn route(r: &Route, clusters: &[Cluster]) -> Value {
             if r.websocket_upgrade {
                 action.insert("upgrade_configs".into(), json!([{"upgrade_type": "websocket"}]));
             }
+            // A backend that does not resolve has no cluster: its share is answered with 500
+            // (Gateway API), where Envoy's default for a missing cluster is 503.
+            if targets.iter().any(|t| t.index.is_none()) {
+                action.insert(
+                    "cluster_not_found_response_code".into(),
+                    "INTERNAL_SERVER_ERROR".into(),
+                );
+            }
             v.insert("route".into(), Value::Object(action));
         }
         RouteAction::Direct { status, body } => {

@@ -123,6 +123,7 @@ golden_tests! {
     gateway_listener_status => "gateway-listener-status",
     route_parents => "route-parents",
     query_method_named => "query-method-named",
+    backend_refs => "backend-refs",
 }
 
 #[test]
