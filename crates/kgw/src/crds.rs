@@ -3,6 +3,12 @@
 //! stream for `kgw crds | kubectl apply -f -`. Backend and ListenerPolicy, whose types carry no
 //! schema, are written out here, their shared parts (tcpKeepalive, conditions, policy status)
 //! taken from BackendConfigPolicy's generated schema.
+//!
+//! By default the CRDs carry upstream's CEL rules ([`cel_rules`]): Kubernetes 1.25 and later
+//! then refuse what upstream's CRDs refuse, with no webhook. `kgw crds --no-cel` leaves them out
+//! for older API servers, which refuse a CRD that has them (there kgw's webhook validates).
+
+mod cel_rules;
 
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
@@ -11,7 +17,16 @@ use serde_json::{Value, json};
 /// the upstream CRDs carry.
 const APPROVAL: &str = "https://github.com/kubernetes-sigs/gateway-api/pull/1538";
 
-pub fn all() -> anyhow::Result<Vec<Value>> {
+/// Whether the CRDs carry upstream's CEL rules (`x-kubernetes-validations`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cel {
+    /// Kubernetes 1.25 and later: the API server checks the rules.
+    Rules,
+    /// Before 1.25: API servers refuse the field.
+    None,
+}
+
+pub fn all(cel: Cel) -> anyhow::Result<Vec<Value>> {
     let mut backend_tls_policy = serde_json::to_value(api::BackendTlsPolicy::crd())?;
     // Gateway API's policy metaresource label (GEP-713), as the upstream CRD carries it.
     backend_tls_policy["metadata"]["labels"]["gateway.networking.k8s.io/policy"] = "Direct".into();
@@ -32,6 +47,21 @@ pub fn all() -> anyhow::Result<Vec<Value>> {
     let backend = backend_crd(&policy);
     let listener_policy = listener_policy_crd(&policy);
     gateway_api.extend([policy, backend, listener_policy]);
+    let bounds = cel_rules::parse_bounds("gateway-api-v1.5.1-bounds.yaml", cel_rules::GATEWAY_API_BOUNDS)?;
+    for crd in &mut gateway_api {
+        cel_rules::place_bounds(crd, &bounds)?;
+    }
+    if cel == Cel::Rules {
+        let rules = [
+            cel_rules::parse("backendconfigpolicy-rules.yaml", cel_rules::BACKEND_CONFIG_POLICY)?,
+            cel_rules::parse("gateway-api-v1.5.1-rules.yaml", cel_rules::GATEWAY_API)?,
+        ];
+        for crd in &mut gateway_api {
+            for rules in &rules {
+                cel_rules::place(crd, rules)?;
+            }
+        }
+    }
     for crd in &mut gateway_api {
         nullable_groups(crd);
     }
@@ -219,8 +249,8 @@ fn listener_policy_crd(policy: &Value) -> Value {
     crd
 }
 
-pub fn print() -> anyhow::Result<()> {
-    for crd in all()? {
+pub fn print(cel: Cel) -> anyhow::Result<()> {
+    for crd in all(cel)? {
         println!("---");
         print!("{}", serde_yaml_ng::to_string(&crd)?);
     }
@@ -263,8 +293,8 @@ fn nullable_groups(value: &mut Value) {
 }
 
 /// What the generated Gateway API schemas carry that an API server refuses: `null` in enums
-/// (from optional Rust enums), and CEL rules, which API servers before 1.25 do not know and
-/// which kgw does not rely on (its own validation runs on every object it reads).
+/// (from optional Rust enums), and any CEL rules of the crate's own (upstream's are placed
+/// from [`cel_rules`], where a test compares them with upstream's).
 fn clean_schema(value: &mut Value) {
     match value {
         Value::Object(map) => {

@@ -78,8 +78,14 @@ enum Command {
         #[command(flatten)]
         server: client::ServerArgs,
     },
-    /// Print the CustomResourceDefinitions kgw needs: `kgw crds | kubectl apply -f -`.
-    Crds,
+    /// Print the CustomResourceDefinitions kgw needs: `kgw crds | kubectl apply -f -`. They carry
+    /// upstream's CEL validation rules, which Kubernetes 1.25 and later check.
+    Crds {
+        /// Leave the CEL rules (`x-kubernetes-validations`) out, for API servers older than
+        /// 1.25, which refuse them; there kgw's admission webhook validates instead.
+        #[arg(long)]
+        no_cel: bool,
+    },
     /// Serve the httpbin-compatible sample backend alone.
     SampleBackend {
         #[arg(long, default_value = "127.0.0.1:8000")]
@@ -128,7 +134,7 @@ fn main() -> ExitCode {
                 server,
             } => client::patch(&server, &kind, &name, &namespace, &patch_type, &patch).await,
             Command::SampleBackend { listen } => sample_backend::serve_forever(listen).await,
-            Command::Crds => crds::print(),
+            Command::Crds { no_cel } => crds::print(if no_cel { crds::Cel::None } else { crds::Cel::Rules }),
         }
     });
     match result {

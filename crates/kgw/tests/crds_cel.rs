@@ -1,0 +1,469 @@
+//! `kgw crds` carries upstream's CEL rules (`x-kubernetes-validations`), rule by rule at every
+//! schema path, and `kgw crds --no-cel` none.
+//!
+//! Upstream, read at test time:
+//! - BackendConfigPolicy: kgateway's CRD pinned in the conformance corpus
+//!   (`../shared/conformance/kgateway/crd-backendconfigpolicies-main.yaml`), read in place.
+//! - Gateway API v1.5.1: no package of the registries CI reaches ships its CRDs with their CEL
+//!   rules (the gateway-api crate's types drop them; npm's @kubernetes-models/gateway-api ships
+//!   schemas without them), so the rules were transcribed from the upstream standard install
+//!   into `src/crds/gateway-api-v1.5.1-rules.yaml` (its header says from where), and that file's
+//!   rules are held to the digest recorded here: a change to any rule, message or path fails
+//!   until the digest is deliberately re-recorded.
+//!
+//! No CEL-capable API server is at hand (the test server is 1.20): every emitted rule and
+//! message expression is parsed as CEL instead; type checking against the schema and the API
+//! server's cost estimate are not checked here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+const KGW: &str = env!("CARGO_BIN_EXE_kgw");
+const PINNED_BCP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/conformance/kgateway/crd-backendconfigpolicies-main.yaml"
+);
+const GATEWAY_API_RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/crds/gateway-api-v1.5.1-rules.yaml"
+);
+const GATEWAY_API_BOUNDS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/crds/gateway-api-v1.5.1-bounds.yaml"
+);
+/// SHA-256 of the canonical JSON (sorted keys, no spaces, ensure_ascii off) of
+/// `{"rules": RULES FILE, "bounds": BOUNDS FILE}`, as transcribed from upstream v1.5.1.
+const GATEWAY_API_RULES_DIGEST: &str = "3445b0534639ce7fe32735f378c4a6939ccf34a0beb552dcd59e499a3fcf5302";
+const GATEWAY_API_KINDS: &[&str] = &[
+    "gatewayclasses.gateway.networking.k8s.io",
+    "gateways.gateway.networking.k8s.io",
+    "httproutes.gateway.networking.k8s.io",
+    "grpcroutes.gateway.networking.k8s.io",
+    "referencegrants.gateway.networking.k8s.io",
+    "backendtlspolicies.gateway.networking.k8s.io",
+];
+const BCP: &str = "backendconfigpolicies.gateway.kgateway.dev";
+
+/// `kgw crds ARGS`, one JSON value per CRD.
+fn kgw_crds(args: &[&str]) -> Vec<Value> {
+    let out = Command::new(KGW).arg("crds").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kgw crds {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.strip_prefix("---\n")
+        .expect("a YAML stream")
+        .split("\n---\n")
+        .map(|doc| serde_yaml_ng::from_str(doc).expect("a YAML document"))
+        .collect()
+}
+
+fn named<'a>(crds: &'a [Value], name: &str) -> &'a Value {
+    crds.iter()
+        .find(|c| c["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("`kgw crds` has no CRD {name}"))
+}
+
+/// (version, schema path) -> the rules there, for every node of every version's schema that
+/// has rules. Paths as in the rules files: `openAPIV3Schema.spec.rules[].matches[]`.
+type RulesByPath = BTreeMap<(String, String), Vec<Value>>;
+
+fn rules_of(crd: &Value) -> RulesByPath {
+    fn walk(version: &str, path: &str, schema: &Value, out: &mut RulesByPath) {
+        if let Some(rules) = schema.get("x-kubernetes-validations") {
+            let list = rules.as_array().cloned().unwrap_or_else(|| vec![rules.clone()]);
+            out.insert((version.to_string(), path.to_string()), list);
+        }
+        for (name, property) in schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            walk(version, &format!("{path}.{name}"), property, out);
+        }
+        for (key, suffix) in [("items", "[]"), ("additionalProperties", "{}")] {
+            if let Some(sub) = schema.get(key).filter(|s| s.is_object()) {
+                walk(version, &format!("{path}{suffix}"), sub, out);
+            }
+        }
+    }
+    let mut out = RulesByPath::new();
+    for version in crd["spec"]["versions"].as_array().expect("spec.versions") {
+        let name = version["name"].as_str().expect("a version name");
+        walk(
+            name,
+            "openAPIV3Schema",
+            &version["schema"]["openAPIV3Schema"],
+            &mut out,
+        );
+    }
+    out
+}
+
+/// The rules of one CRD in a rules file (version -> path -> rules), as [`RulesByPath`].
+fn rules_in_file(file: &Value, crd: &str) -> RulesByPath {
+    let mut out = RulesByPath::new();
+    for (version, paths) in file[crd].as_object().into_iter().flatten() {
+        for (path, list) in paths.as_object().expect("path -> rules") {
+            out.insert(
+                (version.clone(), path.clone()),
+                list.as_array().expect("a list of rules").clone(),
+            );
+        }
+    }
+    out
+}
+
+/// Every difference between upstream's rules and ours, one line each: a rule only upstream has
+/// (missing), one only ours has (extra), one whose `rule` matches but whose message,
+/// messageExpression, reason, fieldPath or optionalOldSelf differ (changed), and the order of
+/// the rules at a path (the API server reports failures in that order).
+fn compare(crd: &str, upstream: &RulesByPath, ours: &RulesByPath) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let keys: BTreeSet<&(String, String)> = upstream.keys().chain(ours.keys()).collect();
+    let empty = Vec::new();
+    for key @ (version, path) in keys {
+        let up = upstream.get(key).unwrap_or(&empty);
+        let our = ours.get(key).unwrap_or(&empty);
+        let at = format!("{crd} {version} {path}");
+        for rule in up {
+            match our.iter().find(|o| o["rule"] == rule["rule"]) {
+                None => diffs.push(format!("{at}: missing rule {}", rule["rule"])),
+                Some(o) if o != rule => diffs.push(format!(
+                    "{at}: rule {} changed: upstream {rule}, ours {o}",
+                    rule["rule"]
+                )),
+                Some(_) => {}
+            }
+        }
+        for rule in our {
+            if !up.iter().any(|u| u["rule"] == rule["rule"]) {
+                diffs.push(format!("{at}: extra rule {}", rule["rule"]));
+            }
+        }
+        let order = |list: &Vec<Value>| list.iter().map(|r| r["rule"].clone()).collect::<Vec<_>>();
+        let (up_order, our_order) = (order(up), order(our));
+        let same_set =
+            up_order.iter().all(|r| our_order.contains(r)) && our_order.iter().all(|r| up_order.contains(r));
+        if same_set && up_order != our_order {
+            diffs.push(format!("{at}: the rules are in another order than upstream's"));
+        }
+    }
+    diffs
+}
+
+fn upstream_bcp() -> RulesByPath {
+    let text = std::fs::read_to_string(PINNED_BCP).unwrap_or_else(|e| panic!("reading {PINNED_BCP}: {e}"));
+    let crd: Value = serde_yaml_ng::from_str(&text).expect("the pinned CRD parses");
+    assert_eq!(crd["metadata"]["name"], BCP);
+    rules_of(&crd)
+}
+
+fn gateway_api_file() -> Value {
+    let text = std::fs::read_to_string(GATEWAY_API_RULES).unwrap();
+    serde_yaml_ng::from_str(&text).expect("the Gateway API rules file parses")
+}
+
+fn gateway_api_bounds() -> Value {
+    let text = std::fs::read_to_string(GATEWAY_API_BOUNDS).unwrap();
+    serde_yaml_ng::from_str(&text).expect("the Gateway API bounds file parses")
+}
+
+#[test]
+fn backend_config_policy_has_kgateways_rules_at_every_path() {
+    let upstream = upstream_bcp();
+    assert!(
+        upstream.len() >= 30,
+        "the pinned CRD's rules were not found: {upstream:?}"
+    );
+    let crds = kgw_crds(&[]);
+    let ours = rules_of(named(&crds, BCP));
+    let diffs = compare(BCP, &upstream, &ours);
+    assert!(
+        diffs.is_empty(),
+        "{} differences with kgateway's CRD:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}
+
+#[test]
+fn gateway_api_kinds_have_upstreams_rules_at_every_path() {
+    let file = gateway_api_file();
+    let crds = kgw_crds(&[]);
+    let mut diffs = Vec::new();
+    for kind in GATEWAY_API_KINDS {
+        diffs.extend(compare(
+            kind,
+            &rules_in_file(&file, kind),
+            &rules_of(named(&crds, kind)),
+        ));
+    }
+    for name in file.as_object().unwrap().keys() {
+        assert!(
+            GATEWAY_API_KINDS.contains(&name.as_str()),
+            "the rules file names {name}, which kgw does not emit"
+        );
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences with Gateway API v1.5.1:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}
+
+/// Sorted keys, no spaces: the same digest whatever the YAML's layout.
+fn canonical_json(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let sorted: BTreeMap<&String, &Value> = map.iter().collect();
+            let items: Vec<String> = sorted
+                .into_iter()
+                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), canonical_json(v)))
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical_json).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn the_gateway_api_rules_are_the_ones_transcribed_from_upstream() {
+    let canonical = canonical_json(&json!({ "rules": gateway_api_file(), "bounds": gateway_api_bounds() }));
+    let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex, GATEWAY_API_RULES_DIGEST,
+        "src/crds/gateway-api-v1.5.1-rules.yaml no longer holds the rules transcribed from Gateway API \
+         v1.5.1: check each change against upstream's standard install, then record the new digest"
+    );
+}
+
+/// Upstream's bounds sit where the bounds file says, with CEL rules or without.
+#[test]
+fn gateway_api_kinds_have_upstreams_bounds_where_their_rules_read() {
+    let bounds = gateway_api_bounds();
+    let mut wrong = Vec::new();
+    for args in [&[][..], &["--no-cel"][..]] {
+        let crds = kgw_crds(args);
+        for (crd, versions) in bounds.as_object().unwrap() {
+            for (version, paths) in versions.as_object().unwrap() {
+                for (path, keywords) in paths.as_object().unwrap() {
+                    let node = named(&crds, crd)["spec"]["versions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|v| v["name"] == version.as_str())
+                        .and_then(|v| node_at(&v["schema"], path));
+                    for (key, value) in keywords.as_object().unwrap() {
+                        let ours = node.and_then(|n| n.get(key));
+                        if ours != Some(value) {
+                            wrong.push(format!("kgw crds {args:?}: {crd} {version} {path}: {key}: upstream {value}, ours {ours:?}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The API server estimates a rule's cost times the most elements its node can have: a rule
+/// under a list with no maxItems is estimated past the budget and the CRD refused. Every list
+/// on the way from the root to a rule has maxItems. (A rule on a list itself iterates it once,
+/// as kgateway's on targetSelectors, which has no maxItems and which clusters accept.)
+#[test]
+fn every_list_above_a_rule_is_bounded() {
+    let crds = kgw_crds(&[]);
+    let mut unbounded = Vec::new();
+    for crd in &crds {
+        let name = crd["metadata"]["name"].as_str().unwrap();
+        for version in crd["spec"]["versions"].as_array().unwrap() {
+            for (v, path) in rules_of(crd).keys() {
+                if v != version["name"].as_str().unwrap() {
+                    continue;
+                }
+                // Each prefix of the path that ends at a list's items: the list is the node
+                // before `[]`.
+                for (i, _) in path.match_indices("[]") {
+                    let list = &path[..i];
+                    let node = node_at(&version["schema"], list).expect("the path exists");
+                    if node.get("maxItems").is_none() {
+                        unbounded.push(format!("{name} {v} {list} (above the rules at {path})"));
+                    }
+                }
+            }
+        }
+    }
+    unbounded.dedup();
+    assert!(
+        unbounded.is_empty(),
+        "lists with no maxItems:\n{}",
+        unbounded.join("\n")
+    );
+}
+
+/// Every rule and message expression `kgw crds` emits parses as CEL.
+#[test]
+fn every_emitted_rule_parses_as_cel() {
+    let crds = kgw_crds(&[]);
+    let mut errors = Vec::new();
+    let mut count = 0;
+    for crd in &crds {
+        let name = crd["metadata"]["name"].as_str().unwrap();
+        for ((version, path), rules) in rules_of(crd) {
+            for rule in rules {
+                for key in ["rule", "messageExpression"] {
+                    let Some(expr) = rule.get(key) else { continue };
+                    count += 1;
+                    let Some(expr) = expr.as_str() else {
+                        errors.push(format!("{name} {version} {path}: {key} is not a string: {expr}"));
+                        continue;
+                    };
+                    if let Err(e) = cel::Program::compile(expr) {
+                        errors.push(format!("{name} {version} {path}: {key} {expr:?}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    assert!(count > 45, "only {count} CEL expressions emitted");
+}
+
+/// The parser is not blind: it refuses what is not CEL.
+#[test]
+fn the_cel_parser_refuses_a_broken_rule() {
+    assert!(cel::Program::compile("self.a == ").is_err());
+    assert!(cel::Program::compile("has(self.a) && self.all(x, x.b != '')").is_ok());
+}
+
+#[test]
+fn no_cel_emits_no_rule_and_otherwise_the_same_crds() {
+    let with = kgw_crds(&[]);
+    let without = kgw_crds(&["--no-cel"]);
+    assert_eq!(with.len(), without.len());
+    for (w, o) in with.iter().zip(&without) {
+        let name = o["metadata"]["name"].as_str().unwrap();
+        assert!(
+            rules_of(o).is_empty(),
+            "--no-cel: {name} has rules: {:?}",
+            rules_of(o)
+        );
+        let mut stripped = w.clone();
+        strip_rules(&mut stripped);
+        assert_eq!(
+            &stripped, o,
+            "{name}: with and without CEL differ in more than the rules"
+        );
+    }
+}
+
+fn strip_rules(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("x-kubernetes-validations");
+            map.values_mut().for_each(strip_rules);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_rules),
+        _ => {}
+    }
+}
+
+/// The comparison is not blind: a missing, an extra, a changed and a reordered rule are each
+/// reported, all at once.
+#[test]
+fn the_comparison_reports_every_difference() {
+    let upstream = upstream_bcp();
+    let mut ours = upstream.clone();
+    let v = "v1alpha1".to_string();
+    let at = |p: &str| (v.clone(), format!("openAPIV3Schema.spec{p}"));
+    ours.remove(&at(".connectTimeout"));
+    ours.get_mut(&at(".healthCheck"))
+        .unwrap()
+        .push(json!({ "rule": "true", "message": "extra" }));
+    ours.get_mut(&at(".dns")).unwrap()[0]["message"] = json!("another message");
+    ours.get_mut(&at(".loadBalancer")).unwrap().reverse();
+    ours.insert(at(".tls.parameters"), vec![json!({ "rule": "self.x" })]);
+    let diffs = compare(BCP, &upstream, &ours);
+    let p = format!("{BCP} v1alpha1 openAPIV3Schema.spec");
+    let duration = r#""matches(self, '^([0-9]{1,5}(h|m|s|ms)){1,4}$')""#;
+    let jitter = r#""!(has(self.jitter) && has(self.refreshRate)) || duration(self.jitter) <= duration(self.refreshRate)""#;
+    let want = [
+        format!("{p}.connectTimeout: missing rule {duration}"),
+        format!("{p}.healthCheck: extra rule \"true\""),
+        format!(
+            "{p}.dns: rule {jitter} changed: upstream {{\"message\":\"jitter must be less than or equal to refreshRate\",\"rule\":{jitter}}}, ours {{\"message\":\"another message\",\"rule\":{jitter}}}"
+        ),
+        format!("{p}.loadBalancer: the rules are in another order than upstream's"),
+        format!("{p}.tls.parameters: extra rule \"self.x\""),
+    ];
+    let missing: Vec<&String> = want.iter().filter(|w| !diffs.contains(w)).collect();
+    assert!(
+        missing.is_empty(),
+        "not reported: {missing:#?}\nreported: {diffs:#?}"
+    );
+    assert_eq!(diffs.len(), want.len(), "reported: {diffs:#?}");
+}
+
+/// The rules sit on kgw's own schema nodes: a path the generated schema lacks fails `kgw crds`
+/// (see src/crds/cel_rules.rs); here, every upstream path exists in what kgw emits with
+/// `--no-cel` too, so `--no-cel` drops the rules and nothing else.
+#[test]
+fn every_rule_path_is_a_node_of_the_no_cel_schema() {
+    let without = kgw_crds(&["--no-cel"]);
+    let file = gateway_api_file();
+    let mut lacking = Vec::new();
+    let mut check = |crd: &str, rules: RulesByPath| {
+        let schema = named(&without, crd);
+        for (version, path) in rules.keys() {
+            let version_schema = schema["spec"]["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == version.as_str());
+            let found = version_schema.and_then(|v| node_at(&v["schema"], path));
+            if found.is_none() {
+                lacking.push(format!("{crd} {version} {path}"));
+            }
+        }
+    };
+    check(BCP, upstream_bcp());
+    for kind in GATEWAY_API_KINDS {
+        check(kind, rules_in_file(&file, kind));
+    }
+    assert!(lacking.is_empty(), "not in kgw's schema:\n{}", lacking.join("\n"));
+    assert!(Path::new(PINNED_BCP).exists());
+}
+
+fn node_at<'a>(schema: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut node = schema.get("openAPIV3Schema")?;
+    let rest = path.strip_prefix("openAPIV3Schema")?;
+    let mut chars = rest;
+    while !chars.is_empty() {
+        if let Some(r) = chars.strip_prefix("[]") {
+            node = node.get("items")?;
+            chars = r;
+        } else if let Some(r) = chars.strip_prefix("{}") {
+            node = node.get("additionalProperties")?;
+            chars = r;
+        } else {
+            let r = chars.strip_prefix('.')?;
+            let end = r.find(['.', '[', '{']).unwrap_or(r.len());
+            node = node.get("properties")?.get(&r[..end])?;
+            chars = &r[end..];
+        }
+    }
+    Some(node)
+}
