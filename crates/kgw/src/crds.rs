@@ -47,16 +47,17 @@ pub fn all(cel: Cel) -> anyhow::Result<Vec<Value>> {
     let backend = backend_crd(&policy);
     let listener_policy = listener_policy_crd(&policy);
     gateway_api.extend([policy, backend, listener_policy]);
-    let bounds = cel_rules::parse_bounds("gateway-api-v1.5.1-bounds.yaml", cel_rules::GATEWAY_API_BOUNDS)?;
-    for crd in &mut gateway_api {
-        cel_rules::place_bounds(crd, &bounds)?;
-    }
     if cel == Cel::Rules {
+        let keywords = cel_rules::parse_keywords(
+            "gateway-api-v1.5.1-keywords.yaml",
+            cel_rules::GATEWAY_API_KEYWORDS,
+        )?;
         let rules = [
             cel_rules::parse("backendconfigpolicy-rules.yaml", cel_rules::BACKEND_CONFIG_POLICY)?,
             cel_rules::parse("gateway-api-v1.5.1-rules.yaml", cel_rules::GATEWAY_API)?,
         ];
         for crd in &mut gateway_api {
+            cel_rules::place_keywords(crd, &keywords)?;
             for rules in &rules {
                 cel_rules::place(crd, rules)?;
             }

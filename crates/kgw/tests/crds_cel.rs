@@ -30,13 +30,13 @@ const GATEWAY_API_RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/src/crds/gateway-api-v1.5.1-rules.yaml"
 );
-const GATEWAY_API_BOUNDS: &str = concat!(
+const GATEWAY_API_KEYWORDS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/src/crds/gateway-api-v1.5.1-bounds.yaml"
+    "/src/crds/gateway-api-v1.5.1-keywords.yaml"
 );
 /// SHA-256 of the canonical JSON (sorted keys, no spaces, ensure_ascii off) of
-/// `{"rules": RULES FILE, "bounds": BOUNDS FILE}`, as transcribed from upstream v1.5.1.
-const GATEWAY_API_RULES_DIGEST: &str = "3445b0534639ce7fe32735f378c4a6939ccf34a0beb552dcd59e499a3fcf5302";
+/// `{"rules": RULES FILE, "keywords": KEYWORDS FILE}`, as transcribed from upstream v1.5.1.
+const GATEWAY_API_RULES_DIGEST: &str = "0a017ac580430fb92e0784126142d8b4ba0a6a7ccd7725d5541688eb291e4404";
 const GATEWAY_API_KINDS: &[&str] = &[
     "gatewayclasses.gateway.networking.k8s.io",
     "gateways.gateway.networking.k8s.io",
@@ -170,9 +170,9 @@ fn gateway_api_file() -> Value {
     serde_yaml_ng::from_str(&text).expect("the Gateway API rules file parses")
 }
 
-fn gateway_api_bounds() -> Value {
-    let text = std::fs::read_to_string(GATEWAY_API_BOUNDS).unwrap();
-    serde_yaml_ng::from_str(&text).expect("the Gateway API bounds file parses")
+fn gateway_api_keywords() -> Value {
+    let text = std::fs::read_to_string(GATEWAY_API_KEYWORDS).unwrap();
+    serde_yaml_ng::from_str(&text).expect("the Gateway API keywords file parses")
 }
 
 #[test]
@@ -240,7 +240,8 @@ fn canonical_json(value: &Value) -> String {
 
 #[test]
 fn the_gateway_api_rules_are_the_ones_transcribed_from_upstream() {
-    let canonical = canonical_json(&json!({ "rules": gateway_api_file(), "bounds": gateway_api_bounds() }));
+    let canonical =
+        canonical_json(&json!({ "rules": gateway_api_file(), "keywords": gateway_api_keywords() }));
     let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
@@ -250,12 +251,13 @@ fn the_gateway_api_rules_are_the_ones_transcribed_from_upstream() {
     );
 }
 
-/// Upstream's bounds sit where the bounds file says, with CEL rules or without.
+/// Upstream's schema keywords the rules rely on (bounds, defaults) sit where the keywords file
+/// says.
 #[test]
-fn gateway_api_kinds_have_upstreams_bounds_where_their_rules_read() {
-    let bounds = gateway_api_bounds();
+fn gateway_api_kinds_have_upstreams_keywords_where_their_rules_read() {
+    let bounds = gateway_api_keywords();
     let mut wrong = Vec::new();
-    for args in [&[][..], &["--no-cel"][..]] {
+    for args in [&[][..]] {
         let crds = kgw_crds(args);
         for (crd, versions) in bounds.as_object().unwrap() {
             for (version, paths) in versions.as_object().unwrap() {
@@ -350,10 +352,11 @@ fn the_cel_parser_refuses_a_broken_rule() {
 }
 
 #[test]
-fn no_cel_emits_no_rule_and_otherwise_the_same_crds() {
+fn no_cel_emits_no_rule_and_otherwise_the_generated_crds() {
     let with = kgw_crds(&[]);
     let without = kgw_crds(&["--no-cel"]);
     assert_eq!(with.len(), without.len());
+    let keywords = gateway_api_keywords();
     for (w, o) in with.iter().zip(&without) {
         let name = o["metadata"]["name"].as_str().unwrap();
         assert!(
@@ -363,9 +366,29 @@ fn no_cel_emits_no_rule_and_otherwise_the_same_crds() {
         );
         let mut stripped = w.clone();
         strip_rules(&mut stripped);
+        // The keywords that come with the rules, where the generated schema has none.
+        for (version, paths) in keywords[name].as_object().into_iter().flatten() {
+            for (path, words) in paths.as_object().unwrap() {
+                let index = o["spec"]["versions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .position(|v| v["name"] == version.as_str())
+                    .unwrap();
+                let generated = node_at(&o["spec"]["versions"][index]["schema"], path)
+                    .unwrap()
+                    .clone();
+                let node = node_at_mut(&mut stripped["spec"]["versions"][index]["schema"], path).unwrap();
+                for key in words.as_object().unwrap().keys() {
+                    if generated.get(key).is_none() {
+                        node.as_object_mut().unwrap().remove(key);
+                    }
+                }
+            }
+        }
         assert_eq!(
             &stripped, o,
-            "{name}: with and without CEL differ in more than the rules"
+            "{name}: with and without CEL differ in more than the rules and their keywords"
         );
     }
 }
@@ -462,6 +485,26 @@ fn node_at<'a>(schema: &'a Value, path: &str) -> Option<&'a Value> {
             let r = chars.strip_prefix('.')?;
             let end = r.find(['.', '[', '{']).unwrap_or(r.len());
             node = node.get("properties")?.get(&r[..end])?;
+            chars = &r[end..];
+        }
+    }
+    Some(node)
+}
+
+fn node_at_mut<'a>(schema: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    let mut node = schema.get_mut("openAPIV3Schema")?;
+    let mut chars = path.strip_prefix("openAPIV3Schema")?;
+    while !chars.is_empty() {
+        if let Some(r) = chars.strip_prefix("[]") {
+            node = node.get_mut("items")?;
+            chars = r;
+        } else if let Some(r) = chars.strip_prefix("{}") {
+            node = node.get_mut("additionalProperties")?;
+            chars = r;
+        } else {
+            let r = chars.strip_prefix('.')?;
+            let end = r.find(['.', '[', '{']).unwrap_or(r.len());
+            node = node.get_mut("properties")?.get_mut(&r[..end])?;
             chars = &r[end..];
         }
     }

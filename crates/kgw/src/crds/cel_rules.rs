@@ -18,29 +18,29 @@ pub type Rules = BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<Value>>>
 pub const BACKEND_CONFIG_POLICY: &str = include_str!("backendconfigpolicy-rules.yaml");
 /// Gateway API v1.5.1's rules for the standard-channel kinds kgw serves.
 pub const GATEWAY_API: &str = include_str!("gateway-api-v1.5.1-rules.yaml");
-/// Gateway API v1.5.1's upper bounds on the nodes its rules read (the API server's cost
-/// estimate needs them).
-pub const GATEWAY_API_BOUNDS: &str = include_str!("gateway-api-v1.5.1-bounds.yaml");
+/// Gateway API v1.5.1's schema keywords its rules rely on (upper bounds for the API server's
+/// cost estimate, defaults of fields the rules read without `has()`).
+pub const GATEWAY_API_KEYWORDS: &str = include_str!("gateway-api-v1.5.1-keywords.yaml");
 
 /// CRD name -> version name -> schema path -> schema keywords (`maxItems: 16`).
-pub type Bounds = BTreeMap<String, BTreeMap<String, BTreeMap<String, serde_json::Map<String, Value>>>>;
+pub type Keywords = BTreeMap<String, BTreeMap<String, BTreeMap<String, serde_json::Map<String, Value>>>>;
 
-pub fn parse_bounds(name: &str, text: &str) -> anyhow::Result<Bounds> {
-    serde_yaml_ng::from_str(text).with_context(|| format!("the schema bounds file {name} does not parse"))
+pub fn parse_keywords(name: &str, text: &str) -> anyhow::Result<Keywords> {
+    serde_yaml_ng::from_str(text).with_context(|| format!("the schema keywords file {name} does not parse"))
 }
 
-/// Every bound of `bounds` for this CRD set on its schemas; a path the CRD lacks is an error,
-/// as in [`place`].
-pub fn place_bounds(crd: &mut Value, bounds: &Bounds) -> anyhow::Result<()> {
+/// Every keyword of `keywords` for this CRD set on its schemas; a path the CRD lacks is an
+/// error, as in [`place`].
+pub fn place_keywords(crd: &mut Value, keywords: &Keywords) -> anyhow::Result<()> {
     let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    let Some(by_version) = bounds.get(&name) else {
+    let Some(by_version) = keywords.get(&name) else {
         return Ok(());
     };
     for (version, by_path) in by_version {
         let schema = version_schema(crd, &name, version)?;
         for (path, keywords) in by_path {
             let node = node_at(schema, path)
-                .with_context(|| format!("schema bounds of CRD {name} {version} at {path}"))?;
+                .with_context(|| format!("schema keywords of CRD {name} {version} at {path}"))?;
             let Value::Object(node) = node else {
                 bail!("CRD {name} {version}: {path} is not a schema object");
             };
