@@ -36,7 +36,7 @@ const GATEWAY_API_KEYWORDS: &str = concat!(
 );
 /// SHA-256 of the canonical JSON (sorted keys, no spaces, ensure_ascii off) of
 /// `{"rules": RULES FILE, "keywords": KEYWORDS FILE}`, as transcribed from upstream v1.5.1.
-const GATEWAY_API_RULES_DIGEST: &str = "0a017ac580430fb92e0784126142d8b4ba0a6a7ccd7725d5541688eb291e4404";
+const GATEWAY_API_RULES_DIGEST: &str = "ec1bb0f455d720a4ef84579a37b140677fae42b65602babf16973fc371df232a";
 const GATEWAY_API_KINDS: &[&str] = &[
     "gatewayclasses.gateway.networking.k8s.io",
     "gateways.gateway.networking.k8s.io",
