@@ -46,6 +46,14 @@ impl ClientStream {
         matches!(self, ClientStream::Tls(_))
     }
 
+    /// The SNI the client's TLS handshake named (misdirected-request detection).
+    pub(crate) fn server_name(&self) -> Option<Box<str>> {
+        match self {
+            ClientStream::Tls(s) => s.get_ref().1.server_name().map(Box::from),
+            ClientStream::Tcp(_) => None,
+        }
+    }
+
     /// Writes all of `bytes` to the client, and on TLS flushes them: rustls keeps what the
     /// socket did not take until a flush, and the proxy writes nothing more before it waits for
     /// the client (or the upstream).
@@ -187,6 +195,8 @@ pub(crate) struct Downstream {
     /// The connection opened with the HTTP/2 preface (a plain port): `serve` returned at once,
     /// and the connection goes to `h2_server.rs` with the bytes in `buf`.
     pub(crate) http2_preface: bool,
+    /// The SNI of a TLS connection.
+    server_name: Option<Box<str>>,
 }
 
 /// How an exchange ended, for the downstream connection.
@@ -213,6 +223,7 @@ pub(crate) struct Outcome {
 impl Downstream {
     pub(crate) fn new(stream: ClientStream, peer: SocketAddr, read_limit: Option<usize>) -> Downstream {
         Downstream {
+            server_name: stream.server_name(),
             stream,
             buf: Vec::new(),
             client: client_address(peer),
@@ -390,6 +401,7 @@ impl Downstream {
             query: line.path_and_query.split_once('?').map_or("", |(_, q)| q),
             host: line.host,
             header: &header,
+            server_name: self.server_name.as_deref(),
         };
         let mut cluster_name = String::new();
         let request_headers = load_balancing::Http1Headers { buf: &buf, head };

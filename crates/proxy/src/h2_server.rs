@@ -98,6 +98,8 @@ struct Client {
     /// The client's address as x-forwarded-for carries it.
     address: String,
     scheme: &'static str,
+    /// The SNI of a TLS connection.
+    server_name: Option<Box<str>>,
     /// The address the client connected to (a PROXY protocol header's destination).
     local: Option<SocketAddr>,
     /// Streams being served, and when the last one ended (for the idle timeout).
@@ -147,6 +149,7 @@ pub(crate) async fn serve(
         peer,
         address: downstream::client_address(peer),
         scheme: if stream.is_tls() { "https" } else { "http" },
+        server_name: stream.server_name(),
         local: stream.tcp().local_addr().ok(),
         active: AtomicUsize::new(0),
         started: tokio::time::Instant::now(),
@@ -297,6 +300,7 @@ async fn serve_stream(
         query: parts.uri.query().unwrap_or(""),
         host: authority,
         header: &header,
+        server_name: client.server_name.as_deref(),
     };
     let mut cluster_name = String::new();
     let mut pick = load_balancing::PickContext::new(&parts.headers, client.peer);

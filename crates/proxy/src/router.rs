@@ -14,6 +14,8 @@ pub(crate) struct RequestView<'a> {
     pub host: &'a str,
     /// The value of a header, by lower-case name.
     pub header: &'a (dyn Fn(&str) -> Option<&'a [u8]> + Sync),
+    /// The SNI of a TLS connection.
+    pub server_name: Option<&'a str>,
 }
 
 pub(crate) fn find_listener(listeners: &[Listener], port: u16) -> Option<&Listener> {
@@ -21,7 +23,16 @@ pub(crate) fn find_listener(listeners: &[Listener], port: u16) -> Option<&Listen
 }
 
 pub(crate) fn route<'a>(listener: &'a Listener, req: &RequestView<'_>) -> Option<&'a Route> {
-    let vh = virtual_host(&listener.virtual_hosts, without_port(req.host))?;
+    let host = without_port(req.host);
+    // Meant for another listener of the HTTPS port than the one the SNI chose: 421.
+    if listener
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.misdirected(req.server_name, host))
+    {
+        return Some(snapshot::misdirected_route());
+    }
+    let vh = virtual_host(&listener.virtual_hosts, host)?;
     vh.routes.iter().find(|r| {
         r.path.matches(req.path)
             && r.method.as_ref().is_none_or(|m| m.as_str() == req.method)

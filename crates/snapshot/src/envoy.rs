@@ -85,8 +85,9 @@ pub fn config_dump(snapshot: &Snapshot, options: &DumpOptions) -> Result<Value, 
     let routes: Vec<Value> = snapshot
         .listeners
         .iter()
-        .filter(|l| keep(&l.name))
-        .map(|l| json!({"version_info": version, "route_config": route_config(l, &snapshot.clusters), "last_updated": updated}))
+        .flat_map(crate::route_tables)
+        .filter(|t| keep(&t.name))
+        .map(|t| json!({"version_info": version, "route_config": route_config(&t, &snapshot.clusters), "last_updated": updated}))
         .collect();
 
     // (dump type, repeated field, resource @type, items), in Envoy's order.
@@ -309,19 +310,21 @@ fn listener(l: &Listener) -> Value {
             .collect();
         v.insert("additional_addresses".into(), Value::Array(extra));
     }
-    let hcm = json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": "http",
-            "rds": {"config_source": {"ads": {}, "resource_api_version": "V3"}, "route_config_name": l.name},
-            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-            "use_remote_address": true
-        }
-    });
+    let hcm = |route_config_name: String| {
+        json!({
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "http",
+                "rds": {"config_source": {"ads": {}, "resource_api_version": "V3"}, "route_config_name": route_config_name},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                "use_remote_address": true
+            }
+        })
+    };
     let filter_chains = match &l.tls {
-        None => json!([{ "filters": [hcm] }]),
+        None => json!([{ "filters": [hcm(l.name.clone())] }]),
         // HTTPS: as kgateway renders it, one filter chain per Gateway listener, chosen by the
         // SNI the tls_inspector reads.
         Some(tls) => {
@@ -337,7 +340,8 @@ fn listener(l: &Listener) -> Value {
             let chains: Vec<Value> = tls
                 .certificates
                 .iter()
-                .map(|c| {
+                .enumerate()
+                .map(|(index, c)| {
                     let mut chain = Map::new();
                     chain.insert("name".into(), c.name.clone().into());
                     if !c.server_names.is_empty() {
@@ -346,7 +350,8 @@ fn listener(l: &Listener) -> Value {
                             json!({ "server_names": c.server_names }),
                         );
                     }
-                    chain.insert("filters".into(), json!([hcm]));
+                    // Each chain routes with its own table (misdirected.rs) when the port has several.
+                    chain.insert("filters".into(), json!([hcm(crate::chain_route_name(l, index))]));
                     chain.insert(
                         "transport_socket".into(),
                         json!({
@@ -392,11 +397,11 @@ fn listener(l: &Listener) -> Value {
     Value::Object(v)
 }
 
-fn route_config(l: &Listener, clusters: &[Cluster]) -> Value {
+fn route_config(t: &crate::RouteTable, clusters: &[Cluster]) -> Value {
     json!({
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-        "name": l.name,
-        "virtual_hosts": l.virtual_hosts.iter().map(|vh| virtual_host(vh, clusters)).collect::<Vec<_>>(),
+        "name": t.name,
+        "virtual_hosts": t.virtual_hosts.iter().map(|vh| virtual_host(vh, clusters)).collect::<Vec<_>>(),
         "ignore_port_in_host_matching": true,
     })
 }

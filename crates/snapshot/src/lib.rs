@@ -4,6 +4,7 @@
 
 mod envoy;
 mod listener_tls;
+mod misdirected;
 mod route_query;
 mod upstream;
 
@@ -12,6 +13,7 @@ use std::time::SystemTime;
 
 pub use envoy::{DumpError, DumpOptions, config_dump, format_duration};
 pub use listener_tls::{ListenerConnection, ListenerTls, ServerCertificate, server_name_matches};
+pub use misdirected::{RouteTable, chain_route_name, misdirected_route, route_tables};
 pub use route_query::QueryParamMatch;
 pub use upstream::*;
 
