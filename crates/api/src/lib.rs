@@ -13,6 +13,7 @@ pub mod grpc_route;
 pub mod listener_policy;
 pub mod nesting;
 mod objects;
+mod route_filters;
 pub mod tls_material;
 mod validate;
 

@@ -7,7 +7,7 @@
 
 use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteRulesMatchesHeadersType, GrpcRouteRulesMatchesMethodType};
 use gateway_api::httproutes::{
-    HttpRoute, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
+    HttpRoute, HttpRouteRulesFiltersType, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -253,8 +253,10 @@ pub fn http_route(r: &HttpRoute) -> Vec<FieldError> {
     let mut out = Vec::new();
     for (i, rule) in r.spec.rules.iter().flatten().enumerate() {
         let at = format!("spec.rules[{i}]");
-        if rule.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-            out.push(FieldError::forbidden(format!("{at}.filters"), NOT_YET));
+        for (k, f) in rule.filters.iter().flatten().enumerate() {
+            if !http_route_filter_served(&f.r#type) {
+                out.push(FieldError::forbidden(format!("{at}.filters[{k}].type"), NOT_YET));
+            }
         }
         if rule.timeouts.is_some() {
             out.push(FieldError::forbidden(format!("{at}.timeouts"), NOT_YET));
@@ -300,6 +302,14 @@ pub fn http_route(r: &HttpRoute) -> Vec<FieldError> {
         }
     }
     out
+}
+
+/// The HTTPRoute filter types the data plane applies (`proxy/src/route_filters.rs`).
+fn http_route_filter_served(t: &HttpRouteRulesFiltersType) -> bool {
+    matches!(
+        t,
+        HttpRouteRulesFiltersType::RequestHeaderModifier | HttpRouteRulesFiltersType::RequestRedirect
+    )
 }
 
 /// GRPCRoute: as HTTPRoute, Exact matches only and no filters.

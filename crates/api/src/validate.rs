@@ -120,6 +120,7 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
                 &mut errors,
             );
             for (i, rule) in r.spec.rules.iter().flatten().enumerate() {
+                errors.extend(crate::route_filters::validate_rule(i, rule));
                 for (j, m) in rule.matches.iter().flatten().enumerate() {
                     if let Some(p) = &m.path {
                         let v = p.value.as_deref().unwrap_or("/");

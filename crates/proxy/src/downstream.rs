@@ -402,6 +402,7 @@ impl Downstream {
             host: line.host,
             header: &header,
             server_name: self.server_name.as_deref(),
+            scheme: if self.stream.is_tls() { "https" } else { "http" },
         };
         let mut cluster_name = String::new();
         let request_headers = load_balancing::Http1Headers { buf: &buf, head };
@@ -426,6 +427,7 @@ impl Downstream {
         // the client sends next may be the new protocol's), as Envoy closes it.
         let upgrading = head.upgrade != h1::Upgrade::None;
         let set_cookies = pick.set_cookies;
+        let route_filters = pick.route_filters;
         let is_head = line.method.eq_ignore_ascii_case("HEAD");
         let is_connect = line.method == "CONNECT";
         let replayable = dp.options.retry_on_reused_connection
@@ -451,6 +453,7 @@ impl Downstream {
                     head,
                     is_head,
                     set_cookies,
+                    route_filters,
                 };
                 Box::pin(self.forward_to_h2(dp, request)).await?
             }
@@ -466,9 +469,10 @@ impl Downstream {
                     options.read_limit = Some(options.read_limit.map_or(limit, |l| l.min(limit)));
                 }
                 let proxied = proxy_protocol.then(|| self.proxied()).flatten();
-                let request = self
+                let mut request = self
                     .upstream_head(buf, head, options.preserve_header_case)
                     .await?;
+                route_filters.edit_http1_request(&mut request);
                 let exchange = Exchange {
                     cluster: &cluster,
                     endpoint: &endpoint,
@@ -483,6 +487,7 @@ impl Downstream {
                     options,
                     response_status: std::sync::atomic::AtomicU16::new(0),
                     upgrade: upgrading,
+                    route_filters,
                 };
                 self.proxy(dp, exchange, route_timer, idle_timer).await?
             }
@@ -669,11 +674,15 @@ pub(crate) fn route_to_endpoint(
     else {
         return Err(LocalReply::no_route());
     };
+    if let Some(redirect) = crate::route_filters::redirect(route, view) {
+        return Err(redirect);
+    }
     let targets = match &route.action {
         RouteAction::Forward(t) => t,
         RouteAction::Direct { status, body } => return Err(LocalReply::direct(*status, body)),
     };
     let target = load_balancing::pick_weighted(targets);
+    pick.route_filters = crate::route_filters::Picked::of(route, target);
     let Some(index) = target.index else {
         return Err(LocalReply::no_cluster());
     };

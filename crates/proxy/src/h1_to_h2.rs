@@ -51,6 +51,7 @@ pub(crate) struct H1Request<'a> {
     pub head: &'a RequestHead,
     pub is_head: bool,
     pub set_cookies: Vec<String>,
+    pub route_filters: crate::route_filters::Picked,
 }
 
 impl Downstream {
@@ -68,6 +69,7 @@ impl Downstream {
             head,
             is_head,
             set_cookies,
+            route_filters,
         } = r;
         let keep_alive = head.keep_alive && !dp.is_draining();
         if head.upgrade == h1::Upgrade::WebSocket {
@@ -88,7 +90,10 @@ impl Downstream {
         }
         let scheme = if self.stream.is_tls() { "https" } else { "http" };
         let request = match h2_request(&buf, head, self.client_address().as_bytes(), scheme, cluster) {
-            Ok(request) => request,
+            Ok(mut request) => {
+                route_filters.edit_h2_request(&mut request);
+                request
+            }
             Err(reply) => {
                 self.buf = buf;
                 self.buf.drain(..head.len);
@@ -115,6 +120,7 @@ impl Downstream {
             continue_body,
             set_cookies,
             &response_status,
+            &route_filters,
         );
         let result = match cluster.http_options().max_stream_duration {
             None => exchange.await,
@@ -169,6 +175,7 @@ impl Downstream {
         continue_body: bool,
         set_cookies: Vec<String>,
         response_status: &AtomicU16,
+        route_filters: &crate::route_filters::Picked,
     ) -> Result<Outcome, LocalReply> {
         let route_timeout = dp.options.route_timeout;
         let idle = dp.options.stream_idle_timeout;
@@ -303,7 +310,8 @@ impl Downstream {
                     // From here the client may get part of the response.
                     response_status.store(status, Ordering::Relaxed);
                     cluster.outlier.report(cluster, endpoint, Report::Status(status));
-                    let (parts, recv) = response.into_parts();
+                    let (mut parts, recv) = response.into_parts();
+                    route_filters.edit_h2_response(&mut parts.headers);
                     let framing = ResponseFraming::of(
                         &parts.headers,
                         status,

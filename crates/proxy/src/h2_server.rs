@@ -301,6 +301,7 @@ async fn serve_stream(
         host: authority,
         header: &header,
         server_name: client.server_name.as_deref(),
+        scheme: client.scheme,
     };
     let mut cluster_name = String::new();
     let mut pick = load_balancing::PickContext::new(&parts.headers, client.peer);
@@ -312,6 +313,7 @@ async fn serve_stream(
         logged.is_some().then_some(&mut cluster_name),
     );
     let set_cookies = std::mem::take(&mut pick.set_cookies);
+    let route_filters = std::mem::take(&mut pick.route_filters);
     let is_grpc = grpc::is_grpc(header("content-type"));
     let is_head = parts.method == http::Method::HEAD;
     let (status, flag, upstream) = match routed {
@@ -337,6 +339,7 @@ async fn serve_stream(
                 scheme: client.scheme,
                 proxied,
                 set_cookies: &set_cookies,
+                route_filters: &route_filters,
             };
             match forward(dp, &cluster, &endpoint, request, &mut body, &mut respond).await {
                 Ok(ended) => (ended.status, ended.flag, Some(endpoint.address)),
@@ -428,6 +431,9 @@ pub(crate) async fn send_local_reply(
         .header("content-length", reply.body.len());
     if !reply.body.is_empty() {
         response = response.header("content-type", "text/plain");
+    }
+    if let Some(location) = &reply.location {
+        response = response.header("location", location);
     }
     let Ok(response) = response.body(()) else {
         respond.send_reset(h2::Reason::INTERNAL_ERROR);

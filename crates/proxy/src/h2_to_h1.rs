@@ -46,6 +46,8 @@ pub(crate) struct StreamRequest<'a> {
     pub proxied: Option<ProxyAddresses>,
     /// `Set-Cookie` values the response carries (a cookie a hash policy generated).
     pub set_cookies: &'a [String],
+    /// The HTTPRoute filters of the route and backend (`route_filters.rs`).
+    pub route_filters: &'a crate::route_filters::Picked,
 }
 
 /// How a proxied stream ended, for the counters and the access log.
@@ -71,6 +73,7 @@ pub(crate) async fn exchange(
         .ok_or_else(LocalReply::bad_request_body)?;
     let mut head = Vec::with_capacity(512);
     write_request_head(&mut head, request, framing);
+    request.route_filters.edit_http1_request(&mut head);
     if is_expect_continue(&request.parts.headers) && framing != Framing::Empty {
         // Answered here, as the HTTP/1.1 path answers it: the body does not wait for the
         // upstream's own 100 Continue (the header does not go upstream).
@@ -338,13 +341,16 @@ impl Exchange<'_> {
             status: head.status,
             flag: None,
         };
-        let Some(response) = response_of(&conn.buf, &head, self.request.set_cookies) else {
+        let Some(mut response) = response_of(&conn.buf, &head, self.request.set_cookies) else {
             // A head HTTP/2 cannot carry (a header name or value it refuses): nothing went to
             // the client yet, so it gets 502 `UPE`.
             conn.end = End::Local;
             stats::inc(&cluster.stats().upstream_cx_protocol_error);
             return Err(LocalReply::upstream_protocol_error());
         };
+        self.request
+            .route_filters
+            .edit_h2_response(response.headers_mut());
         conn.buf.drain(..head.len);
         self.response_status.store(head.status, Ordering::Relaxed);
         let empty = head.framing == Framing::Empty;
@@ -896,6 +902,7 @@ mod tests {
             scheme: "https",
             proxied: None,
             set_cookies: &[],
+            route_filters: &Default::default(),
         };
         let mut out = Vec::new();
         write_request_head(&mut out, &request, framing);

@@ -62,7 +62,8 @@ async fn run(
     } else {
         "http"
     };
-    let head = upstream_request(request, upstream_scheme).ok_or_else(LocalReply::bad_request_body)?;
+    let mut head = upstream_request(request, upstream_scheme).ok_or_else(LocalReply::bad_request_body)?;
+    request.route_filters.edit_h2_request(&mut head);
     let end_of_stream = body.is_end_stream();
     let opened = tokio::select! {
         biased;
@@ -113,6 +114,7 @@ async fn run(
     let mut head = http::Response::new(());
     *head.status_mut() = parts.status;
     *head.headers_mut() = response_headers(parts.headers, request.set_cookies);
+    request.route_filters.edit_h2_response(head.headers_mut());
     response_status.store(status, Ordering::Relaxed);
     let mut ended = Ended { status, flag: None };
     let mut client_body = match respond.send_response(head, upstream_response.is_end_stream()) {
@@ -407,6 +409,7 @@ mod tests {
             scheme: "http",
             proxied: None,
             set_cookies: &[],
+            route_filters: &Default::default(),
         };
         let head = upstream_request(&request, "http").unwrap();
         assert_eq!(head.uri().to_string(), "http://www.example.com/pkg.Svc/Call");

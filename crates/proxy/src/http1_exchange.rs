@@ -505,6 +505,7 @@ impl Downstream {
             }
             out.extend_from_slice(b"\r\n");
         }
+        x.route_filters.edit_http1_response(&mut out);
         conn.buf.drain(..head.len);
         let mut outcome = Outcome {
             status: head.status,
@@ -637,6 +638,8 @@ pub(crate) struct Exchange<'a> {
     pub response_status: std::sync::atomic::AtomicU16,
     /// A WebSocket upgrade: a 101 answer makes the connections a tunnel (`upgrade.rs`).
     pub upgrade: bool,
+    /// The HTTPRoute filters of the route and backend (`route_filters.rs`).
+    pub route_filters: crate::route_filters::Picked,
 }
 
 /// Why one attempt did not give a response head.

@@ -46,6 +46,7 @@ mod pool;
 mod proxy_protocol;
 mod query_match;
 mod recycle;
+mod route_filters;
 mod router;
 mod socket_options;
 mod stats;

@@ -302,9 +302,11 @@ mod tests {
                 name: "c".into(),
                 index: Some(0),
                 weight: 1,
+                filters: None,
             }]),
             websocket_upgrade: false,
             query_params: Vec::new(),
+            filters: None,
         };
         Arc::new(Snapshot {
             version,

@@ -74,6 +74,8 @@ pub(crate) struct LocalReply {
     pub overloaded: bool,
     /// The request is gRPC: the answer is gRPC's (`grpc.rs`: 200, grpc-status, grpc-message).
     pub grpc: bool,
+    /// A redirect's Location header (`route_filters.rs`).
+    pub location: Option<String>,
 }
 
 /// The start of Envoy's body for a request that got no response head.
@@ -87,6 +89,7 @@ impl LocalReply {
             body: body.into(),
             overloaded: false,
             grpc: false,
+            location: None,
         }
     }
 
@@ -140,6 +143,14 @@ impl LocalReply {
 
     pub(crate) fn no_route() -> LocalReply {
         LocalReply::new(404, Some(ResponseFlag::NoRouteFound), "")
+    }
+
+    /// A RequestRedirect: the status, the Location, no body (as Envoy's redirect action).
+    pub(crate) fn redirect(status: u16, location: String) -> LocalReply {
+        LocalReply {
+            location: Some(location),
+            ..LocalReply::new(status, None, "")
+        }
     }
 
     /// The route answers itself (Envoy's direct_response).
@@ -253,6 +264,9 @@ impl LocalReply {
         );
         if !self.body.is_empty() {
             out.push_str("content-type: text/plain\r\n");
+        }
+        if let Some(location) = &self.location {
+            out.push_str(&format!("location: {location}\r\n"));
         }
         if self.overloaded {
             out.push_str("x-envoy-overloaded: true\r\n");

@@ -16,6 +16,8 @@ pub(crate) struct RequestView<'a> {
     pub header: &'a (dyn Fn(&str) -> Option<&'a [u8]> + Sync),
     /// The SNI of a TLS connection.
     pub server_name: Option<&'a str>,
+    /// `http` or `https`: the client connection's.
+    pub scheme: &'static str,
 }
 
 pub(crate) fn find_listener(listeners: &[Listener], port: u16) -> Option<&Listener> {

@@ -493,6 +493,7 @@ fn route(r: &Route, clusters: &[Cluster]) -> Value {
             v.insert("direct_response".into(), response);
         }
     }
+    crate::route_filters::render_route(r, &mut v);
     Value::Object(v)
 }
 

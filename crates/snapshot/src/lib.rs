@@ -5,6 +5,7 @@
 mod envoy;
 mod listener_tls;
 mod misdirected;
+mod route_filters;
 mod route_query;
 mod upstream;
 
@@ -14,6 +15,7 @@ use std::time::SystemTime;
 pub use envoy::{DumpError, DumpOptions, config_dump, format_duration};
 pub use listener_tls::{ListenerConnection, ListenerTls, ServerCertificate, server_name_matches};
 pub use misdirected::{RouteTable, chain_route_name, misdirected_route, route_tables};
+pub use route_filters::{HeaderEdits, PathRewrite, Redirect, RouteFilters};
 pub use route_query::QueryParamMatch;
 pub use upstream::*;
 
@@ -101,6 +103,8 @@ pub struct Route {
     pub websocket_upgrade: bool,
     /// Exact query parameter matches, all of which must hold.
     pub query_params: Vec<QueryParamMatch>,
+    /// The rule's HTTPRoute filters (`route_filters.rs`); None: none.
+    pub filters: Option<std::sync::Arc<RouteFilters>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +157,8 @@ pub struct WeightedCluster {
     /// the traffic is answered with 500.
     pub index: Option<usize>,
     pub weight: u32,
+    /// The backendRef's own filters (header edits, applied when this cluster is picked).
+    pub filters: Option<std::sync::Arc<RouteFilters>>,
 }
 
 /// An upstream: a Service port (`kube_<ns>_<svc>_<port>`) or a Backend

@@ -31,6 +31,7 @@ pub fn misdirected_route() -> &'static Route {
         // The 421 answers an upgrade request too (not the 403 of a route without upgrades).
         websocket_upgrade: true,
         query_params: Vec::new(),
+        filters: None,
     });
     &ROUTE
 }

@@ -143,6 +143,7 @@ fn add_rules(
                     action: actions[rule_index].action.clone(),
                     websocket_upgrade: actions[rule_index].websocket,
                     query_params: Vec::new(),
+                    filters: None,
                 },
                 order,
             });

@@ -12,6 +12,7 @@ mod listener_isolation;
 mod listener_policy;
 mod listener_tls;
 mod reference_grant;
+mod route_filters;
 mod route_query;
 mod routes;
 mod tls_objects;

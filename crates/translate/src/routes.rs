@@ -176,6 +176,7 @@ pub(crate) fn listeners(
             })
             .collect();
         let (actions, resolved) = rule_actions(resources, key, "HTTPRoute", &backend_refs, clusters);
+        let actions = crate::route_filters::with_backend_filters(route, actions);
         let parents = route
             .spec
             .parent_refs
@@ -558,6 +559,7 @@ pub(crate) fn rule_actions(
                             name: format!("{group}/{kind}/{namespace}/{}", b.name),
                             index: None,
                             weight,
+                            filters: None,
                         });
                     }
                     continue;
@@ -596,7 +598,12 @@ pub(crate) fn rule_actions(
             // An invalid backend keeps its share of the traffic, answered with 500 (Gateway
             // API); a weight of 0 takes no traffic at all.
             if weight > 0 {
-                forward.push(WeightedCluster { name, index, weight });
+                forward.push(WeightedCluster {
+                    name,
+                    index,
+                    weight,
+                    filters: None,
+                });
             }
         }
         actions.push(if forward.iter().any(|w| w.index.is_some()) {
@@ -699,6 +706,7 @@ fn add_rules(
                     action: actions[rule_index].action.clone(),
                     websocket_upgrade: actions[rule_index].websocket,
                     query_params,
+                    filters: crate::route_filters::for_match(rule, m, port),
                 },
                 order,
             });

@@ -124,6 +124,7 @@ golden_tests! {
     route_parents => "route-parents",
     query_method_named => "query-method-named",
     backend_refs => "backend-refs",
+    route_filters => "route-filters",
 }
 
 #[test]

@@ -48,6 +48,8 @@ pub(crate) struct PickContext<'a> {
     pub client: SocketAddr,
     /// `Set-Cookie` values the response must carry (a generated hash cookie).
     pub set_cookies: Vec<String>,
+    /// The HTTPRoute filters of the picked route and backend.
+    pub route_filters: crate::route_filters::Picked,
 }
 
 impl<'a> PickContext<'a> {
@@ -56,6 +58,7 @@ impl<'a> PickContext<'a> {
             headers,
             client,
             set_cookies: Vec::new(),
+            route_filters: Default::default(),
         }
     }
 }

@@ -1,0 +1,290 @@
+//! HTTPRoute filters through the real kgw, with curl over HTTP/1.1 and HTTP/2 (h2c prior
+//! knowledge), to an HTTP/1.1 backend (a python echo server that shows every header line as it
+//! came, and answers with the response headers `x-echo-set-header` asks for) and to an HTTP/2
+//! one (the sample backend on an `appProtocol: kubernetes.io/h2c` port): RequestHeaderModifier
+//! (rule and backendRef), ResponseHeaderModifier, RequestRedirect, URLRewrite.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const NS: &str = "filters";
+
+/// Echoes `{"path", "host", "headers": [[name, value], ...]}` (the request's header lines in
+/// order, names as sent); `x-echo-set-header: name:value[,name:value]` adds response headers.
+const ECHO: &str = r#"
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = json.dumps({"path": self.path, "host": self.headers.get("host"),
+                           "headers": [[k, v] for k, v in self.headers.items()]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.send_header("x-backend-sent", "yes")
+        for item in ",".join(self.headers.get_all("x-echo-set-header") or []).split(","):
+            if ":" in item:
+                name, value = item.split(":", 1)
+                self.send_header(name.strip(), value.strip())
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo)
+print("ready", flush=True)
+server.serve_forever()
+"#;
+
+struct Backends {
+    _echo: Proc,
+    _h2: Proc,
+    echo_port: u16,
+    h2_port: u16,
+}
+
+fn backends(dir: &Path) -> Backends {
+    let echo_port = free_port();
+    let log = dir.join("echo.log");
+    let child = Command::new("python3")
+        .args(["-c", ECHO, &echo_port.to_string()])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 is installed");
+    let echo = Proc { child, log };
+    wait_for("the echo backend", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", echo_port)).ok()
+    });
+    let h2_port = free_port();
+    let h2 = sample_backend_on(h2_port, dir.join("h2.log"));
+    Backends {
+        _echo: echo,
+        _h2: h2,
+        echo_port,
+        h2_port,
+    }
+}
+
+fn service(name: &str, backend: u16, app_protocol: Option<&str>) -> String {
+    let app = app_protocol.map_or(String::new(), |a| format!("\n    appProtocol: {a}"));
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  ports:\n  - name: http\n    \
+         port: 80{app}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  \
+         namespace: {NS}\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: IPv4\nendpoints:\n- addresses: \
+         [\"127.0.0.1\"]\nports:\n- name: http\n  port: {backend}\n---\n"
+    )
+}
+
+/// The rules under test, each under its own path prefix; `{svc}` is the backend.
+const RULES: &str = r#"
+  - matches: [{path: {type: PathPrefix, value: /set}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+        add: [{name: X-Header-Add, value: add-appends-values}]
+        remove: [X-Header-Remove]
+    backendRefs: [{name: echo, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /anything/set}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+        add: [{name: X-Header-Add, value: add-appends-values}]
+        remove: [X-Header-Remove]
+    backendRefs: [{name: h2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /hostname-redirect}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: example.org}
+  - matches: [{path: {type: PathPrefix, value: /host-and-status}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: example.org, statusCode: 301}
+"#;
+
+fn gateway_yaml(port: u16, b: &Backends) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {NS}\nspec:\n  \
+         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n---\n{}{}\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: filters\n  namespace: {NS}\nspec:\n  \
+         parentRefs: [{{name: gw}}]\n  rules:{RULES}",
+        service("echo", b.echo_port, None),
+        service("h2", b.h2_port, Some("kubernetes.io/h2c")),
+    )
+}
+
+fn start(dir: &Path) -> (Gateway, Backends) {
+    let b = backends(dir);
+    let gw = GatewayBuilder::run(dir, free_port()).start();
+    let out = gw.kgw(&["apply", "-f", "-"], &gateway_yaml(gw.port, &b));
+    assert!(
+        out.status.success(),
+        "kgw apply: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    wait_for("the routes", Duration::from_secs(10), || {
+        (curl_with(&gw, "--http1.1", "/set", &[]).status == 200).then_some(())
+    });
+    (gw, b)
+}
+
+struct Reply {
+    status: u16,
+    /// Response header lines, names lower-cased.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// curl through the gateway with `version` (`--http1.1` or `--http2-prior-knowledge`).
+fn curl_with(gw: &Gateway, version: &str, path: &str, headers: &[&str]) -> Reply {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-D", "-", version]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{}{path}", gw.port))
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+const VERSIONS: [&str; 2] = ["--http1.1", "--http2-prior-knowledge"];
+
+/// The echo backend's header lines named `name` (any case), values in order.
+fn echoed(reply: &Reply, name: &str) -> Vec<String> {
+    reply.json()["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|h| h[1].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn request_header_modifier_sets_adds_and_removes_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _b) = start(dir.path());
+    for version in VERSIONS {
+        // To the HTTP/1.1 backend: every line as it arrived.
+        let r = curl_with(
+            &gw,
+            version,
+            "/set?q=1",
+            &[
+                "x-header-set: some-other-value",
+                "X-Header-Add: some-other-value",
+                "X-HEADER-REMOVE: val",
+                "some-other-header: val",
+            ],
+        );
+        assert_eq!(r.status, 200, "{version}: {}", r.body);
+        assert_eq!(r.json()["path"], "/set?q=1", "{version}");
+        assert_eq!(echoed(&r, "x-header-set"), ["set-overwrites-values"], "{version}");
+        assert_eq!(
+            echoed(&r, "x-header-add"),
+            ["some-other-value", "add-appends-values"],
+            "{version}"
+        );
+        assert!(echoed(&r, "x-header-remove").is_empty(), "{version}");
+        assert_eq!(echoed(&r, "some-other-header"), ["val"], "{version}");
+        // To the HTTP/2 backend (the sample backend shows one value per name: the last).
+        let r = curl_with(
+            &gw,
+            version,
+            "/anything/set",
+            &["x-header-set: some-other-value", "X-Header-Remove: val"],
+        );
+        assert_eq!(r.status, 200, "{version}: {}", r.body);
+        let headers = &r.json()["headers"];
+        assert_eq!(headers["X-Header-Set"], "set-overwrites-values", "{version}");
+        assert_eq!(headers["X-Header-Add"], "add-appends-values", "{version}");
+        assert!(headers.get("X-Header-Remove").is_none(), "{version}: {headers}");
+    }
+}
+
+#[test]
+fn request_redirect_answers_with_the_location_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _b) = start(dir.path());
+    for version in VERSIONS {
+        let r = curl_with(&gw, version, "/hostname-redirect/a?q=1", &[]);
+        assert_eq!(r.status, 302, "{version}");
+        // The listener's port, as no scheme and no port are given.
+        assert_eq!(
+            r.header("location"),
+            Some(format!("http://example.org:{}/hostname-redirect/a?q=1", gw.port).as_str()),
+            "{version}"
+        );
+        assert_eq!(r.header("content-length"), Some("0"), "{version}");
+        assert_eq!(r.body, "", "{version}");
+        let r = curl_with(&gw, version, "/host-and-status", &[]);
+        assert_eq!(r.status, 301, "{version}");
+        assert_eq!(
+            r.header("location"),
+            Some(format!("http://example.org:{}/host-and-status", gw.port).as_str()),
+            "{version}"
+        );
+    }
+    // The dump says the same.
+    let dump = gw.dump("GET", "");
+    let routes = dump["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|c| c.get("dynamic_route_configs"))
+        .unwrap()[0]["route_config"]["virtual_hosts"][0]["routes"]
+        .clone();
+    let redirect = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["match"]["path_separated_prefix"] == "/host-and-status")
+        .unwrap()["redirect"]
+        .clone();
+    assert_eq!(
+        redirect,
+        serde_json::json!({"host_redirect": "example.org", "port_redirect": gw.port})
+    );
+}

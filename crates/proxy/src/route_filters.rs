@@ -1,0 +1,315 @@
+//! HTTPRoute filters on the wire (`snapshot::RouteFilters` says what they are): a redirect is
+//! answered locally (`redirect`); the picked route's and backend's edits (`Picked`) change the
+//! request head before it goes upstream and the response head before it goes to the client, on
+//! every path: an HTTP/1.1 head as the proxy wrote it (`edit_http1_*`), an HTTP/2 one as a
+//! header map (`edit_h2_*`). Nothing is done, nor allocated, for a route without filters.
+
+use std::sync::Arc;
+
+use snapshot::{Route, RouteFilters, WeightedCluster};
+
+use crate::local_reply::LocalReply;
+use crate::router::RequestView;
+
+/// One `name: value` line of an HTTP/1.1 head.
+type HeaderLine = (Vec<u8>, Vec<u8>);
+
+/// The proxy's own framing headers: no filter adds, sets or removes them (the codecs write them).
+fn is_framing(name: &[u8]) -> bool {
+    ["content-length", "transfer-encoding", "connection"]
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+}
+
+/// The route's RequestRedirect, as Envoy's `redirect` action answers it: the status, a
+/// Location built from the request, no body.
+pub(crate) fn redirect(route: &Route, view: &RequestView<'_>) -> Option<LocalReply> {
+    let redirect = route.filters.as_ref()?.redirect.as_ref()?;
+    let query = (!view.query.is_empty()).then_some(view.query);
+    let location = redirect.location(view.scheme, view.host, view.path, query);
+    Some(LocalReply::redirect(redirect.status, location))
+}
+
+/// The filters of the route a request took and of the backend it was sent to.
+#[derive(Default, Clone)]
+pub(crate) struct Picked {
+    route: Option<Arc<RouteFilters>>,
+    backend: Option<Arc<RouteFilters>>,
+}
+
+impl Picked {
+    pub(crate) fn of(route: &Route, target: &WeightedCluster) -> Picked {
+        Picked {
+            route: route.filters.clone(),
+            backend: target.filters.clone(),
+        }
+    }
+
+    /// Most specific first, as Envoy applies them: the backend's edits, then the route's (which
+    /// win where both set one header).
+    fn each(&self) -> impl Iterator<Item = &RouteFilters> {
+        self.backend.iter().chain(self.route.iter()).map(|f| &**f)
+    }
+
+    fn edits_request(&self) -> bool {
+        self.each().any(RouteFilters::edits_request)
+    }
+
+    fn edits_response(&self) -> bool {
+        self.each().any(|f| !f.response_headers.is_empty())
+    }
+
+    /// Rewrites an HTTP/1.1 request head (`METHOD target VERSION`, `name: value` lines, the
+    /// empty line: as `h1::write_request_head` wrote it) with the URLRewrite and the request
+    /// header edits.
+    pub(crate) fn edit_http1_request(&self, head: &mut Vec<u8>) {
+        if !self.edits_request() {
+            return;
+        }
+        let Some((start, mut lines)) = split_head(head) else {
+            return;
+        };
+        let mut start = start.to_vec();
+        for f in self.each() {
+            if let Some(rewrite) = &f.path_rewrite {
+                start = rewrite_request_line(&start, |path| rewrite.apply(path));
+            }
+            if let Some(host) = &f.host_rewrite {
+                lines.retain(|(n, _)| !n.eq_ignore_ascii_case(b"host"));
+                lines.insert(0, (b"host".to_vec(), host.as_bytes().to_vec()));
+            }
+            apply_edits(&f.request_headers, &mut lines);
+        }
+        *head = join_head(&start, &lines);
+    }
+
+    /// Rewrites an HTTP/1.1 response head (status line, `name: value` lines, the empty line)
+    /// with the response header edits.
+    pub(crate) fn edit_http1_response(&self, head: &mut Vec<u8>) {
+        if !self.edits_response() {
+            return;
+        }
+        let Some((start, mut lines)) = split_head(head) else {
+            return;
+        };
+        let start = start.to_vec();
+        for f in self.each() {
+            apply_edits(&f.response_headers, &mut lines);
+        }
+        *head = join_head(&start, &lines);
+    }
+
+    /// The URLRewrite and the request header edits on an HTTP/2 request.
+    pub(crate) fn edit_h2_request<B>(&self, request: &mut http::Request<B>) {
+        if !self.edits_request() {
+            return;
+        }
+        for f in self.each() {
+            if f.path_rewrite.is_some() || f.host_rewrite.is_some() {
+                let uri = request.uri().clone();
+                let mut parts = uri.into_parts();
+                if let Some(rewrite) = &f.path_rewrite
+                    && let Some(pq) = &parts.path_and_query
+                {
+                    let path = rewrite.apply(pq.path());
+                    let new = match pq.query() {
+                        Some(q) => format!("{path}?{q}"),
+                        None => path,
+                    };
+                    if let Ok(pq) = new.parse() {
+                        parts.path_and_query = Some(pq);
+                    }
+                }
+                if let Some(host) = &f.host_rewrite
+                    && parts.scheme.is_some()
+                    && let Ok(authority) = host.parse()
+                {
+                    parts.authority = Some(authority);
+                }
+                if let Ok(uri) = http::Uri::from_parts(parts) {
+                    *request.uri_mut() = uri;
+                }
+                if let Some(host) = &f.host_rewrite
+                    && let Ok(value) = http::HeaderValue::from_str(host)
+                    && request.headers().contains_key(http::header::HOST)
+                {
+                    request.headers_mut().insert(http::header::HOST, value);
+                }
+            }
+            edit_map(&f.request_headers, request.headers_mut());
+        }
+    }
+
+    /// The response header edits on an HTTP/2 (or to-be-HTTP/1.1) response's header map.
+    pub(crate) fn edit_h2_response(&self, headers: &mut http::HeaderMap) {
+        if !self.edits_response() {
+            return;
+        }
+        for f in self.each() {
+            edit_map(&f.response_headers, headers);
+        }
+    }
+}
+
+fn apply_edits(edits: &snapshot::HeaderEdits, lines: &mut Vec<HeaderLine>) {
+    if edits.is_empty() {
+        return;
+    }
+    let (framing, mut rest): (Vec<_>, Vec<_>) = std::mem::take(lines)
+        .into_iter()
+        .partition(|(n, _)| is_framing(n));
+    edits.apply(&mut rest);
+    rest.retain(|(n, _)| !is_framing(n));
+    *lines = rest;
+    lines.extend(framing);
+}
+
+fn edit_map(edits: &snapshot::HeaderEdits, headers: &mut http::HeaderMap) {
+    if edits.is_empty() {
+        return;
+    }
+    let kept: Vec<(http::HeaderName, http::HeaderValue)> =
+        ["content-length", "transfer-encoding", "connection"]
+            .iter()
+            .flat_map(|n| {
+                headers
+                    .get_all(*n)
+                    .iter()
+                    .map(|v| (http::HeaderName::from_static(n), v.clone()))
+            })
+            .collect();
+    edits.apply_to_map(headers);
+    for n in ["content-length", "transfer-encoding", "connection"] {
+        headers.remove(n);
+    }
+    for (n, v) in kept {
+        headers.append(n, v);
+    }
+}
+
+/// `start line`, then `name: value` pairs, of a head the proxy wrote (CRLF lines, an empty
+/// line at the end).
+fn split_head(head: &[u8]) -> Option<(&[u8], Vec<HeaderLine>)> {
+    let body = head.strip_suffix(b"\r\n\r\n")?;
+    let mut lines = body
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let start = lines.next()?;
+    let headers = lines
+        .filter_map(|l| {
+            let colon = l.iter().position(|b| *b == b':')?;
+            Some((l[..colon].to_vec(), l[colon + 1..].trim_ascii().to_vec()))
+        })
+        .collect();
+    Some((start, headers))
+}
+
+fn join_head(start: &[u8], lines: &[HeaderLine]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        start.len() + 2 + lines.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + 2,
+    );
+    out.extend_from_slice(start);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in lines {
+        crate::h1::put_header(&mut out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// `METHOD /path?query VERSION` with the path rewritten (the query stays).
+fn rewrite_request_line(line: &[u8], rewrite: impl Fn(&str) -> String) -> Vec<u8> {
+    let text = String::from_utf8_lossy(line);
+    let mut parts = text.splitn(3, ' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        return line.to_vec();
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let mut out = format!("{method} {}", rewrite(path));
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out.push(' ');
+    out.push_str(version);
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snapshot::{HeaderEdits, PathRewrite};
+
+    fn name(n: &str) -> http::HeaderName {
+        http::HeaderName::from_bytes(n.as_bytes()).unwrap()
+    }
+
+    fn value(v: &str) -> http::HeaderValue {
+        http::HeaderValue::from_str(v).unwrap()
+    }
+
+    fn picked(route: RouteFilters) -> Picked {
+        Picked {
+            route: Some(Arc::new(route)),
+            backend: None,
+        }
+    }
+
+    #[test]
+    fn an_http1_request_head_gets_set_add_remove_and_the_rewrites() {
+        let filters = RouteFilters {
+            request_headers: HeaderEdits {
+                set: vec![(name("x-header-set"), value("set"))],
+                add: vec![(name("x-header-add"), value("added"))],
+                remove: vec![name("x-header-remove"), name("content-length")],
+            },
+            host_rewrite: Some("one.example.org".into()),
+            path_rewrite: Some(PathRewrite::Prefix {
+                matched: "/prefix/one".into(),
+                with: "/one".into(),
+            }),
+            ..RouteFilters::default()
+        };
+        let mut head = b"GET /prefix/one/two?q=1 HTTP/1.1\r\nhost: gw\r\nX-Header-Set: old\r\n\
+            x-header-add: first\r\nX-HEADER-REMOVE: gone\r\ncontent-length: 0\r\n\r\n"
+            .to_vec();
+        picked(filters).edit_http1_request(&mut head);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET /one/two?q=1 HTTP/1.1\r\nhost: one.example.org\r\nx-header-add: first\r\n\
+             x-header-set: set\r\nx-header-add: added\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn an_h2_response_gets_the_backend_edits_then_the_routes() {
+        let backend = RouteFilters {
+            response_headers: HeaderEdits {
+                set: vec![(name("x-both"), value("backend"))],
+                ..HeaderEdits::default()
+            },
+            ..RouteFilters::default()
+        };
+        let route = RouteFilters {
+            response_headers: HeaderEdits {
+                set: vec![(name("x-both"), value("route"))],
+                add: vec![(name("x-add"), value("a"))],
+                ..HeaderEdits::default()
+            },
+            ..RouteFilters::default()
+        };
+        let p = Picked {
+            route: Some(Arc::new(route)),
+            backend: Some(Arc::new(backend)),
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-add", value("0"));
+        p.edit_h2_response(&mut headers);
+        assert_eq!(headers.get("x-both").unwrap(), "route");
+        let adds: Vec<_> = headers.get_all("x-add").iter().collect();
+        assert_eq!(adds, ["0", "a"]);
+    }
+}
