@@ -467,8 +467,9 @@ class TestRun:
     def op_gateway_and_routes_accepted(self, step):
         gw_ref = step["gateway"]
         listeners = step.get("listeners")
-        self.vars[step["address_as"]] = self.gateway_address(gw_ref, listeners[0] if listeners else None,
-                                                             step.get("use_port", True))
+        address = self.gateway_address(gw_ref, listeners[0] if listeners else None, step.get("use_port", True))
+        if step.get("address_as"):
+            self.vars[step["address_as"]] = address
         for route in step.get("routes") or []:
             def check(route=route):
                 obj = self.get("httproute", route)
@@ -868,7 +869,8 @@ class TestRun:
                 self.percentage_mirror(step["mirror_distribution"], exp, address, step.get("transport"))
 
         def named(exp):
-            return step.get("name") or exp.get("name") or f"expectation {exp.get('index')}"
+            # A named step is the subtest already (run_steps says its name); else each expectation is.
+            return "" if step.get("name") else (exp.get("name") or f"expectation {exp.get('index')}")
 
         if step.get("parallel") and len(exps) > 1:
             with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(exps))) as pool:
@@ -889,7 +891,8 @@ class TestRun:
         if errors:
             for name, msg in errors[1:]:
                 self.failures.append((name, msg))
-            raise StepFailed(f"[{errors[0][0]}] {errors[0][1]}")
+            name, msg = errors[0]
+            raise StepFailed(f"[{name}] {msg}" if name else msg)
 
     def expect_mirrored(self, exp, since):
         path = exp["request"].get("path", "/")
@@ -907,7 +910,10 @@ class TestRun:
         last = ""
         for _round in range(spec["rounds"]):
             since = time.time()
-            self.send_many(exp, address, transport_spec, total, spec["concurrency"], retry=True)
+            failed = [err for _resp, err in self.send_many(exp, address, transport_spec, total, spec["concurrency"],
+                                                           retry=True) if err]
+            if failed:
+                self.fail(f"{len(failed)} of {total} requests to {path} failed 10 times in a row; first: {failed[0]}")
             time.sleep(0.5)  # the mirrored copies trail their originals
             ok = True
             counts = []
@@ -933,7 +939,7 @@ class TestRun:
                 with lock:
                     if next(counter, None) is None:
                         return
-                while True:
+                for attempt in range(10 if retry else 1):
                     e = copy.deepcopy(exp)
                     if headers_hook:
                         headers_hook(e)
@@ -942,7 +948,7 @@ class TestRun:
                         err = httpclient.compare(e, resp, e["request"].get("scheme", "http"))
                     except TransportError as x:
                         resp, err = None, f"transport error: {x}"
-                    if err is None or not retry:
+                    if err is None or attempt == (9 if retry else 0):
                         with lock:
                             results.append((resp, err))
                         break
@@ -1062,7 +1068,9 @@ class TestRun:
                 handler(step)
             except StepFailed as e:
                 where = "/".join(path + ((name,) if name else ()))
-                self.failures.append((where, str(e)))
+                if not getattr(e, "recorded", False):
+                    self.failures.append((where, str(e)))
+                    e.recorded = True
                 if not name:
                     # A failed require outside a t.Run ends the test (or its enclosing group).
                     raise
@@ -1224,7 +1232,7 @@ class Environment:
                         raise StepFailed(f"kgw apply refused the EndpointSlices of {m}'s Services: {out}")
             run.run_steps(case["steps"])
         except StepFailed as e:
-            if not run.failures or run.failures[-1][1] != str(e):
+            if not getattr(e, "recorded", False):
                 run.failures.append(("", str(e)))
         except Exception as e:  # a runner bug: the test fails with it, the run goes on
             run.failures.append(("", f"runner error: {type(e).__name__}: {e}\n{traceback.format_exc()}"))
