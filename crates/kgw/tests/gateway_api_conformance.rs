@@ -49,10 +49,17 @@ fn gateway_api_conformance() {
     let dir = report_dir();
     let report = dir.join("report.yaml");
     let started = Instant::now();
-    // kgw writes statuses before `kgw apply` returns, so upstream's waits (60 s for a status,
-    // 180 s for a Gateway address, 30 s to converge) only make a failure slower to report.
-    let (suite_ok, suite_out) =
-        run_runner(&["--report", report.to_str().unwrap(), "--timeout-scale", "0.25"]);
+    // kgw writes statuses and serves the new configuration before `kgw apply` returns, so
+    // upstream's waits (60 s for a status, 180 s for a Gateway address, 30 s for a request to
+    // pass 3 times in a row) would only make a failure slower to report.
+    let (suite_ok, suite_out) = run_runner(&[
+        "--report",
+        report.to_str().unwrap(),
+        "--timeout-scale",
+        "0.1",
+        "--max-time-to-consistency",
+        "10",
+    ]);
     let suite_time = started.elapsed();
     println!("{suite_out}");
     println!("conformance suite: {:.0} s", suite_time.as_secs_f64());
@@ -63,7 +70,9 @@ fn gateway_api_conformance() {
         "--report",
         self_check.to_str().unwrap(),
         "--timeout-scale",
-        "0.1",
+        "0.05",
+        "--max-time-to-consistency",
+        "3",
     ]);
     println!("{check_out}");
     println!(

@@ -69,10 +69,10 @@ CLUSTER_SCOPED = {"GatewayClass", "Namespace"}
 
 
 class Timeouts:
-    """Upstream config.DefaultTimeoutConfig, scaled by --timeout-scale."""
+    """Upstream config.DefaultTimeoutConfig; the status waits scaled by --timeout-scale."""
 
-    def __init__(self, scale):
-        self.consistency = 30.0 * scale  # MaxTimeToConsistency
+    def __init__(self, scale, consistency):
+        self.consistency = consistency  # MaxTimeToConsistency
         self.status = 60.0 * scale  # route/listener/class status waits
         self.gateway = 180.0 * scale  # Gateway condition / address waits
         self.mirror = 10.0 * scale
@@ -1118,7 +1118,7 @@ class Environment:
         self.args = args
         self.corpus = corpus
         self.workdir = workdir
-        self.timeouts = Timeouts(args.timeout_scale)
+        self.timeouts = Timeouts(args.timeout_scale, args.max_time_to_consistency)
         self.setup_warnings = []
         self.secrets = {}
         self.templater = Templater({"type": "IPAddress", "value": args.usable_address},
@@ -1488,7 +1488,9 @@ def main():
     p.add_argument("--self-check", action="store_true",
                    help="run mutated copies of a real case that the runner must fail (and the original, which must pass)")
     p.add_argument("--timeout-scale", type=float, default=1.0,
-                   help="multiply upstream's default timeouts (status waits, MaxTimeToConsistency) by this")
+                   help="multiply upstream's status waits (60 s, 180 s for a Gateway, 10 s for a mirror) by this")
+    p.add_argument("--max-time-to-consistency", type=float, default=30.0,
+                   help="seconds an HTTP expectation has to pass 3 times in a row (upstream: 30)")
     p.add_argument("--pool", default="127.0.10.0/24", help="kgw run --gateway-address-pool")
     p.add_argument("--pod-net", default="127.0.20.0/24", help="loopback addresses of the echo pods")
     p.add_argument("--usable-address", default="127.0.11.1", help="PLACEHOLDER_USABLE_ADDRS")
