@@ -258,17 +258,26 @@ impl Admin {
             return text(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "error: the server doesn't have a resource type \"{}\" (kgw knows gateways, httproutes, \
-                     services, endpointslices, backendconfigpolicies)",
-                    parts[0]
+                    "error: the server doesn't have a resource type \"{}\" (kgw knows {})",
+                    parts[0],
+                    api::Kind::ALL
+                        .iter()
+                        .map(|k| k.resource().split('.').next().unwrap_or_default())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
         };
-        let namespace = parts
-            .get(1)
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .or_else(|| q.get("namespace").cloned());
+        // Cluster-scoped kinds: `/apis/{kind}//{name}`, their namespace is "".
+        let namespace = if kind.is_namespaced() {
+            parts
+                .get(1)
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .or_else(|| q.get("namespace").cloned())
+        } else {
+            Some(String::new())
+        };
         let name = parts.get(2).filter(|s| !s.is_empty()).cloned();
         match *req.method() {
             Method::GET => {
@@ -276,13 +285,14 @@ impl Admin {
                 if let Some(n) = &name
                     && items.is_empty()
                 {
+                    let key = api::ObjectKey {
+                        kind,
+                        namespace: namespace.unwrap_or_default(),
+                        name: n.clone(),
+                    };
                     return text(
                         StatusCode::NOT_FOUND,
-                        format!(
-                            "Error from server (NotFound): {} \"{n}\" not found in namespace \"{}\"",
-                            kind.resource(),
-                            namespace.unwrap_or_default()
-                        ),
+                        format!("Error from server (NotFound): {}", store::not_found(&key)),
                     );
                 }
                 json(

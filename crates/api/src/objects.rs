@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::error::{FieldError, InvalidObject};
 use crate::{
-    Backend, BackendConfigPolicy, BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, GrpcRoute, HttpRoute,
-    ListenerPolicy, ObjectMeta, ReferenceGrant, Secret, Service, validate,
+    Backend, BackendConfigPolicy, BackendTlsPolicy, ConfigMap, EndpointSlice, Gateway, GatewayClass,
+    GrpcRoute, HttpRoute, ListenerPolicy, Namespace, ObjectMeta, ReferenceGrant, Secret, Service, validate,
 };
 
 /// The kinds this gateway reads, with the spellings kubectl accepts for them.
@@ -27,10 +27,16 @@ pub enum Kind {
     BackendTLSPolicy,
     Backend,
     ListenerPolicy,
+    GatewayClass,
+    Namespace,
 }
 
+/// The label the API server puts on every Namespace (since Kubernetes 1.22): its own name, so
+/// that a label selector can pick one namespace.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Gateway,
         Kind::HTTPRoute,
         Kind::GRPCRoute,
@@ -43,7 +49,14 @@ impl Kind {
         Kind::BackendTLSPolicy,
         Kind::Backend,
         Kind::ListenerPolicy,
+        Kind::GatewayClass,
+        Kind::Namespace,
     ];
+
+    /// Cluster-scoped kinds have no namespace: their key's namespace is "".
+    pub fn is_namespaced(self) -> bool {
+        !matches!(self, Kind::GatewayClass | Kind::Namespace)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -59,15 +72,19 @@ impl Kind {
             Kind::BackendTLSPolicy => "BackendTLSPolicy",
             Kind::Backend => "Backend",
             Kind::ListenerPolicy => "ListenerPolicy",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Namespace => "Namespace",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::Gateway | Kind::HTTPRoute | Kind::GRPCRoute | Kind::BackendTLSPolicy => {
-                "gateway.networking.k8s.io/v1"
-            }
-            Kind::Service | Kind::Secret | Kind::ConfigMap => "v1",
+            Kind::Gateway
+            | Kind::HTTPRoute
+            | Kind::GRPCRoute
+            | Kind::BackendTLSPolicy
+            | Kind::GatewayClass => "gateway.networking.k8s.io/v1",
+            Kind::Service | Kind::Secret | Kind::ConfigMap | Kind::Namespace => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::BackendConfigPolicy | Kind::Backend | Kind::ListenerPolicy => {
                 "gateway.kgateway.dev/v1alpha1"
@@ -80,14 +97,14 @@ impl Kind {
     /// Every apiVersion a manifest may give for this kind (same schema in each).
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::ReferenceGrant => &[
-                "gateway.networking.k8s.io/v1beta1",
+            // v1beta1 is still served for these (the conformance manifests use it), with v1's
+            // schema.
+            Kind::ReferenceGrant | Kind::Gateway | Kind::HTTPRoute | Kind::GatewayClass => &[
                 "gateway.networking.k8s.io/v1",
+                "gateway.networking.k8s.io/v1beta1",
             ],
-            Kind::Gateway | Kind::HTTPRoute | Kind::GRPCRoute | Kind::BackendTLSPolicy => {
-                &["gateway.networking.k8s.io/v1"]
-            }
-            Kind::Service | Kind::Secret | Kind::ConfigMap => &["v1"],
+            Kind::GRPCRoute | Kind::BackendTLSPolicy => &["gateway.networking.k8s.io/v1"],
+            Kind::Service | Kind::Secret | Kind::ConfigMap | Kind::Namespace => &["v1"],
             Kind::EndpointSlice => &["discovery.k8s.io/v1"],
             Kind::BackendConfigPolicy | Kind::Backend | Kind::ListenerPolicy => {
                 &["gateway.kgateway.dev/v1alpha1"]
@@ -110,6 +127,8 @@ impl Kind {
             Kind::BackendTLSPolicy => "backendtlspolicies.gateway.networking.k8s.io",
             Kind::Backend => "backends.gateway.kgateway.dev",
             Kind::ListenerPolicy => "listenerpolicies.gateway.kgateway.dev",
+            Kind::GatewayClass => "gatewayclasses.gateway.networking.k8s.io",
+            Kind::Namespace => "namespaces",
         }
     }
 
@@ -134,6 +153,8 @@ impl Kind {
             "backendtlspolicy" | "backendtlspolicies" | "btlspolicy" => Kind::BackendTLSPolicy,
             "backend" | "backends" => Kind::Backend,
             "listenerpolicy" | "listenerpolicies" => Kind::ListenerPolicy,
+            "gatewayclass" | "gatewayclasses" | "gc" => Kind::GatewayClass,
+            "namespace" | "namespaces" | "ns" => Kind::Namespace,
             _ => return None,
         };
         match group {
@@ -166,7 +187,11 @@ pub struct ObjectKey {
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} \"{}/{}\"", self.kind, self.namespace, self.name)
+        if self.kind.is_namespaced() {
+            write!(f, "{} \"{}/{}\"", self.kind, self.namespace, self.name)
+        } else {
+            write!(f, "{} \"{}\"", self.kind, self.name)
+        }
     }
 }
 
@@ -185,6 +210,8 @@ pub enum Object {
     BackendTLSPolicy(Box<BackendTlsPolicy>),
     Backend(Box<Backend>),
     ListenerPolicy(Box<ListenerPolicy>),
+    GatewayClass(Box<GatewayClass>),
+    Namespace(Box<Namespace>),
 }
 
 /// `$m!(variant)` for every variant: the per-kind match arms written once.
@@ -203,6 +230,8 @@ macro_rules! each_kind {
             Object::BackendTLSPolicy($o) => $body,
             Object::Backend($o) => $body,
             Object::ListenerPolicy($o) => $body,
+            Object::GatewayClass($o) => $body,
+            Object::Namespace($o) => $body,
         }
     };
 }
@@ -222,6 +251,8 @@ impl Object {
             Object::BackendTLSPolicy(_) => Kind::BackendTLSPolicy,
             Object::Backend(_) => Kind::Backend,
             Object::ListenerPolicy(_) => Kind::ListenerPolicy,
+            Object::GatewayClass(_) => Kind::GatewayClass,
+            Object::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -345,6 +376,8 @@ pub fn decode_object(value: &Value) -> Result<Object, DecodeError> {
         Kind::BackendTLSPolicy => Object::BackendTLSPolicy(Box::new(strict_decode(value).map_err(invalid)?)),
         Kind::Backend => Object::Backend(Box::new(strict_decode(value).map_err(invalid)?)),
         Kind::ListenerPolicy => Object::ListenerPolicy(Box::new(strict_decode(value).map_err(invalid)?)),
+        Kind::GatewayClass => Object::GatewayClass(Box::new(strict_decode(value).map_err(invalid)?)),
+        Kind::Namespace => Object::Namespace(Box::new(strict_decode(value).map_err(invalid)?)),
     };
     // The API server stores stringData as data (it wins over a data key of the same name), so
     // every reader sees one map.
@@ -356,10 +389,20 @@ pub fn decode_object(value: &Value) -> Result<Object, DecodeError> {
             data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
         }
     }
-    // Namespaced kinds default to "default", as kubectl does without -n.
+    // Namespaced kinds default to "default", as kubectl does without -n; cluster-scoped kinds
+    // have none (the API server ignores one given).
+    let namespaced = kind.is_namespaced();
     let meta = object.meta_mut();
-    if meta.namespace.as_deref().unwrap_or("").is_empty() {
+    if !namespaced {
+        meta.namespace = None;
+    } else if meta.namespace.as_deref().unwrap_or("").is_empty() {
         meta.namespace = Some("default".into());
+    }
+    if kind == Kind::Namespace {
+        let name = meta.name.clone().unwrap_or_default();
+        meta.labels
+            .get_or_insert_with(Default::default)
+            .insert(NAMESPACE_NAME_LABEL.into(), name);
     }
     let errors = validate::validate(&object);
     if !errors.is_empty() {
@@ -619,5 +662,66 @@ mod tests {
         );
         assert_eq!(Kind::from_cli("svc"), Some(Kind::Service));
         assert_eq!(Kind::from_cli("deployment"), None);
+        assert_eq!(Kind::from_cli("gatewayclass"), Some(Kind::GatewayClass));
+        assert_eq!(Kind::from_cli("ns"), Some(Kind::Namespace));
+    }
+
+    #[test]
+    fn cluster_scoped_kinds_have_no_namespace() {
+        let objects = parse_manifests(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: kgateway\n  \
+             namespace: ignored\nspec:\n  controllerName: kgateway.dev/kgateway\n---\napiVersion: v1\n\
+             kind: Namespace\nmetadata:\n  name: apps\n  labels:\n    team: a\n",
+            "test",
+        )
+        .expect("valid");
+        let class = &objects[0];
+        assert_eq!(class.key().namespace, "");
+        assert_eq!(class.meta().namespace, None);
+        assert_eq!(class.key().to_string(), "GatewayClass \"kgateway\"");
+        // As the API server does, every Namespace carries its own name as a label.
+        let labels = objects[1].meta().labels.clone().expect("labels");
+        assert_eq!(labels.get("team").map(String::as_str), Some("a"));
+        assert_eq!(labels.get(NAMESPACE_NAME_LABEL).map(String::as_str), Some("apps"));
+    }
+
+    #[test]
+    fn gateway_class_needs_a_controller_name() {
+        let err = parse_manifests(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: c\nspec:\n  \
+             controllerName: nodomain\n",
+            "test",
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("spec.controllerName"), "{err}");
+    }
+
+    #[test]
+    fn gateway_api_v1beta1_is_read_as_v1() {
+        let objects = parse_manifests(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  \
+             gatewayClassName: kgateway\n  listeners:\n  - name: http\n    port: 80\n    protocol: HTTP\n",
+            "test",
+        )
+        .expect("valid");
+        assert_eq!(objects[0].kind(), Kind::Gateway);
+        assert_eq!(
+            objects[0].to_value()["apiVersion"],
+            "gateway.networking.k8s.io/v1"
+        );
+    }
+
+    #[test]
+    fn a_kind_we_do_not_serve_is_named() {
+        let err = parse_manifests(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: echo\n",
+            "test",
+        )
+        .expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("no matches for kind \"Deployment\" in version \"apps/v1\""),
+            "{err}"
+        );
     }
 }

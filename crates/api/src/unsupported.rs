@@ -31,9 +31,22 @@ pub fn unsupported(object: &Object) -> Vec<FieldError> {
         Object::Backend(b) => backend(&b.spec),
         Object::BackendTLSPolicy(p) => backend_tls_policy(p),
         Object::ListenerPolicy(p) => listener_policy(&p.spec),
-        Object::Service(_) | Object::Secret(_) | Object::ConfigMap(_) | Object::ReferenceGrant(_) => {
-            Vec::new()
-        }
+        Object::GatewayClass(c) => gateway_class(c),
+        Object::Service(_)
+        | Object::Secret(_)
+        | Object::ConfigMap(_)
+        | Object::ReferenceGrant(_)
+        | Object::Namespace(_) => Vec::new(),
+    }
+}
+
+/// A class of ours with parameters (kgateway's GatewayParameters): kgw provisions nothing, so
+/// they would have no effect. Other controllers' classes are theirs to judge.
+fn gateway_class(class: &crate::GatewayClass) -> Vec<FieldError> {
+    if class.spec.controller_name == crate::CONTROLLER_NAME && class.spec.parameters_ref.is_some() {
+        vec![FieldError::forbidden("spec.parametersRef", NOT_YET)]
+    } else {
+        Vec::new()
     }
 }
 

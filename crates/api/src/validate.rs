@@ -37,6 +37,33 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
             }
         }
         Object::BackendTLSPolicy(p) => errors.extend(backend_tls_policy(p)),
+        Object::GatewayClass(c) => {
+            // The CRD's pattern: a domain-prefixed path, e.g. kgateway.dev/kgateway.
+            if !c
+                .spec
+                .controller_name
+                .split_once('/')
+                .is_some_and(|(domain, path)| is_dns_subdomain(domain) && !path.is_empty())
+            {
+                errors.push(FieldError::invalid(
+                    "spec.controllerName",
+                    &c.spec.controller_name,
+                    "a domain-prefixed path is required, e.g. kgateway.dev/kgateway (kgw serves the classes \
+                     of that controller)",
+                ));
+            }
+        }
+        Object::Namespace(n) => {
+            let name = n.metadata.name.as_deref().unwrap_or_default();
+            if !name.is_empty() && (name.len() > 63 || name.contains('.')) {
+                errors.push(FieldError::invalid(
+                    "metadata.name",
+                    &name,
+                    "a Namespace's name is a DNS-1123 label: at most 63 lower case alphanumeric \
+                     characters or '-', without dots; rename the Namespace",
+                ));
+            }
+        }
         Object::Gateway(g) => {
             if g.spec.gateway_class_name.is_empty() {
                 errors.push(FieldError::required(

@@ -139,6 +139,7 @@ pub async fn delete(
                 "error: resource(s) were provided, but no name was specified: kgw delete {kind} NAME -n NAMESPACE"
             );
         }
+        let namespace = if cluster_scoped(kind) { "" } else { namespace };
         for n in names {
             targets.push((kind.to_string(), namespace.to_string(), n.clone()));
         }
@@ -169,6 +170,7 @@ pub async fn patch(
     patch_type: &str,
     patch_text: &str,
 ) -> anyhow::Result<()> {
+    let namespace = if cluster_scoped(kind) { "" } else { namespace };
     let path = format!("/apis/{kind}/{namespace}/{name}");
     let (status, body) = call(server, Method::GET, &path, None).await?;
     if !status.is_success() {
@@ -241,9 +243,12 @@ pub async fn get(
     namespace: Option<&str>,
     output: Option<&str>,
 ) -> anyhow::Result<()> {
+    // Cluster-scoped kinds: no namespace, whatever -n says (as kubectl).
+    let namespace = if cluster_scoped(kind) { None } else { namespace };
     let path = match (namespace, name) {
         (Some(ns), Some(n)) => format!("/apis/{kind}/{ns}/{n}"),
         (Some(ns), None) => format!("/apis/{kind}/{ns}"),
+        (None, Some(n)) if cluster_scoped(kind) => format!("/apis/{kind}//{n}"),
         (None, Some(n)) => {
             bail!("error: a resource cannot be retrieved by name across all namespaces ({n}); use -n")
         }
@@ -284,15 +289,24 @@ pub async fn get(
         Some(other) => bail!(
             "error: unable to match a printer suitable for the output format \"{other}\", allowed formats are: json,name,yaml"
         ),
-        None => table(&items, namespace.is_none(), namespace.unwrap_or("")),
+        None => table(
+            &items,
+            namespace.is_none() && !cluster_scoped(kind),
+            namespace.unwrap_or(""),
+        ),
     }
     Ok(())
+}
+
+/// A kind without namespaces (GatewayClass, Namespace), as the user typed it.
+fn cluster_scoped(kind: &str) -> bool {
+    api::Kind::from_cli(kind).is_some_and(|k| !k.is_namespaced())
 }
 
 /// kubectl's default table for the kind: the columns its CRD or kubectl prints.
 fn table(items: &[Value], all_namespaces: bool, namespace: &str) {
     if items.is_empty() {
-        if all_namespaces {
+        if all_namespaces || namespace.is_empty() {
             eprintln!("No resources found");
         } else {
             eprintln!("No resources found in {namespace} namespace.");
@@ -308,6 +322,7 @@ fn table(items: &[Value], all_namespaces: bool, namespace: &str) {
     header.extend(match kind {
         "BackendConfigPolicy" => vec!["ACCEPTED", "ATTACHED"],
         "Gateway" => vec!["CLASS", "ADDRESS", "PROGRAMMED"],
+        "GatewayClass" => vec!["CONTROLLER", "ACCEPTED"],
         "HTTPRoute" | "GRPCRoute" => vec!["HOSTNAMES"],
         "Service" => vec!["TYPE", "PORT(S)"],
         "EndpointSlice" => vec!["ADDRESSTYPE", "PORTS", "ENDPOINTS"],
@@ -340,6 +355,15 @@ fn table(items: &[Value], all_namespaces: bool, namespace: &str) {
                     .map(|c| str_of(c, "status"))
                     .unwrap_or_default();
                 row.push(programmed);
+            }
+            "GatewayClass" => {
+                row.push(text("/spec/controllerName"));
+                let accepted = list(i, "/status/conditions")
+                    .iter()
+                    .find(|c| c.get("type").and_then(Value::as_str) == Some("Accepted"))
+                    .map(|c| str_of(c, "status"))
+                    .unwrap_or_else(|| "Unknown".into());
+                row.push(accepted);
             }
             "HTTPRoute" | "GRPCRoute" => {
                 let hosts: Vec<String> = list(i, "/spec/hostnames")

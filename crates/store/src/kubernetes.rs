@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::{Rejected, Store};
 
 /// Controller name of the GatewayClasses whose Gateways kgw serves.
-pub const CONTROLLER_NAME: &str = "kgateway.dev/kgateway";
+pub const CONTROLLER_NAME: &str = api::CONTROLLER_NAME;
 
 fn resource(kind: Kind) -> ApiResource {
     let (group, version, plural) = match kind {
@@ -37,15 +37,10 @@ fn resource(kind: Kind) -> ApiResource {
         Kind::ConfigMap => ("", "v1", "configmaps"),
         Kind::ReferenceGrant => ("gateway.networking.k8s.io", "v1beta1", "referencegrants"),
         Kind::BackendTLSPolicy => ("gateway.networking.k8s.io", "v1", "backendtlspolicies"),
+        Kind::GatewayClass => ("gateway.networking.k8s.io", "v1", "gatewayclasses"),
+        Kind::Namespace => ("", "v1", "namespaces"),
     };
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind.as_str()), plural)
-}
-
-fn gateway_class_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "GatewayClass"),
-        "gatewayclasses",
-    )
 }
 
 /// Gateways are served only when their GatewayClass is ours: both are tracked here and the store
@@ -124,8 +119,8 @@ pub fn watch_cluster(
     let classes = Arc::new(Mutex::new(Classes::default()));
     let (synced, synced_rx) = tokio::sync::watch::channel(None);
     let first_sync = Arc::new(FirstSync {
-        // One watch per kind, and the GatewayClasses.
-        remaining: Mutex::new(Kind::ALL.len() + 1),
+        // One watch per kind.
+        remaining: Mutex::new(Kind::ALL.len()),
         synced,
     });
     for kind in Kind::ALL {
@@ -138,10 +133,10 @@ pub fn watch_cluster(
         tokio::spawn(async move {
             let ar = served_resource(&client, kind).await;
             let api: Api<DynamicObject> = match &namespace {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-                None => Api::all_with(client.clone(), &ar),
+                Some(ns) if kind.is_namespaced() => Api::namespaced_with(client.clone(), ns, &ar),
+                _ => Api::all_with(client.clone(), &ar),
             };
-            let mut stream = watcher::watcher(api, watch_config(kind))
+            let mut stream = watcher::watcher(api, watch_config(kind, namespace.as_deref()))
                 .default_backoff()
                 .boxed();
             let mut listing: Vec<Object> = Vec::new();
@@ -253,86 +248,30 @@ pub fn watch_cluster(
                         _ => tracing::warn!(kind = %kind, "watch failed, retrying: {e}"),
                     },
                 }
+                if kind == Kind::GatewayClass {
+                    // Which classes are ours decides which Gateways the store gets.
+                    let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
+                    let ours = our_classes(&store);
+                    if ours != c.ours {
+                        c.ours = ours;
+                        c.publish(&store);
+                    }
+                }
             }
         });
     }
-    // GatewayClasses: which class names are ours.
-    let api: Api<DynamicObject> = Api::all_with(client, &gateway_class_resource());
-    tokio::spawn(async move {
-        let mut listed_once = false;
-        let mut stream = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut all: BTreeMap<String, bool> = BTreeMap::new();
-        let mut listing: BTreeMap<String, bool> = BTreeMap::new();
-        while let Some(event) = stream.next().await {
-            let changed = match event {
-                Ok(Event::Init) => {
-                    listing.clear();
-                    false
-                }
-                Ok(Event::InitApply(o)) => {
-                    listing.insert(o.metadata.name.clone().unwrap_or_default(), is_ours(&o));
-                    false
-                }
-                Ok(Event::InitDone) => {
-                    all = std::mem::take(&mut listing);
-                    true
-                }
-                Ok(Event::Apply(o)) => {
-                    all.insert(o.metadata.name.clone().unwrap_or_default(), is_ours(&o));
-                    true
-                }
-                Ok(Event::Delete(o)) => {
-                    all.remove(o.metadata.name.as_deref().unwrap_or_default());
-                    true
-                }
-                Err(e) => {
-                    match refusal(&e) {
-                        Some(404) if !listed_once => {
-                            tracing::warn!(
-                                "the API server does not serve {}: the Gateway API CRDs are not installed, so no Gateway is served until they are (install them: `kgw crds | kubectl apply -f -`)",
-                                resource_name(&gateway_class_resource())
-                            );
-                            listed_once = true;
-                            first_sync.listed(&store);
-                        }
-                        Some(403) => tracing::error!(
-                            "{}; kgw stays unready until it can read every kind",
-                            forbidden(&gateway_class_resource())
-                        ),
-                        _ => tracing::warn!("watch of GatewayClasses failed, retrying: {e}"),
-                    }
-                    false
-                }
-            };
-            if changed {
-                let mut c = classes.lock().unwrap_or_else(|e| e.into_inner());
-                c.ours = all
-                    .iter()
-                    .filter(|(_, ours)| **ours)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                c.publish(&store);
-                drop(c);
-                if !listed_once {
-                    // The first change is the first listing's InitDone.
-                    listed_once = true;
-                    first_sync.listed(&store);
-                }
-            }
-        }
-    });
     synced_rx
 }
 
 /// What each watch asks the API server for. Secrets: every type but Helm's release records
 /// (`helm.sh/release.v1`, up to 1 MiB each, one per release revision), which can be most of a
 /// cluster's Secret bytes and never hold TLS material; API servers select Secrets by `type`.
-fn watch_config(kind: Kind) -> watcher::Config {
+/// Namespaces, with --namespace: that one only (its labels are all a Selector reads).
+fn watch_config(kind: Kind, namespace: Option<&str>) -> watcher::Config {
     let config = watcher::Config::default();
-    match kind {
-        Kind::Secret => config.fields("type!=helm.sh/release.v1"),
+    match (kind, namespace) {
+        (Kind::Secret, _) => config.fields("type!=helm.sh/release.v1"),
+        (Kind::Namespace, Some(ns)) => config.fields(&format!("metadata.name={ns}")),
         _ => config,
     }
 }
@@ -413,8 +352,16 @@ fn forbidden(ar: &ApiResource) -> String {
     )
 }
 
-fn is_ours(class: &DynamicObject) -> bool {
-    class.data.pointer("/spec/controllerName").and_then(Value::as_str) == Some(CONTROLLER_NAME)
+/// The names of the GatewayClasses of our controller the store holds.
+fn our_classes(store: &Store) -> BTreeSet<String> {
+    store
+        .resources()
+        .into_iter()
+        .filter_map(|(key, object)| match &*object {
+            Object::GatewayClass(class) if class.spec.controller_name == CONTROLLER_NAME => Some(key.name),
+            _ => None,
+        })
+        .collect()
 }
 
 /// API object -> our validated Object; what does not validate is returned with its key and why,
@@ -651,8 +598,11 @@ impl StatusWriter {
         };
         tracing::debug!(changed = todo.len(), "writing statuses");
         for (key, status) in todo {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &key.namespace, &resource(key.kind));
+            let api: Api<DynamicObject> = if key.kind.is_namespaced() {
+                Api::namespaced_with(self.client.clone(), &key.namespace, &resource(key.kind))
+            } else {
+                Api::all_with(self.client.clone(), &resource(key.kind))
+            };
             let mut patch = serde_json::json!({ "status": status });
             if key.kind == Kind::BackendTLSPolicy {
                 // A Gateway API policy other implementations may also serve: a merge patch

@@ -176,12 +176,7 @@ impl Store {
                     path.display()
                 )));
             }
-            return Err(StoreError::NotFound(format!(
-                "{} \"{}\" not found in namespace \"{}\"",
-                key.kind.resource(),
-                key.name,
-                key.namespace
-            )));
+            return Err(StoreError::NotFound(not_found(key)));
         }
         let mut applied = state.applied.clone();
         applied.remove(key);
@@ -346,6 +341,20 @@ impl Store {
     }
 }
 
+/// kubectl's words for an object that is not there (cluster-scoped kinds have no namespace).
+pub fn not_found(key: &ObjectKey) -> String {
+    if key.kind.is_namespaced() {
+        format!(
+            "{} \"{}\" not found in namespace \"{}\"",
+            key.kind.resource(),
+            key.name,
+            key.namespace
+        )
+    } else {
+        format!("{} \"{}\" not found", key.kind.resource(), key.name)
+    }
+}
+
 /// Parses and validates a manifest, then refuses what the data plane cannot do yet.
 pub fn admit(text: &str, origin: &str) -> Result<Vec<Object>, StoreError> {
     let objects = api::parse_manifests(text, origin).map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -373,7 +382,11 @@ pub(crate) fn not_supported_yet(object: &Object) -> Option<String> {
     Some(
         api::InvalidObject {
             kind: key.kind.to_string(),
-            name: format!("{}/{}", key.namespace, key.name),
+            name: if key.kind.is_namespaced() {
+                format!("{}/{}", key.namespace, key.name)
+            } else {
+                key.name.clone()
+            },
             errors,
         }
         .to_string(),

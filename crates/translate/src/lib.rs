@@ -7,6 +7,8 @@ mod backend_policy;
 mod backend_tls_policy;
 mod backends;
 mod gateway_status;
+pub mod features;
+mod gateway_class;
 mod grpc_routes;
 mod listener_isolation;
 mod listener_policy;
@@ -34,13 +36,15 @@ pub type Resources = BTreeMap<ObjectKey, Arc<Object>>;
 pub type Statuses = BTreeMap<ObjectKey, Value>;
 
 /// kgateway's controller name, written into every status we own.
-pub const CONTROLLER_NAME: &str = "kgateway.dev/kgateway";
+pub const CONTROLLER_NAME: &str = api::CONTROLLER_NAME;
 
 /// Label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 pub fn translate(resources: &Resources, version: u64, now: SystemTime) -> (Snapshot, Statuses) {
     let mut statuses = Statuses::new();
+    gateway_class::statuses(resources, &mut statuses, now);
+    let resources = &*gateway_class::without_foreign_gateways(resources);
     let mut clusters = service_clusters(resources);
     backends::clusters(resources, &mut clusters, &mut statuses, now);
     let mut errored = backend_policy::attach(resources, &mut clusters, &mut statuses, now);
@@ -362,6 +366,26 @@ pub fn rejected_status(kind: Kind, object: &Value, message: &str, now: SystemTim
             "conditions",
             Value::Array(vec![condition("Accepted", false, "Invalid", message, &now)]),
         )])),
-        Kind::Service | Kind::EndpointSlice | Kind::Secret | Kind::ConfigMap | Kind::ReferenceGrant => None,
+        // A refused class of ours says why, in the place the API gives its conditions.
+        Kind::GatewayClass => (object.pointer("/spec/controllerName").and_then(Value::as_str)
+            == Some(CONTROLLER_NAME))
+        .then(|| {
+            json_object([(
+                "conditions",
+                Value::Array(vec![condition(
+                    "Accepted",
+                    false,
+                    "InvalidParameters",
+                    message,
+                    &now,
+                )]),
+            )])
+        }),
+        Kind::Service
+        | Kind::EndpointSlice
+        | Kind::Secret
+        | Kind::ConfigMap
+        | Kind::ReferenceGrant
+        | Kind::Namespace => None,
     }
 }

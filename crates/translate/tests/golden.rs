@@ -125,6 +125,7 @@ golden_tests! {
     query_method_named => "query-method-named",
     backend_refs => "backend-refs",
     route_filters => "route-filters",
+    gateway_classes => "gateway-classes",
 }
 
 #[test]
