@@ -274,6 +274,35 @@ fn the_guide_with_kubectl() {
     let route: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(route["status"]["parents"][0]["conditions"][0]["type"], "Accepted");
     assert_eq!(route["status"]["parents"][0]["conditions"][0]["status"], "True");
+    // and the GatewayClass's (cluster-scoped), with what kgw supports
+    let class = wait_for(
+        "the GatewayClass status in the API server",
+        Duration::from_secs(10),
+        || {
+            let out = api.kubectl(&["get", "gatewayclass", "kgateway", "-o", "json"], "");
+            let class: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            class["status"]
+                .get("supportedFeatures")
+                .is_some()
+                .then_some(class)
+        },
+    );
+    assert!(
+        class["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Accepted" && c["status"] == "True" && c["reason"] == "Accepted"),
+        "{class}"
+    );
+    assert!(
+        class["status"]["supportedFeatures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "HTTPRoute"),
+        "{class}"
+    );
 
     // What writing statuses cost (`-- --nocapture`): one patch per object whose status changed.
     for line in gw
