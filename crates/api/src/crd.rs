@@ -3,8 +3,10 @@
 //! BackendConfigPolicy's schema comes from the types of [`crate::backend_config_policy`] and
 //! their `#[schemars(...)]` attributes: the fields, types, enums, bounds, patterns, defaults and
 //! list/map types of kgateway's CRD. It leaves out:
-//! - the CRD's CEL rules (`x-kubernetes-validations`): API servers before 1.25 refuse them, and
-//!   [`crate::backend_config_policy::validate`] enforces them (the admission webhook's job);
+//! - the CRD's CEL rules (`x-kubernetes-validations`): API servers before 1.25 refuse them, so
+//!   `kgw crds` places kgateway's on this schema from its own data unless `--no-cel`
+//!   (crates/kgw/src/crds/), and [`crate::backend_config_policy::validate`] enforces them too
+//!   (the admission webhook's job);
 //! - descriptions: the doc comments are written for Rust readers;
 //! - `nullable`: kgateway's CRD has none (the API server drops a `null` field, then defaults it).
 //!
