@@ -380,37 +380,24 @@ const TLS_CRT: &str = "tls.crt";
 const TLS_KEY: &str = "tls.key";
 const CA_CRT: &str = "ca.crt";
 
-/// What the API server checks of a `kubernetes.io/tls` Secret (both keys present), and what we
-/// check beyond it because the gateway would serve or send them: the certificate and key parse,
-/// the key is the certificate's, and a `ca.crt` (in any Secret) is a bundle of certificates.
+/// What the API server checks of a `kubernetes.io/tls` Secret: both keys present. Their content
+/// is not checked here, as the API server does not: a Secret is taken as a cluster would take it,
+/// and what uses it (an HTTPS listener, a BackendConfigPolicy) says in its status what is wrong
+/// with the pair (Gateway API's InvalidCertificateRef; the conformance test
+/// GatewayInvalidTLSConfiguration applies such a Secret). A `ca.crt` (in any Secret) must be a
+/// bundle of certificates.
 fn secret(s: &crate::Secret) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let data = |key: &str| s.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.as_slice());
     if s.type_.as_deref() == Some("kubernetes.io/tls") {
-        let (cert, key) = (data(TLS_CRT), data(TLS_KEY));
-        for (name, value) in [(TLS_CRT, cert), (TLS_KEY, key)] {
-            if value.is_none() {
+        for name in [TLS_CRT, TLS_KEY] {
+            if data(name).is_none() {
                 errors.push(FieldError::required(
                     format!("data[{name}]"),
                     format!(
                         "a kubernetes.io/tls Secret needs {name} (PEM), e.g. from kubectl create secret tls"
                     ),
                 ));
-            }
-        }
-        if let (Some(cert), Some(key)) = (cert, key) {
-            match crate::tls_material::key_pair(cert, key) {
-                Ok(()) => {}
-                Err(crate::tls_material::KeyPairError::Certificate(e)) => errors.push(FieldError::invalid(
-                    "data[tls.crt]",
-                    &"<certificate>",
-                    format!("{e}; put the PEM certificate chain (leaf first) in tls.crt"),
-                )),
-                Err(crate::tls_material::KeyPairError::Key(e)) => errors.push(FieldError::invalid(
-                    "data[tls.key]",
-                    &"<private key>",
-                    format!("{e}; put the PEM private key of tls.crt's certificate in tls.key"),
-                )),
             }
         }
     }

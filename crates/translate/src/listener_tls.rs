@@ -11,7 +11,7 @@ use snapshot::ServerCertificate;
 
 use crate::Resources;
 use crate::reference_grant::{Side, permitted};
-use crate::tls_objects::{TLS_CRT, TLS_KEY, unexpired};
+use crate::tls_objects::{TLS_CRT, TLS_KEY, key_pair, unexpired};
 
 /// Why a listener has no certificate: Gateway API's listener condition reason and a message.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,19 +120,7 @@ fn resolve(
         })
     };
     let (chain, key_pem) = (text(TLS_CRT)?, text(TLS_KEY)?);
-    // A kubernetes.io/tls Secret's pair was checked when it was applied (validation refuses one
-    // that does not match); Secrets of other types were not, so theirs is checked here, once
-    // per translation.
-    if secret.type_.as_deref() != Some("kubernetes.io/tls") {
-        api::tls_material::key_pair(chain.as_bytes(), key_pem.as_bytes()).map_err(|e| {
-            let e = match e {
-                api::tls_material::KeyPairError::Certificate(e) | api::tls_material::KeyPairError::Key(e) => {
-                    e
-                }
-            };
-            invalid(format!("invalid TLS secret {namespace}/{}: {e}", r.name))
-        })?;
-    }
+    key_pair(&chain, &key_pem, &format!("Secret {namespace}/{}", r.name)).map_err(invalid)?;
     unexpired(&chain, &format!("Secret {namespace}/{} {TLS_CRT}", r.name), now).map_err(invalid)?;
     Ok(ServerCertificate {
         name: listener.name.clone(),

@@ -1,7 +1,8 @@
 //! Reading certificates out of Secrets and ConfigMaps for translation: the PEM text, or a
-//! message that names the object, the key and the fix. Validation already refused PEM that
-//! does not parse; what is left here is what only the whole configuration shows (an object
-//! that does not exist, a key that is not there, a certificate that expired since).
+//! message that names the object, the key and the fix. Validation already refused a CA bundle
+//! that does not parse; what is left here is what only the whole configuration shows (an object
+//! that does not exist, a key that is not there, a certificate that expired since) and a
+//! Secret's certificate and key, which are taken at apply as the API server takes them.
 
 use std::time::SystemTime;
 
@@ -84,4 +85,18 @@ pub(crate) fn unexpired(pem: &str, what: &str, now: SystemTime) -> Result<(), St
         ));
     }
     Ok(())
+}
+
+/// A certificate chain and private key the data plane can serve: both parse, and the key is the
+/// certificate's. `what` names where they come from (e.g. `Secret ns/name`).
+pub(crate) fn key_pair(chain: &str, key: &str, what: &str) -> Result<(), String> {
+    use api::tls_material::KeyPairError;
+    api::tls_material::key_pair(chain.as_bytes(), key.as_bytes()).map_err(|e| match e {
+        KeyPairError::Certificate(e) => {
+            format!("{what} {TLS_CRT}: {e}; put the PEM certificate chain (leaf first) in {TLS_CRT}")
+        }
+        KeyPairError::Key(e) => {
+            format!("{what} {TLS_KEY}: {e}; put the PEM private key of {TLS_CRT}'s certificate in {TLS_KEY}")
+        }
+    })
 }

@@ -13,7 +13,7 @@ use snapshot::{
 };
 
 use crate::Resources;
-use crate::tls_objects::{CA_CRT, TLS_CRT, TLS_KEY, secret, unexpired};
+use crate::tls_objects::{CA_CRT, TLS_CRT, TLS_KEY, key_pair, secret, unexpired};
 
 /// The policy's TLS, or why it cannot be applied (the clusters it targets then answer 503).
 pub(super) fn tls(
@@ -93,10 +93,17 @@ pub(super) fn tls(
                 now,
             )?;
         }
-        out.client_certificate = client(
-            chain.map(PemSource::Inline),
-            text(TLS_KEY)?.map(PemSource::Inline),
-        )?;
+        let key = text(TLS_KEY)?;
+        if let (Some(chain), Some(key)) = (&chain, &key)
+            && t.simple_tls != Some(true)
+        {
+            key_pair(
+                chain,
+                key,
+                &format!("spec.tls.secretRef: Secret {namespace}/{}", r.name),
+            )?;
+        }
+        out.client_certificate = client(chain.map(PemSource::Inline), key.map(PemSource::Inline))?;
         out.validation = with_ca(text(CA_CRT)?.map(PemSource::Inline))?;
     } else if let Some(f) = &t.files {
         let file = |p: &Option<String>| p.as_ref().map(|p| PemSource::File(p.into()));
