@@ -673,6 +673,26 @@ fn the_committed_crds_are_what_kgw_crds_prints() {
     }
 }
 
+/// Why `--no-cel` exists: an API server before 1.25 (ours is 1.20) refuses the CRDs with CEL
+/// rules, naming the field; the same CRDs without them are accepted.
+#[test]
+fn an_api_server_before_1_25_refuses_the_cel_rules_and_takes_no_cel() {
+    let Some(api) = ApiServer::start() else { return };
+    let with_rules = Command::new(KGW).arg("crds").output().unwrap();
+    assert!(with_rules.status.success());
+    let refused = api.kubectl(
+        &["apply", "-f", "-"],
+        &String::from_utf8_lossy(&with_rules.stdout),
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("x-kubernetes-validations"),
+        "kubectl apply of `kgw crds` on 1.20: {stderr}"
+    );
+    let without = Command::new(KGW).args(["crds", "--no-cel"]).output().unwrap();
+    api.apply(&String::from_utf8_lossy(&without.stdout));
+}
+
 #[test]
 fn the_install_manifests_apply_to_a_real_api_server() {
     let Some(api) = ApiServer::start() else { return };
