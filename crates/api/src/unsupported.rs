@@ -271,9 +271,6 @@ pub fn http_route(r: &HttpRoute) -> Vec<FieldError> {
                 out.push(FieldError::forbidden(format!("{at}.filters[{k}].type"), NOT_YET));
             }
         }
-        if rule.timeouts.is_some() {
-            out.push(FieldError::forbidden(format!("{at}.timeouts"), NOT_YET));
-        }
         for (j, m) in rule.matches.iter().flatten().enumerate() {
             if matches!(
                 m.path.as_ref().and_then(|p| p.r#type.as_ref()),

@@ -343,3 +343,93 @@ fn methods_route_with_precedence_and_named_rules_are_served() {
         }
     }
 }
+
+/// The conformance tests' HTTPRoutes (HTTPRouteRequestTimeout, HTTPRouteBackendTimeout), with a
+/// rule that sets no timeout beside them.
+const TIMEOUT_ROUTES: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: timeouts
+  namespace: policies
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /request-timeout}
+    backendRefs:
+    - {name: v1, port: 8080}
+    timeouts:
+      request: 500ms
+  - matches:
+    - path: {type: PathPrefix, value: /disable-request-timeout}
+    backendRefs:
+    - {name: v1, port: 8080}
+    timeouts:
+      request: "0s"
+  - matches:
+    - path: {type: PathPrefix, value: /backend-timeout}
+    backendRefs:
+    - {name: v1, port: 8080}
+    timeouts:
+      backendRequest: 500ms
+  - matches:
+    - path: {type: PathPrefix, value: /disable-backend-timeout}
+    backendRefs:
+    - {name: v1, port: 8080}
+    timeouts:
+      backendRequest: "0s"
+  - matches:
+    - path: {type: PathPrefix, value: /default}
+    backendRefs:
+    - {name: v1, port: 8080}
+"#;
+
+#[test]
+fn rule_timeouts_answer_504_when_the_backend_is_slower_and_0s_turns_them_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = Echo::start(&["v1"]);
+    // A default route timeout shorter than the slow backend: `0s` must lift it, not fall back.
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port)
+        .arg("--route-timeout")
+        .arg("700ms")
+        .start();
+    apply(
+        &gw,
+        &format!("{}{}{TIMEOUT_ROUTES}", gateway_yaml(port), echo.services(NS)),
+    );
+    wait_routed(&gw, "/default");
+    for h2 in [false, true] {
+        for prefix in ["/request-timeout", "/backend-timeout"] {
+            let fast = send(gw.port, "GET", prefix, &[], h2);
+            assert_eq!(fast.status, 200, "{prefix} (h2: {h2}): {}", fast.body);
+            let started = std::time::Instant::now();
+            let slow = send(gw.port, "GET", &format!("{prefix}?delay=1s"), &[], h2);
+            assert_eq!(slow.status, 504, "{prefix}?delay=1s (h2: {h2}): {}", slow.body);
+            assert_eq!(slow.body, "upstream request timeout");
+            let waited = started.elapsed();
+            assert!(
+                waited >= Duration::from_millis(450) && waited < Duration::from_millis(950),
+                "{prefix}: answered after {waited:?}, not at the rule's 500ms"
+            );
+        }
+        for prefix in ["/disable-request-timeout", "/disable-backend-timeout"] {
+            let slow = send(gw.port, "GET", &format!("{prefix}?delay=1s"), &[], h2);
+            assert_eq!(slow.status, 200, "{prefix}?delay=1s (h2: {h2}): {}", slow.body);
+            assert_eq!(slow.backend().as_deref(), Some("v1"));
+        }
+        // No rule timeout: the proxy's default (700ms here) still applies.
+        let slow = send(gw.port, "GET", "/default?delay=1s", &[], h2);
+        assert_eq!(slow.status, 504, "/default?delay=1s (h2: {h2})");
+    }
+    let text = gw.dump("GET", "").to_string();
+    assert!(
+        text.contains(r#""timeout":"0.500s""#),
+        "the dump shows the rule's timeout: {text}"
+    );
+    assert!(
+        text.contains(r#""timeout":"0s""#),
+        "the dump shows the timeout turned off: {text}"
+    );
+}

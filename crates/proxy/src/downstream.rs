@@ -445,7 +445,7 @@ impl Downstream {
                     .await?
             }
             // An HTTP/2 upstream (h1_to_h2.rs): one flag read, the HTTP/1.1 path untouched.
-            Ok((cluster, endpoint)) if cluster.speaks_http2() => {
+            Ok((cluster, endpoint, route)) if cluster.speaks_http2() => {
                 let request = crate::h1_to_h2::H1Request {
                     cluster: &cluster,
                     endpoint: &endpoint,
@@ -454,10 +454,11 @@ impl Downstream {
                     is_head,
                     set_cookies,
                     route_filters,
+                    route_timeout: crate::route_timeout::of(route, dp.options.route_timeout),
                 };
                 Box::pin(self.forward_to_h2(dp, request)).await?
             }
-            Ok((cluster, endpoint)) => {
+            Ok((cluster, endpoint, route)) => {
                 // One look at the policy for the request.
                 let (mut options, proxy_protocol) = {
                     let policy = cluster.policy_ref();
@@ -488,6 +489,7 @@ impl Downstream {
                     response_status: std::sync::atomic::AtomicU16::new(0),
                     upgrade: upgrading,
                     route_filters,
+                    route_timeout: crate::route_timeout::of(route, dp.options.route_timeout),
                 };
                 self.proxy(dp, exchange, route_timer, idle_timer).await?
             }
@@ -654,16 +656,16 @@ impl<'a> RequestLine<'a> {
     }
 }
 
-/// Where a request goes: its route's cluster (picked by weight) and that cluster's endpoint, or
-/// the local reply when there is none. `cluster_name` gets the picked cluster's name, for the
-/// access log.
-pub(crate) fn route_to_endpoint(
-    runtime: &Runtime,
+/// Where a request goes: its route's cluster (picked by weight) and that cluster's endpoint,
+/// with the route (for its policies), or the local reply when there is none. `cluster_name`
+/// gets the picked cluster's name, for the access log.
+pub(crate) fn route_to_endpoint<'r>(
+    runtime: &'r Runtime,
     port: u16,
     view: &RequestView<'_>,
     pick: &mut load_balancing::PickContext<'_>,
     cluster_name: Option<&mut String>,
-) -> Result<(Arc<ClusterRuntime>, Arc<Endpoint>), LocalReply> {
+) -> Result<(Arc<ClusterRuntime>, Arc<Endpoint>, &'r snapshot::Route), LocalReply> {
     if view.method == "CONNECT" {
         // No tunnels yet: refused, and the connection closes (what follows may be tunnel
         // bytes, not a request).
@@ -695,7 +697,7 @@ pub(crate) fn route_to_endpoint(
         stats::inc(&cluster.stats().upstream_cx_none_healthy);
         return Err(LocalReply::no_healthy_upstream());
     };
-    Ok((cluster.clone(), endpoint))
+    Ok((cluster.clone(), endpoint, route))
 }
 
 /// `peer`'s IP as x-forwarded-for carries it (IPv4-mapped IPv6 addresses shown as IPv4).

@@ -52,6 +52,8 @@ pub(crate) struct H1Request<'a> {
     pub is_head: bool,
     pub set_cookies: Vec<String>,
     pub route_filters: crate::route_filters::Picked,
+    /// The route's timeout for the response head (`route_timeout.rs`).
+    pub route_timeout: Duration,
 }
 
 impl Downstream {
@@ -70,6 +72,7 @@ impl Downstream {
             is_head,
             set_cookies,
             route_filters,
+            route_timeout,
         } = r;
         let keep_alive = head.keep_alive && !dp.is_draining();
         if head.upgrade == h1::Upgrade::WebSocket {
@@ -121,6 +124,7 @@ impl Downstream {
             set_cookies,
             &response_status,
             &route_filters,
+            route_timeout,
         );
         let result = match cluster.http_options().max_stream_duration {
             None => exchange.await,
@@ -176,8 +180,8 @@ impl Downstream {
         set_cookies: Vec<String>,
         response_status: &AtomicU16,
         route_filters: &crate::route_filters::Picked,
+        route_timeout: Duration,
     ) -> Result<Outcome, LocalReply> {
-        let route_timeout = dp.options.route_timeout;
         let idle = dp.options.stream_idle_timeout;
         let no_body = head.framing == Framing::Empty;
         let proxied = cluster

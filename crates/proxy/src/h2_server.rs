@@ -322,7 +322,7 @@ async fn serve_stream(
             send_local_reply(&mut respond, &reply, is_head, dp.options.stream_idle_timeout).await;
             (reply.sent_status(), reply.flag, None)
         }
-        Ok((cluster, endpoint)) => {
+        Ok((cluster, endpoint, route)) => {
             let proxied = if cluster.policy_ref().proxy_protocol.is_some() {
                 client.local.map(|destination| ProxyAddresses {
                     source: client.peer,
@@ -340,6 +340,7 @@ async fn serve_stream(
                 proxied,
                 set_cookies: &set_cookies,
                 route_filters: &route_filters,
+                route_timeout: crate::route_timeout::of(route, dp.options.route_timeout),
             };
             match forward(dp, &cluster, &endpoint, request, &mut body, &mut respond).await {
                 Ok(ended) => (ended.status, ended.flag, Some(endpoint.address)),

@@ -48,6 +48,8 @@ pub(crate) struct StreamRequest<'a> {
     pub set_cookies: &'a [String],
     /// The HTTPRoute filters of the route and backend (`route_filters.rs`).
     pub route_filters: &'a crate::route_filters::Picked,
+    /// The route's timeout for the response head (`route_timeout.rs`).
+    pub route_timeout: Duration,
 }
 
 /// How a proxied stream ended, for the counters and the access log.
@@ -81,7 +83,7 @@ pub(crate) async fn exchange(
         *interim.status_mut() = http::StatusCode::CONTINUE;
         let _ = respond.send_informational(interim);
     }
-    let (head_wait, _) = response_head_wait(dp);
+    let (head_wait, _) = response_head_wait(dp, request.route_timeout);
     let conn = tokio::select! {
         biased;
         c = circuit_breakers::connection_for(cluster, endpoint, request.proxied, head_wait, true) => c?,
@@ -182,7 +184,7 @@ impl Exchange<'_> {
         respond: &mut SendResponse<Bytes>,
     ) -> Result<Ended, LocalReply> {
         let started = std::time::Instant::now();
-        let (head_wait, head_timeout) = response_head_wait(dp);
+        let (head_wait, head_timeout) = response_head_wait(dp, self.request.route_timeout);
         let replayable = dp.options.retry_on_reused_connection
             && self.framing == Framing::Empty
             && crate::downstream::is_idempotent(self.request.parts.method.as_str());
@@ -903,6 +905,7 @@ mod tests {
             proxied: None,
             set_cookies: &[],
             route_filters: &Default::default(),
+            route_timeout: Duration::from_secs(15),
         };
         let mut out = Vec::new();
         write_request_head(&mut out, &request, framing);

@@ -56,7 +56,7 @@ async fn run(
     respond: &mut SendResponse<Bytes>,
     response_status: &AtomicU16,
 ) -> Result<Ended, LocalReply> {
-    let route_timeout = dp.options.route_timeout;
+    let route_timeout = request.route_timeout;
     let upstream_scheme = if cluster.tls.client().is_some() {
         "https"
     } else {
@@ -410,6 +410,7 @@ mod tests {
             proxied: None,
             set_cookies: &[],
             route_filters: &Default::default(),
+            route_timeout: Duration::from_secs(15),
         };
         let head = upstream_request(&request, "http").unwrap();
         assert_eq!(head.uri().to_string(), "http://www.example.com/pkg.Svc/Call");

@@ -60,7 +60,7 @@ impl Downstream {
         idle_timer: Pin<&mut Sleep>,
     ) -> Result<Outcome, LocalReply> {
         let now = tokio::time::Instant::now();
-        let (head_wait, _) = response_head_wait(dp);
+        let (head_wait, _) = response_head_wait(dp, x.route_timeout);
         if x.framing == Framing::Empty {
             route_timer.as_mut().reset(now + head_wait);
         }
@@ -123,7 +123,7 @@ impl Downstream {
         mut route_timer: Pin<&mut Sleep>,
         mut idle_timer: Pin<&mut Sleep>,
     ) -> Result<Outcome, LocalReply> {
-        let (head_wait, head_timeout) = response_head_wait(dp);
+        let (head_wait, head_timeout) = response_head_wait(dp, x.route_timeout);
         let mut retried = false;
         // A replay in flight counts in the breaker's retries until the response head.
         let mut replay: Option<RetryGuard> = None;
@@ -254,7 +254,7 @@ impl Downstream {
             Ok(sent) => sent,
             Err(failure) => return Ok(Err(failure)),
         };
-        let (head_wait, head_timeout) = response_head_wait(dp);
+        let (head_wait, head_timeout) = response_head_wait(dp, x.route_timeout);
         route_timer
             .as_mut()
             .reset(tokio::time::Instant::now() + head_wait);
@@ -640,6 +640,8 @@ pub(crate) struct Exchange<'a> {
     pub upgrade: bool,
     /// The HTTPRoute filters of the route and backend (`route_filters.rs`).
     pub route_filters: crate::route_filters::Picked,
+    /// The route's timeout for the response head (`route_timeout.rs`).
+    pub route_timeout: Duration,
 }
 
 /// Why one attempt did not give a response head.
@@ -748,17 +750,18 @@ struct BodySent {
 }
 
 /// How long a request waits for its response head, and the answer when that runs out: the
-/// route timeout, or the stream idle timeout when it is shorter (nothing moves on the stream
-/// while the upstream thinks; Envoy then answers 504 `SI`). One timer serves both.
-pub(crate) fn response_head_wait(dp: &DataPlane) -> (Duration, fn() -> LocalReply) {
+/// route timeout (its route's, else the default), or the stream idle timeout when it is shorter
+/// (nothing moves on the stream while the upstream thinks; Envoy then answers 504 `SI`). One
+/// timer serves both.
+pub(crate) fn response_head_wait(dp: &DataPlane, route_timeout: Duration) -> (Duration, fn() -> LocalReply) {
     let options = &dp.options;
-    if options.stream_idle_timeout < options.route_timeout {
+    if options.stream_idle_timeout < route_timeout {
         (
             options.stream_idle_timeout,
             LocalReply::stream_timeout_after_request,
         )
     } else {
-        (options.route_timeout, LocalReply::upstream_timeout)
+        (route_timeout, LocalReply::upstream_timeout)
     }
 }
 

@@ -47,6 +47,7 @@ mod proxy_protocol;
 mod query_match;
 mod recycle;
 mod route_filters;
+mod route_timeout;
 mod router;
 mod socket_options;
 mod stats;

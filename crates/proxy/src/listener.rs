@@ -307,6 +307,7 @@ mod tests {
             websocket_upgrade: false,
             query_params: Vec::new(),
             filters: None,
+            timeout: None,
         };
         Arc::new(Snapshot {
             version,

@@ -481,6 +481,7 @@ fn route(r: &Route, clusters: &[Cluster]) -> Value {
                     "INTERNAL_SERVER_ERROR".into(),
                 );
             }
+            crate::route_timeout::render(r.timeout, &mut action);
             v.insert("route".into(), Value::Object(action));
         }
         RouteAction::Direct { status, body } => {

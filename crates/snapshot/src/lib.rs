@@ -7,6 +7,7 @@ mod listener_tls;
 mod misdirected;
 mod route_filters;
 mod route_query;
+mod route_timeout;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -105,6 +106,9 @@ pub struct Route {
     pub query_params: Vec<QueryParamMatch>,
     /// The rule's HTTPRoute filters (`route_filters.rs`); None: none.
     pub filters: Option<std::sync::Arc<RouteFilters>>,
+    /// The rule's timeout (Envoy's route `timeout`): how long a request may wait for its
+    /// response head, from the end of the request; zero is no limit. None: the proxy's default.
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

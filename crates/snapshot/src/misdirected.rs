@@ -32,6 +32,7 @@ pub fn misdirected_route() -> &'static Route {
         websocket_upgrade: true,
         query_params: Vec::new(),
         filters: None,
+        timeout: None,
     });
     &ROUTE
 }

@@ -144,6 +144,7 @@ fn add_rules(
                     websocket_upgrade: actions[rule_index].websocket,
                     query_params: Vec::new(),
                     filters: None,
+                    timeout: None,
                 },
                 order,
             });

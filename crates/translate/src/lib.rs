@@ -16,6 +16,7 @@ mod listener_tls;
 mod reference_grant;
 mod route_filters;
 mod route_query;
+mod route_timeout;
 mod routes;
 mod tls_objects;
 

@@ -707,6 +707,7 @@ fn add_rules(
                     websocket_upgrade: actions[rule_index].websocket,
                     query_params,
                     filters: crate::route_filters::for_match(rule, m, port),
+                    timeout: crate::route_timeout::timeout(rule),
                 },
                 order,
             });

@@ -126,6 +126,7 @@ golden_tests! {
     backend_refs => "backend-refs",
     route_filters => "route-filters",
     gateway_classes => "gateway-classes",
+    route_timeouts => "route-timeouts",
 }
 
 #[test]
