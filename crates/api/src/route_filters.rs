@@ -87,3 +87,45 @@ pub(crate) fn validate_rule(i: usize, rule: &HttpRouteRules) -> Vec<FieldError> 
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(v: serde_json::Value) -> HttpRouteRules {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn replace_prefix_match_needs_one_path_prefix_match() {
+        let rewrite = serde_json::json!([{"type": "URLRewrite",
+            "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/x"}}}]);
+        let exact = rule(serde_json::json!({
+            "matches": [{"path": {"type": "Exact", "value": "/a"}}], "filters": rewrite}));
+        let errors = validate_rule(0, &exact);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "spec.rules[0].filters[0].urlRewrite.path.type");
+        assert!(errors[0].detail.contains("exactly one match, of type PathPrefix"));
+        let prefix = rule(serde_json::json!({
+            "matches": [{"path": {"type": "PathPrefix", "value": "/a"}}], "filters": rewrite}));
+        assert!(validate_rule(0, &prefix).is_empty());
+        assert!(validate_rule(0, &rule(serde_json::json!({"filters": rewrite}))).is_empty());
+    }
+
+    #[test]
+    fn redirect_and_rewrite_together_or_repeated_are_refused() {
+        let both = rule(serde_json::json!({"filters": [
+            {"type": "RequestRedirect", "requestRedirect": {"hostname": "a.example"}},
+            {"type": "URLRewrite", "urlRewrite": {"hostname": "b.example"}},
+            {"type": "URLRewrite", "urlRewrite": {"hostname": "c.example"}},
+        ]}));
+        let details: Vec<String> = validate_rule(0, &both).into_iter().map(|e| e.detail).collect();
+        assert_eq!(details.len(), 2, "{details:?}");
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains("URLRewrite filter cannot be repeated"))
+        );
+        assert!(details.iter().any(|d| d.contains("not both")));
+    }
+}

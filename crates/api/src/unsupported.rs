@@ -7,8 +7,8 @@
 
 use gateway_api::grpcroutes::{GrpcRoute, GrpcRouteRulesMatchesHeadersType, GrpcRouteRulesMatchesMethodType};
 use gateway_api::httproutes::{
-    HttpRoute, HttpRouteRulesFiltersType, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
-    HttpRouteRulesMatchesQueryParamsType,
+    HttpRoute, HttpRouteRulesBackendRefsFiltersType, HttpRouteRulesFiltersType,
+    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -307,18 +307,28 @@ pub fn http_route(r: &HttpRoute) -> Vec<FieldError> {
         for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
             out.extend(backend_ref(
                 &format!("{at}.backendRefs[{j}]"),
-                b.filters.as_ref().is_some_and(|f| !f.is_empty()),
+                b.filters.iter().flatten().any(|f| {
+                    !matches!(
+                        f.r#type,
+                        HttpRouteRulesBackendRefsFiltersType::RequestHeaderModifier
+                            | HttpRouteRulesBackendRefsFiltersType::ResponseHeaderModifier
+                    )
+                }),
             ));
         }
     }
     out
 }
 
-/// The HTTPRoute filter types the data plane applies (`proxy/src/route_filters.rs`).
+/// The HTTPRoute filter types the data plane applies (`proxy/src/route_filters.rs`); a
+/// backendRef's: RequestHeaderModifier and ResponseHeaderModifier.
 fn http_route_filter_served(t: &HttpRouteRulesFiltersType) -> bool {
     matches!(
         t,
-        HttpRouteRulesFiltersType::RequestHeaderModifier | HttpRouteRulesFiltersType::RequestRedirect
+        HttpRouteRulesFiltersType::RequestHeaderModifier
+            | HttpRouteRulesFiltersType::ResponseHeaderModifier
+            | HttpRouteRulesFiltersType::RequestRedirect
+            | HttpRouteRulesFiltersType::UrlRewrite
     )
 }
 
@@ -362,12 +372,13 @@ pub fn grpc_route(r: &GrpcRoute) -> Vec<FieldError> {
     out
 }
 
-/// A route's backendRef, without filters. Any kind is taken: one kgw does not serve (neither a
+/// A route's backendRef: refused when it has a filter kgw does not apply there
+/// (`unserved_filters`; HTTPRoute's header modifiers are applied). Any kind is taken: one kgw does not serve (neither a
 /// Service nor a Backend) is what Gateway API specifies for it, the route's ResolvedRefs=False
 /// InvalidKind and a 500 for the rule's share of the traffic.
-fn backend_ref(at: &str, has_filters: bool) -> Vec<FieldError> {
+fn backend_ref(at: &str, unserved_filters: bool) -> Vec<FieldError> {
     let mut out = Vec::new();
-    if has_filters {
+    if unserved_filters {
         out.push(FieldError::forbidden(format!("{at}.filters"), NOT_YET));
     }
     out

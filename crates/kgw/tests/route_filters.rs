@@ -110,6 +110,77 @@ const RULES: &str = r#"
     filters:
     - type: RequestRedirect
       requestRedirect: {hostname: example.org, statusCode: 301}
+  - matches: [{path: {type: PathPrefix, value: /scheme}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, statusCode: 303}
+  - matches: [{path: {type: PathPrefix, value: /port}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {port: 8083, statusCode: 307}
+  - matches: [{path: {type: PathPrefix, value: /scheme-port-443}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, port: 443, hostname: example.org, statusCode: 308}
+  - matches: [{path: {type: PathPrefix, value: /original-prefix}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}
+  - matches: [{path: {type: PathPrefix, value: /full-redirect}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /full-path-replacement}}
+  - matches: [{path: {type: PathPrefix, value: /resp}}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+        add: [{name: X-Header-Add, value: add-appends-values}]
+        remove: [X-Header-Remove]
+    backendRefs: [{name: echo, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /anything/resp}}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+        remove: [Content-Type]
+    backendRefs: [{name: h2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /backend-headers}}]
+    backendRefs:
+    - name: echo
+      port: 80
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: X-Backend, value: echo}]}
+      - type: ResponseHeaderModifier
+        responseHeaderModifier: {add: [{name: X-Picked, value: echo}]}
+    - name: echo-b
+      port: 80
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: X-Backend, value: echo-b}]}
+      - type: ResponseHeaderModifier
+        responseHeaderModifier: {add: [{name: X-Picked, value: echo-b}]}
+  - matches: [{path: {type: PathPrefix, value: /prefix/one}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: one.example.org, path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}
+    backendRefs: [{name: echo, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /strip-prefix}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: echo, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /full/one}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /one}}
+    backendRefs: [{name: echo, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /anything/rewrite}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: rewritten.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: /anything}}
+    backendRefs: [{name: h2, port: 80}]
 "#;
 
 fn gateway_yaml(port: u16, b: &Backends) -> String {
@@ -118,7 +189,7 @@ fn gateway_yaml(port: u16, b: &Backends) -> String {
          gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n---\n{}{}\
          apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: filters\n  namespace: {NS}\nspec:\n  \
          parentRefs: [{{name: gw}}]\n  rules:{RULES}",
-        service("echo", b.echo_port, None),
+        service("echo", b.echo_port, None) + &service("echo-b", b.echo_port, None),
         service("h2", b.h2_port, Some("kubernetes.io/h2c")),
     )
 }
@@ -287,4 +358,136 @@ fn request_redirect_answers_with_the_location_and_status() {
         redirect,
         serde_json::json!({"host_redirect": "example.org", "port_redirect": gw.port})
     );
+}
+
+#[test]
+fn request_redirect_builds_scheme_port_and_path_as_gateway_api_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _b) = start(dir.path());
+    let port = gw.port;
+    let cases: [(&str, u16, String); 6] = [
+        // A scheme and no port: the scheme's port, left out; the request's host, without its port.
+        ("/scheme/a?q=1", 303, "https://127.0.0.1/scheme/a?q=1".into()),
+        // A port and no scheme: the request's scheme.
+        ("/port", 307, "http://127.0.0.1:8083/port".into()),
+        // The scheme's default port is left out.
+        (
+            "/scheme-port-443",
+            308,
+            "https://example.org/scheme-port-443".into(),
+        ),
+        (
+            "/original-prefix/lemon",
+            302,
+            format!("http://127.0.0.1:{port}/replacement-prefix/lemon"),
+        ),
+        (
+            "/original-prefix",
+            302,
+            format!("http://127.0.0.1:{port}/replacement-prefix"),
+        ),
+        (
+            "/full-redirect/x",
+            302,
+            format!("http://127.0.0.1:{port}/full-path-replacement"),
+        ),
+    ];
+    for version in VERSIONS {
+        for (path, status, location) in &cases {
+            let r = curl_with(&gw, version, path, &[]);
+            assert_eq!(
+                (r.status, r.header("location")),
+                (*status, Some(location.as_str())),
+                "{version} {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn response_header_modifier_edits_the_response_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _b) = start(dir.path());
+    for version in VERSIONS {
+        let r = curl_with(
+            &gw,
+            version,
+            "/resp",
+            &["x-echo-set-header: X-Header-Set:orig,X-Header-Add:orig,X-Header-Remove:gone"],
+        );
+        assert_eq!(r.status, 200, "{version}");
+        let all = |name: &str| -> Vec<&str> {
+            r.headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(all("x-header-set"), ["set-overwrites-values"], "{version}");
+        assert_eq!(all("x-header-add"), ["orig", "add-appends-values"], "{version}");
+        assert!(all("x-header-remove").is_empty(), "{version}");
+        assert_eq!(all("x-backend-sent"), ["yes"], "{version}");
+        // From the HTTP/2 backend.
+        let r = curl_with(&gw, version, "/anything/resp", &[]);
+        assert_eq!(r.status, 200, "{version}");
+        assert_eq!(
+            r.header("x-header-set"),
+            Some("set-overwrites-values"),
+            "{version}"
+        );
+        assert_eq!(r.header("content-type"), None, "{version}");
+        assert!(
+            r.body.contains("\"url\""),
+            "{version}: the body still comes: {}",
+            r.body
+        );
+    }
+}
+
+#[test]
+fn a_backend_refs_header_filters_apply_only_when_it_is_picked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _b) = start(dir.path());
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let version = VERSIONS[i % 2];
+        let r = curl_with(&gw, version, "/backend-headers", &["x-backend: client"]);
+        assert_eq!(r.status, 200, "{version}");
+        let sent = echoed(&r, "x-backend");
+        assert_eq!(sent.len(), 1, "{version}: {sent:?}");
+        // The response edit is the picked backend's too.
+        assert_eq!(r.header("x-picked"), Some(sent[0].as_str()), "{version}");
+        seen.insert(sent[0].clone());
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["echo", "echo-b"]);
+}
+
+#[test]
+fn url_rewrite_changes_the_host_and_path_sent_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _b) = start(dir.path());
+    for version in VERSIONS {
+        for (path, want_path, want_host) in [
+            ("/prefix/one/two?x=y", "/one/two?x=y", "one.example.org"),
+            ("/strip-prefix/three", "/three", ""),
+            ("/strip-prefix", "/", ""),
+            ("/full/one/two", "/one", ""),
+        ] {
+            let r = curl_with(&gw, version, path, &[]);
+            assert_eq!(r.status, 200, "{version} {path}");
+            let echo = r.json();
+            assert_eq!(echo["path"], want_path, "{version} {path}");
+            let host = if want_host.is_empty() {
+                format!("127.0.0.1:{}", gw.port)
+            } else {
+                want_host.to_string()
+            };
+            assert_eq!(echo["host"], host.as_str(), "{version} {path}");
+        }
+        // To the HTTP/2 backend: `:path` (the sample backend shows a Host header, which an
+        // HTTP/2 request does not have, not `:authority`).
+        let r = curl_with(&gw, version, "/anything/rewrite/x?a=b", &[]);
+        assert_eq!(r.status, 200, "{version}");
+        assert_eq!(r.json()["url"], "http://localhost/anything/x?a=b", "{version}");
+    }
 }

@@ -285,6 +285,27 @@ mod tests {
     }
 
     #[test]
+    fn an_h2_request_gets_its_authority_and_path_rewritten() {
+        let p = picked(RouteFilters {
+            host_rewrite: Some("one.example.org".into()),
+            path_rewrite: Some(PathRewrite::Full("/one".into())),
+            request_headers: HeaderEdits {
+                remove: vec![name("x-remove")],
+                ..HeaderEdits::default()
+            },
+            ..RouteFilters::default()
+        });
+        let mut request = http::Request::builder()
+            .uri("http://gw:8080/full/one/two?q=1")
+            .header("x-remove", "1")
+            .body(())
+            .unwrap();
+        p.edit_h2_request(&mut request);
+        assert_eq!(request.uri().to_string(), "http://one.example.org/one?q=1");
+        assert!(request.headers().get("x-remove").is_none());
+    }
+
+    #[test]
     fn an_h2_response_gets_the_backend_edits_then_the_routes() {
         let backend = RouteFilters {
             response_headers: HeaderEdits {
