@@ -253,8 +253,10 @@ pub fn gateway(g: &Gateway) -> Vec<FieldError> {
             ));
         }
     }
-    if g.spec.tls.is_some() {
-        out.push(FieldError::forbidden("spec.tls", NOT_YET));
+    // spec.tls.frontend (client certificate validation) is served; a client certificate
+    // for backends is not yet.
+    if g.spec.tls.as_ref().is_some_and(|t| t.backend.is_some()) {
+        out.push(FieldError::forbidden("spec.tls.backend", NOT_YET));
     }
     if g.spec.infrastructure.is_some() {
         out.push(FieldError::forbidden("spec.infrastructure", NOT_YET));

@@ -1,83 +1,181 @@
-//! HTTPS ports: TLS termination for client connections. Each bound HTTPS address has one rustls
-//! `ServerConfig`, made once, whose certificate resolver picks by SNI from the port's current
-//! certificate set. A new Snapshot swaps that set (arc-swap): the next handshake sees the new
-//! certificates at once, and connections already open keep theirs (no re-bind, nothing dropped).
-//! PEM is parsed when the data plane takes the Snapshot (`DataPlane::update`), never per
+//! HTTPS ports: TLS termination for client connections. Each Gateway listener of a port (an
+//! Envoy filter chain) has its own rustls `ServerConfig`: its certificate and, with Gateway
+//! API's `spec.tls.frontend`, its client certificate validation. The handshake reads the
+//! ClientHello first and takes the chain its SNI picks from the port's current set. A new
+//! Snapshot swaps that set (arc-swap): the next handshake sees the new chains at once, and
+//! connections already open keep theirs (no re-bind, nothing dropped). PEM is parsed and the
+//! configurations made when the data plane takes the Snapshot (`DataPlane::update`), never per
 //! handshake.
 //!
 //! Defaults: TLS 1.2 and 1.3 only, rustls's cipher suites (all AEAD with forward secrecy),
 //! ALPN `h2` then `http/1.1` (`negotiated_http2`: such a connection goes to `h2_server.rs`).
 //! A ClientHello that no certificate serves (its SNI names none and there is no
-//! catch-all) is refused with an alert and counted in `no_filter_chain_match`, as Envoy counts a
-//! connection no filter chain matched (Envoy resets it without an alert).
+//! catch-all) is closed and counted in `no_filter_chain_match`, as Envoy closes a connection no
+//! filter chain matched. Client certificates: AllowValidOnly requires one that chains to the
+//! CAs (rustls's WebPkiClientVerifier); AllowInsecureFallback asks for one and takes whatever
+//! comes, as Envoy's `trust_chain_verification: ACCEPT_UNTRUSTED`.
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
-use rustls::{CipherSuite, ProtocolVersion, ServerConfig};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{Acceptor, WebPkiClientVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{CipherSuite, DistinguishedName, ProtocolVersion, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use snapshot::ListenerTls;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use snapshot::{ClientValidation, ListenerTls};
 use tokio::net::TcpStream;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::stats::{Metric, MetricKind, Scope};
 
-/// The error rustls gives when the resolver found no certificate (it sends `access_denied`).
-const NO_CERTIFICATE: &str = "no server certificate chain resolved";
-
-/// A port's certificates, parsed.
+/// A port's filter chains, parsed.
 pub(crate) struct Certificates {
     /// As the Snapshot gave them, to tell whether a new one changed them.
     source: ListenerTls,
-    /// Those that parsed, in match order, and their keys, index for index.
+    /// Those that parsed, in match order, and their configurations, index for index.
     tls: ListenerTls,
-    keys: Vec<Arc<CertifiedKey>>,
+    configs: Vec<Arc<ServerConfig>>,
 }
 
 impl Certificates {
-    /// Parses each certificate and key. One that does not parse (translation checks them, so
-    /// this is a Secret that changed under it) is left out and logged; the others serve.
+    /// Parses each certificate, key and CA bundle. A chain that does not parse (translation
+    /// checks them, so this is an object that changed under it) is left out and logged; the
+    /// others serve.
     pub(crate) fn parse(listener: &str, tls: &ListenerTls) -> Certificates {
         let provider = provider();
         let mut kept = ListenerTls {
             certificates: Vec::with_capacity(tls.certificates.len()),
         };
-        let mut keys = Vec::with_capacity(tls.certificates.len());
+        let mut configs = Vec::with_capacity(tls.certificates.len());
         for c in &tls.certificates {
-            match certified_key(&c.certificate_chain, &c.private_key, &provider) {
-                Ok(key) => {
+            let config = certified_key(&c.certificate_chain, &c.private_key, &provider)
+                .and_then(|key| server_config(key, c.client_validation.as_ref()));
+            match config {
+                Ok(config) => {
                     kept.certificates.push(c.clone());
-                    keys.push(Arc::new(key));
+                    configs.push(Arc::new(config));
                 }
                 Err(e) => tracing::error!(
                     listener,
                     certificate = c.name,
-                    "this Gateway listener's certificate is not served: {e}; fix the certificateRefs Secret (tls.crt, tls.key)"
+                    "this Gateway listener is not served: {e}; fix the certificateRefs Secret (tls.crt, tls.key) or the \
+                     caCertificateRefs ConfigMap (ca.crt)"
                 ),
             }
         }
         Certificates {
             source: tls.clone(),
             tls: kept,
-            keys,
+            configs,
         }
     }
 
-    fn select(&self, sni: Option<&str>) -> Option<&Arc<CertifiedKey>> {
+    /// The configuration of the chain a ClientHello's SNI picks.
+    fn select(&self, sni: Option<&str>) -> Option<&Arc<ServerConfig>> {
         let picked = self.tls.select(sni)?;
         let index = self
             .tls
             .certificates
             .iter()
             .position(|c| std::ptr::eq(c, picked))?;
-        self.keys.get(index)
+        self.configs.get(index)
+    }
+}
+
+/// One chain's TLS configuration: TLS 1.3 and 1.2, its certificate, ALPN h2 then http/1.1,
+/// and client certificates as `validation` says.
+fn server_config(key: CertifiedKey, validation: Option<&ClientValidation>) -> Result<ServerConfig, String> {
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS configuration: {e}"))?;
+    let builder = match validation {
+        None => builder.with_no_client_auth(),
+        Some(v) => builder.with_client_cert_verifier(client_verifier(v)?),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
+    // HTTP/2 first, as Envoy's HTTP connection manager offers them (a client that offers
+    // neither gets no_application_protocol; one that offers no ALPN speaks HTTP/1.1).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn client_verifier(v: &ClientValidation) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(v.ca_bundle.as_bytes()) {
+        let cert = cert.map_err(|e| format!("CA bundle: {e}"))?;
+        roots.add(cert).map_err(|e| format!("CA bundle: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("CA bundle: no PEM certificate".into());
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(provider()));
+    if v.allow_insecure_fallback {
+        let inner = builder
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("CA bundle: {e}"))?;
+        Ok(Arc::new(InsecureFallback(inner)))
+    } else {
+        builder.build().map_err(|e| format!("CA bundle: {e}"))
+    }
+}
+
+/// AllowInsecureFallback: asks for a client certificate and checks it, but lets the client
+/// through whatever the answer (the proof of the key is still checked, as TLS requires).
+#[derive(Debug)]
+struct InsecureFallback(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for InsecureFallback {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if let Err(e) = self.0.verify_client_cert(end_entity, intermediates, now) {
+            tracing::debug!("client certificate not valid, let through (AllowInsecureFallback): {e}");
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 
@@ -145,7 +243,7 @@ pub(crate) struct SslStats {
     pub connection_error: AtomicU64,
     /// Handshakes that resumed an earlier session.
     pub session_reused: AtomicU64,
-    /// Handshakes done without a client certificate: all of them (no client authentication).
+    /// Handshakes done without a client certificate.
     pub no_certificate: AtomicU64,
     pub no_filter_chain_match: AtomicU64,
     versions: [AtomicU64; VERSIONS.len()],
@@ -157,7 +255,9 @@ impl SslStats {
         let version = connection.protocol_version();
         let suite = connection.negotiated_cipher_suite().map(|s| s.suite());
         crate::stats::inc(&self.handshake);
-        crate::stats::inc(&self.no_certificate);
+        if connection.peer_certificates().is_none() {
+            crate::stats::inc(&self.no_certificate);
+        }
         if connection.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
             crate::stats::inc(&self.session_reused);
         }
@@ -227,90 +327,70 @@ impl SslStats {
     }
 }
 
-/// Picks a handshake's certificate by SNI from the port's current set.
-struct SniResolver {
-    current: ArcSwap<Certificates>,
-    stats: Arc<SslStats>,
-}
-
-impl fmt::Debug for SniResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SniResolver")
-            .field("certificates", &self.current.load().keys.len())
-            .finish()
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let picked = self.current.load().select(client_hello.server_name()).cloned();
-        if picked.is_none() {
-            crate::stats::inc(&self.stats.no_filter_chain_match);
-        }
-        picked
-    }
-}
-
-/// One bound HTTPS address: its TLS configuration and counters.
+/// One bound HTTPS address: its filter chains and counters.
 pub(crate) struct HttpsPort {
-    acceptor: tokio_rustls::TlsAcceptor,
-    resolver: Arc<SniResolver>,
+    current: ArcSwap<Certificates>,
     pub(crate) stats: Arc<SslStats>,
+}
+
+/// Why a handshake did not finish.
+enum Failure {
+    /// No filter chain for the ClientHello's SNI.
+    NoChain,
+    Tls(std::io::Error),
 }
 
 impl HttpsPort {
     /// `stats`: the address's counters, kept while it stays bound.
     pub(crate) fn new(certificates: Certificates, stats: Arc<SslStats>) -> Result<HttpsPort, String> {
-        let resolver = Arc::new(SniResolver {
-            current: ArcSwap::from_pointee(certificates),
-            stats: stats.clone(),
-        });
-        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| format!("TLS configuration: {e}"))?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
-        // HTTP/2 first, as Envoy's HTTP connection manager offers them (a client that offers
-        // neither gets no_application_protocol; one that offers no ALPN speaks HTTP/1.1).
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(HttpsPort {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            resolver,
+            current: ArcSwap::from_pointee(certificates),
             stats,
         })
     }
 
-    /// Does the port serve these certificates already (no need to parse them again)?
+    /// Does the port serve these chains already (no need to parse them again)?
     pub(crate) fn serves(&self, tls: &ListenerTls) -> bool {
-        self.resolver.current.load().source == *tls
+        self.current.load().source == *tls
     }
 
     /// From the next handshake on, `certificates` are served.
     pub(crate) fn replace(&self, certificates: Certificates) {
-        self.resolver.current.store(Arc::new(certificates));
+        self.current.store(Arc::new(certificates));
     }
 
     /// The TLS handshake on an accepted connection, within `timeout` (a client that never
-    /// finishes it does not hold its task). None when it failed, counted.
+    /// finishes it does not hold its task): the ClientHello, then the rest with the
+    /// configuration of the chain its SNI picks. None when it failed, counted.
     pub(crate) async fn handshake(
         &self,
         stream: TcpStream,
         timeout: Duration,
     ) -> Option<TlsStream<TcpStream>> {
-        match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
+        let handshake = async {
+            let start = LazyConfigAcceptor::new(Acceptor::default(), stream)
+                .await
+                .map_err(Failure::Tls)?;
+            let config = self
+                .current
+                .load()
+                .select(start.client_hello().server_name())
+                .cloned();
+            let config = config.ok_or(Failure::NoChain)?;
+            start.into_stream(config).await.map_err(Failure::Tls)
+        };
+        match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(tls)) => {
                 self.stats.count_handshake(tls.get_ref().1);
                 Some(tls)
             }
-            Ok(Err(e)) => {
-                let no_certificate = e
-                    .get_ref()
-                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                    .is_some_and(|e| matches!(e, rustls::Error::General(m) if m == NO_CERTIFICATE));
-                // Counted by the resolver as no_filter_chain_match, not as a TLS error.
-                if !no_certificate {
-                    crate::stats::inc(&self.stats.connection_error);
-                }
+            Ok(Err(Failure::NoChain)) => {
+                crate::stats::inc(&self.stats.no_filter_chain_match);
+                tracing::debug!("TLS handshake: no filter chain for the ClientHello's SNI");
+                None
+            }
+            Ok(Err(Failure::Tls(e))) => {
+                crate::stats::inc(&self.stats.connection_error);
                 tracing::debug!("TLS handshake failed: {e}");
                 None
             }
@@ -353,6 +433,7 @@ pub(crate) mod tests {
             server_names: server_names.iter().map(|s| s.to_string()).collect(),
             certificate_chain: pem.0.clone(),
             private_key: pem.1.clone(),
+            client_validation: None,
         }
     }
 
@@ -487,7 +568,7 @@ pub(crate) mod tests {
             ],
         };
         let parsed = Certificates::parse("l", &tls);
-        assert_eq!(parsed.keys.len(), 1);
+        assert_eq!(parsed.configs.len(), 1);
         assert_eq!(parsed.tls.certificates[0].name, "good");
         // The SNI of the refused one falls to the catch-all.
         assert!(parsed.select(Some("a.example.com")).is_some());

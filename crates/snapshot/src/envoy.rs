@@ -352,22 +352,21 @@ fn listener(l: &Listener) -> Value {
                     }
                     // Each chain routes with its own table (misdirected.rs) when the port has several.
                     chain.insert("filters".into(), json!([hcm(crate::chain_route_name(l, index))]));
+                    let mut context = json!({
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                        "common_tls_context": {
+                            "tls_certificates": [{
+                                "certificate_chain": { "inline_string": c.certificate_chain },
+                                "private_key": { "inline_string": c.private_key },
+                            }],
+                            // What the data plane offers (HTTP/2 comes later).
+                            "alpn_protocols": ["http/1.1"],
+                        }
+                    });
+                    client_validation(&mut context, c.client_validation.as_ref());
                     chain.insert(
                         "transport_socket".into(),
-                        json!({
-                            "name": "envoy.transport_sockets.tls",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                                "common_tls_context": {
-                                    "tls_certificates": [{
-                                        "certificate_chain": { "inline_string": c.certificate_chain },
-                                        "private_key": { "inline_string": c.private_key },
-                                    }],
-                                    // What the data plane offers (HTTP/2 comes later).
-                                    "alpn_protocols": ["http/1.1"],
-                                }
-                            }
-                        }),
+                        json!({ "name": "envoy.transport_sockets.tls", "typed_config": context }),
                     );
                     Value::Object(chain)
                 })
@@ -395,6 +394,19 @@ fn listener(l: &Listener) -> Value {
         v.insert("tcp_keepalive".into(), Value::Object(keepalive));
     }
     Value::Object(v)
+}
+
+/// Client certificate validation on a DownstreamTlsContext: the CAs, and either a required
+/// valid certificate or (AllowInsecureFallback) any certificate or none.
+fn client_validation(context: &mut Value, validation: Option<&crate::ClientValidation>) {
+    let Some(v) = validation else { return };
+    let mut validation_context = json!({ "trusted_ca": { "inline_string": v.ca_bundle } });
+    if v.allow_insecure_fallback {
+        validation_context["trust_chain_verification"] = "ACCEPT_UNTRUSTED".into();
+    } else {
+        context["require_client_certificate"] = true.into();
+    }
+    context["common_tls_context"]["validation_context"] = validation_context;
 }
 
 fn route_config(t: &crate::RouteTable, clusters: &[Cluster]) -> Value {
@@ -588,6 +600,7 @@ mod tests {
             server_names: names.iter().map(|n| n.to_string()).collect(),
             certificate_chain: "CHAIN".into(),
             private_key: "SECRET KEY".into(),
+            client_validation: None,
         };
         let l = Listener {
             name: "listener~443".into(),

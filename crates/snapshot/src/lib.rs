@@ -14,7 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 pub use envoy::{DumpError, DumpOptions, config_dump, format_duration};
-pub use listener_tls::{ListenerConnection, ListenerTls, ServerCertificate, server_name_matches};
+pub use listener_tls::{
+    ClientValidation, ListenerConnection, ListenerTls, ServerCertificate, server_name_matches,
+};
 pub use misdirected::{RouteTable, chain_route_name, misdirected_route, route_tables};
 pub use route_filters::{HeaderEdits, PathRewrite, Redirect, RouteFilters};
 pub use route_query::QueryParamMatch;

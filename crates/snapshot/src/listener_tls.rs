@@ -22,6 +22,18 @@ pub struct ServerCertificate {
     pub certificate_chain: String,
     /// PEM.
     pub private_key: String,
+    /// Client certificates asked for and checked (Gateway API `spec.tls.frontend`).
+    pub client_validation: Option<ClientValidation>,
+}
+
+/// How a filter chain checks client certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientValidation {
+    /// PEM CA certificates a client certificate must chain to.
+    pub ca_bundle: String,
+    /// AllowInsecureFallback: a client without a valid certificate is let through (Envoy's
+    /// `trust_chain_verification: ACCEPT_UNTRUSTED` without `require_client_certificate`).
+    pub allow_insecure_fallback: bool,
 }
 
 impl ListenerTls {
@@ -67,6 +79,7 @@ mod tests {
             server_names: names.iter().map(|s| s.to_string()).collect(),
             certificate_chain: String::new(),
             private_key: String::new(),
+            client_validation: None,
         }
     }
 

@@ -173,6 +173,7 @@ mod tests {
             server_names: host.iter().map(|h| h.to_string()).collect(),
             certificate_chain: String::new(),
             private_key: String::new(),
+            client_validation: None,
         }
     }
 

@@ -195,17 +195,22 @@ pub(crate) fn gateway_statuses(gw_listeners: &[GatewayListener], statuses: &mut 
             json_object([
                 (
                     "conditions",
-                    Value::Array(vec![
-                        gateway_accepted,
-                        gateway_programmed,
-                        condition(
-                            "ResolvedRefs",
-                            true,
-                            "ResolvedRefs",
-                            "Successfully resolved all Gateway references",
-                            now,
-                        ),
-                    ]),
+                    Value::Array(
+                        [
+                            gateway_accepted,
+                            gateway_programmed,
+                            condition(
+                                "ResolvedRefs",
+                                true,
+                                "ResolvedRefs",
+                                "Successfully resolved all Gateway references",
+                                now,
+                            ),
+                        ]
+                        .into_iter()
+                        .chain(crate::frontend_tls::insecure_condition(listeners[0].gw, now))
+                        .collect(),
+                    ),
                 ),
                 ("listeners", Value::Array(listener_status)),
             ]),
@@ -221,13 +226,23 @@ fn listener_status(gl: &GatewayListener, now: &str) -> Value {
             conditions.push(condition("Conflicted", true, c.reason, &c.message, now));
         }
         None => {
-            conditions.push(condition(
-                "Accepted",
-                true,
-                "Accepted",
-                "Successfully accepted Listener",
-                now,
-            ));
+            conditions.push(match &gl.certificate {
+                // No usable CA for its client certificate validation (frontend_tls.rs).
+                Some(Err(p)) if p.not_accepted.is_some() => condition(
+                    "Accepted",
+                    false,
+                    p.not_accepted.unwrap_or_default(),
+                    &p.message,
+                    now,
+                ),
+                _ => condition(
+                    "Accepted",
+                    true,
+                    "Accepted",
+                    "Successfully accepted Listener",
+                    now,
+                ),
+            });
             conditions.push(condition(
                 "Conflicted",
                 false,

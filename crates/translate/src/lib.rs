@@ -7,6 +7,7 @@ mod backend_policy;
 mod backend_tls_policy;
 mod backends;
 pub mod features;
+mod frontend_tls;
 mod gateway_class;
 mod gateway_status;
 mod grpc_routes;

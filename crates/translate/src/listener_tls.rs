@@ -18,12 +18,15 @@ use crate::tls_objects::{TLS_CRT, TLS_KEY, key_pair, unexpired};
 pub(crate) struct RefProblem {
     pub reason: &'static str,
     pub message: String,
+    /// The listener's Accepted=False reason when the problem also keeps it from being accepted.
+    pub not_accepted: Option<&'static str>,
 }
 
 fn invalid(message: String) -> RefProblem {
     RefProblem {
         reason: "InvalidCertificateRef",
         message,
+        not_accepted: None,
     }
 }
 
@@ -54,6 +57,7 @@ fn resolve(
         return Err(RefProblem {
             reason: "UnsupportedValue",
             message: "tls.mode Passthrough is not supported with protocol HTTPS; use Terminate".into(),
+            not_accepted: None,
         });
     }
     // Gateway API allows several (one per key type); the first usable one serves.
@@ -92,6 +96,7 @@ fn resolve(
                  from {} to refer to it: create one",
                 r.name, gateway.namespace
             ),
+            not_accepted: None,
         });
     }
     let key = ObjectKey {
@@ -127,6 +132,7 @@ fn resolve(
         server_names: listener.hostname.iter().map(|h| h.to_ascii_lowercase()).collect(),
         certificate_chain: chain,
         private_key: key_pem,
+        client_validation: None,
     })
 }
 

@@ -142,7 +142,13 @@ pub(crate) fn listeners(
                     gw,
                     index,
                     attached: 0,
-                    certificate: listener_tls::certificate(resources, key, l, now),
+                    certificate: crate::frontend_tls::with_client_validation(
+                        resources,
+                        key,
+                        gw,
+                        l,
+                        listener_tls::certificate(resources, key, l, now),
+                    ),
                     conflict: None,
                 });
             }

@@ -120,6 +120,7 @@ golden_tests! {
     grpc_routes => "grpc-routes",
     websocket_app_protocol => "websocket-app-protocol",
     listener_isolation => "listener-isolation",
+    frontend_client_validation => "frontend-client-validation",
     gateway_listener_status => "gateway-listener-status",
     route_parents => "route-parents",
     query_method_named => "query-method-named",
