@@ -366,8 +366,9 @@ fn request_redirect_builds_scheme_port_and_path_as_gateway_api_says() {
     let (gw, _b) = start(dir.path());
     let port = gw.port;
     let cases: [(&str, u16, String); 6] = [
-        // A scheme and no port: the scheme's port, left out; the request's host, without its port.
-        ("/scheme/a?q=1", 303, "https://127.0.0.1/scheme/a?q=1".into()),
+        // A scheme and no port: the scheme's port; shown, as Envoy shows a port_redirect (the
+        // request's Host, 127.0.0.1:PORT, would otherwise keep its port); Gateway API takes it.
+        ("/scheme/a?q=1", 303, "https://127.0.0.1:443/scheme/a?q=1".into()),
         // A port and no scheme: the request's scheme.
         ("/port", 307, "http://127.0.0.1:8083/port".into()),
         // The scheme's default port is left out.

@@ -141,9 +141,10 @@ pub struct Redirect {
     pub scheme: Option<String>,
     /// None: the request's host.
     pub host: Option<String>,
-    /// The port for the Location (left out when it is the scheme's default); None: the
-    /// scheme's well-known port (Gateway API: a redirect that sets a scheme and no port goes
-    /// to the scheme's port; one that sets neither, to the listener's, which translation fills in).
+    /// Envoy's `port_redirect`: written into the Location as `:port`, even a default one (the
+    /// request's own port then goes); None: no port but the one the request's Host has, which
+    /// goes too when the scheme changes and it is that scheme's default. Translation picks it
+    /// so that the Location is Gateway API's (`translate/src/route_filters.rs`).
     pub port: Option<u16>,
     pub path: Option<PathRewrite>,
     /// 301, 302, 303, 307 or 308.
@@ -151,7 +152,8 @@ pub struct Redirect {
 }
 
 impl Redirect {
-    /// The Location for a request with this scheme, host (its port is dropped) and path.
+    /// The Location for a request with this scheme, Host and path, as Envoy builds it
+    /// (`Http::Utility::newUri`).
     pub fn location(
         &self,
         request_scheme: &str,
@@ -160,18 +162,27 @@ impl Redirect {
         query: Option<&str>,
     ) -> String {
         let scheme = self.scheme.as_deref().unwrap_or(request_scheme);
-        let host = self
-            .host
-            .as_deref()
-            .unwrap_or_else(|| host_without_port(request_host));
-        let default_port = if scheme == "https" { 443 } else { 80 };
-        let port = self.port.unwrap_or(default_port);
+        let host = match &self.host {
+            Some(host) => host.as_str(),
+            None => {
+                let (bare, port) = split_port(request_host);
+                // Envoy's processRequestHost: the request's port goes when the redirect sets
+                // one, or when the scheme changes and it is the old scheme's default.
+                let default_of_old = matches!(
+                    (request_scheme, port),
+                    ("https", Some("443")) | ("http", Some("80"))
+                );
+                let drop =
+                    port.is_some() && (self.port.is_some() || (scheme != request_scheme && default_of_old));
+                if drop { bare } else { request_host }
+            }
+        };
         let path = match &self.path {
             Some(rewrite) => rewrite.apply(path),
             None => path.to_string(),
         };
         let mut location = format!("{scheme}://{host}");
-        if port != default_port {
+        if let Some(port) = self.port {
             location.push_str(&format!(":{port}"));
         }
         location.push_str(&path);
@@ -211,15 +222,17 @@ impl Redirect {
     }
 }
 
-/// `host:port` -> `host`; `[v6]:port` -> `[v6]`.
-fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
+/// `host:port` -> (`host`, Some(`port`)); `[v6]:port` -> (`[v6]`, Some(`port`)).
+fn split_port(host: &str) -> (&str, Option<&str>) {
+    let colon = if host.starts_with('[') {
+        host.rfind("]:").map(|i| i + 1)
+    } else {
+        host.rfind(':')
+    };
+    match colon {
+        Some(i) => (&host[..i], Some(&host[i + 1..])),
+        None => (host, None),
     }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 /// What a route's filters do (on a weighted cluster: its backendRef's header edits only).
@@ -360,8 +373,9 @@ mod tests {
         }
     }
 
+    /// As real Envoy 1.40 answers (checked with these redirect actions).
     #[test]
-    fn location_keeps_what_the_redirect_does_not_set_and_drops_default_ports() {
+    fn location_is_built_as_envoy_builds_it() {
         let mut r = Redirect {
             scheme: None,
             host: Some("example.org".into()),
@@ -369,17 +383,26 @@ mod tests {
             path: None,
             status: 302,
         };
-        assert_eq!(r.location("http", "gw:80", "/a", None), "http://example.org/a");
-        r.port = Some(8080);
+        // port_redirect is written even when it is the scheme's default.
         assert_eq!(
-            r.location("http", "gw", "/a", Some("q=1")),
-            "http://example.org:8080/a?q=1"
+            r.location("http", "gw:8080", "/a", Some("q=1")),
+            "http://example.org:80/a?q=1"
         );
-        r.scheme = Some("https".into());
         r.port = None;
-        assert_eq!(r.location("http", "gw", "/a", None), "https://example.org/a");
+        assert_eq!(r.location("http", "gw:8080", "/a", None), "http://example.org/a");
+        // No host: the request's, whose port goes when the redirect sets one...
         r.host = None;
-        r.port = Some(8443);
-        assert_eq!(r.location("http", "[::1]:80", "/a", None), "https://[::1]:8443/a");
+        r.port = Some(18080);
+        assert_eq!(r.location("http", "gw:80", "/d", None), "http://gw:18080/d");
+        assert_eq!(r.location("http", "[::1]:80", "/d", None), "http://[::1]:18080/d");
+        // ... or when the scheme changes and it was the old one's default; else it stays.
+        r.port = None;
+        r.scheme = Some("https".into());
+        assert_eq!(r.location("http", "gw:80", "/b", None), "https://gw/b");
+        assert_eq!(
+            r.location("http", "127.0.0.1:18080", "/b", None),
+            "https://127.0.0.1:18080/b"
+        );
+        assert_eq!(r.location("http", "gw", "/b", None), "https://gw/b");
     }
 }

@@ -60,6 +60,7 @@ pub fn translate(resources: &Resources, version: u64, now: SystemTime) -> (Snaps
     let clusters: Vec<Cluster> = clusters.into_values().map(|c| c.cluster).collect();
     let mut listeners = routes::listeners(resources, &clusters, &mut statuses, now);
     listener_policy::attach(resources, &mut listeners, &mut statuses, now);
+    route_filters::settle_redirect_ports(&mut listeners);
     (
         Snapshot {
             version,

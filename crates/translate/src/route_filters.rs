@@ -11,7 +11,7 @@ use api::gateway_api::httproutes::{
     HttpRouteRulesFiltersUrlRewritePathType as RewritePathType, HttpRouteRulesMatches,
     HttpRouteRulesMatchesPathType,
 };
-use snapshot::{HeaderEdits, PathRewrite, Redirect, RouteAction, RouteFilters};
+use snapshot::{HeaderEdits, Listener, PathRewrite, Redirect, RouteAction, RouteFilters};
 
 use crate::routes::RuleAction;
 
@@ -99,10 +99,12 @@ fn collect(
                         Scheme::Https => "https".to_string(),
                     });
                     // Gateway API: no port given -> the scheme's well-known port when a scheme
-                    // is given (None here), else the listener's.
-                    let port = match (r.port, &scheme) {
+                    // is given, else the listener's (`settle_redirect_ports` leaves out what
+                    // the Location need not say).
+                    let port = match (r.port, scheme.as_deref()) {
                         (Some(p), _) => u16::try_from(p).ok(),
-                        (None, Some(_)) => None,
+                        (None, Some("https")) => Some(443),
+                        (None, Some(_)) => Some(80),
                         (None, None) => Some(listener_port),
                     };
                     let path = r.path.as_ref().and_then(|p| match p.r#type {
@@ -171,4 +173,31 @@ fn add_edits<'a>(
     edits.remove.extend(
         remove.filter_map(|name| http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok()),
     );
+}
+
+/// Envoy writes `port_redirect` into the Location even when it is the scheme's default, and
+/// with none keeps the port of the request's Host. So a redirect's port is left out only where
+/// the Location then says what Gateway API wants: the default port of the Location's scheme,
+/// with a hostname given (no request port can show) or the listener's own port and scheme
+/// (the request's Host has that port or none). Elsewhere a default port shows as `:80`/`:443`,
+/// which Gateway API's conformance takes.
+pub(crate) fn settle_redirect_ports(listeners: &mut [Listener]) {
+    for l in listeners {
+        let listener_scheme = if l.tls.is_some() { "https" } else { "http" };
+        for route in l.virtual_hosts.iter_mut().flat_map(|vh| vh.routes.iter_mut()) {
+            let Some(filters) = &mut route.filters else {
+                continue;
+            };
+            let Some(redirect) = &filters.redirect else {
+                continue;
+            };
+            let scheme = redirect.scheme.as_deref().unwrap_or(listener_scheme);
+            let default_port = if scheme == "https" { 443 } else { 80 };
+            let leave_out = redirect.port == Some(default_port)
+                && (redirect.host.is_some() || (redirect.scheme.is_none() && default_port == l.port));
+            if leave_out && let Some(redirect) = &mut Arc::make_mut(filters).redirect {
+                redirect.port = None;
+            }
+        }
+    }
 }
