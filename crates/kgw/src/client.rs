@@ -344,7 +344,7 @@ fn table(items: &[Value], all_namespaces: bool, namespace: &str) {
             }
             "Gateway" => {
                 row.push(text("/spec/gatewayClassName"));
-                let addresses: Vec<String> = list(i, "/spec/addresses")
+                let addresses: Vec<String> = list(i, "/status/addresses")
                     .iter()
                     .map(|a| str_of(a, "value"))
                     .collect();

@@ -72,6 +72,13 @@ pub struct RunArgs {
     /// connects].
     #[arg(long)]
     pub max_downstream_connections: Option<u64>,
+    /// Give each Gateway without spec.addresses its own address from this CIDR (e.g.
+    /// 127.0.10.0/24), as a LoadBalancer controller gives each LoadBalancer Service one: its
+    /// listeners bind that address only, and its status.addresses says it. A Gateway keeps its
+    /// address while it exists; new ones take the lowest free address, oldest first. Without a
+    /// pool, such a Gateway binds every interface (status.addresses: 0.0.0.0 and ::).
+    #[arg(long, value_parser = parse_address_pool)]
+    pub gateway_address_pool: Option<translate::AddressPool>,
     /// With --kubernetes: watch only this namespace.
     #[arg(long, requires = "kubernetes")]
     pub namespace: Option<String>,
@@ -120,6 +127,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     u64::try_from(nanos)
         .map(Duration::from_nanos)
         .map_err(|_| format!("duration {s:?} must not be negative"))
+}
+
+fn parse_address_pool(s: &str) -> Result<translate::AddressPool, String> {
+    translate::AddressPool::parse(s)
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
@@ -387,6 +398,9 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
     let loop_plane = data_plane.clone();
     let first = Arc::new(tokio::sync::Notify::new());
     let first_done = first.clone();
+    // The address pool's assignments live as long as the process (see AddressPool); shared with
+    // the control thread, and kept if a translation fails.
+    let address_pool = Arc::new(std::sync::Mutex::new(args.gateway_address_pool.clone()));
     tokio::spawn(async move {
         let mut version = 0u64;
         loop {
@@ -398,8 +412,15 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
             let now = SystemTime::now();
             // Translation takes CPU in proportion to the resources: on the control-plane
             // thread, never on a worker that carries traffic.
+            let pool = address_pool.clone();
             let Some((resources, (snapshot, mut statuses))) = admin::on_control_thread(move || {
-                let translated = translate::translate(&resources, version, now);
+                let addressing = pool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+                    .map(|p| p.assign(&resources))
+                    .unwrap_or_default();
+                let translated = translate::translate_with(&resources, &addressing, version, now);
                 (resources, translated)
             })
             .await
@@ -429,7 +450,7 @@ pub async fn run(args: RunArgs, sample: Option<String>) -> anyhow::Result<()> {
             let applied_at = t.elapsed();
             for (addr, why) in failed {
                 tracing::error!(%addr, "listener not bound: {why}");
-                translate::listener_not_programmed(&resources, &mut statuses, addr.port(), &why, now);
+                translate::listener_not_programmed(&resources, &mut statuses, addr, &why, now);
             }
             let statuses = loop_store.set_statuses(statuses);
             let _ = status_tx.send(statuses);

@@ -1,9 +1,16 @@
 //! The Gateway API object model as `kgw` keeps it: GatewayClasses (cluster-scoped, with the
-//! status our controller gives its classes), Namespaces (their labels), what kgw does not serve.
+//! status our controller gives its classes), Namespaces (their labels), what kgw does not serve,
+//! where each Gateway listens (`--gateway-address-pool`, status.addresses).
 
 mod common;
+#[path = "common/controlled_backend.rs"]
+mod controlled_backend;
+
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
+use controlled_backend::ControlledBackend;
 use serde_json::Value;
 
 const CLASSES: &str = "apiVersion: gateway.networking.k8s.io/v1
@@ -117,4 +124,109 @@ fn a_kind_kgw_does_not_serve_is_refused_by_name() {
     // All or nothing: the valid documents beside it were not applied either.
     let out = gw.kgw(&["get", "gatewayclass", "kgateway"], "");
     assert!(!out.status.success(), "{}", stdout(&out));
+}
+
+/// A Gateway `name` on `port` with an HTTPRoute to Service `name`, whose endpoint is `backend`.
+fn gateway_to(name: &str, port: u16, backend: std::net::SocketAddr) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\nspec:\n  \
+         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  ports:\n  - port: 80\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  labels:\n    \
+         kubernetes.io/service-name: {name}\naddressType: IPv4\nendpoints:\n- addresses: [\"{ip}\"]\nports:\n\
+         - port: {backend_port}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  \
+         name: {name}\nspec:\n  parentRefs:\n  - name: {name}\n  rules:\n  - backendRefs:\n    - name: {name}\n      \
+         port: 80\n",
+        ip = backend.ip(),
+        backend_port = backend.port(),
+    )
+}
+
+/// A Gateway's status.addresses values, once it has any.
+fn addresses_of(gw: &Gateway, name: &str) -> Vec<String> {
+    wait_for(
+        &format!("status.addresses of Gateway {name}"),
+        Duration::from_secs(10),
+        || {
+            let v = get_json(gw, &["gateway", name]);
+            let values: Vec<String> = v["status"]["addresses"]
+                .as_array()?
+                .iter()
+                .map(|a| {
+                    assert_eq!(a["type"], "IPAddress", "{a}");
+                    a["value"].as_str().expect("value").to_string()
+                })
+                .collect();
+            (!values.is_empty()).then_some(values)
+        },
+    )
+}
+
+/// `curl http://IP:PORT/`: status and body.
+fn curl_at(ip: &str, port: u16) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
+        .arg(format!("http://{ip}:{port}/"))
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn gateways_on_one_port_get_their_own_pool_address_and_route_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port)
+        .arg("--gateway-address-pool")
+        .arg("127.0.20.0/29")
+        .start();
+    let blue = ControlledBackend::start("127.0.0.1:0", "blue");
+    let green = ControlledBackend::start("127.0.0.1:0", "green");
+    let manifests = gateway_to("blue", port, blue.addr);
+    let out = gw.kgw(&["apply", "-f", "-"], &manifests);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // green comes later: blue, the older, took the pool's first address.
+    let out = gw.kgw(&["apply", "-f", "-"], &gateway_to("green", port, green.addr));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(addresses_of(&gw, "blue"), ["127.0.20.1"]);
+    assert_eq!(addresses_of(&gw, "green"), ["127.0.20.2"]);
+
+    // Same port, two addresses, two backends.
+    assert_eq!(curl_at("127.0.20.1", port), (200, "blue".into()));
+    assert_eq!(curl_at("127.0.20.2", port), (200, "green".into()));
+    // An address no Gateway has: nothing listens there.
+    assert_eq!(curl_at("127.0.20.3", port).0, 0);
+    let out = gw.kgw(&["get", "gateway"], "");
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("blue") && l.contains("127.0.20.1")),
+        "the ADDRESS column: {}",
+        stdout(&out)
+    );
+
+    // blue goes: green keeps its address, and a new Gateway takes the freed one.
+    let out = gw.kgw(&["delete", "gateway", "blue"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = gw.kgw(&["apply", "-f", "-"], &gateway_to("blue-again", port, blue.addr));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(addresses_of(&gw, "blue-again"), ["127.0.20.1"]);
+    assert_eq!(addresses_of(&gw, "green"), ["127.0.20.2"]);
+    assert_eq!(curl_at("127.0.20.1", port), (200, "blue".into()));
+    assert_eq!(curl_at("127.0.20.2", port), (200, "green".into()));
+}
+
+#[test]
+fn without_a_pool_a_gateway_binds_every_interface_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port).start();
+    let backend = ControlledBackend::start("127.0.0.1:0", "any");
+    let out = gw.kgw(&["apply", "-f", "-"], &gateway_to("any", port, backend.addr));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(addresses_of(&gw, "any"), ["0.0.0.0", "::"]);
+    assert_eq!(curl_at("127.0.0.1", port), (200, "any".into()));
+    assert_eq!(curl_at("127.0.20.5", port), (200, "any".into()));
 }

@@ -235,7 +235,7 @@ impl Downstream {
     }
 
     /// Serves the connection's requests one after the other, until it ends.
-    pub(crate) async fn serve(&mut self, dp: &Arc<DataPlane>, port: u16) -> std::io::Result<()> {
+    pub(crate) async fn serve(&mut self, dp: &Arc<DataPlane>, bound: SocketAddr) -> std::io::Result<()> {
         // One timer of each kind per connection, moved on for each wait, instead of a new timer
         // per request (which showed in profiles): moving a pending timer later is an atomic
         // store; the wheel re-files it only when its old slot comes due, and one that fired
@@ -311,7 +311,7 @@ impl Downstream {
             // `Recycled`).
             first = false;
             let outcome = self
-                .recycled_request(dp, port, &head, route.as_mut(), idle.as_mut())
+                .recycled_request(dp, bound, &head, route.as_mut(), idle.as_mut())
                 .await?;
             if matches!(outcome, Next::Reset) {
                 let _ = self.stream.tcp().set_zero_linger();
@@ -356,12 +356,12 @@ impl Downstream {
     fn recycled_request<'a>(
         &'a mut self,
         dp: &'a Arc<DataPlane>,
-        port: u16,
+        bound: SocketAddr,
         head: &'a RequestHead,
         route_timer: Pin<&'a mut Sleep>,
         idle_timer: Pin<&'a mut Sleep>,
     ) -> recycle::Recycled<impl Future<Output = std::io::Result<Next>> + Send + 'a> {
-        recycle::Recycled::new(|| self.one_request(dp, port, head, route_timer, idle_timer))
+        recycle::Recycled::new(|| self.one_request(dp, bound, head, route_timer, idle_timer))
     }
 
     /// Routes and proxies one request whose head is at the start of `buf`; the head and its
@@ -370,7 +370,7 @@ impl Downstream {
     async fn one_request(
         &mut self,
         dp: &Arc<DataPlane>,
-        port: u16,
+        bound: SocketAddr,
         head: &RequestHead,
         route_timer: Pin<&mut Sleep>,
         idle_timer: Pin<&mut Sleep>,
@@ -410,14 +410,14 @@ impl Downstream {
         let refused_upgrade = match head.upgrade {
             h1::Upgrade::None => false,
             h1::Upgrade::Other => true,
-            h1::Upgrade::WebSocket => !crate::upgrade::route_allows_websocket(&runtime, port, &view),
+            h1::Upgrade::WebSocket => !crate::upgrade::route_allows_websocket(&runtime, bound, &view),
         };
         let routed = if refused_upgrade {
             Err(crate::upgrade::refused(dp))
         } else {
             route_to_endpoint(
                 &runtime,
-                port,
+                bound,
                 &view,
                 &mut pick,
                 logged.is_some().then_some(&mut cluster_name),
@@ -661,7 +661,7 @@ impl<'a> RequestLine<'a> {
 /// gets the picked cluster's name, for the access log.
 pub(crate) fn route_to_endpoint<'r>(
     runtime: &'r Runtime,
-    port: u16,
+    bound: SocketAddr,
     view: &RequestView<'_>,
     pick: &mut load_balancing::PickContext<'_>,
     cluster_name: Option<&mut String>,
@@ -672,7 +672,7 @@ pub(crate) fn route_to_endpoint<'r>(
         return Err(LocalReply::connect_refused());
     }
     let Some(route) =
-        router::find_listener(&runtime.snapshot.listeners, port).and_then(|l| router::route(l, view))
+        router::find_listener(&runtime.snapshot.listeners, bound).and_then(|l| router::route(l, view))
     else {
         return Err(LocalReply::no_route());
     };

@@ -93,7 +93,7 @@ fn builder() -> h2::server::Builder {
 
 /// What every stream of one client connection shares.
 struct Client {
-    port: u16,
+    bound: SocketAddr,
     peer: SocketAddr,
     /// The client's address as x-forwarded-for carries it.
     address: String,
@@ -138,14 +138,14 @@ pub(crate) async fn serve(
     dp: &Arc<DataPlane>,
     stream: ClientStream,
     read: Vec<u8>,
-    port: u16,
+    bound: SocketAddr,
     peer: SocketAddr,
     removed: tokio::sync::watch::Receiver<bool>,
 ) {
     stats::inc(&dp.downstream.downstream_cx_http2_total);
     stats::inc(&dp.downstream.downstream_cx_http2_active);
     let client = Arc::new(Client {
-        port,
+        bound,
         peer,
         address: downstream::client_address(peer),
         scheme: if stream.is_tls() { "https" } else { "http" },
@@ -307,7 +307,7 @@ async fn serve_stream(
     let mut pick = load_balancing::PickContext::new(&parts.headers, client.peer);
     let routed = downstream::route_to_endpoint(
         &runtime,
-        client.port,
+        client.bound,
         &view,
         &mut pick,
         logged.is_some().then_some(&mut cluster_name),

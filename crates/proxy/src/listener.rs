@@ -114,7 +114,7 @@ pub(crate) fn reconcile(dp: &Arc<DataPlane>, snapshot: &Snapshot) -> Vec<(Socket
         match bind(addr) {
             Ok(socket) => {
                 tracing::info!(%addr, "listening");
-                let task = tokio::spawn(accept_loop(dp.clone(), socket, addr.port(), port.clone()));
+                let task = tokio::spawn(accept_loop(dp.clone(), socket, addr, port.clone()));
                 bound.insert(addr, Bound { task, port });
             }
             Err(e) => {
@@ -142,7 +142,14 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(socket.into())
 }
 
-async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port: u16, state: Arc<Port>) {
+/// `bound`: the address as bound, which names the Snapshot listener its connections are routed
+/// by.
+async fn accept_loop(
+    dp: Arc<DataPlane>,
+    listener: tokio::net::TcpListener,
+    bound: SocketAddr,
+    state: Arc<Port>,
+) {
     // Set while connections are being refused, so the warning is logged once per episode.
     let mut refusing = false;
     loop {
@@ -202,18 +209,18 @@ async fn accept_loop(dp: Arc<DataPlane>, listener: tokio::net::TcpListener, port
             drop(settings);
             if crate::downstream_tls::negotiated_http2(&stream) {
                 let removed = state.removed.subscribe();
-                crate::h2_server::serve(&dp, stream, Vec::new(), port, peer, removed).await;
+                crate::h2_server::serve(&dp, stream, Vec::new(), bound, peer, removed).await;
                 stats::dec(&dp.downstream.downstream_cx_active);
                 return;
             }
             let mut downstream = Downstream::new(stream, peer, read_limit);
-            if let Err(e) = downstream.serve(&dp, port).await {
+            if let Err(e) = downstream.serve(&dp, bound).await {
                 tracing::debug!(%peer, "downstream connection: {e}");
             }
             if downstream.http2_preface {
                 let read = std::mem::take(&mut downstream.buf);
                 let removed = state.removed.subscribe();
-                crate::h2_server::serve(&dp, downstream.stream, read, port, peer, removed).await;
+                crate::h2_server::serve(&dp, downstream.stream, read, bound, peer, removed).await;
             }
             stats::dec(&dp.downstream.downstream_cx_active);
         });

@@ -20,8 +20,11 @@ pub(crate) struct RequestView<'a> {
     pub scheme: &'static str,
 }
 
-pub(crate) fn find_listener(listeners: &[Listener], port: u16) -> Option<&Listener> {
-    listeners.iter().find(|l| l.port == port)
+/// The listener a connection came in on: the one that asked for the address it was accepted
+/// on (`bound`, as bound: `[::]:PORT` for every interface). Gateways on one port with different
+/// addresses are routed apart this way.
+pub(crate) fn find_listener(listeners: &[Listener], bound: std::net::SocketAddr) -> Option<&Listener> {
+    listeners.iter().find(|l| l.bind_addresses().contains(&bound))
 }
 
 pub(crate) fn route<'a>(listener: &'a Listener, req: &RequestView<'_>) -> Option<&'a Route> {

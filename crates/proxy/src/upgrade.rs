@@ -50,10 +50,10 @@ impl Drop for Active<'_> {
 /// that matches no route is left to routing (404).
 pub(crate) fn route_allows_websocket(
     runtime: &crate::Runtime,
-    port: u16,
+    bound: std::net::SocketAddr,
     view: &crate::router::RequestView<'_>,
 ) -> bool {
-    crate::router::find_listener(&runtime.snapshot.listeners, port)
+    crate::router::find_listener(&runtime.snapshot.listeners, bound)
         .and_then(|l| crate::router::route(l, view))
         .is_none_or(|route| route.websocket_upgrade)
 }

@@ -8,6 +8,7 @@ mod backend_tls_policy;
 mod backends;
 pub mod features;
 mod frontend_tls;
+mod gateway_addresses;
 mod gateway_class;
 mod gateway_status;
 mod grpc_routes;
@@ -43,7 +44,20 @@ pub const CONTROLLER_NAME: &str = api::CONTROLLER_NAME;
 /// Label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+pub use gateway_addresses::{AddressPool, Addressing, EVERY_INTERFACE};
+
+/// The translation with no address pool: Gateways without `spec.addresses` bind every interface.
 pub fn translate(resources: &Resources, version: u64, now: SystemTime) -> (Snapshot, Statuses) {
+    translate_with(resources, &Addressing::default(), version, now)
+}
+
+/// The translation, with the addresses a pool gave Gateways (`AddressPool::assign`).
+pub fn translate_with(
+    resources: &Resources,
+    addressing: &Addressing,
+    version: u64,
+    now: SystemTime,
+) -> (Snapshot, Statuses) {
     let mut statuses = Statuses::new();
     gateway_class::statuses(resources, &mut statuses, now);
     let resources = &*gateway_class::without_foreign_gateways(resources);
@@ -58,7 +72,7 @@ pub fn translate(resources: &Resources, version: u64, now: SystemTime) -> (Snaps
         }
     }
     let clusters: Vec<Cluster> = clusters.into_values().map(|c| c.cluster).collect();
-    let mut listeners = routes::listeners(resources, &clusters, &mut statuses, now);
+    let mut listeners = routes::listeners(resources, &clusters, &mut statuses, now, addressing);
     listener_policy::attach(resources, &mut listeners, &mut statuses, now);
     route_filters::settle_redirect_ports(&mut listeners);
     (
@@ -229,18 +243,24 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         .to_string()
 }
 
-/// The data plane could not bind `port` (for example, it is in use): every Gateway listener on
-/// that port, and its Gateway, are not Programmed, and say why. Bind failures are only known
-/// after translation, so this marks the statuses translate made.
+/// The data plane could not bind `address` (for example, it is in use, or not an address of this
+/// host): every Gateway listener bound there (its port, on an address its Gateway's
+/// `status.addresses` gives), and its Gateway, are not Programmed, and say why. Bind failures
+/// are only known after translation, so this marks the statuses translate made.
 pub fn listener_not_programmed(
     resources: &Resources,
     statuses: &mut Statuses,
-    port: u16,
+    address: SocketAddr,
     why: &str,
     now: SystemTime,
 ) {
     let now = rfc3339(now);
-    let message = format!("cannot listen on port {port}: {why}");
+    let port = address.port();
+    let message = if address.ip().is_unspecified() {
+        format!("cannot listen on port {port}: {why}")
+    } else {
+        format!("cannot listen on {address}: {why}")
+    };
     for (key, object) in objects(resources, Kind::Gateway) {
         let Object::Gateway(gw) = object else { continue };
         let names: Vec<&str> = gw
@@ -256,6 +276,9 @@ pub fn listener_not_programmed(
         let Some(status) = statuses.get_mut(key) else {
             continue;
         };
+        if !gateway_addresses::binds_at(status, address.ip()) {
+            continue;
+        }
         let not_programmed = condition("Programmed", false, "Invalid", &message, &now);
         if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
             replace_condition(conditions, not_programmed.clone());

@@ -3,7 +3,6 @@
 //! lookup) is done here, once.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::SystemTime;
 
 use api::gateway_api::gateways::{GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From};
@@ -11,8 +10,7 @@ use api::gateway_api::httproutes::{HttpRouteRulesMatches, HttpRouteRulesMatchesP
 use api::{Gateway, HttpRoute, Kind, Object, ObjectKey};
 use serde_json::Value;
 use snapshot::{
-    Cluster, Listener, ListenerTls, PathMatch, Route, RouteAction, ServerCertificate, VirtualHost,
-    WeightedCluster,
+    Cluster, Listener, PathMatch, Route, RouteAction, ServerCertificate, VirtualHost, WeightedCluster,
 };
 
 use crate::listener_tls::{self, RefProblem};
@@ -45,19 +43,21 @@ impl GatewayListener<'_> {
 }
 
 /// A route rule's match, made ready for sorting by Gateway API precedence.
+#[derive(Clone)]
 pub(crate) struct Candidate {
     pub host: String,
     pub route: Route,
     pub order: Precedence,
 }
 
-/// Candidates by listener port.
-pub(crate) type Candidates = BTreeMap<u16, Vec<Candidate>>;
+/// Candidates by listener port and Gateway (`gateway_addresses::listeners` puts each Gateway's
+/// on the addresses it binds).
+pub(crate) type Candidates = BTreeMap<(u16, ObjectKey), Vec<Candidate>>;
 
 /// Gateway API's order between matches, field by field: exact path before prefix, longer path
 /// first, a method match first, more header matches first, then the older route, its
 /// namespace/name, and the rule and match order within it.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Precedence {
     pub prefix: bool,
     pub path_len: std::cmp::Reverse<usize>,
@@ -131,6 +131,7 @@ pub(crate) fn listeners(
     clusters: &[Cluster],
     statuses: &mut Statuses,
     now: SystemTime,
+    addressing: &crate::Addressing,
 ) -> Vec<Listener> {
     let now_text = rfc3339(now);
     let mut gw_listeners: Vec<GatewayListener> = Vec::new();
@@ -217,73 +218,8 @@ pub(crate) fn listeners(
 
     crate::gateway_status::gateway_statuses(&gw_listeners, statuses, &now_text);
 
-    // One listener per port; it binds every address unless each Gateway on it names addresses.
-    let mut by_port: BTreeMap<u16, Vec<IpAddr>> = BTreeMap::new();
-    let mut all_addresses: BTreeMap<u16, bool> = BTreeMap::new();
-    let mut certificates: BTreeMap<u16, Vec<ServerCertificate>> = BTreeMap::new();
-    let mut https_ports: std::collections::BTreeSet<u16> = Default::default();
-    for gl in &gw_listeners {
-        let Ok(port) = u16::try_from(gl.gw.spec.listeners[gl.index].port) else {
-            continue;
-        };
-        if gl.conflict.is_some() {
-            continue;
-        }
-        if gl.spec().protocol == "HTTPS" {
-            https_ports.insert(port);
-        }
-        if let Some(Ok(c)) = &gl.certificate {
-            certificates.entry(port).or_default().push(c.clone());
-        }
-        let addrs: Vec<IpAddr> = gl
-            .gw
-            .spec
-            .addresses
-            .iter()
-            .flatten()
-            .filter(|a| a.r#type.as_deref().unwrap_or("IPAddress") == "IPAddress")
-            .filter_map(|a| a.value.as_deref()?.parse().ok())
-            .collect();
-        *all_addresses.entry(port).or_default() |= addrs.is_empty();
-        by_port.entry(port).or_default().extend(addrs);
-    }
-    by_port
-        .into_iter()
-        .map(|(port, mut addresses)| {
-            if all_addresses[&port] {
-                addresses.clear();
-            }
-            addresses.sort();
-            addresses.dedup();
-            let name = format!("listener~{port}");
-            let mut virtual_hosts = virtual_hosts(&name, candidates.remove(&port).unwrap_or_default());
-            let hostnames = programmed_hostnames(&gw_listeners, None)
-                .into_iter()
-                .filter(|(p, _)| *p == i32::from(port));
-            let hostnames: Vec<Option<String>> = hostnames.map(|(_, h)| h).collect();
-            crate::listener_isolation::add_listener_hosts(
-                &name,
-                &mut virtual_hosts,
-                &hostnames,
-                sort_virtual_hosts,
-            );
-            // An HTTPS port whose every certificate is unusable still listens, and fails each
-            // handshake, rather than answer in plain text on a port meant for TLS.
-            let tls = https_ports.contains(&port).then(|| {
-                let mut certificates = certificates.remove(&port).unwrap_or_default();
-                listener_tls::sort(&mut certificates);
-                ListenerTls { certificates }
-            });
-            Listener {
-                name,
-                port,
-                addresses,
-                virtual_hosts,
-                tls,
-                connection: Default::default(),
-            }
-        })
-        .collect()
+    crate::gateway_addresses::write_statuses(resources, addressing, statuses, &now_text);
+    crate::gateway_addresses::listeners(&gw_listeners, &mut candidates, addressing)
 }
 
 /// Attaches one route to the listeners its parentRefs name (counting it in their
@@ -369,7 +305,7 @@ pub(crate) fn attach(
                     // Attached (and counted), but the listener serves nothing until fixed.
                     continue;
                 }
-                let list = candidates.entry(port).or_default();
+                let list = candidates.entry((port, gl.gateway.clone())).or_default();
                 for host in &hosts {
                     if crate::listener_isolation::owned_elsewhere(
                         &siblings,
@@ -725,7 +661,7 @@ pub(crate) fn host_label(host: &str) -> String {
     host.replace('.', "_")
 }
 
-fn virtual_hosts(listener: &str, mut candidates: Vec<Candidate>) -> Vec<VirtualHost> {
+pub(crate) fn virtual_hosts(listener: &str, mut candidates: Vec<Candidate>) -> Vec<VirtualHost> {
     candidates.sort_by(|a, b| a.order.cmp(&b.order));
     let mut by_host: BTreeMap<String, Vec<Route>> = BTreeMap::new();
     for c in candidates {
@@ -744,7 +680,7 @@ fn virtual_hosts(listener: &str, mut candidates: Vec<Candidate>) -> Vec<VirtualH
 }
 
 /// Match order: exact hostnames first, then longer wildcards, then the catch-all.
-fn sort_virtual_hosts(hosts: &mut [VirtualHost]) {
+pub(crate) fn sort_virtual_hosts(hosts: &mut [VirtualHost]) {
     hosts.sort_by_key(|vh| {
         let d = &vh.domains[0];
         (

@@ -128,6 +128,7 @@ golden_tests! {
     route_filters => "route-filters",
     gateway_classes => "gateway-classes",
     route_timeouts => "route-timeouts",
+    gateway_addresses => "gateway-addresses",
 }
 
 #[test]
