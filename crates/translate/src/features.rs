@@ -4,7 +4,13 @@
 
 /// Gateway API feature names (pkg/features in gateway-api), sorted ascending as the
 /// GatewayClass status requires.
-pub const SUPPORTED_FEATURES: &[&str] = &["Gateway", "HTTPRoute", "ReferenceGrant"];
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "HTTPRoute",
+    // A parentRef.port no listener has: Accepted=False NoMatchingParent (routes.rs attach).
+    "HTTPRouteDestinationPortMatching",
+    "ReferenceGrant",
+];
 
 #[cfg(test)]
 mod tests {
