@@ -6,6 +6,14 @@
 /// GatewayClass status requires.
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
+    // spec.tls.frontend (frontend_tls.rs): AllowValidOnly, and AllowInsecureFallback.
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
+    // A request is routed by its most specific listener only (listener_isolation.rs).
+    "GatewayHTTPListenerIsolation",
+    // 421 for a Host another HTTPS listener owns than the SNI's (snapshot misdirected.rs).
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
+    "GatewayPort8080",
     "HTTPRoute",
     // A parentRef.port no listener has: Accepted=False NoMatchingParent (routes.rs attach).
     "HTTPRouteDestinationPortMatching",
