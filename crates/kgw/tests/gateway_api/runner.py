@@ -1395,7 +1395,8 @@ def run_suite(args, env, cases):
 
 
 def self_check_cases(corpus):
-    base = next(c for c in load_cases(corpus) if c["name"] == "HTTPRouteSimpleSameNamespace")
+    cases = {c["name"]: c for c in load_cases(corpus)}
+    base = cases["HTTPRouteSimpleSameNamespace"]
     manifest = base["manifests"][0]
     original = (corpus / manifest).read_text()
 
@@ -1404,8 +1405,13 @@ def self_check_cases(corpus):
 
     checks = []
 
-    def mutant(name, why, expect_in, mutate=None, manifest_text=None):
-        c = copy.deepcopy(base)
+    def expectations(case):
+        for step in walk_steps(case["steps"]):
+            if step["op"] == "http":
+                yield from step["expectations"]
+
+    def mutant(name, why, expect_in, mutate=None, manifest_text=None, of=None):
+        c = copy.deepcopy(cases[of] if of else base)
         c["name"] = f"SelfCheck-{name}"
         if mutate:
             mutate(c)
@@ -1435,7 +1441,29 @@ def self_check_cases(corpus):
     mutant("BackendDoesNotAnswer", "routes to a Service with no ready endpoint (no echo pod behind it)",
            "expected status code to be one of [200], got 5",
            manifest_text=original.replace("name: infra-backend-v1", "name: grpc-infra-backend-v1"))
+    mutant("WrongRedirectHost", "expects a redirect to another host than the filter's",
+           "expected redirected hostname to be 'self-check.example'",
+           lambda c: next(e for e in expectations(c) if "redirect" in e)["redirect"].update(host="self-check.example"),
+           of="HTTPRouteRedirectHostAndStatus")
+    mutant("UntrustedCertificate", "trusts another CA than the one that signed the listener's certificate",
+           "certificate signed by unknown authority",
+           lambda c: [s["transport"].update(trusted_ca_from_secret={
+               "namespace": "gateway-conformance-web-backend", "name": "certificate", "key": "tls.crt"})
+               for s in walk_steps(c["steps"]) if s.get("transport")],
+           of="HTTPRouteHTTPSListener")
+    mutant("WrongWeights", "expects a 50/50 split of a 70/30 route (one 500-request run)", "distribution off",
+           lambda c: [s.update(expected_weights={"infra-backend-v1": 0.5, "infra-backend-v2": 0.5,
+                                                 "infra-backend-v3": 0.0}, max_attempts=1)
+                      for s in walk_steps(c["steps"]) if s["op"] == "http_weight_distribution"],
+           of="HTTPRouteWeight")
     return checks
+
+
+def walk_steps(steps):
+    for step in steps:
+        yield step
+        if step["op"] == "group":
+            yield from walk_steps(step["steps"])
 
 
 def run_self_check(env, corpus):
