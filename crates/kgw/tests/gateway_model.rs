@@ -230,3 +230,97 @@ fn without_a_pool_a_gateway_binds_every_interface_and_says_so() {
     assert_eq!(curl_at("127.0.0.1", port), (200, "any".into()));
     assert_eq!(curl_at("127.0.20.5", port), (200, "any".into()));
 }
+
+/// Every `observedGeneration` in `value`'s conditions, at any depth.
+fn observed_generations(value: &Value, out: &mut Vec<i64>) {
+    match value {
+        Value::Object(map) => {
+            for (field, v) in map {
+                if field == "conditions" {
+                    for c in v.as_array().into_iter().flatten() {
+                        out.push(c["observedGeneration"].as_i64().unwrap_or(-1));
+                    }
+                } else {
+                    observed_generations(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| observed_generations(v, out)),
+        _ => {}
+    }
+}
+
+/// Waits until every condition of `kind/name` observed its current generation; returns it.
+fn observed(gw: &Gateway, kind: &str, name: &str) -> i64 {
+    wait_for(
+        &format!("every condition of {kind} {name} to observe its generation"),
+        Duration::from_secs(10),
+        || {
+            let v = get_json(gw, &[kind, name]);
+            let generation = v["metadata"]["generation"].as_i64()?;
+            let mut seen = Vec::new();
+            observed_generations(&v["status"], &mut seen);
+            (!seen.is_empty() && seen.iter().all(|g| *g == generation)).then_some(generation)
+        },
+    )
+}
+
+#[test]
+fn generation_counts_spec_changes_and_every_condition_observes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port).start();
+    let backend = ControlledBackend::start("127.0.0.1:0", "one");
+    let manifests = format!("{CLASSES}{}", gateway_to("one", port, backend.addr));
+    let out = gw.kgw(&["apply", "-f", "-"], &manifests);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(observed(&gw, "gateway", "one"), 1);
+    assert_eq!(observed(&gw, "httproute", "one"), 1);
+    assert_eq!(observed(&gw, "gatewayclass", "kgateway"), 1);
+
+    // The same manifest again: no change, no new generation.
+    let out = gw.kgw(&["apply", "-f", "-"], &manifests);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(observed(&gw, "gateway", "one"), 1);
+
+    // Metadata is not spec: a label keeps the generation.
+    let patch = |args: &[&str]| {
+        let out = gw.kgw(&[&["patch"][..], args].concat(), "");
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    patch(&[
+        "gateway",
+        "one",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"a":"b"}}}"#,
+    ]);
+    assert_eq!(observed(&gw, "gateway", "one"), 1);
+
+    // A spec change: one more, and every condition (Gateway's, its listeners') says so.
+    let added = format!(
+        r#"[{{"op":"add","path":"/spec/listeners/-","value":{{"name":"alt","port":{},"protocol":"HTTP"}}}}]"#,
+        free_port()
+    );
+    patch(&["gateway", "one", "--type", "json", "-p", &added]);
+    assert_eq!(observed(&gw, "gateway", "one"), 2);
+    patch(&[
+        "httproute",
+        "one",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"hostnames":["one.example"]}}"#,
+    ]);
+    assert_eq!(observed(&gw, "httproute", "one"), 2);
+    patch(&[
+        "gatewayclass",
+        "kgateway",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"description":"new"}}"#,
+    ]);
+    assert_eq!(observed(&gw, "gatewayclass", "kgateway"), 2);
+}

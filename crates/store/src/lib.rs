@@ -393,8 +393,22 @@ pub(crate) fn not_supported_yet(object: &Object) -> Option<String> {
     )
 }
 
-/// Sets `metadata.creationTimestamp` the first time an object is seen, and keeps it after.
+/// Sets `metadata.creationTimestamp` the first time an object is seen, and keeps it after; and
+/// `metadata.generation` as the API server does: 1 at creation, one more at each change of
+/// anything but metadata and status (what a manifest says of either is not kept).
 fn stamp_creation(object: &mut Object, previous: Option<&Object>) {
+    let generation = match previous {
+        None => 1,
+        Some(prev) => {
+            let before = prev.meta().generation.unwrap_or(1);
+            if same_spec(prev, object) {
+                before
+            } else {
+                before + 1
+            }
+        }
+    };
+    object.meta_mut().generation = Some(generation);
     let keep = previous.and_then(|p| p.meta().creation_timestamp.clone());
     let meta = object.meta_mut();
     match keep {
@@ -444,4 +458,17 @@ fn keep_transition_times(new: &mut Value, old: &Value) {
 
 fn same_content(a: &Object, b: &Object) -> bool {
     a == b
+}
+
+/// Equal but for metadata and status: no new generation.
+fn same_spec(a: &Object, b: &Object) -> bool {
+    let without_meta = |o: &Object| {
+        let mut v = o.to_value();
+        if let Value::Object(map) = &mut v {
+            map.remove("metadata");
+            map.remove("status");
+        }
+        v
+    };
+    a.kind() == b.kind() && without_meta(a) == without_meta(b)
 }

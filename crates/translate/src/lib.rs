@@ -11,6 +11,7 @@ mod frontend_tls;
 mod gateway_addresses;
 mod gateway_class;
 mod gateway_status;
+mod generation;
 mod grpc_routes;
 mod listener_isolation;
 mod listener_policy;
@@ -75,6 +76,7 @@ pub fn translate_with(
     let mut listeners = routes::listeners(resources, &clusters, &mut statuses, now, addressing);
     listener_policy::attach(resources, &mut listeners, &mut statuses, now);
     route_filters::settle_redirect_ports(&mut listeners);
+    generation::stamp_all(resources, &mut statuses);
     (
         Snapshot {
             version,
@@ -297,6 +299,9 @@ pub fn listener_not_programmed(
                 replace_condition(conditions, not_programmed.clone());
             }
         }
+        if let Some(generation) = object.meta().generation {
+            generation::stamp(status, generation);
+        }
     }
 }
 
@@ -311,6 +316,15 @@ fn replace_condition(conditions: &mut Vec<Value>, new: Value) {
 /// the webhook nothing stops it reaching the cluster): not Accepted, with the validation error,
 /// in the place each kind keeps its conditions. Services and EndpointSlices have none (None).
 pub fn rejected_status(kind: Kind, object: &Value, message: &str, now: SystemTime) -> Option<Value> {
+    let mut status = refusal_status(kind, object, message, now)?;
+    if let Some(generation) = object.pointer("/metadata/generation").and_then(Value::as_i64) {
+        generation::stamp(&mut status, generation);
+    }
+    Some(status)
+}
+
+/// `rejected_status` without observedGeneration.
+fn refusal_status(kind: Kind, object: &Value, message: &str, now: SystemTime) -> Option<Value> {
     let now = rfc3339(now);
     let namespace = object
         .pointer("/metadata/namespace")
