@@ -2,13 +2,15 @@
 //! v1.5.1 specifies them, the route kinds each listener supports, and how many routes attached.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use api::ObjectKey;
 use api::gateway_api::gateways::GatewayListeners;
 use serde_json::{Value, json};
 
+use crate::gateway_addresses::Binds;
 use crate::routes::{GATEWAY_GROUP, GatewayListener};
-use crate::{Statuses, condition, json_object};
+use crate::{Addressing, Statuses, condition, json_object};
 
 /// The route kinds a listener serves (its `supportedKinds` when allowedRoutes.kinds is unset).
 const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
@@ -24,9 +26,10 @@ pub(crate) struct Conflict {
 /// Marks the listeners that are not distinct. Within one Gateway (Gateway API): listeners on
 /// one port with different protocols all get ProtocolConflict, and listeners on one port with
 /// the same protocol and hostname all get HostnameConflict; none of them wins. Across Gateways
-/// the data plane has one protocol per port: the first listener on it (in Gateway order)
-/// decides, and a later one speaking another protocol gets ProtocolConflict.
-pub(crate) fn find_conflicts(gw_listeners: &mut [GatewayListener]) {
+/// that bind the same port and address, the data plane has one protocol there: the first
+/// listener (in Gateway order) decides, and a later one speaking another protocol gets
+/// ProtocolConflict.
+pub(crate) fn find_conflicts(gw_listeners: &mut [GatewayListener], addressing: &Addressing) {
     let mut conflicts = Vec::with_capacity(gw_listeners.len());
     for gl in gw_listeners.iter() {
         let l = gl.spec();
@@ -73,24 +76,38 @@ pub(crate) fn find_conflicts(gw_listeners: &mut [GatewayListener]) {
             None
         });
     }
-    let mut port_owner: BTreeMap<i32, (&str, &ObjectKey)> = BTreeMap::new();
+    // Across Gateways, where their binds meet (same port, and the same address or one of them
+    // on every interface).
+    let mut owners: Vec<(i32, Option<IpAddr>, &str, &ObjectKey)> = Vec::new();
     for (gl, conflict) in gw_listeners.iter().zip(conflicts.iter_mut()) {
         if conflict.is_some() {
             continue;
         }
         let l = gl.spec();
-        let (protocol, owner) = *port_owner
-            .entry(l.port)
-            .or_insert((l.protocol.as_str(), gl.gateway));
-        if protocol != l.protocol {
+        let addresses: Vec<Option<IpAddr>> = match addressing.binds(gl.gateway, gl.gw) {
+            Binds::Everywhere => vec![None],
+            Binds::Addresses(ips) => ips.into_iter().map(Some).collect(),
+            Binds::Unassigned => Vec::new(),
+        };
+        let meets = |port: i32, at: Option<IpAddr>| {
+            port == l.port && addresses.iter().any(|a| a.is_none() || at.is_none() || *a == at)
+        };
+        if let Some((_, _, protocol, owner)) = owners
+            .iter()
+            .find(|(port, at, protocol, _)| meets(*port, *at) && *protocol != l.protocol)
+        {
             *conflict = Some(Conflict {
                 reason: "ProtocolConflict",
                 message: format!(
-                    "Gateway {owner} already serves {protocol} on port {}, and one port serves one protocol: move \
-                     this {} listener to another port",
-                    l.port, l.protocol
+                    "Gateway {}/{} already serves {protocol} on port {} at the same address, and one port \
+                     serves one protocol: move this {} listener to another port or address",
+                    owner.namespace, owner.name, l.port, l.protocol
                 ),
             });
+            continue;
+        }
+        for at in addresses {
+            owners.push((l.port, at, l.protocol.as_str(), gl.gateway));
         }
     }
     for (gl, conflict) in gw_listeners.iter_mut().zip(conflicts) {

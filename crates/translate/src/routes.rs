@@ -155,7 +155,7 @@ pub(crate) fn listeners(
             }
         }
     }
-    crate::gateway_status::find_conflicts(&mut gw_listeners);
+    crate::gateway_status::find_conflicts(&mut gw_listeners, addressing);
 
     let mut candidates: Candidates = BTreeMap::new();
     for (key, object) in objects(resources, Kind::HTTPRoute) {
