@@ -17,6 +17,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute",
     // A parentRef.port no listener has: Accepted=False NoMatchingParent (routes.rs attach).
     "HTTPRouteDestinationPortMatching",
+    // parentRef.port picks the listeners of that port (routes.rs attach).
+    "HTTPRouteParentRefPort",
     "ReferenceGrant",
 ];
 
