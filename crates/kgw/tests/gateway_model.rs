@@ -324,3 +324,71 @@ fn generation_counts_spec_changes_and_every_condition_observes_it() {
     ]);
     assert_eq!(observed(&gw, "gatewayclass", "kgateway"), 2);
 }
+
+#[test]
+fn a_namespace_label_lets_a_route_attach_through_a_selector_and_its_removal_detaches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port).start();
+    let backend = ControlledBackend::start("127.0.0.1:0", "apps");
+    let manifests = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: infra\nspec:\n  \
+         gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n    \
+         allowedRoutes:\n      namespaces:\n        from: Selector\n        selector:\n          matchLabels:\n            \
+         gateway-access: granted\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  ports:\n  - port: 80\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: apps\n  labels:\n    \
+         kubernetes.io/service-name: web\naddressType: IPv4\nendpoints:\n- addresses: [\"127.0.0.1\"]\nports:\n- port: {}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  \
+         parentRefs:\n  - name: gw\n    namespace: infra\n  rules:\n  - backendRefs:\n    - name: web\n      port: 80\n",
+        backend.addr.port()
+    );
+    let out = gw.kgw(&["apply", "-f", "-"], &manifests);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let accepted = |gw: &Gateway| {
+        let route = get_json(gw, &["httproute", "web", "-n", "apps"]);
+        route["status"]["parents"][0]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Accepted")
+            .map(|c| {
+                (
+                    c["status"].as_str().unwrap_or("").to_string(),
+                    c["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
+    };
+    assert_eq!(
+        accepted(&gw),
+        Some(("False".into(), "NotAllowedByListeners".into()))
+    );
+    assert_eq!(curl_at("127.0.0.1", port).0, 404);
+
+    let label = |value: &str| {
+        let out = gw.kgw(
+            &[
+                "patch",
+                "namespace",
+                "apps",
+                "--type",
+                "merge",
+                "-p",
+                &format!(r#"{{"metadata":{{"labels":{{"gateway-access":{value}}}}}}}"#),
+            ],
+            "",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    label("\"granted\"");
+    assert_eq!(accepted(&gw), Some(("True".into(), "Accepted".into())));
+    assert_eq!(curl_at("127.0.0.1", port), (200, "apps".into()));
+
+    label("null");
+    assert_eq!(
+        accepted(&gw),
+        Some(("False".into(), "NotAllowedByListeners".into()))
+    );
+    assert_eq!(curl_at("127.0.0.1", port).0, 404);
+}

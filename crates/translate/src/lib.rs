@@ -16,6 +16,7 @@ mod grpc_routes;
 mod listener_isolation;
 mod listener_policy;
 mod listener_tls;
+mod namespace_selector;
 mod reference_grant;
 mod route_filters;
 mod route_query;

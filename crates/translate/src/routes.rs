@@ -29,6 +29,8 @@ pub(crate) struct GatewayListener<'a> {
     pub certificate: Option<Result<ServerCertificate, RefProblem>>,
     /// It is not distinct from another listener: then it is not served.
     pub conflict: Option<crate::gateway_status::Conflict>,
+    /// Everything translated (the Namespaces' labels, for allowedRoutes' Selector).
+    pub resources: &'a crate::Resources,
 }
 
 impl GatewayListener<'_> {
@@ -151,6 +153,7 @@ pub(crate) fn listeners(
                         listener_tls::certificate(resources, key, l, now),
                     ),
                     conflict: None,
+                    resources,
                 });
             }
         }
@@ -406,8 +409,15 @@ fn namespace_allowed(gl: &GatewayListener, route_namespace: &str) -> bool {
     match from {
         From::All => true,
         From::Same => gl.gateway.namespace == route_namespace,
-        // Namespace labels are not known in standalone mode.
-        From::Selector => false,
+        From::Selector => crate::namespace_selector::selects(
+            gl.resources,
+            gl.spec()
+                .allowed_routes
+                .as_ref()
+                .and_then(|a| a.namespaces.as_ref())
+                .and_then(|n| n.selector.as_ref()),
+            route_namespace,
+        ),
     }
 }
 

@@ -129,6 +129,7 @@ golden_tests! {
     gateway_classes => "gateway-classes",
     route_timeouts => "route-timeouts",
     gateway_addresses => "gateway-addresses",
+    namespace_selector => "namespace-selector",
 }
 
 #[test]
