@@ -123,6 +123,13 @@ fn client_certificates_are_required_or_let_through_as_the_gateway_says() {
     assert_eq!(curl(&ca, fallback, None), 200);
     assert!(asks_for_a_certificate(&ca, strict));
     assert!(asks_for_a_certificate(&ca, fallback));
+    // Envoy's counters of the refusals (the wait above may have seen more than these).
+    let stat = |port: u16, name: &str| gw.stat(&format!("listener.[__]_{port}.ssl.{name}")).unwrap_or(0);
+    assert!(stat(strict, "fail_verify_no_cert") >= 1);
+    assert!(stat(strict, "fail_verify_error") >= 1);
+    assert_eq!(stat(fallback, "fail_verify_no_cert"), 0);
+    assert_eq!(stat(fallback, "fail_verify_error"), 0);
+    assert!(stat(fallback, "no_certificate") >= 1);
 
     // The Gateway says the fallback is on.
     let out = gw.kgw(&["get", "gateway", "gw", "-n", NS, "-o", "json"], "");

@@ -246,6 +246,10 @@ pub(crate) struct SslStats {
     /// Handshakes done without a client certificate.
     pub no_certificate: AtomicU64,
     pub no_filter_chain_match: AtomicU64,
+    /// Handshakes refused for want of a client certificate (AllowValidOnly).
+    pub fail_verify_no_cert: AtomicU64,
+    /// Handshakes refused because the client certificate does not chain to the CAs.
+    pub fail_verify_error: AtomicU64,
     versions: [AtomicU64; VERSIONS.len()],
     ciphers: [AtomicU64; CIPHERS.len()],
 }
@@ -286,6 +290,16 @@ impl SslStats {
             ),
             ("ssl.no_certificate", "ssl_no_certificate", &self.no_certificate),
             ("ssl.session_reused", "ssl_session_reused", &self.session_reused),
+            (
+                "ssl.fail_verify_no_cert",
+                "ssl_fail_verify_no_cert",
+                &self.fail_verify_no_cert,
+            ),
+            (
+                "ssl.fail_verify_error",
+                "ssl_fail_verify_error",
+                &self.fail_verify_error,
+            ),
             (
                 "no_filter_chain_match",
                 "no_filter_chain_match",
@@ -391,6 +405,19 @@ impl HttpsPort {
             }
             Ok(Err(Failure::Tls(e))) => {
                 crate::stats::inc(&self.stats.connection_error);
+                // Client certificate refusals also count apart, as Envoy counts them.
+                match e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                {
+                    Some(rustls::Error::NoCertificatesPresented) => {
+                        crate::stats::inc(&self.stats.fail_verify_no_cert)
+                    }
+                    Some(rustls::Error::InvalidCertificate(_)) => {
+                        crate::stats::inc(&self.stats.fail_verify_error)
+                    }
+                    _ => {}
+                }
                 tracing::debug!("TLS handshake failed: {e}");
                 None
             }
