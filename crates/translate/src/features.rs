@@ -15,10 +15,25 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayPort8080",
     "HTTPRoute",
+    // RequestRedirect statusCode 303/307/308 (route_filters.rs in snapshot, translate, proxy).
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    // RequestHeaderModifier on a backendRef: its weighted cluster's request headers.
+    "HTTPRouteBackendRequestHeaderModification",
     // A parentRef.port no listener has: Accepted=False NoMatchingParent (routes.rs attach).
     "HTTPRouteDestinationPortMatching",
+    // URLRewrite hostname (route_filters.rs).
+    "HTTPRouteHostRewrite",
     // parentRef.port picks the listeners of that port (routes.rs attach).
     "HTTPRouteParentRefPort",
+    // RequestRedirect path; URLRewrite path; RequestRedirect port.
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    // ResponseHeaderModifier; RequestRedirect scheme.
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
 ];
 
