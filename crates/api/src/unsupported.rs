@@ -331,6 +331,7 @@ fn http_route_filter_served(t: &HttpRouteRulesFiltersType) -> bool {
             | HttpRouteRulesFiltersType::ResponseHeaderModifier
             | HttpRouteRulesFiltersType::RequestRedirect
             | HttpRouteRulesFiltersType::UrlRewrite
+            | HttpRouteRulesFiltersType::RequestMirror
     )
 }
 

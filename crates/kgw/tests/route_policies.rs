@@ -433,3 +433,105 @@ fn rule_timeouts_answer_504_when_the_backend_is_slower_and_0s_turns_them_off() {
         "the dump shows the timeout turned off: {text}"
     );
 }
+
+/// The conformance tests' mirrors (HTTPRouteRequestMirror, ...MultipleMirrors,
+/// ...PercentageMirror).
+const MIRROR_ROUTES: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: mirrors
+  namespace: policies
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /mirror}
+    filters:
+    - type: RequestMirror
+      requestMirror:
+        backendRef: {name: v2, namespace: policies, port: 8080}
+    backendRefs:
+    - {name: v1, port: 8080}
+  - matches:
+    - path: {type: PathPrefix, value: /multi-mirror}
+    filters:
+    - type: RequestMirror
+      requestMirror:
+        backendRef: {name: v2, port: 8080}
+    - type: RequestMirror
+      requestMirror:
+        backendRef: {name: v3, port: 8080}
+    backendRefs:
+    - {name: v1, port: 8080}
+  - matches:
+    - path: {type: PathPrefix, value: /half}
+    filters:
+    - type: RequestMirror
+      requestMirror:
+        backendRef: {name: v3, port: 8080}
+        fraction: {numerator: 1, denominator: 2}
+    backendRefs:
+    - {name: v1, port: 8080}
+  - matches:
+    - path: {type: PathPrefix, value: /never}
+    filters:
+    - type: RequestMirror
+      requestMirror:
+        backendRef: {name: v3, port: 8080}
+        percent: 0
+    backendRefs:
+    - {name: v1, port: 8080}
+"#;
+
+#[test]
+fn mirrors_get_a_copy_with_a_shadow_host_and_the_client_gets_the_backend_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = Echo::start(&["v1", "v2", "v3"]);
+    let gw = start(dir.path(), &echo, MIRROR_ROUTES);
+    wait_routed(&gw, "/never");
+    for (h2, tag) in [(false, "h1"), (true, "h2")] {
+        let reply = send(gw.port, "GET", &format!("/mirror?{tag}"), &[], h2);
+        assert_eq!(
+            reply.backend().as_deref(),
+            Some("v1"),
+            "the client gets the route's backend"
+        );
+        let shadow = format!("v2 GET /mirror?{tag} 127.0.0.1-shadow:{}", gw.port);
+        echo.wait_seen(&format!("{shadow} (h2: {h2})"), 1, |l| l == shadow);
+        let reply = send(gw.port, "POST", &format!("/multi-mirror?{tag}"), &[], h2);
+        assert_eq!(reply.backend().as_deref(), Some("v1"));
+        for name in ["v2", "v3"] {
+            let line = format!("{name} POST /multi-mirror?{tag} 127.0.0.1-shadow:{}", gw.port);
+            echo.wait_seen(&line, 1, |l| l == line);
+        }
+    }
+    // Half the requests, drawn one by one; none at percent 0.
+    for i in 0..100 {
+        assert_eq!(
+            send(gw.port, "GET", &format!("/half?n={i}"), &[], false).status,
+            200
+        );
+        assert_eq!(
+            send(gw.port, "GET", &format!("/never?n={i}"), &[], false).status,
+            200
+        );
+    }
+    echo.wait_seen("half the /half requests mirrored", 25, |l| {
+        l.starts_with("v3 GET /half")
+    });
+    // A last mirrored request marks the end of the copies sent before it.
+    send(gw.port, "GET", "/mirror?last", &[], false);
+    let seen = echo.wait_seen("the last mirror", 1, |l| l.starts_with("v2 GET /mirror?last"));
+    let half = seen.iter().filter(|l| l.starts_with("v3 GET /half")).count();
+    assert!((25..=75).contains(&half), "{half} of 100 mirrored at 1/2");
+    assert!(
+        !seen.iter().any(|l| l.starts_with("v3 GET /never")),
+        "percent: 0 mirrors nothing"
+    );
+    let text = gw.dump("GET", "").to_string();
+    assert!(
+        text.contains(r#""request_mirror_policies":[{"cluster":"kube_policies_v3_8080","runtime_fraction":{"default_value":{"numerator":500000,"denominator":"MILLION"}}}]"#),
+        "the dump shows the mirrors: {text}"
+    );
+}

@@ -434,6 +434,16 @@ impl Downstream {
             && head.framing == Framing::Empty
             && is_idempotent(line.method);
 
+        if let Ok((_, _, route)) = &routed {
+            crate::mirror::from_http1(
+                &runtime,
+                route,
+                &buf,
+                head,
+                self.client_address(),
+                self.stream.is_tls(),
+            );
+        }
         let outcome = match routed {
             Err(reply) => {
                 // A gRPC request gets gRPC's answer (looked for only here, off the proxied path).

@@ -342,6 +342,7 @@ async fn serve_stream(
                 route_filters: &route_filters,
                 route_timeout: crate::route_timeout::of(route, dp.options.route_timeout),
             };
+            crate::mirror::from_http2(&runtime, route, &request, body.is_end_stream());
             match forward(dp, &cluster, &endpoint, request, &mut body, &mut respond).await {
                 Ok(ended) => (ended.status, ended.flag, Some(endpoint.address)),
                 Err(reply) => {

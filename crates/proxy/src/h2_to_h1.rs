@@ -624,7 +624,7 @@ fn is_connection_specific(name: &str) -> bool {
 /// `:authority`, no connection-specific headers, the cookies (HTTP/2 may split them) joined into
 /// one line, the client's address appended to x-forwarded-for, `x-forwarded-proto` the client
 /// connection's scheme, and the framing of the body (`content-length`, or chunked).
-fn write_request_head(out: &mut Vec<u8>, request: &StreamRequest<'_>, framing: Framing) {
+pub(crate) fn write_request_head(out: &mut Vec<u8>, request: &StreamRequest<'_>, framing: Framing) {
     let parts = request.parts;
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');

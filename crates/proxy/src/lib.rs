@@ -41,6 +41,7 @@ mod http_protocol;
 mod listener;
 mod load_balancing;
 mod local_reply;
+mod mirror;
 mod outlier_detection;
 mod pool;
 mod proxy_protocol;

@@ -315,6 +315,7 @@ mod tests {
             query_params: Vec::new(),
             filters: None,
             timeout: None,
+            mirrors: Vec::new(),
         };
         Arc::new(Snapshot {
             version,

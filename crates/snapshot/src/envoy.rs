@@ -494,6 +494,7 @@ fn route(r: &Route, clusters: &[Cluster]) -> Value {
                 );
             }
             crate::route_timeout::render(r.timeout, &mut action);
+            crate::route_mirror::render(&r.mirrors, &mut action);
             v.insert("route".into(), Value::Object(action));
         }
         RouteAction::Direct { status, body } => {

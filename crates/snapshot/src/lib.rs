@@ -6,6 +6,7 @@ mod envoy;
 mod listener_tls;
 mod misdirected;
 mod route_filters;
+mod route_mirror;
 mod route_query;
 mod route_timeout;
 mod upstream;
@@ -19,6 +20,7 @@ pub use listener_tls::{
 };
 pub use misdirected::{RouteTable, chain_route_name, misdirected_route, route_tables};
 pub use route_filters::{HeaderEdits, PathRewrite, Redirect, RouteFilters};
+pub use route_mirror::{MirrorShare, RequestMirror};
 pub use route_query::QueryParamMatch;
 pub use upstream::*;
 
@@ -111,6 +113,8 @@ pub struct Route {
     /// The rule's timeout (Envoy's route `timeout`): how long a request may wait for its
     /// response head, from the end of the request; zero is no limit. None: the proxy's default.
     pub timeout: Option<std::time::Duration>,
+    /// Clusters that get a copy of each request (`route_mirror.rs`).
+    pub mirrors: Vec<RequestMirror>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

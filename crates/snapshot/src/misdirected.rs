@@ -33,6 +33,7 @@ pub fn misdirected_route() -> &'static Route {
         query_params: Vec::new(),
         filters: None,
         timeout: None,
+        mirrors: Vec::new(),
     });
     &ROUTE
 }

@@ -145,6 +145,7 @@ fn add_rules(
                     query_params: Vec::new(),
                     filters: None,
                     timeout: None,
+                    mirrors: Vec::new(),
                 },
                 order,
             });

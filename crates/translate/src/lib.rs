@@ -19,6 +19,7 @@ mod listener_tls;
 mod namespace_selector;
 mod reference_grant;
 mod route_filters;
+mod route_mirror;
 mod route_query;
 mod route_timeout;
 mod routes;

@@ -187,6 +187,7 @@ pub(crate) fn listeners(
             .collect();
         let (actions, resolved) = rule_actions(resources, key, "HTTPRoute", &backend_refs, clusters);
         let actions = crate::route_filters::with_backend_filters(route, actions);
+        let actions = crate::route_mirror::with_mirrors(resources, key, route, clusters, actions);
         let parents = route
             .spec
             .parent_refs
@@ -468,6 +469,8 @@ pub(crate) type Resolved = Result<(), (&'static str, String)>;
 pub(crate) struct RuleAction {
     pub action: RouteAction,
     pub websocket: bool,
+    /// The rule's RequestMirror filters (`route_mirror.rs`).
+    pub mirrors: Vec<snapshot::RequestMirror>,
 }
 
 /// Per rule (`backend_refs[i]` are rule i's), the action; `route_kind` is the referring side
@@ -562,6 +565,7 @@ pub(crate) fn rule_actions(
             RuleAction {
                 action: RouteAction::Forward(forward),
                 websocket,
+                mirrors: Vec::new(),
             }
         } else {
             // No backend, all weights 0, or none valid: every request gets a 500.
@@ -571,6 +575,7 @@ pub(crate) fn rule_actions(
                     body: String::new(),
                 },
                 websocket: false,
+                mirrors: Vec::new(),
             }
         });
     }
@@ -660,6 +665,7 @@ fn add_rules(
                     query_params,
                     filters: crate::route_filters::for_match(rule, m, port),
                     timeout: crate::route_timeout::timeout(rule),
+                    mirrors: actions[rule_index].mirrors.clone(),
                 },
                 order,
             });

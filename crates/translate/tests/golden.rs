@@ -130,6 +130,7 @@ golden_tests! {
     route_timeouts => "route-timeouts",
     gateway_addresses => "gateway-addresses",
     namespace_selector => "namespace-selector",
+    route_mirrors => "route-mirrors",
 }
 
 #[test]

@@ -16,6 +16,8 @@ import json, sys, threading, time, re
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlsplit, parse_qs
 
+LOG = threading.Lock()
+
 def handler_for(name):
     class Echo(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -25,7 +27,9 @@ def handler_for(name):
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
-            print(f"{name} {self.command} {self.path} {self.headers.get('host')}", flush=True)
+            with LOG:
+                sys.stdout.write(f"{name} {self.command} {self.path} {self.headers.get('host')}\n")
+                sys.stdout.flush()
             delay = parse_qs(urlsplit(self.path).query).get("delay")
             if delay:
                 m = re.fullmatch(r"(\d+)(ms|s)", delay[0])
@@ -93,7 +97,8 @@ impl Echo {
 
     /// Waits (bounded) until `count` logged requests satisfy `pred`; returns them all.
     pub fn wait_seen(&self, what: &str, count: usize, pred: impl Fn(&str) -> bool) -> Vec<String> {
-        crate::common::wait_for(what, Duration::from_secs(10), || {
+        let what = format!("{what} (seen: {:?})", self.seen());
+        crate::common::wait_for(&what, Duration::from_secs(10), || {
             let seen = self.seen();
             (seen.iter().filter(|l| pred(l)).count() >= count).then_some(seen)
         })
