@@ -359,8 +359,8 @@ fn listener(l: &Listener) -> Value {
                                 "certificate_chain": { "inline_string": c.certificate_chain },
                                 "private_key": { "inline_string": c.private_key },
                             }],
-                            // What the data plane offers (HTTP/2 comes later).
-                            "alpn_protocols": ["http/1.1"],
+                            // What the data plane offers (downstream_tls.rs): HTTP/2 first.
+                            "alpn_protocols": ["h2", "http/1.1"],
                         }
                     });
                     client_validation(&mut context, c.client_validation.as_ref());
