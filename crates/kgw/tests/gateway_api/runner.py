@@ -896,7 +896,7 @@ class TestRun:
 
     def expect_mirrored(self, exp, since):
         path = exp["request"].get("path", "/")
-        pattern = re.compile(r"Echoing back request made to \\" + path + " to client")
+        pattern = mirror_log_pattern(path)
         for m in exp.get("mirrored_to") or []:
             def check(m=m):
                 n = self.env.pods.log_count(m["namespace"], m["name"], pattern, since)
@@ -905,7 +905,7 @@ class TestRun:
 
     def percentage_mirror(self, spec, exp, address, transport_spec):
         path = exp["request"].get("path", "/")
-        pattern = re.compile(r"Echoing back request made to \\" + path + " to client")
+        pattern = mirror_log_pattern(path)
         total = spec["total_requests"]
         last = ""
         for _round in range(spec["rounds"]):
@@ -1074,6 +1074,12 @@ class TestRun:
                 if not name:
                     # A failed require outside a t.Run ends the test (or its enclosing group).
                     raise
+
+
+def mirror_log_pattern(path):
+    """Go's regexp.MustCompile(fmt.Sprintf("Echoing back request made to \\\\%s to client", path)): one
+    backslash before the path (it escapes the path's leading '/'), the path itself unescaped."""
+    return re.compile("Echoing back request made to \\" + path + " to client")
 
 
 def get_path(obj, path):
