@@ -245,14 +245,6 @@ pub fn gateway(g: &Gateway) -> Vec<FieldError> {
             None => {}
         }
     }
-    for (i, a) in g.spec.addresses.iter().flatten().enumerate() {
-        if a.r#type.as_deref().unwrap_or("IPAddress") != "IPAddress" {
-            out.push(FieldError::forbidden(
-                format!("spec.addresses[{i}].type"),
-                format!("only IPAddress addresses are supported; {NOT_YET}"),
-            ));
-        }
-    }
     // spec.tls.frontend (client certificate validation) is served; a client certificate
     // for backends is not yet.
     if g.spec.tls.as_ref().is_some_and(|t| t.backend.is_some()) {

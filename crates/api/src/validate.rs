@@ -123,15 +123,16 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
             }
             for (i, a) in g.spec.addresses.iter().flatten().enumerate() {
                 let ty = a.r#type.as_deref().unwrap_or("IPAddress");
-                if ty == "IPAddress" {
-                    let v = a.value.as_deref().unwrap_or("");
-                    if v.parse::<IpAddr>().is_err() {
-                        errors.push(FieldError::invalid(
-                            format!("spec.addresses[{i}].value"),
-                            &v,
-                            "an IPAddress address must be an IPv4 or IPv6 address, e.g. 127.0.0.1",
-                        ));
-                    }
+                // Without a value, the implementation picks the address (GatewayAddressEmpty).
+                if ty == "IPAddress"
+                    && let Some(v) = a.value.as_deref()
+                    && v.parse::<IpAddr>().is_err()
+                {
+                    errors.push(FieldError::invalid(
+                        format!("spec.addresses[{i}].value"),
+                        &v,
+                        "an IPAddress address must be an IPv4 or IPv6 address, e.g. 127.0.0.1",
+                    ));
                 }
             }
         }

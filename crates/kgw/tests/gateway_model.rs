@@ -180,7 +180,7 @@ fn gateways_on_one_port_get_their_own_pool_address_and_route_apart() {
     let port = free_port();
     let gw = GatewayBuilder::run(dir.path(), port)
         .arg("--gateway-address-pool")
-        .arg("127.0.20.0/29")
+        .arg("127.0.30.0/29")
         .start();
     let blue = ControlledBackend::start("127.0.0.1:0", "blue");
     let green = ControlledBackend::start("127.0.0.1:0", "green");
@@ -190,19 +190,19 @@ fn gateways_on_one_port_get_their_own_pool_address_and_route_apart() {
     // green comes later: blue, the older, took the pool's first address.
     let out = gw.kgw(&["apply", "-f", "-"], &gateway_to("green", port, green.addr));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(addresses_of(&gw, "blue"), ["127.0.20.1"]);
-    assert_eq!(addresses_of(&gw, "green"), ["127.0.20.2"]);
+    assert_eq!(addresses_of(&gw, "blue"), ["127.0.30.1"]);
+    assert_eq!(addresses_of(&gw, "green"), ["127.0.30.2"]);
 
     // Same port, two addresses, two backends.
-    assert_eq!(curl_at("127.0.20.1", port), (200, "blue".into()));
-    assert_eq!(curl_at("127.0.20.2", port), (200, "green".into()));
+    assert_eq!(curl_at("127.0.30.1", port), (200, "blue".into()));
+    assert_eq!(curl_at("127.0.30.2", port), (200, "green".into()));
     // An address no Gateway has: nothing listens there.
-    assert_eq!(curl_at("127.0.20.3", port).0, 0);
+    assert_eq!(curl_at("127.0.30.3", port).0, 0);
     let out = gw.kgw(&["get", "gateway"], "");
     assert!(
         stdout(&out)
             .lines()
-            .any(|l| l.starts_with("blue") && l.contains("127.0.20.1")),
+            .any(|l| l.starts_with("blue") && l.contains("127.0.30.1")),
         "the ADDRESS column: {}",
         stdout(&out)
     );
@@ -212,10 +212,10 @@ fn gateways_on_one_port_get_their_own_pool_address_and_route_apart() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = gw.kgw(&["apply", "-f", "-"], &gateway_to("blue-again", port, blue.addr));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(addresses_of(&gw, "blue-again"), ["127.0.20.1"]);
-    assert_eq!(addresses_of(&gw, "green"), ["127.0.20.2"]);
-    assert_eq!(curl_at("127.0.20.1", port), (200, "blue".into()));
-    assert_eq!(curl_at("127.0.20.2", port), (200, "green".into()));
+    assert_eq!(addresses_of(&gw, "blue-again"), ["127.0.30.1"]);
+    assert_eq!(addresses_of(&gw, "green"), ["127.0.30.2"]);
+    assert_eq!(curl_at("127.0.30.1", port), (200, "blue".into()));
+    assert_eq!(curl_at("127.0.30.2", port), (200, "green".into()));
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn without_a_pool_a_gateway_binds_every_interface_and_says_so() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(addresses_of(&gw, "any"), ["0.0.0.0", "::"]);
     assert_eq!(curl_at("127.0.0.1", port), (200, "any".into()));
-    assert_eq!(curl_at("127.0.20.5", port), (200, "any".into()));
+    assert_eq!(curl_at("127.0.30.5", port), (200, "any".into()));
 }
 
 /// Every `observedGeneration` in `value`'s conditions, at any depth.
@@ -391,4 +391,45 @@ fn a_namespace_label_lets_a_route_attach_through_a_selector_and_its_removal_deta
         Some(("False".into(), "NotAllowedByListeners".into()))
     );
     assert_eq!(curl_at("127.0.0.1", port).0, 404);
+}
+
+#[test]
+fn an_address_the_host_cannot_bind_is_address_not_usable_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let gw = GatewayBuilder::run(dir.path(), port).start();
+    // 198.51.100.1 (TEST-NET-2) is no address of this host.
+    let gateway = |addresses: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: fixed\nspec:\n  \
+             gatewayClassName: kgateway\n  addresses:\n{addresses}  listeners:\n  - name: http\n    protocol: HTTP\n    \
+             port: {port}\n"
+        )
+    };
+    let programmed = |gw: &Gateway| {
+        let v = get_json(gw, &["gateway", "fixed"]);
+        v["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Programmed")
+            .map(|c| {
+                (
+                    c["status"].as_str().unwrap_or("").to_string(),
+                    c["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
+    };
+    let out = gw.kgw(
+        &["apply", "-f", "-"],
+        &gateway("  - value: 198.51.100.1\n  - value: 127.0.30.9\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(programmed(&gw), Some(("False".into(), "AddressNotUsable".into())));
+    let out = gw.kgw(&["apply", "-f", "-"], &gateway("  - value: 127.0.30.9\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(programmed(&gw), Some(("True".into(), "Programmed".into())));
+    assert_eq!(addresses_of(&gw, "fixed"), ["127.0.30.9"]);
+    // Nothing routes there, but the address listens: 404, not a refused connection.
+    assert_eq!(curl_at("127.0.30.9", port).0, 404);
 }

@@ -6,6 +6,8 @@
 /// GatewayClass status requires.
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
+    // An IPAddress entry without a value gets the pool's address (gateway_addresses.rs).
+    "GatewayAddressEmpty",
     // spec.tls.frontend (frontend_tls.rs): AllowValidOnly, and AllowInsecureFallback.
     "GatewayFrontendClientCertificateValidation",
     "GatewayFrontendClientCertificateValidationInsecureFallback",
@@ -14,6 +16,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     // 421 for a Host another HTTPS listener owns than the SNI's (snapshot misdirected.rs).
     "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayPort8080",
+    // spec.addresses bound as given; other types UnsupportedAddress, an address the host
+    // cannot bind AddressNotUsable (gateway_addresses.rs, listener_not_programmed).
+    "GatewayStaticAddresses",
     "HTTPRoute",
     // RequestRedirect statusCode 303/307/308 (route_filters.rs in snapshot, translate, proxy).
     "HTTPRoute303RedirectStatusCode",

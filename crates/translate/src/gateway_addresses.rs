@@ -150,10 +150,26 @@ pub(crate) enum Binds {
     Addresses(Vec<IpAddr>),
     /// The pool has no address left for it: it is not served.
     Unassigned,
+    /// It asks for addresses of a type kgw cannot bind (Hostname, NamedAddress, ...): not
+    /// accepted, not served.
+    Unsupported(Vec<String>),
 }
 
 impl Addressing {
     pub(crate) fn binds(&self, key: &ObjectKey, gw: &Gateway) -> Binds {
+        let unsupported: Vec<String> = gw
+            .spec
+            .addresses
+            .iter()
+            .flatten()
+            .filter_map(|a| a.r#type.clone())
+            .filter(|t| t != "IPAddress")
+            .collect();
+        if !unsupported.is_empty() {
+            return Binds::Unsupported(unsupported);
+        }
+        // An IPAddress entry without a value asks for any address (GatewayAddressEmpty): the
+        // pool's, or every interface.
         let named = spec_addresses(gw);
         if !named.is_empty() {
             return Binds::Addresses(named);
@@ -202,6 +218,24 @@ pub(crate) fn write_statuses(
         let addresses: Vec<Value> = match addressing.binds(key, gw) {
             Binds::Everywhere => EVERY_INTERFACE.iter().map(|a| address(a.to_string())).collect(),
             Binds::Addresses(ips) => ips.iter().map(|ip| address(ip.to_string())).collect(),
+            Binds::Unsupported(types) => {
+                let message = format!(
+                    "spec.addresses: kgw binds IPAddress addresses only, not {}: remove those addresses \
+                     or give IP addresses",
+                    types.join(", ")
+                );
+                if let Some(Value::Array(conditions)) = status.get_mut("conditions") {
+                    crate::replace_condition(
+                        conditions,
+                        condition("Accepted", false, "UnsupportedAddress", &message, now),
+                    );
+                    crate::replace_condition(
+                        conditions,
+                        condition("Programmed", false, "Invalid", &message, now),
+                    );
+                }
+                Vec::new()
+            }
             Binds::Unassigned => {
                 let message = "the address pool (kgw run --gateway-address-pool) has no free address: \
                                delete a Gateway, widen the pool, or set spec.addresses";
@@ -267,7 +301,7 @@ pub(crate) fn listeners(
         let addresses: Vec<Option<IpAddr>> = match addressing.binds(gl.gateway, gl.gw) {
             Binds::Everywhere => vec![None],
             Binds::Addresses(ips) => ips.into_iter().map(Some).collect(),
-            Binds::Unassigned => continue,
+            Binds::Unassigned | Binds::Unsupported(_) => continue,
         };
         for address in addresses {
             let draft = binds.entry((port, address)).or_default();

@@ -87,7 +87,7 @@ pub(crate) fn find_conflicts(gw_listeners: &mut [GatewayListener], addressing: &
         let addresses: Vec<Option<IpAddr>> = match addressing.binds(gl.gateway, gl.gw) {
             Binds::Everywhere => vec![None],
             Binds::Addresses(ips) => ips.into_iter().map(Some).collect(),
-            Binds::Unassigned => Vec::new(),
+            Binds::Unassigned | Binds::Unsupported(_) => Vec::new(),
         };
         let meets = |port: i32, at: Option<IpAddr>| {
             port == l.port && addresses.iter().any(|a| a.is_none() || at.is_none() || *a == at)

@@ -283,9 +283,19 @@ pub fn listener_not_programmed(
         if !gateway_addresses::binds_at(status, address.ip()) {
             continue;
         }
+        // A specific address the host cannot bind (not one of its own, or taken): Gateway API's
+        // AddressNotUsable for the Gateway.
+        let gateway_reason = if address.ip().is_unspecified() {
+            "Invalid"
+        } else {
+            "AddressNotUsable"
+        };
         let not_programmed = condition("Programmed", false, "Invalid", &message, &now);
         if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
-            replace_condition(conditions, not_programmed.clone());
+            replace_condition(
+                conditions,
+                condition("Programmed", false, gateway_reason, &message, &now),
+            );
         }
         for listener in status
             .get_mut("listeners")
