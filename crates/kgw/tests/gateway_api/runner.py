@@ -426,6 +426,10 @@ class TestRun:
 
     def op_namespaces_ready(self, step):
         def check():
+            # The pods' readiness: the echo process (every pod) is alive.
+            if self.env.pods.proc.poll() is not None:
+                return False, (f"the echo backend (every pod) exited with {self.env.pods.proc.returncode}; see "
+                               f"{self.env.workdir / 'echo.log'}")
             for ns in step["namespaces"]:
                 for gw in self.kgw.list("gateway", ns):
                     ann = (gw["metadata"].get("annotations") or {})
