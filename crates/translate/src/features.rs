@@ -26,16 +26,29 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute308RedirectStatusCode",
     // RequestHeaderModifier on a backendRef: its weighted cluster's request headers.
     "HTTPRouteBackendRequestHeaderModification",
+    // timeouts.backendRequest: the route timeout (route_timeout.rs in snapshot, translate, proxy).
+    "HTTPRouteBackendTimeout",
     // A parentRef.port no listener has: Accepted=False NoMatchingParent (routes.rs attach).
     "HTTPRouteDestinationPortMatching",
     // URLRewrite hostname (route_filters.rs).
     "HTTPRouteHostRewrite",
+    // Method matches; a rule's name is taken (routes.rs, router.rs).
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
     // parentRef.port picks the listeners of that port (routes.rs attach).
     "HTTPRouteParentRefPort",
     // RequestRedirect path; URLRewrite path; RequestRedirect port.
     "HTTPRoutePathRedirect",
     "HTTPRoutePathRewrite",
     "HTTPRoutePortRedirect",
+    // Exact query parameter matches (route_query.rs, query_match.rs).
+    "HTTPRouteQueryParamMatching",
+    // RequestMirror: one, several, a share (route_mirror.rs in snapshot, translate; mirror.rs).
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    // timeouts.request: the route timeout (route_timeout.rs).
+    "HTTPRouteRequestTimeout",
     // ResponseHeaderModifier; RequestRedirect scheme.
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
