@@ -72,7 +72,7 @@ impl Picked {
         let mut start = start.to_vec();
         for f in self.each() {
             if let Some(rewrite) = &f.path_rewrite {
-                start = rewrite_request_line(&start, |path| rewrite.apply(path));
+                start = rewrite_request_line(&start, rewrite);
             }
             if let Some(host) = &f.host_rewrite {
                 lines.retain(|(n, _)| !n.eq_ignore_ascii_case(b"host"));
@@ -217,25 +217,18 @@ fn join_head(start: &[u8], lines: &[HeaderLine]) -> Vec<u8> {
     out
 }
 
-/// `METHOD /path?query VERSION` with the path rewritten (the query stays).
-fn rewrite_request_line(line: &[u8], rewrite: impl Fn(&str) -> String) -> Vec<u8> {
-    let text = String::from_utf8_lossy(line);
-    let mut parts = text.splitn(3, ' ');
+/// `METHOD /path?query VERSION` with the path rewritten (the query stays), on the raw bytes:
+/// a target byte that is not UTF-8 goes upstream as the client sent it.
+fn rewrite_request_line(line: &[u8], rewrite: &snapshot::PathRewrite) -> Vec<u8> {
+    let mut parts = line.splitn(3, |b| *b == b' ');
     let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
         return line.to_vec();
     };
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
+    let (path, query) = match target.iter().position(|b| *b == b'?') {
+        Some(i) => (&target[..i], &target[i..]),
+        None => (target, &[][..]),
     };
-    let mut out = format!("{method} {}", rewrite(path));
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out.push(' ');
-    out.push_str(version);
-    out.into_bytes()
+    [method, b" ", &rewrite.apply_to_bytes(path), query, b" ", version].concat()
 }
 
 #[cfg(test)]
@@ -282,6 +275,20 @@ mod tests {
             "GET /one/two?q=1 HTTP/1.1\r\nhost: one.example.org\r\nx-header-add: first\r\n\
              x-header-set: set\r\nx-header-add: added\r\ncontent-length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_rewritten_target_keeps_its_raw_bytes() {
+        let filters = RouteFilters {
+            path_rewrite: Some(PathRewrite::Prefix {
+                matched: "/prefix".into(),
+                with: "/one".into(),
+            }),
+            ..RouteFilters::default()
+        };
+        let mut head = b"GET /prefix/caf\xe9/\xff?q=\xfe HTTP/1.1\r\nhost: gw\r\n\r\n".to_vec();
+        picked(filters).edit_http1_request(&mut head);
+        assert_eq!(head, b"GET /one/caf\xe9/\xff?q=\xfe HTTP/1.1\r\nhost: gw\r\n\r\n");
     }
 
     #[test]

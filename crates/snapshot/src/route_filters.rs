@@ -69,17 +69,26 @@ pub enum PathRewrite {
 impl PathRewrite {
     /// The new path for `path` (without the query).
     pub fn apply(&self, path: &str) -> String {
+        // Both the path and the route's strings are UTF-8, so the result is too.
+        String::from_utf8(self.apply_to_bytes(path.as_bytes()))
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// The new path for the raw bytes of a request target's path: bytes the client sent that
+    /// are not UTF-8 go upstream as they came.
+    pub fn apply_to_bytes(&self, path: &[u8]) -> Vec<u8> {
         match self {
-            PathRewrite::Full(full) => full.clone(),
+            PathRewrite::Full(full) => full.as_bytes().to_vec(),
             PathRewrite::Prefix { matched, with } => {
                 let matched = matched.trim_end_matches('/');
                 // The route matched, so `path` starts with the prefix at a segment boundary;
                 // a path that does not (never routed here) is left as it is.
-                let Some(rest) = path.strip_prefix(matched) else {
-                    return path.to_string();
+                let Some(rest) = path.strip_prefix(matched.as_bytes()) else {
+                    return path.to_vec();
                 };
-                let new = format!("{}{rest}", with.trim_end_matches('/'));
-                if new.is_empty() { "/".to_string() } else { new }
+                let mut new = with.trim_end_matches('/').as_bytes().to_vec();
+                new.extend_from_slice(rest);
+                if new.is_empty() { b"/".to_vec() } else { new }
             }
         }
     }
