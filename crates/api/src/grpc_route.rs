@@ -141,7 +141,7 @@ fn is_grpc_method(s: &str) -> bool {
 }
 
 /// RFC 7230's token, as the CRD's pattern.
-fn is_header_name(s: &str) -> bool {
+pub(crate) fn is_header_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_HEADER_NAME
         && s.bytes()

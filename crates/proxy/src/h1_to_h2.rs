@@ -31,17 +31,11 @@ use crate::outlier_detection::Report;
 use crate::stats;
 use crate::upstream_h2::{self, UpstreamStream};
 
-/// Headers that describe one HTTP/1.1 connection and are malformed in HTTP/2 (RFC 9113,
-/// 8.2.2); `host` becomes `:authority`.
-const NOT_IN_HTTP2: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "host",
-];
+/// Headers an HTTP/2 head cannot carry: the connection-specific ones and `host` (it becomes
+/// `:authority`).
+fn not_in_http2(name: &str) -> bool {
+    name == "host" || snapshot::CONNECTION_SPECIFIC_HEADERS.contains(&name)
+}
 
 /// What the request needs from the client connection's side.
 pub(crate) struct H1Request<'a> {
@@ -477,7 +471,7 @@ fn write_response_head(
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        if NOT_IN_HTTP2.contains(&name.as_str()) {
+        if not_in_http2(name.as_str()) {
             continue;
         }
         put_header(out, name.as_str().as_bytes(), value.as_bytes());
@@ -646,7 +640,7 @@ fn h2_request(
     if let Some(map) = request.headers_mut() {
         for h in parsed.headers.iter() {
             let name = h.name.to_ascii_lowercase();
-            if NOT_IN_HTTP2.contains(&name.as_str()) {
+            if not_in_http2(name.as_str()) {
                 continue;
             }
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;

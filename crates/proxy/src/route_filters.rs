@@ -14,11 +14,14 @@ use crate::router::RequestView;
 /// One `name: value` line of an HTTP/1.1 head.
 type HeaderLine = (Vec<u8>, Vec<u8>);
 
-/// The proxy's own framing headers: no filter adds, sets or removes them (the codecs write them).
+/// The proxy's own framing headers: no filter edit reaches them (the codecs write them).
+/// Not `snapshot::CONNECTION_SPECIFIC_HEADERS`, on purpose: that list is what `kgw apply`
+/// refuses in a filter (an HTTP/2 head cannot carry it); this one guards the lines the codec
+/// framed the message with, `content-length` too, whatever the filter says.
+const FRAMING: [&str; 3] = ["content-length", "transfer-encoding", "connection"];
+
 fn is_framing(name: &[u8]) -> bool {
-    ["content-length", "transfer-encoding", "connection"]
-        .iter()
-        .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+    FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
 }
 
 /// The route's RequestRedirect, as Envoy's `redirect` action answers it: the status, a
@@ -168,18 +171,17 @@ fn edit_map(edits: &snapshot::HeaderEdits, headers: &mut http::HeaderMap) {
     if edits.is_empty() {
         return;
     }
-    let kept: Vec<(http::HeaderName, http::HeaderValue)> =
-        ["content-length", "transfer-encoding", "connection"]
-            .iter()
-            .flat_map(|n| {
-                headers
-                    .get_all(*n)
-                    .iter()
-                    .map(|v| (http::HeaderName::from_static(n), v.clone()))
-            })
-            .collect();
+    let kept: Vec<(http::HeaderName, http::HeaderValue)> = FRAMING
+        .iter()
+        .flat_map(|n| {
+            headers
+                .get_all(*n)
+                .iter()
+                .map(|v| (http::HeaderName::from_static(n), v.clone()))
+        })
+        .collect();
     edits.apply_to_map(headers);
-    for n in ["content-length", "transfer-encoding", "connection"] {
+    for n in FRAMING {
         headers.remove(n);
     }
     for (n, v) in kept {

@@ -19,7 +19,7 @@ pub use listener_tls::{
     ClientValidation, ListenerConnection, ListenerTls, ServerCertificate, server_name_matches,
 };
 pub use misdirected::{RouteTable, chain_route_name, misdirected_route, route_tables};
-pub use route_filters::{HeaderEdits, PathRewrite, Redirect, RouteFilters};
+pub use route_filters::{CONNECTION_SPECIFIC_HEADERS, HeaderEdits, PathRewrite, Redirect, RouteFilters};
 pub use route_mirror::{MirrorShare, RequestMirror};
 pub use route_query::QueryParamMatch;
 pub use upstream::*;

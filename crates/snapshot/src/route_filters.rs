@@ -8,6 +8,18 @@ use serde_json::{Map, Value, json};
 
 use crate::{Route, RouteAction};
 
+/// Headers that describe one HTTP/1.1 connection (RFC 9113, 8.2.2): HTTP/2 forbids them, so the
+/// h2 codec refuses a head carrying one (`te` is allowed there with the value `trailers` only).
+/// The HTTP/1.1 -> HTTP/2 paths drop them; a header filter may not set or add them.
+pub const CONNECTION_SPECIFIC_HEADERS: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+];
+
 /// Header edits, applied as Envoy applies a route's: every `remove` first, then `set` (replaces
 /// every value: `OVERWRITE_IF_EXISTS_OR_ADD`), then `add` (one more value: `APPEND_IF_EXISTS_OR_ADD`).
 /// Names are lower case; they are compared without regard to case.
