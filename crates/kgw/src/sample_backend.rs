@@ -74,9 +74,15 @@ fn title_case(name: &str) -> String {
 
 fn headers_of(req: &http::request::Parts) -> Value {
     let mut map = Map::new();
-    for (name, value) in &req.headers {
-        let v = value.to_str().unwrap_or("").to_string();
-        map.insert(title_case(name.as_str()), Value::String(v));
+    // Several lines of one name show as one value, joined with `,` (as httpbin shows them).
+    for name in req.headers.keys() {
+        let values: Vec<&str> = req
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or(""))
+            .collect();
+        map.insert(title_case(name.as_str()), Value::String(values.join(",")));
     }
     Value::Object(map)
 }
@@ -112,6 +118,21 @@ async fn respond(req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Byte
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["headers"] => json_reply(StatusCode::OK, &json!({ "headers": headers_of(&parts) })),
+        // httpbin's: each query parameter becomes a response header line.
+        ["response-headers"] => {
+            let mut r = json_reply(StatusCode::OK, &args_of(&parts));
+            for pair in parts.uri.query().unwrap_or("").split('&') {
+                if let Some((k, v)) = pair.split_once('=')
+                    && let (Ok(k), Ok(v)) = (
+                        header::HeaderName::from_bytes(k.as_bytes()),
+                        header::HeaderValue::from_str(v),
+                    )
+                {
+                    r.headers_mut().append(k, v);
+                }
+            }
+            r
+        }
         ["ip"] => json_reply(StatusCode::OK, &json!({ "origin": origin })),
         ["get"] => json_reply(
             StatusCode::OK,
@@ -157,7 +178,7 @@ async fn respond(req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Byte
         [""] => json_reply(
             StatusCode::OK,
             &json!({"service": "kgw sample backend (httpbin-compatible)",
-                    "endpoints": ["/get", "/headers", "/ip", "/status/{code}", "/delay/{seconds}", "/anything"]}),
+                    "endpoints": ["/get", "/headers", "/ip", "/status/{code}", "/delay/{seconds}", "/anything", "/response-headers"]}),
         ),
         _ => json_reply(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
     }

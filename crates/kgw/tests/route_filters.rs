@@ -145,6 +145,14 @@ const RULES: &str = r#"
         set: [{name: X-Header-Set, value: set-overwrites-values}]
         remove: [Content-Type]
     backendRefs: [{name: h2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /response-headers}}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+        add: [{name: X-Header-Add, value: add-appends-values}]
+        remove: [X-Header-Remove]
+    backendRefs: [{name: h2, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /backend-headers}}]
     backendRefs:
     - name: echo
@@ -300,17 +308,21 @@ fn request_header_modifier_sets_adds_and_removes_on_every_path() {
         );
         assert!(echoed(&r, "x-header-remove").is_empty(), "{version}");
         assert_eq!(echoed(&r, "some-other-header"), ["val"], "{version}");
-        // To the HTTP/2 backend (the sample backend shows one value per name: the last).
+        // To the HTTP/2 backend (the sample backend joins the values of one name with `,`).
         let r = curl_with(
             &gw,
             version,
             "/anything/set",
-            &["x-header-set: some-other-value", "X-Header-Remove: val"],
+            &[
+                "x-header-set: some-other-value",
+                "X-Header-Add: orig",
+                "X-Header-Remove: val",
+            ],
         );
         assert_eq!(r.status, 200, "{version}: {}", r.body);
         let headers = &r.json()["headers"];
         assert_eq!(headers["X-Header-Set"], "set-overwrites-values", "{version}");
-        assert_eq!(headers["X-Header-Add"], "add-appends-values", "{version}");
+        assert_eq!(headers["X-Header-Add"], "orig,add-appends-values", "{version}");
         assert!(headers.get("X-Header-Remove").is_none(), "{version}: {headers}");
     }
 }
@@ -442,6 +454,24 @@ fn response_header_modifier_edits_the_response_on_every_path() {
             "{version}: the body still comes: {}",
             r.body
         );
+        // From the HTTP/2 backend, which sends each of these once.
+        let r = curl_with(
+            &gw,
+            version,
+            "/response-headers?X-Header-Set=orig&X-Header-Add=orig&X-Header-Remove=gone",
+            &[],
+        );
+        assert_eq!(r.status, 200, "{version}: {}", r.body);
+        let all = |name: &str| -> Vec<&str> {
+            r.headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(all("x-header-set"), ["set-overwrites-values"], "{version}");
+        assert_eq!(all("x-header-add"), ["orig", "add-appends-values"], "{version}");
+        assert!(all("x-header-remove").is_empty(), "{version}: {:?}", r.headers);
     }
 }
 
