@@ -1370,9 +1370,10 @@ fn a_backend_secrets_and_a_backend_tls_policy_with_kubectl() {
 }
 
 /// Secrets are watched cluster-wide: 500 small kubernetes.io/tls Secrets are read (prints what
-/// they cost in kgw's RSS and the time until kgw holds them all), and one whose key is not its
-/// certificate's is refused, logged once with its name and why (not again when it is updated
-/// with the same verdict), and leaves the replica ready and serving.
+/// they cost in kgw's RSS and the time until kgw holds them all), and one whose `ca.crt` holds no
+/// certificate is refused, logged once with its name and why (not again when it is updated
+/// with the same verdict), and leaves the replica ready and serving. (A tls.crt/tls.key pair is
+/// taken unparsed, as the API server takes it; the listener that uses it says what is wrong.)
 #[test]
 fn many_secrets_cost_little_and_a_refused_one_is_logged_once() {
     let Some(setup) = setup() else { return };
@@ -1422,8 +1423,9 @@ fn many_secrets_cost_little_and_a_refused_one_is_logged_once() {
         (after.saturating_sub(before) * 1024) as usize / SECRETS
     );
 
-    // A Secret whose key is not its certificate's.
-    let mismatched = secret("mismatched", &leaf.cert_pem(), &other.key_pem());
+    // A Secret whose ca.crt is not a certificate bundle.
+    let mut mismatched = secret("mismatched", &leaf.cert_pem(), &other.key_pem());
+    mismatched["stringData"]["ca.crt"] = "not a certificate".into();
     api.apply(&mismatched.to_string());
     let refusals = || -> Vec<String> {
         gw.proc
@@ -1437,7 +1439,7 @@ fn many_secrets_cost_little_and_a_refused_one_is_logged_once() {
         Some(refusals()).filter(|r| !r.is_empty())
     });
     assert!(
-        logged[0].contains("tls.key") && !logged[0].contains("PRIVATE KEY"),
+        logged[0].contains("ca.crt") && !logged[0].contains("PRIVATE KEY"),
         "the log names the field and not the key material: {}",
         logged[0]
     );
@@ -1659,12 +1661,19 @@ fn the_shipped_webhook_rules_refuse_bad_backends_and_listener_policies_not_secre
         cert: serving.cert.clone(),
         key: other.key.clone(),
     };
-    api.apply(&pki::secret_yaml("httpbin", "mismatched", &mismatched, None));
+    let not_a_bundle = dir.path().join("not-a-bundle.pem");
+    std::fs::write(&not_a_bundle, "not a certificate\n").unwrap();
+    api.apply(&pki::secret_yaml(
+        "httpbin",
+        "mismatched",
+        &mismatched,
+        Some(&not_a_bundle),
+    ));
     wait_for("kgw to log the refused Secret", Duration::from_secs(10), || {
         gw.proc
             .log_text()
             .lines()
-            .any(|l| l.contains("not served") && l.contains("httpbin/mismatched") && l.contains("tls.key"))
+            .any(|l| l.contains("not served") && l.contains("httpbin/mismatched") && l.contains("ca.crt"))
             .then_some(())
     });
 }
