@@ -28,8 +28,10 @@ pub struct RunArgs {
     /// Access log: `-` for stdout, a file path, or `off`.
     #[arg(long, default_value = "-")]
     pub access_log: String,
-    /// How long a request waits for the upstream's response headers, counted from the end of
-    /// the request (Envoy's route timeout and default).
+    /// How long the upstream has to send its whole response, counted from the end of the
+    /// request (Envoy's route timeout and default): before the response headers, the client
+    /// gets 504; once they are sent, the response is cut (HTTP/1.1: the connection closes;
+    /// HTTP/2: the stream is reset). WebSocket tunnels are exempt once upgraded.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub route_timeout: Duration,
     /// How long a client has to send a whole request head from its first byte; then 408 and the

@@ -160,7 +160,7 @@ impl Downstream {
     /// The stream: opened, then the request body and the response moving at once (a
     /// full-duplex backend answers before the body ends), under one stream idle timer for both
     /// directions and every write to the client (Envoy's stream_idle_timeout), with the route
-    /// timeout from the end of the request to the response head.
+    /// timeout from the end of the request to the end of the response.
     #[allow(clippy::too_many_arguments)]
     async fn h2_exchange(
         &mut self,
@@ -253,7 +253,7 @@ impl Downstream {
                 r = next_data(&mut body) => Event::Data(r),
                 r = std::future::poll_fn(|cx| upload.poll_send(cx)), if upload.has_work() => Event::Sent(r),
                 r = read_bounded(&mut self.stream, &mut self.buf, read_limit), if upload.wants_bytes() => Event::Read(r),
-                () = &mut route_timer, if !got_head && upload.finished() => Event::RouteTimeout,
+                () = &mut route_timer, if upload.finished() => Event::RouteTimeout,
                 () = &mut idle_timer => Event::Idle,
             };
             match event {
@@ -266,9 +266,16 @@ impl Downstream {
                     });
                 }
                 Event::Idle => return ended(status, (ResponseFlag::StreamIdleTimeout, Next::Reset)),
-                Event::RouteTimeout => {
+                Event::RouteTimeout if !got_head => {
                     cluster.outlier.report(cluster, endpoint, Report::Timeout);
                     return Err(LocalReply::upstream_timeout());
+                }
+                // Envoy's route timeout spans the whole response: one still coming is cut (the
+                // client's connection closes short of its end), counted as a timeout, `UT`.
+                Event::RouteTimeout => {
+                    stats::inc(&cluster.stats().upstream_rq_timeout);
+                    cluster.outlier.report(cluster, endpoint, Report::Timeout);
+                    return ended(status, (ResponseFlag::UpstreamRequestTimeout, Next::Close));
                 }
                 Event::Read(Ok(n)) if n > 0 => {}
                 // The client left mid-body (the stream is reset as it drops).
@@ -279,8 +286,9 @@ impl Downstream {
                     );
                 }
                 Event::Sent(Ok(())) => {
-                    if upload.finished() && !got_head {
-                        // The request is whole: the route timeout runs from here.
+                    if upload.finished() {
+                        // The request is whole: the route timeout runs from here (to the
+                        // response's end).
                         route_timer.as_mut().reset(Instant::now() + route_timeout);
                     }
                 }

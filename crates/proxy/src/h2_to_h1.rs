@@ -192,7 +192,7 @@ impl Exchange<'_> {
         // A replay in flight counts in the breaker's retries until the response head.
         let mut replay: Option<RetryGuard> = None;
         let (cluster, endpoint) = (self.cluster, self.endpoint);
-        let (head, whole) = loop {
+        let (head, whole, route_due) = loop {
             let may_replay = replayable
                 && !retried
                 && conn.reused
@@ -259,14 +259,16 @@ impl Exchange<'_> {
             }
         };
         drop(replay);
-        self.forward_response(dp, conn, head, whole, respond).await
+        self.forward_response(dp, conn, head, whole, route_due, respond)
+            .await
     }
 
     /// Writes the request (head, then the body as the client sends it) while the upstream is
     /// watched for its response head: one that answers before the whole body is up (a 413, say)
     /// is heard, and the rest is not sent (the response's `whole` is then false: the connection
-    /// is not reused). The route timeout runs from the end of the upload; the upload itself
-    /// waits at most the stream idle timeout for each piece.
+    /// is not reused). The route timeout runs from the end of the upload (from the head when
+    /// an early answer cut the upload): its deadline comes back with the head, for the body;
+    /// the upload itself waits at most the stream idle timeout for each piece.
     async fn send_and_read_head(
         &self,
         dp: &DataPlane,
@@ -275,8 +277,10 @@ impl Exchange<'_> {
         respond: &mut SendResponse<Bytes>,
         head_wait: Duration,
         head_timeout: fn() -> LocalReply,
-    ) -> Result<(ResponseHead, bool), Failure> {
+    ) -> Result<(ResponseHead, bool, tokio::time::Instant), Failure> {
         let Connection { transport, buf, .. } = conn;
+        let route_timeout = self.request.route_timeout;
+        let mut route_due = None;
         let (mut reader, mut writer) = transport.split();
         let idle = dp.options.stream_idle_timeout;
         let upload = upload(
@@ -300,7 +304,10 @@ impl Exchange<'_> {
                 biased;
                 r = &mut read => {
                     return match r {
-                        Ok(head) => Ok((head, whole)),
+                        Ok(head) => {
+                            let due = route_due.unwrap_or_else(|| tokio::time::Instant::now() + route_timeout);
+                            Ok((head, whole, due))
+                        }
                         // A write that failed may be the upstream closing after an early
                         // answer; with no answer, the write's failure is what counts.
                         Err(Failure::Upstream(end)) => Err(Failure::Upstream(write_failed.unwrap_or(end))),
@@ -309,7 +316,9 @@ impl Exchange<'_> {
                 }
                 u = &mut upload, if !uploaded => {
                     uploaded = true;
-                    deadline.as_mut().reset(tokio::time::Instant::now() + head_wait);
+                    let now = tokio::time::Instant::now();
+                    route_due = Some(now + route_timeout);
+                    deadline.as_mut().reset(now + head_wait);
                     match u {
                         Ok(()) => whole = true,
                         Err(UploadError::Upstream(e)) => write_failed = Some(upstream::end_of(&e)),
@@ -329,13 +338,15 @@ impl Exchange<'_> {
     /// Sends the response head and body to the client, then pools the connection when the
     /// exchange left it clean. A response that moves no byte for the stream idle timeout (the
     /// upstream stalls, or the client's window stays shut) is reset (`SI`); one the upstream
-    /// cuts is reset (`UC`): a client must not take a cut body for a whole one.
+    /// cuts is reset (`UC`): a client must not take a cut body for a whole one. One still coming
+    /// at `route_due` (the route timeout spans the whole response, as Envoy's) is reset too.
     async fn forward_response(
         &self,
         dp: &DataPlane,
         mut conn: Connection,
         head: ResponseHead,
         whole: bool,
+        route_due: tokio::time::Instant,
         respond: &mut SendResponse<Bytes>,
     ) -> Result<Ended, LocalReply> {
         let (cluster, endpoint) = (self.cluster, self.endpoint);
@@ -366,6 +377,8 @@ impl Exchange<'_> {
         };
         let idle = dp.options.stream_idle_timeout;
         let mut decoder = BodyDecoder::new(head.framing);
+        let route_timer = tokio::time::sleep_until(route_due);
+        tokio::pin!(route_timer);
         loop {
             if empty {
                 break;
@@ -383,8 +396,12 @@ impl Exchange<'_> {
                 .flatten();
             if !data.is_empty() || (done && trailers.is_none()) {
                 let end = done && trailers.is_none();
-                match tokio::time::timeout(idle, h2_body::send_data(&mut send, Bytes::from(data), end)).await
-                {
+                let sent = tokio::select! {
+                    biased;
+                    sent = tokio::time::timeout(idle, h2_body::send_data(&mut send, Bytes::from(data), end)) => sent,
+                    () = &mut route_timer => return Ok(self.route_timeout_reached(&mut conn, &mut send, ended)),
+                };
+                match sent {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => {
                         // The client reset the stream or left.
@@ -414,6 +431,7 @@ impl Exchange<'_> {
                     ended.flag = Some(ResponseFlag::DownstreamConnectionTermination);
                     return Ok(ended);
                 }
+                () = &mut route_timer => return Ok(self.route_timeout_reached(&mut conn, &mut send, ended)),
             };
             match read {
                 Err(_) => return Ok(stream_idle(dp, &mut conn, &mut send, ended)),
@@ -445,6 +463,25 @@ impl Exchange<'_> {
             cluster.put_idle(endpoint, conn);
         }
         Ok(ended)
+    }
+
+    /// Ends a response still coming when the route timeout ran out, as Envoy's (measured on
+    /// 1.40): the stream is reset (INTERNAL_ERROR), `upstream_rq_timeout` counts, the outlier
+    /// detector hears a timeout, the log says `UT`; the upstream connection is not reused.
+    fn route_timeout_reached(
+        &self,
+        conn: &mut Connection,
+        send: &mut h2::SendStream<Bytes>,
+        mut ended: Ended,
+    ) -> Ended {
+        stats::inc(&self.cluster.stats().upstream_rq_timeout);
+        self.cluster
+            .outlier
+            .report(self.cluster, self.endpoint, Report::Timeout);
+        conn.end = End::Local;
+        send.send_reset(Reason::INTERNAL_ERROR);
+        ended.flag = Some(ResponseFlag::UpstreamRequestTimeout);
+        ended
     }
 }
 

@@ -139,11 +139,13 @@ async fn run(
                 d = &mut download => break d,
                 u = &mut upload, if !uploaded => {
                     uploaded = true;
+                    deadline.as_mut().reset(tokio::time::Instant::now() + route_timeout);
                     if let Err(Upload::ClientGone) = u {
                         ended.flag = Some(ResponseFlag::DownstreamConnectionTermination);
                         return Ok(ended);
                     }
                 }
+                () = &mut deadline, if uploaded => break Err(Download::RouteTimeout),
             }
         }
     };
@@ -154,6 +156,14 @@ async fn run(
             ended.flag = Some(ResponseFlag::UpstreamConnectionTermination);
         }
         Err(Download::ClientGone) => ended.flag = Some(ResponseFlag::DownstreamConnectionTermination),
+        // Envoy's route timeout spans the whole response: one still coming is reset
+        // (RST_STREAM INTERNAL_ERROR to the client), counted as a timeout, `UT`.
+        Err(Download::RouteTimeout) => {
+            stats::inc(&cluster.stats().upstream_rq_timeout);
+            cluster.outlier.report(cluster, endpoint, Report::Timeout);
+            client_body.send_reset(Reason::INTERNAL_ERROR);
+            ended.flag = Some(ResponseFlag::UpstreamRequestTimeout);
+        }
         Err(Download::Idle) => {
             stats::inc(&dp.downstream.downstream_rq_idle_timeout);
             client_body.send_reset(Reason::CANCEL);
@@ -311,6 +321,8 @@ enum Download {
     ClientGone,
     UpstreamGone,
     Idle,
+    /// The route timeout ran out first (set by the caller, which holds the deadline).
+    RouteTimeout,
 }
 
 /// The upstream's body and trailers (gRPC's status) down to the client. A client that resets

@@ -211,8 +211,15 @@ impl Downstream {
         drop(replay);
         let (response, whole) = response;
         let draining = dp.is_draining();
+        // The route timeout runs on to the end of the response body (Envoy's route timeout
+        // spans the whole response): the same timer, moved from the head's wait (which may be
+        // the shorter stream idle timeout) to the route's own deadline.
+        if head_wait < x.route_timeout {
+            let route_due = route_timer.deadline() + (x.route_timeout - head_wait);
+            route_timer.as_mut().reset(route_due);
+        }
         Ok(self
-            .forward_response(dp, conn, response, whole, x, draining, idle_timer)
+            .forward_response(dp, conn, response, whole, x, draining, route_timer, idle_timer)
             .await)
     }
 
@@ -466,7 +473,8 @@ impl Downstream {
     /// Sends the response head and body to the client, then pools the connection when the
     /// exchange left it clean. As Envoy's stream idle timeout: a response that moves no byte
     /// either way (the upstream stalls, or the client reads nothing) for `stream_idle_timeout`
-    /// is reset: both connections close and the log says `SI`.
+    /// is reset: both connections close and the log says `SI`. A response still coming when
+    /// the route timer fires is cut as Envoy cuts it (`route_timeout_reached`).
     #[allow(clippy::too_many_arguments)]
     async fn forward_response(
         &mut self,
@@ -476,13 +484,14 @@ impl Downstream {
         request_whole: bool,
         x: &Exchange<'_>,
         draining: bool,
+        route_timer: Pin<&mut Sleep>,
         idle_timer: Pin<&mut Sleep>,
     ) -> Outcome {
         if head.status == 101 {
             // Boxed: the tunnel's state stays out of every request's future (see `Recycled`).
             return Box::pin(crate::upgrade::tunnel(self, dp, conn, head, x, idle_timer)).await;
         }
-        let mut stream_idle = StreamIdle::new(idle_timer, dp.options.stream_idle_timeout);
+        let mut stream_idle = StreamIdle::new(idle_timer, dp.options.stream_idle_timeout, route_timer);
         // A request body not read to its end cannot be told from the client's next request.
         let close = !x.keep_alive || draining || head.framing == Framing::UntilClose || !request_whole;
         // Room for the body bytes already read too: they follow the head in the same write
@@ -533,12 +542,12 @@ impl Downstream {
             if !client_gone {
                 if !out.is_empty() {
                     match stream_idle.bound(self.stream.send(&out)).await {
-                        Some(Ok(())) => {}
-                        Some(Err(_)) => {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
                             client_gone = true;
                             outcome.next = Next::Close;
                         }
-                        None => return stream_idle.reset(dp, &mut conn, outcome),
+                        Err(cut) => return cut.end(dp, x, &mut conn, outcome),
                     }
                 }
                 out.clear();
@@ -573,8 +582,8 @@ impl Downstream {
                     ))
                     .await
                 {
-                    Some(r) => r,
-                    None => return stream_idle.reset(dp, &mut conn, outcome),
+                    Ok(r) => r,
+                    Err(cut) => return cut.end(dp, x, &mut conn, outcome),
                 }
             };
             match read {
@@ -684,31 +693,45 @@ impl Progress {
 
 /// The stream idle timeout over a response, on the connection's idle timer (which does not run
 /// during a request). Set on the response's first wait, not per response; then moved on to the
-/// last byte's time only when it comes due, not on every read or write.
+/// last byte's time only when it comes due, not on every read or write. The route timer, already
+/// set to the route's deadline, bounds the same waits.
 struct StreamIdle<'t> {
     timer: Pin<&'t mut Sleep>,
     limit: Duration,
     /// The time of the last byte read from the upstream or written to the client.
     progress: Progress,
     armed: bool,
+    route: Pin<&'t mut Sleep>,
+}
+
+/// Why a response was cut before its end.
+enum Cut {
+    /// Nothing moved for the stream idle timeout.
+    Idle,
+    /// The route timeout ran out before the response's end.
+    Route,
 }
 
 impl<'t> StreamIdle<'t> {
-    fn new(timer: Pin<&'t mut Sleep>, limit: Duration) -> StreamIdle<'t> {
+    fn new(timer: Pin<&'t mut Sleep>, limit: Duration, route: Pin<&'t mut Sleep>) -> StreamIdle<'t> {
         StreamIdle {
             timer,
             limit,
             progress: Progress::new(),
             armed: false,
+            route,
         }
     }
 
-    /// Runs `io` to its end; None if the stream idled `limit` first (`io` is then dropped).
-    async fn bound<T>(&mut self, io: impl Future<Output = T>) -> Option<T> {
+    /// Runs `io` to its end; else why the response is cut (`io` is then dropped).
+    async fn bound<T>(&mut self, io: impl Future<Output = T>) -> Result<T, Cut> {
         let mut io = std::pin::pin!(io);
         let ended = std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = io.as_mut().poll(cx) {
-                return Poll::Ready(Some(out));
+                return Poll::Ready(Ok(out));
+            }
+            if self.route.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(Cut::Route));
             }
             if !self.armed {
                 self.armed = true;
@@ -717,26 +740,41 @@ impl<'t> StreamIdle<'t> {
             while self.timer.as_mut().poll(cx).is_ready() {
                 let due = self.progress.last() + self.limit;
                 if due <= tokio::time::Instant::now() {
-                    return Poll::Ready(None);
+                    return Poll::Ready(Err(Cut::Idle));
                 }
                 self.timer.as_mut().reset(due);
             }
             Poll::Pending
         })
         .await;
-        if ended.is_some() {
+        if ended.is_ok() {
             self.progress.now();
         }
         ended
     }
+}
 
-    /// Ends a response that idled: the client's connection closes (its response is cut, as
-    /// Envoy resets the stream) and the upstream's is not reused.
-    fn reset(&self, dp: &DataPlane, conn: &mut Connection, mut outcome: Outcome) -> Outcome {
-        stats::inc(&dp.downstream.downstream_rq_idle_timeout);
+impl Cut {
+    /// Ends a response cut part-way; the upstream's connection is not reused. One that idled:
+    /// the client's connection is reset (`SI`). One past the route timeout: as Envoy's
+    /// (measured on 1.40), `upstream_rq_timeout` counts, the outlier detector hears a timeout,
+    /// the log says `UT` with the status already sent, and the client's connection closes
+    /// short of the body's end.
+    fn end(self, dp: &DataPlane, x: &Exchange<'_>, conn: &mut Connection, mut outcome: Outcome) -> Outcome {
         conn.end = End::Local;
-        outcome.flag = Some(ResponseFlag::StreamIdleTimeout);
-        outcome.next = Next::Reset;
+        match self {
+            Cut::Idle => {
+                stats::inc(&dp.downstream.downstream_rq_idle_timeout);
+                outcome.flag = Some(ResponseFlag::StreamIdleTimeout);
+                outcome.next = Next::Reset;
+            }
+            Cut::Route => {
+                stats::inc(&x.cluster.stats().upstream_rq_timeout);
+                x.cluster.outlier.report(x.cluster, x.endpoint, Report::Timeout);
+                outcome.flag = Some(ResponseFlag::UpstreamRequestTimeout);
+                outcome.next = Next::Close;
+            }
+        }
         outcome
     }
 }
