@@ -46,7 +46,7 @@ pub(crate) struct H1Request<'a> {
     pub is_head: bool,
     pub set_cookies: Vec<String>,
     pub route_filters: crate::route_filters::Picked,
-    /// The route's timeout for the response head (`route_timeout.rs`).
+    /// The route's timeout, to the end of the response (`route_timeout.rs`).
     pub route_timeout: Duration,
 }
 

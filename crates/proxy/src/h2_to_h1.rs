@@ -48,7 +48,7 @@ pub(crate) struct StreamRequest<'a> {
     pub set_cookies: &'a [String],
     /// The HTTPRoute filters of the route and backend (`route_filters.rs`).
     pub route_filters: &'a crate::route_filters::Picked,
-    /// The route's timeout for the response head (`route_timeout.rs`).
+    /// The route's timeout, to the end of the response (`route_timeout.rs`).
     pub route_timeout: Duration,
 }
 

@@ -4,7 +4,7 @@
 //! connection-specific header; `te: trailers` kept, gRPC needs it), and the two bodies move
 //! at once, each way as it comes, DATA under each peer's flow control and trailers intact
 //! (gRPC's status is in them), so that streaming calls (client, server, bidirectional) work.
-//! Timeouts: the route timeout for the response head from the end of the request; the stream
+//! Timeouts: the route timeout from the end of the request to the end of the response; the stream
 //! idle timeout when neither direction moved a byte for that long (as Envoy's, one timer for
 //! the stream).
 

@@ -1,5 +1,6 @@
 //! A route's timeout (HTTPRoute `timeouts`, Envoy's route `timeout`): how long a request may
-//! wait for its response head once it is sent, in place of the proxy's default.
+//! wait for its whole response once it is sent (504 before the head, a cut response after), in
+//! place of the proxy's default.
 
 use std::time::Duration;
 
