@@ -6,6 +6,7 @@ knowledge; responses compared by CompareRoundTrip's rules."""
 import datetime
 import ipaddress
 import json
+import re
 import socket
 import ssl
 import time
@@ -13,6 +14,7 @@ import urllib.parse
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 import h2.config
 import h2.connection
@@ -75,7 +77,7 @@ class TlsTransport:
         # (`*.org`), both of which Go, and so the suite, accepts.
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        self.roots = x509.load_pem_x509_certificates(ca_pem.encode())
+        self.roots = [x509.load_pem_x509_certificate(block.encode()) for block in PEM_CERT_RE.findall(ca_pem)]
         if client_cert_file:
             ctx.load_cert_chain(client_cert_file, client_key_file)
         if alpn:
@@ -99,26 +101,42 @@ class TlsTransport:
         return tls
 
 
+PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def signed_by(cert, issuer):
+    """Whether `issuer` (its subject and key) signed `cert`."""
+    if cert.issuer != issuer.subject:
+        return False
+    key = issuer.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+        else:
+            key.verify(cert.signature, cert.tbs_certificate_bytes)
+    except (InvalidSignature, TypeError, ValueError):
+        return False
+    return True
+
+
 def verify_peer(der, roots, name):
     """Go's x509 Verify (the chain: the leaf is a root, or a root signed it; this corpus has no
     intermediates) then VerifyHostname: None when the certificate is good for `name`."""
     if der is None:
         return "the server sent no certificate"
     cert = x509.load_der_x509_certificate(der)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        return f"x509: certificate has expired or is not yet valid (valid {cert.not_valid_before_utc} .. {cert.not_valid_after_utc})"
-    trusted = False
-    for root in roots:
-        if root == cert:
-            trusted = True
-            break
-        try:
-            cert.verify_directly_issued_by(root)
-            trusted = True
-            break
-        except (ValueError, TypeError, InvalidSignature):
-            continue
+    # cryptography 42 has the aware *_utc properties; Debian's 38 only the naive UTC ones.
+    if hasattr(cert, "not_valid_before_utc"):
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        now = datetime.datetime.now(datetime.timezone.utc)
+    else:
+        start, end = cert.not_valid_before, cert.not_valid_after
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    if not start <= now <= end:
+        return f"x509: certificate has expired or is not yet valid (valid {start} .. {end})"
+    trusted = any(root == cert or signed_by(cert, root) for root in roots)
     if not trusted:
         return f"x509: certificate signed by unknown authority (issuer {cert.issuer.rfc4514_string()})"
     try:
