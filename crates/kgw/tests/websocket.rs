@@ -343,6 +343,38 @@ fn a_websocket_upgrade_is_refused_on_a_route_whose_backend_does_not_say_kubernet
 }
 
 #[test]
+fn the_routes_response_header_modifier_edits_the_101() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _server, backend, _) = start(dir.path(), false);
+    let filtered = gateway(gw.port, None, backend).replace(
+        "  rules:\n  - backendRefs:",
+        "  rules:\n  - filters:\n    - type: ResponseHeaderModifier\n      responseHeaderModifier:\n        \
+         set: [{name: X-Header-Set, value: set}]\n        add: [{name: X-Header-Add, value: added}]\n    \
+         backendRefs:",
+    );
+    apply(&gw, &filtered);
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"GET /echo HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    // The 101 head only: the tunnel stays open after it.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("the gateway answers with a head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(head.contains("\r\nx-header-set: set\r\n"), "{head}");
+    assert!(head.contains("\r\nx-header-add: added\r\n"), "{head}");
+    assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
+}
+
+#[test]
 fn a_websocket_goes_through_the_https_listener() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));

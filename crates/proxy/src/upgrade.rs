@@ -95,6 +95,8 @@ pub(crate) async fn tunnel(
     // The head, and what the upstream sent right after it, in one write.
     let mut out = Vec::with_capacity(head.len + HEAD_EDITS + conn.buf.len() - head.len);
     h1::write_switching_protocols_head(&mut out, &conn.buf, &head);
+    // The route's ResponseHeaderModifier applies to the 101 too, as Envoy applies it.
+    x.route_filters.edit_http1_response(&mut out);
     out.extend_from_slice(&conn.buf[head.len..]);
     conn.buf = Vec::new();
     if down.stream.send(&out).await.is_err() {
