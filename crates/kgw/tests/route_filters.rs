@@ -153,6 +153,22 @@ const RULES: &str = r#"
         add: [{name: X-Header-Add, value: add-appends-values}]
         remove: [X-Header-Remove]
     backendRefs: [{name: h2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /redirect-edited}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: example.org}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: X-Local, value: redirect}]}
+  - matches: [{path: {type: PathPrefix, value: /no-backend}}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: X-Local, value: direct}]}
+    backendRefs: [{name: missing, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /half-missing}}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: X-Local, value: share}]}
+    backendRefs: [{name: echo, port: 80}, {name: missing, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /backend-headers}}]
     backendRefs:
     - name: echo
@@ -472,6 +488,33 @@ fn response_header_modifier_edits_the_response_on_every_path() {
         assert_eq!(all("x-header-set"), ["set-overwrites-values"], "{version}");
         assert_eq!(all("x-header-add"), ["orig", "add-appends-values"], "{version}");
         assert!(all("x-header-remove").is_empty(), "{version}: {:?}", r.headers);
+    }
+}
+
+#[test]
+fn response_header_modifier_edits_the_routes_local_replies_too() {
+    // As Envoy applies response_headers_to_add to a redirect, a direct_response and the 500 of a
+    // cluster not found (checked with Envoy 1.40).
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _b) = start(dir.path());
+    for version in VERSIONS {
+        let r = curl_with(&gw, version, "/redirect-edited/a", &[]);
+        assert_eq!(r.status, 302, "{version}");
+        assert!(r.header("location").is_some(), "{version}");
+        assert_eq!(r.header("x-local"), Some("redirect"), "{version}");
+        let r = curl_with(&gw, version, "/no-backend", &[]);
+        assert_eq!((r.status, r.header("x-local")), (500, Some("direct")), "{version}");
+        // One share of two goes to a backend that does not resolve: its 500 is edited too.
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let r = curl_with(&gw, version, "/half-missing", &[]);
+            assert_eq!(r.header("x-local"), Some("share"), "{version} {}", r.status);
+            seen.insert(r.status);
+            if seen.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [200, 500], "{version}");
     }
 }
 

@@ -687,16 +687,19 @@ pub(crate) fn route_to_endpoint<'r>(
         return Err(LocalReply::no_route());
     };
     if let Some(redirect) = crate::route_filters::redirect(route, view) {
-        return Err(redirect);
+        return Err(redirect.with_response_edits(crate::route_filters::Picked::of_route(route)));
     }
     let targets = match &route.action {
         RouteAction::Forward(t) => t,
-        RouteAction::Direct { status, body } => return Err(LocalReply::direct(*status, body)),
+        RouteAction::Direct { status, body } => {
+            let edits = crate::route_filters::Picked::of_route(route);
+            return Err(LocalReply::direct(*status, body).with_response_edits(edits));
+        }
     };
     let target = load_balancing::pick_weighted(targets);
     pick.route_filters = crate::route_filters::Picked::of(route, target);
     let Some(index) = target.index else {
-        return Err(LocalReply::no_cluster());
+        return Err(LocalReply::no_cluster().with_response_edits(pick.route_filters.clone()));
     };
     let cluster = &runtime.clusters[index];
     if let Some(name) = cluster_name {
@@ -705,7 +708,7 @@ pub(crate) fn route_to_endpoint<'r>(
     stats::inc(&cluster.stats().upstream_rq_total);
     let Some(endpoint) = cluster.pick(pick) else {
         stats::inc(&cluster.stats().upstream_cx_none_healthy);
-        return Err(LocalReply::no_healthy_upstream());
+        return Err(LocalReply::no_healthy_upstream().with_response_edits(pick.route_filters.clone()));
     };
     Ok((cluster.clone(), endpoint, route))
 }

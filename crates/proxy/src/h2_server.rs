@@ -423,6 +423,9 @@ pub(crate) async fn send_local_reply(
         for (name, value) in grpc::local_reply_headers(reply.status, &reply.body) {
             response = response.header(name, value);
         }
+        if let Some(headers) = response.headers_mut() {
+            reply.response_edits.edit_h2_response(headers);
+        }
         if let Ok(response) = response.body(()) {
             let _ = respond.send_response(response, true);
         }
@@ -436,6 +439,9 @@ pub(crate) async fn send_local_reply(
     }
     if let Some(location) = &reply.location {
         response = response.header("location", location);
+    }
+    if let Some(headers) = response.headers_mut() {
+        reply.response_edits.edit_h2_response(headers);
     }
     let Ok(response) = response.body(()) else {
         respond.send_reset(h2::Reason::INTERNAL_ERROR);

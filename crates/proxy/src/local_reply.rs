@@ -76,6 +76,9 @@ pub(crate) struct LocalReply {
     pub grpc: bool,
     /// A redirect's Location header (`route_filters.rs`).
     pub location: Option<String>,
+    /// The response header edits of the route (and backend) that answered locally: Envoy
+    /// applies them to its redirect, direct_response and cluster-not-found/no-healthy replies.
+    pub response_edits: crate::route_filters::Picked,
 }
 
 /// The start of Envoy's body for a request that got no response head.
@@ -90,7 +93,14 @@ impl LocalReply {
             overloaded: false,
             grpc: false,
             location: None,
+            response_edits: crate::route_filters::Picked::default(),
         }
+    }
+
+    /// The same reply with the response header edits of the route that gave it.
+    pub(crate) fn with_response_edits(mut self, edits: crate::route_filters::Picked) -> LocalReply {
+        self.response_edits = edits;
+        self
     }
 
     /// The same reply for a gRPC request (`grpc::is_grpc`), as Envoy sends it.
@@ -239,6 +249,18 @@ impl LocalReply {
     /// The reply as HTTP/1.1 bytes. An answer to HEAD says how long its body would be and
     /// sends none: bytes after the head would be read as the start of the next response.
     pub(crate) fn to_http1(&self, close: bool, is_head: bool) -> String {
+        let mut head = self.http1_head(close).into_bytes();
+        self.response_edits.edit_http1_response(&mut head);
+        let mut out =
+            String::from_utf8(head).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        if !self.grpc && !is_head {
+            out.push_str(&self.body);
+        }
+        out
+    }
+
+    /// The reply's HTTP/1.1 head, up to its empty line.
+    fn http1_head(&self, close: bool) -> String {
         if self.grpc {
             let mut out = String::from("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n");
             for (name, value) in crate::grpc::local_reply_headers(self.status, &self.body) {
@@ -275,9 +297,6 @@ impl LocalReply {
             out.push_str("connection: close\r\n");
         }
         out.push_str("\r\n");
-        if !is_head {
-            out.push_str(&self.body);
-        }
         out
     }
 }

@@ -48,6 +48,14 @@ impl Picked {
         }
     }
 
+    /// The route's own filters, for a reply it gives before a backend is picked.
+    pub(crate) fn of_route(route: &Route) -> Picked {
+        Picked {
+            route: route.filters.clone(),
+            backend: None,
+        }
+    }
+
     /// Most specific first, as Envoy applies them: the backend's edits, then the route's (which
     /// win where both set one header).
     fn each(&self) -> impl Iterator<Item = &RouteFilters> {
