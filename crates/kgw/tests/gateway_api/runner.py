@@ -1328,6 +1328,11 @@ def write_report(args, results, env, cases, elapsed):
     failed_ext = [r["name"] for r in ext if r["status"] == "failed"]
     if failed_ext:
         ext_block["failedTests"] = failed_ext
+    # Never skipped silently: each test not run (or run only as information) is named.
+    for block, rs in ((core_block, core), (ext_block, ext)):
+        skipped = [r["name"] for r in rs if r["status"] not in ("passed", "failed")]
+        if skipped:
+            block["skippedTests"] = skipped
     report = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "ConformanceReport",
