@@ -503,7 +503,11 @@ fn response_header_modifier_edits_the_routes_local_replies_too() {
         assert!(r.header("location").is_some(), "{version}");
         assert_eq!(r.header("x-local"), Some("redirect"), "{version}");
         let r = curl_with(&gw, version, "/no-backend", &[]);
-        assert_eq!((r.status, r.header("x-local")), (500, Some("direct")), "{version}");
+        assert_eq!(
+            (r.status, r.header("x-local")),
+            (500, Some("direct")),
+            "{version}"
+        );
         // One share of two goes to a backend that does not resolve: its 500 is edited too.
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..40 {

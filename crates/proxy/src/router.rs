@@ -48,26 +48,17 @@ pub(crate) fn route<'a>(listener: &'a Listener, req: &RequestView<'_>) -> Option
     })
 }
 
-/// The host without a port (`ignore_port_in_host_matching`).
+/// The host without a port (`ignore_port_in_host_matching`) nor an IPv6 literal's brackets.
 fn without_port(raw: &str) -> &str {
-    if raw.starts_with('[') {
-        return raw.split(']').next().map(|h| &h[1..]).unwrap_or(raw);
-    }
-    raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
+    let (host, _) = snapshot::split_port(raw);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 fn virtual_host<'a>(hosts: &'a [VirtualHost], host: &str) -> Option<&'a VirtualHost> {
     // Ordered exact, then wildcards longest first, then "*": the first that covers wins.
-    hosts.iter().find(|vh| {
-        vh.domains.iter().any(|d| {
-            if d == "*" {
-                true
-            } else if let Some(suffix) = d.strip_prefix('*') {
-                host.len() > suffix.len()
-                    && host.as_bytes()[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
-            } else {
-                d.eq_ignore_ascii_case(host)
-            }
-        })
-    })
+    hosts
+        .iter()
+        .find(|vh| vh.domains.iter().any(|d| snapshot::hostname_matches(d, host)))
 }

@@ -3,6 +3,7 @@
 //! proxy does not do.
 
 mod envoy;
+mod hostnames;
 mod listener_tls;
 mod misdirected;
 mod route_filters;
@@ -15,9 +16,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 pub use envoy::{DumpError, DumpOptions, config_dump, format_duration};
-pub use listener_tls::{
-    ClientValidation, ListenerConnection, ListenerTls, ServerCertificate, server_name_matches,
-};
+pub use hostnames::{hostname_matches, split_port};
+pub use listener_tls::{ClientValidation, ListenerConnection, ListenerTls, ServerCertificate};
 pub use misdirected::{RouteTable, chain_route_name, misdirected_route, route_tables};
 pub use route_filters::{CONNECTION_SPECIFIC_HEADERS, HeaderEdits, PathRewrite, Redirect, RouteFilters};
 pub use route_mirror::{MirrorShare, RequestMirror};

@@ -45,18 +45,9 @@ impl ListenerTls {
                 || sni.as_deref().is_some_and(|name| {
                     c.server_names
                         .iter()
-                        .any(|pattern| server_name_matches(pattern, name))
+                        .any(|pattern| crate::hostname_matches(pattern, name))
                 })
         })
-    }
-}
-
-/// `*.example.com` matches one or more labels before `.example.com`, as Gateway API's
-/// listener hostnames do; anything else matches exactly.
-pub fn server_name_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_prefix('*') {
-        Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
-        None => pattern == name,
     }
 }
 

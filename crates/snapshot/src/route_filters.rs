@@ -186,7 +186,7 @@ impl Redirect {
         let host = match &self.host {
             Some(host) => host.as_str(),
             None => {
-                let (bare, port) = split_port(request_host);
+                let (bare, port) = crate::split_port(request_host);
                 // Envoy's processRequestHost: the request's port goes when the redirect sets
                 // one, or when the scheme changes and it is the old scheme's default.
                 let default_of_old = matches!(
@@ -240,19 +240,6 @@ impl Redirect {
             r.insert("response_code".into(), code.into());
         }
         Value::Object(r)
-    }
-}
-
-/// `host:port` -> (`host`, Some(`port`)); `[v6]:port` -> (`[v6]`, Some(`port`)).
-fn split_port(host: &str) -> (&str, Option<&str>) {
-    let colon = if host.starts_with('[') {
-        host.rfind("]:").map(|i| i + 1)
-    } else {
-        host.rfind(':')
-    };
-    match colon {
-        Some(i) => (&host[..i], Some(&host[i + 1..])),
-        None => (host, None),
     }
 }
 

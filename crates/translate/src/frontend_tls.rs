@@ -40,6 +40,27 @@ struct Validation<'a> {
     insecure_fallback: bool,
 }
 
+/// A `Validation` from the default's or a perPort entry's validation: distinct generated types
+/// with the same fields.
+macro_rules! validation_of {
+    ($v:expr, $field:expr, $fallback:expr) => {
+        Validation {
+            field: $field,
+            refs: $v
+                .ca_certificate_refs
+                .iter()
+                .map(|r| CaRef {
+                    group: &r.group,
+                    kind: &r.kind,
+                    name: &r.name,
+                    namespace: r.namespace.as_deref(),
+                })
+                .collect(),
+            insecure_fallback: $v.mode == Some($fallback),
+        }
+    };
+}
+
 fn validation(gw: &Gateway, port: i32) -> Option<Validation<'_>> {
     let frontend = gw.spec.tls.as_ref()?.frontend.as_ref()?;
     // A perPort entry replaces the default for its port, even when it sets no validation.
@@ -51,37 +72,18 @@ fn validation(gw: &Gateway, port: i32) -> Option<Validation<'_>> {
         .find(|(_, p)| p.port == port)
     {
         let v = per_port.tls.validation.as_ref()?;
-        return Some(Validation {
-            field: format!("spec.tls.frontend.perPort[{i}].tls.validation"),
-            refs: v
-                .ca_certificate_refs
-                .iter()
-                .map(|r| CaRef {
-                    group: &r.group,
-                    kind: &r.kind,
-                    name: &r.name,
-                    namespace: r.namespace.as_deref(),
-                })
-                .collect(),
-            insecure_fallback: v.mode
-                == Some(GatewayTlsFrontendPerPortTlsValidationMode::AllowInsecureFallback),
-        });
+        return Some(validation_of!(
+            v,
+            format!("spec.tls.frontend.perPort[{i}].tls.validation"),
+            GatewayTlsFrontendPerPortTlsValidationMode::AllowInsecureFallback
+        ));
     }
     let v = frontend.default.validation.as_ref()?;
-    Some(Validation {
-        field: "spec.tls.frontend.default.validation".into(),
-        refs: v
-            .ca_certificate_refs
-            .iter()
-            .map(|r| CaRef {
-                group: &r.group,
-                kind: &r.kind,
-                name: &r.name,
-                namespace: r.namespace.as_deref(),
-            })
-            .collect(),
-        insecure_fallback: v.mode == Some(GatewayTlsFrontendDefaultValidationMode::AllowInsecureFallback),
-    })
+    Some(validation_of!(
+        v,
+        "spec.tls.frontend.default.validation".into(),
+        GatewayTlsFrontendDefaultValidationMode::AllowInsecureFallback
+    ))
 }
 
 /// An HTTPS listener's certificate with its port's client validation added, or the problem

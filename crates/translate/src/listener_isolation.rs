@@ -25,10 +25,7 @@ fn specificity(hostname: Option<&str>) -> (u8, usize) {
 fn covers(pattern: Option<&str>, host: &str) -> bool {
     match pattern {
         None => true,
-        Some(p) if p.eq_ignore_ascii_case(host) => true,
-        Some(p) => p.strip_prefix('*').is_some_and(|suffix| {
-            host.len() > suffix.len() && host.to_ascii_lowercase().ends_with(&suffix.to_ascii_lowercase())
-        }),
+        Some(p) => snapshot::hostname_matches(p, host),
     }
 }
 
