@@ -523,6 +523,47 @@ fn response_header_modifier_edits_the_routes_local_replies_too() {
 }
 
 #[test]
+fn kgw_apply_refuses_header_edits_of_host_or_connection_specific_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _b) = start(dir.path());
+    let route = |filter: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: bad\n  namespace: {NS}\n\
+             spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - filters: [{filter}]\n    backendRefs: [{{name: echo, port: 80}}]\n"
+        )
+    };
+    let out = gw.kgw(
+        &["apply", "-f", "-"],
+        &route(
+            "{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: Host, value: b.example}]}}",
+        ),
+    );
+    let said = stderr(&out) + &stdout(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(
+            "HTTPRoute \"filters/bad\" is invalid: spec.rules[0].filters[0].requestHeaderModifier.add[0].name"
+        ),
+        "{said}"
+    );
+    assert!(said.contains("URLRewrite filter's hostname"), "{said}");
+    let out = gw.kgw(
+        &["apply", "-f", "-"],
+        &route("{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: Keep-Alive, value: timeout=5}]}}"),
+    );
+    let said = stderr(&out) + &stdout(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("spec.rules[0].filters[0].responseHeaderModifier.set[0].name")
+            && said.contains("HTTP/2"),
+        "{said}"
+    );
+    // Nothing was admitted: the other routes still answer over HTTP/2.
+    let r = curl_with(&gw, "--http2-prior-knowledge", "/resp", &[]);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
 fn a_backend_refs_header_filters_apply_only_when_it_is_picked() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, _b) = start(dir.path());
