@@ -324,6 +324,7 @@ fn http_route_filter_served(t: &HttpRouteRulesFiltersType) -> bool {
             | HttpRouteRulesFiltersType::RequestRedirect
             | HttpRouteRulesFiltersType::UrlRewrite
             | HttpRouteRulesFiltersType::RequestMirror
+            | HttpRouteRulesFiltersType::Cors
     )
 }
 

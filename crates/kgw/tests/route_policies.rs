@@ -535,3 +535,139 @@ fn mirrors_get_a_copy_with_a_shadow_host_and_the_client_gets_the_backend_answer(
         "the dump shows the mirrors: {text}"
     );
 }
+
+/// The conformance test's first CORS route (HTTPRouteCORS).
+const CORS_ROUTE: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: cors
+  namespace: policies
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - filters:
+    - type: CORS
+      cors:
+        allowOrigins: ["https://www.foo.com", "https://*.bar.com"]
+        allowMethods: [GET, OPTIONS]
+        allowHeaders: [x-header-1, x-header-2]
+        exposeHeaders: [x-header-3, x-header-4]
+        allowCredentials: true
+        maxAge: 3600
+    matches:
+    - path: {type: PathPrefix, value: /cors-1}
+    backendRefs:
+    - {name: v1, port: 8080}
+  - filters:
+    - type: CORS
+      cors:
+        allowOrigins: ["*"]
+        allowMethods: ["*"]
+        allowHeaders: ["*"]
+    matches:
+    - path: {type: PathPrefix, value: /any}
+    backendRefs:
+    - {name: v1, port: 8080}
+"#;
+
+#[test]
+fn cors_preflights_are_answered_by_the_gateway_and_responses_name_the_allowed_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = Echo::start(&["v1"]);
+    let gw = start(dir.path(), &echo, CORS_ROUTE);
+    wait_routed(&gw, "/cors-1");
+    for h2 in [false, true] {
+        let ask = |origin: &str| {
+            send(
+                gw.port,
+                "OPTIONS",
+                "/cors-1",
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", "GET"),
+                    ("access-control-request-headers", "x-header-1"),
+                ],
+                h2,
+            )
+        };
+        for origin in ["https://www.foo.com", "https://xpto.www.bar.com"] {
+            let reply = ask(origin);
+            assert_eq!(reply.status, 200, "{origin} (h2: {h2})");
+            assert_eq!(reply.backend(), None, "the gateway answers the preflight");
+            assert_eq!(reply.header("access-control-allow-origin"), Some(origin));
+            assert_eq!(reply.header("access-control-allow-methods"), Some("GET, OPTIONS"));
+            assert_eq!(
+                reply.header("access-control-allow-headers"),
+                Some("x-header-1, x-header-2")
+            );
+            assert_eq!(
+                reply.header("access-control-expose-headers"),
+                Some("x-header-3, x-header-4")
+            );
+            assert_eq!(reply.header("access-control-max-age"), Some("3600"));
+            assert_eq!(reply.header("access-control-allow-credentials"), Some("true"));
+        }
+        let refused = ask("https://foobar.com");
+        assert_eq!(refused.status, 200);
+        assert_eq!(
+            refused.backend(),
+            None,
+            "a refused preflight is not forwarded either"
+        );
+        assert_eq!(refused.header("access-control-allow-origin"), None);
+
+        let actual = send(
+            gw.port,
+            "GET",
+            "/cors-1",
+            &[("origin", "https://www.bar.com")],
+            h2,
+        );
+        assert_eq!(actual.backend().as_deref(), Some("v1"));
+        assert_eq!(
+            actual.header("access-control-allow-origin"),
+            Some("https://www.bar.com")
+        );
+        assert_eq!(actual.header("access-control-allow-credentials"), Some("true"));
+        assert_eq!(
+            actual.header("access-control-expose-headers"),
+            Some("x-header-3, x-header-4")
+        );
+        let other = send(gw.port, "GET", "/cors-1", &[("origin", "https://foobar.com")], h2);
+        assert_eq!(other.backend().as_deref(), Some("v1"));
+        assert_eq!(other.header("access-control-allow-origin"), None);
+        assert_eq!(other.header("access-control-allow-credentials"), None);
+
+        // `*` methods and headers answer what is asked; without credentials none are claimed.
+        let any = send(
+            gw.port,
+            "OPTIONS",
+            "/any",
+            &[
+                ("origin", "https://foobar.com:12345"),
+                ("access-control-request-method", "PUT"),
+                ("access-control-request-headers", "x-a, x-b"),
+            ],
+            h2,
+        );
+        assert_eq!(
+            any.header("access-control-allow-origin"),
+            Some("https://foobar.com:12345")
+        );
+        assert_eq!(any.header("access-control-allow-methods"), Some("PUT"));
+        assert_eq!(any.header("access-control-allow-headers"), Some("x-a, x-b"));
+        assert_eq!(any.header("access-control-allow-credentials"), None);
+    }
+    assert!(
+        !echo.seen().iter().any(|l| l.starts_with("v1 OPTIONS")),
+        "no preflight reached the backend: {:?}",
+        echo.seen()
+    );
+    let text = gw.dump("GET", "").to_string();
+    assert!(text.contains(r#""name":"envoy.filters.http.cors""#), "{text}");
+    assert!(
+        text.contains(r#""forward_not_matching_preflights":false"#),
+        "{text}"
+    );
+}

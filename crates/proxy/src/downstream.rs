@@ -686,6 +686,9 @@ pub(crate) fn route_to_endpoint<'r>(
     else {
         return Err(LocalReply::no_route());
     };
+    if let Some(preflight) = crate::cors::preflight(route, view) {
+        return Err(preflight);
+    }
     if let Some(redirect) = crate::route_filters::redirect(route, view) {
         return Err(redirect.with_response_edits(crate::route_filters::Picked::of_route(route)));
     }
@@ -698,6 +701,7 @@ pub(crate) fn route_to_endpoint<'r>(
     };
     let target = load_balancing::pick_weighted(targets);
     pick.route_filters = crate::route_filters::Picked::of(route, target);
+    pick.route_filters.cors = crate::cors::response_headers(route, view);
     let Some(index) = target.index else {
         return Err(LocalReply::no_cluster().with_response_edits(pick.route_filters.clone()));
     };

@@ -443,6 +443,9 @@ pub(crate) async fn send_local_reply(
     if let Some(headers) = response.headers_mut() {
         reply.response_edits.edit_h2_response(headers);
     }
+    for (name, value) in &reply.headers {
+        response = response.header(name.as_str(), value.as_str());
+    }
     let Ok(response) = response.body(()) else {
         respond.send_reset(h2::Reason::INTERNAL_ERROR);
         return;

@@ -18,6 +18,7 @@
 mod access_log;
 mod circuit_breakers;
 mod cluster;
+mod cors;
 mod dns;
 mod downstream;
 mod downstream_tls;

@@ -316,6 +316,7 @@ mod tests {
             filters: None,
             timeout: None,
             mirrors: Vec::new(),
+            cors: None,
         };
         Arc::new(Snapshot {
             version,

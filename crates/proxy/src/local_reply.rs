@@ -79,6 +79,8 @@ pub(crate) struct LocalReply {
     /// The response header edits of the route (and backend) that answered locally: Envoy
     /// applies them to its redirect, direct_response and cluster-not-found/no-healthy replies.
     pub response_edits: crate::route_filters::Picked,
+    /// More headers of the answer: a CORS preflight's (`cors.rs`).
+    pub headers: Vec<(String, String)>,
 }
 
 /// The start of Envoy's body for a request that got no response head.
@@ -94,6 +96,7 @@ impl LocalReply {
             grpc: false,
             location: None,
             response_edits: crate::route_filters::Picked::default(),
+            headers: Vec::new(),
         }
     }
 
@@ -289,6 +292,9 @@ impl LocalReply {
         }
         if let Some(location) = &self.location {
             out.push_str(&format!("location: {location}\r\n"));
+        }
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
         }
         if self.overloaded {
             out.push_str("x-envoy-overloaded: true\r\n");

@@ -38,6 +38,8 @@ pub(crate) fn redirect(route: &Route, view: &RequestView<'_>) -> Option<LocalRep
 pub(crate) struct Picked {
     route: Option<Arc<RouteFilters>>,
     backend: Option<Arc<RouteFilters>>,
+    /// The CORS headers of this request's response (`cors.rs`).
+    pub cors: Option<Arc<RouteFilters>>,
 }
 
 impl Picked {
@@ -45,6 +47,7 @@ impl Picked {
         Picked {
             route: route.filters.clone(),
             backend: target.filters.clone(),
+            cors: None,
         }
     }
 
@@ -53,13 +56,18 @@ impl Picked {
         Picked {
             route: route.filters.clone(),
             backend: None,
+            cors: None,
         }
     }
 
     /// Most specific first, as Envoy applies them: the backend's edits, then the route's (which
     /// win where both set one header).
     fn each(&self) -> impl Iterator<Item = &RouteFilters> {
-        self.backend.iter().chain(self.route.iter()).map(|f| &**f)
+        self.backend
+            .iter()
+            .chain(self.route.iter())
+            .chain(self.cors.iter())
+            .map(|f| &**f)
     }
 
     fn edits_request(&self) -> bool {
@@ -258,6 +266,7 @@ mod tests {
         Picked {
             route: Some(Arc::new(route)),
             backend: None,
+            cors: None,
         }
     }
 
@@ -342,6 +351,7 @@ mod tests {
         let p = Picked {
             route: Some(Arc::new(route)),
             backend: Some(Arc::new(backend)),
+            cors: None,
         };
         let mut headers = http::HeaderMap::new();
         headers.insert("x-add", value("0"));

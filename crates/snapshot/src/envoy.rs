@@ -317,8 +317,8 @@ fn listener(l: &Listener) -> Value {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": "http",
                 "rds": {"config_source": {"ads": {}, "resource_api_version": "V3"}, "route_config_name": route_config_name},
-                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                "http_filters": crate::route_cors::http_filters(l, json!({"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})),
                 "use_remote_address": true
             }
         })
@@ -462,6 +462,7 @@ fn route(r: &Route, clusters: &[Cluster]) -> Value {
     let mut v = Map::new();
     v.insert("name".into(), r.name.clone().into());
     v.insert("match".into(), Value::Object(m));
+    crate::route_cors::render(r.cors.as_deref(), &mut v);
     match &r.action {
         RouteAction::Forward(targets) => {
             let mut action = Map::new();

@@ -6,6 +6,7 @@ mod envoy;
 mod hostnames;
 mod listener_tls;
 mod misdirected;
+mod route_cors;
 mod route_filters;
 mod route_mirror;
 mod route_query;
@@ -19,6 +20,7 @@ pub use envoy::{DumpError, DumpOptions, config_dump, format_duration};
 pub use hostnames::{hostname_matches, split_port};
 pub use listener_tls::{ClientValidation, ListenerConnection, ListenerTls, ServerCertificate};
 pub use misdirected::{RouteTable, chain_route_name, misdirected_route, route_tables};
+pub use route_cors::CorsPolicy;
 pub use route_filters::{CONNECTION_SPECIFIC_HEADERS, HeaderEdits, PathRewrite, Redirect, RouteFilters};
 pub use route_mirror::{MirrorShare, RequestMirror};
 pub use route_query::QueryParamMatch;
@@ -115,6 +117,8 @@ pub struct Route {
     pub timeout: Option<std::time::Duration>,
     /// Clusters that get a copy of each request (`route_mirror.rs`).
     pub mirrors: Vec<RequestMirror>,
+    /// The rule's CORS filter (`route_cors.rs`).
+    pub cors: Option<std::sync::Arc<CorsPolicy>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

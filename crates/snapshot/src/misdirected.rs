@@ -34,6 +34,7 @@ pub fn misdirected_route() -> &'static Route {
         filters: None,
         timeout: None,
         mirrors: Vec::new(),
+        cors: None,
     });
     &ROUTE
 }

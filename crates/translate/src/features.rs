@@ -28,6 +28,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteBackendRequestHeaderModification",
     // timeouts.backendRequest: the route timeout (route_timeout.rs in snapshot, translate, proxy).
     "HTTPRouteBackendTimeout",
+    // The CORS filter: preflights answered, allowed origins named (cors.rs, route_cors.rs).
+    "HTTPRouteCORS",
     // A parentRef.port no listener has: Accepted=False NoMatchingParent (routes.rs attach).
     "HTTPRouteDestinationPortMatching",
     // URLRewrite hostname (route_filters.rs).

@@ -146,6 +146,7 @@ fn add_rules(
                     filters: None,
                     timeout: None,
                     mirrors: Vec::new(),
+                    cors: None,
                 },
                 order,
             });

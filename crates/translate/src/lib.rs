@@ -18,6 +18,7 @@ mod listener_policy;
 mod listener_tls;
 mod namespace_selector;
 mod reference_grant;
+mod route_cors;
 mod route_filters;
 mod route_mirror;
 mod route_query;

@@ -666,6 +666,7 @@ fn add_rules(
                     filters: crate::route_filters::for_match(rule, m, port),
                     timeout: crate::route_timeout::timeout(rule),
                     mirrors: actions[rule_index].mirrors.clone(),
+                    cors: crate::route_cors::cors(rule),
                 },
                 order,
             });

@@ -131,6 +131,7 @@ golden_tests! {
     gateway_addresses => "gateway-addresses",
     namespace_selector => "namespace-selector",
     route_mirrors => "route-mirrors",
+    route_cors => "route-cors",
 }
 
 #[test]
