@@ -25,6 +25,10 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
     // RequestHeaderModifier on a backendRef: its weighted cluster's request headers.
+    // A Service port's appProtocol kubernetes.io/h2c makes its cluster HTTP/2 (app_protocol.rs);
+    // kubernetes.io/ws enables WebSocket upgrades on the routes to it (upgrade.rs).
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendRequestHeaderModification",
     // timeouts.backendRequest: the route timeout (route_timeout.rs in snapshot, translate, proxy).
     "HTTPRouteBackendTimeout",
