@@ -132,25 +132,18 @@ fn with_shadow_host(head: &[u8]) -> Vec<u8> {
             out.extend_from_slice(line);
             continue;
         }
-        let value = line[5..].trim_ascii();
-        let (name, port) = split_port(value);
+        let value = String::from_utf8_lossy(line[5..].trim_ascii());
+        let (name, port) = snapshot::split_port(&value);
         out.extend_from_slice(b"host: ");
-        out.extend_from_slice(name);
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"-shadow");
-        out.extend_from_slice(port);
+        if let Some(port) = port {
+            out.push(b':');
+            out.extend_from_slice(port.as_bytes());
+        }
         out.extend_from_slice(b"\r\n");
     }
     out
-}
-
-/// `host:port` -> (`host`, `:port`); an IPv6 literal's colons are not a port.
-fn split_port(authority: &[u8]) -> (&[u8], &[u8]) {
-    match authority.iter().rposition(|&b| b == b':') {
-        Some(i) if !authority[i..].contains(&b']') && authority[i + 1..].iter().all(u8::is_ascii_digit) => {
-            authority.split_at(i)
-        }
-        _ => (authority, &[]),
-    }
 }
 
 #[cfg(test)]
