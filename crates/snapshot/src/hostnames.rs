@@ -1,6 +1,8 @@
 //! Host names, one home for the data plane and translation: a Host/authority split from its
-//! port, and a name matched against a hostname pattern (a virtual host's domain, a listener's
-//! hostname, a certificate's server name).
+//! port, a name matched against a hostname pattern (a virtual host's domain, a listener's
+//! hostname, a certificate's server name), and the order of a port's virtual hosts.
+
+use crate::VirtualHost;
 
 /// `host:port` -> (`host`, Some(`port`)); `[v6]:port` -> (`[v6]`, Some(`port`)); an IPv6
 /// literal keeps its brackets.
@@ -32,6 +34,21 @@ pub fn hostname_matches(pattern: &str, name: &str) -> bool {
         }
         None => pattern.eq_ignore_ascii_case(name),
     }
+}
+
+/// Match order of a port's virtual hosts: exact hostnames first, then longer wildcards, then
+/// the catch-all "*". Envoy picks the most specific domain whatever the order; the dump keeps
+/// this one so it reads in match order.
+pub fn sort_virtual_hosts(hosts: &mut [VirtualHost]) {
+    hosts.sort_by_key(|vh| {
+        let d = &vh.domains[0];
+        (
+            d == "*",
+            d.starts_with('*'),
+            std::cmp::Reverse(d.len()),
+            d.clone(),
+        )
+    });
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 pub use envoy::{DumpError, DumpOptions, config_dump, format_duration};
-pub use hostnames::{hostname_matches, split_port};
+pub use hostnames::{hostname_matches, sort_virtual_hosts, split_port};
 pub use listener_tls::{ClientValidation, ListenerConnection, ListenerTls, ServerCertificate};
 pub use misdirected::{RouteTable, chain_route_name, misdirected_route, route_tables};
 pub use route_cors::CorsPolicy;

@@ -150,17 +150,7 @@ fn chain_virtual_hosts(l: &Listener, tls: &ListenerTls, chain: usize) -> Vec<Vir
         routes: vec![misdirected_route().clone()],
     }));
     hosts.extend(extra);
-    // Envoy picks the most specific domain whatever the order; keep the port's order anyway:
-    // exact names first, then wildcards longest first, then "*".
-    hosts.sort_by_key(|vh| {
-        let d = &vh.domains[0];
-        (
-            d == "*",
-            d.starts_with('*'),
-            std::cmp::Reverse(d.len()),
-            d.clone(),
-        )
-    });
+    crate::sort_virtual_hosts(&mut hosts);
     hosts
 }
 

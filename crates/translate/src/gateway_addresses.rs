@@ -353,7 +353,7 @@ pub(crate) fn listeners(
                 &name,
                 &mut virtual_hosts,
                 &draft.hostnames,
-                crate::routes::sort_virtual_hosts,
+                snapshot::sort_virtual_hosts,
             );
             // An HTTPS port whose every certificate is unusable still listens, and fails each
             // handshake, rather than answer in plain text on a port meant for TLS.

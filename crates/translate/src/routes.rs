@@ -692,19 +692,6 @@ pub(crate) fn virtual_hosts(listener: &str, mut candidates: Vec<Candidate>) -> V
             routes,
         })
         .collect();
-    sort_virtual_hosts(&mut hosts);
+    snapshot::sort_virtual_hosts(&mut hosts);
     hosts
-}
-
-/// Match order: exact hostnames first, then longer wildcards, then the catch-all.
-pub(crate) fn sort_virtual_hosts(hosts: &mut [VirtualHost]) {
-    hosts.sort_by_key(|vh| {
-        let d = &vh.domains[0];
-        (
-            d == "*",
-            d.starts_with('*'),
-            std::cmp::Reverse(d.len()),
-            d.clone(),
-        )
-    });
 }
