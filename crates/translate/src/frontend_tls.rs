@@ -21,7 +21,7 @@ use snapshot::{ClientValidation, ServerCertificate};
 
 use crate::Resources;
 use crate::listener_tls::RefProblem;
-use crate::reference_grant::{Side, permitted};
+use crate::reference_grant::gateway_may_refer;
 use crate::tls_objects::config_map_ca;
 
 /// One CA reference, whichever of default and perPort it comes from.
@@ -165,17 +165,7 @@ fn resolve(resources: &Resources, gateway: &ObjectKey, r: &CaRef, field: &str) -
         ));
     }
     let namespace = r.namespace.unwrap_or(&gateway.namespace);
-    let from = Side {
-        group: "gateway.networking.k8s.io",
-        kind: "Gateway",
-        namespace: &gateway.namespace,
-    };
-    let to = Side {
-        group: "",
-        kind: "ConfigMap",
-        namespace,
-    };
-    if !permitted(resources, &from, &to, r.name) {
+    if !gateway_may_refer(resources, &gateway.namespace, "ConfigMap", namespace, r.name) {
         return Err(problem(
             "RefNotPermitted",
             format!(

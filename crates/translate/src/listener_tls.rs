@@ -10,7 +10,7 @@ use api::{Kind, Object, ObjectKey};
 use snapshot::ServerCertificate;
 
 use crate::Resources;
-use crate::reference_grant::{Side, permitted};
+use crate::reference_grant::gateway_may_refer;
 use crate::tls_objects::{TLS_CRT, TLS_KEY, key_pair, unexpired};
 
 /// Why a listener has no certificate: Gateway API's listener condition reason and a message.
@@ -78,17 +78,7 @@ fn resolve(
              type kubernetes.io/tls"
         )));
     }
-    let from = Side {
-        group: "gateway.networking.k8s.io",
-        kind: "Gateway",
-        namespace: &gateway.namespace,
-    };
-    let to = Side {
-        group: "",
-        kind: "Secret",
-        namespace,
-    };
-    if !permitted(resources, &from, &to, &r.name) {
+    if !gateway_may_refer(resources, &gateway.namespace, "Secret", namespace, &r.name) {
         return Err(RefProblem {
             reason: "RefNotPermitted",
             message: format!(

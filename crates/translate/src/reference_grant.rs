@@ -35,3 +35,25 @@ pub(crate) fn permitted(resources: &Resources, from: &Side, to: &Side, to_name: 
                 })
         })
 }
+
+/// May a Gateway in `gateway_namespace` refer to the core-group `kind` object `name` in
+/// `namespace` (a listener's certificate Secret, a frontend CA ConfigMap)?
+pub(crate) fn gateway_may_refer(
+    resources: &Resources,
+    gateway_namespace: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> bool {
+    let from = Side {
+        group: "gateway.networking.k8s.io",
+        kind: "Gateway",
+        namespace: gateway_namespace,
+    };
+    let to = Side {
+        group: "",
+        kind,
+        namespace,
+    };
+    permitted(resources, &from, &to, name)
+}
