@@ -84,137 +84,124 @@ fn service(name: &str, backend: u16, app_protocol: Option<&str>) -> String {
     )
 }
 
-/// The rules under test, each under its own path prefix; `{svc}` is the backend.
-const RULES: &str = r#"
-  - matches: [{path: {type: PathPrefix, value: /set}}]
-    filters:
-    - type: RequestHeaderModifier
-      requestHeaderModifier:
-        set: [{name: X-Header-Set, value: set-overwrites-values}]
-        add: [{name: X-Header-Add, value: add-appends-values}]
-        remove: [X-Header-Remove]
-    backendRefs: [{name: echo, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /anything/set}}]
-    filters:
-    - type: RequestHeaderModifier
-      requestHeaderModifier:
-        set: [{name: X-Header-Set, value: set-overwrites-values}]
-        add: [{name: X-Header-Add, value: add-appends-values}]
-        remove: [X-Header-Remove]
-    backendRefs: [{name: h2, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /hostname-redirect}}]
-    filters:
-    - type: RequestRedirect
-      requestRedirect: {hostname: example.org}
-  - matches: [{path: {type: PathPrefix, value: /host-and-status}}]
-    filters:
-    - type: RequestRedirect
-      requestRedirect: {hostname: example.org, statusCode: 301}
-  - matches: [{path: {type: PathPrefix, value: /scheme}}]
-    filters:
-    - type: RequestRedirect
-      requestRedirect: {scheme: https, statusCode: 303}
-  - matches: [{path: {type: PathPrefix, value: /port}}]
-    filters:
-    - type: RequestRedirect
-      requestRedirect: {port: 8083, statusCode: 307}
-  - matches: [{path: {type: PathPrefix, value: /scheme-port-443}}]
-    filters:
-    - type: RequestRedirect
-      requestRedirect: {scheme: https, port: 443, hostname: example.org, statusCode: 308}
-  - matches: [{path: {type: PathPrefix, value: /original-prefix}}]
-    filters:
-    - type: RequestRedirect
-      requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}
-  - matches: [{path: {type: PathPrefix, value: /full-redirect}}]
-    filters:
-    - type: RequestRedirect
-      requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /full-path-replacement}}
-  - matches: [{path: {type: PathPrefix, value: /resp}}]
-    filters:
-    - type: ResponseHeaderModifier
-      responseHeaderModifier:
-        set: [{name: X-Header-Set, value: set-overwrites-values}]
-        add: [{name: X-Header-Add, value: add-appends-values}]
-        remove: [X-Header-Remove]
-    backendRefs: [{name: echo, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /anything/resp}}]
-    filters:
-    - type: ResponseHeaderModifier
-      responseHeaderModifier:
-        set: [{name: X-Header-Set, value: set-overwrites-values}]
-        remove: [Content-Type]
-    backendRefs: [{name: h2, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /response-headers}}]
-    filters:
-    - type: ResponseHeaderModifier
-      responseHeaderModifier:
-        set: [{name: X-Header-Set, value: set-overwrites-values}]
-        add: [{name: X-Header-Add, value: add-appends-values}]
-        remove: [X-Header-Remove]
-    backendRefs: [{name: h2, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /redirect-edited}}]
-    filters:
-    - type: RequestRedirect
-      requestRedirect: {hostname: example.org}
-    - type: ResponseHeaderModifier
-      responseHeaderModifier: {set: [{name: X-Local, value: redirect}]}
-  - matches: [{path: {type: PathPrefix, value: /no-backend}}]
-    filters:
-    - type: ResponseHeaderModifier
-      responseHeaderModifier: {set: [{name: X-Local, value: direct}]}
-    backendRefs: [{name: missing, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /half-missing}}]
-    filters:
-    - type: ResponseHeaderModifier
-      responseHeaderModifier: {set: [{name: X-Local, value: share}]}
-    backendRefs: [{name: echo, port: 80}, {name: missing, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /backend-headers}}]
-    backendRefs:
-    - name: echo
-      port: 80
-      filters:
-      - type: RequestHeaderModifier
-        requestHeaderModifier: {set: [{name: X-Backend, value: echo}]}
-      - type: ResponseHeaderModifier
-        responseHeaderModifier: {add: [{name: X-Picked, value: echo}]}
-    - name: echo-b
-      port: 80
-      filters:
-      - type: RequestHeaderModifier
-        requestHeaderModifier: {set: [{name: X-Backend, value: echo-b}]}
-      - type: ResponseHeaderModifier
-        responseHeaderModifier: {add: [{name: X-Picked, value: echo-b}]}
-  - matches: [{path: {type: PathPrefix, value: /prefix/one}}]
-    filters:
-    - type: URLRewrite
-      urlRewrite: {hostname: one.example.org, path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}
-    backendRefs: [{name: echo, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /strip-prefix}}]
-    filters:
-    - type: URLRewrite
-      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
-    backendRefs: [{name: echo, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /full/one}}]
-    filters:
-    - type: URLRewrite
-      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /one}}
-    backendRefs: [{name: echo, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /anything/rewrite}}]
-    filters:
-    - type: URLRewrite
-      urlRewrite: {hostname: rewritten.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: /anything}}
-    backendRefs: [{name: h2, port: 80}]
-"#;
+/// The set/add/remove edits the header modifier tests check, on either modifier.
+const SET_ADD_REMOVE: &str = "{set: [{name: X-Header-Set, value: set-overwrites-values}], add: [{name: X-Header-Add, \
+                              value: add-appends-values}], remove: [X-Header-Remove]}";
+
+/// One HTTPRoute filter: `kind` and its field (`kind` with a lower-case first word) set to
+/// `value`, a YAML flow mapping.
+fn filter(kind: &str, value: &str) -> String {
+    let field = match kind {
+        "URLRewrite" => "urlRewrite".to_string(),
+        _ => kind[..1].to_ascii_lowercase() + &kind[1..],
+    };
+    format!("\n    - type: {kind}\n      {field}: {value}")
+}
+
+/// A rule under the path prefix `prefix` with `filters` (from [`filter`]) and `backend_refs`,
+/// a YAML flow list (none when empty).
+fn rule(prefix: &str, filters: &[String], backend_refs: &str) -> String {
+    let backends = if backend_refs.is_empty() {
+        String::new()
+    } else {
+        format!("\n    backendRefs: {backend_refs}")
+    };
+    format!(
+        "\n  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters:{}{backends}",
+        filters.concat()
+    )
+}
+
+/// The rules under test, each under its own path prefix.
+fn rules() -> String {
+    let echo = "[{name: echo, port: 80}]";
+    let h2 = "[{name: h2, port: 80}]";
+    let redirect = |prefix: &str, value: &str| rule(prefix, &[filter("RequestRedirect", value)], "");
+    let rewrite = |prefix: &str, value: &str, to: &str| rule(prefix, &[filter("URLRewrite", value)], to);
+    let local_edit = |value: &str| {
+        filter(
+            "ResponseHeaderModifier",
+            &format!("{{set: [{{name: X-Local, value: {value}}}]}}"),
+        )
+    };
+    [
+        rule("/set", &[filter("RequestHeaderModifier", SET_ADD_REMOVE)], echo),
+        rule("/anything/set", &[filter("RequestHeaderModifier", SET_ADD_REMOVE)], h2),
+        redirect("/hostname-redirect", "{hostname: example.org}"),
+        redirect("/host-and-status", "{hostname: example.org, statusCode: 301}"),
+        redirect("/scheme", "{scheme: https, statusCode: 303}"),
+        redirect("/port", "{port: 8083, statusCode: 307}"),
+        redirect(
+            "/scheme-port-443",
+            "{scheme: https, port: 443, hostname: example.org, statusCode: 308}",
+        ),
+        redirect(
+            "/original-prefix",
+            "{path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}",
+        ),
+        redirect(
+            "/full-redirect",
+            "{path: {type: ReplaceFullPath, replaceFullPath: /full-path-replacement}}",
+        ),
+        rule("/resp", &[filter("ResponseHeaderModifier", SET_ADD_REMOVE)], echo),
+        rule(
+            "/anything/resp",
+            &[filter(
+                "ResponseHeaderModifier",
+                "{set: [{name: X-Header-Set, value: set-overwrites-values}], remove: [Content-Type]}",
+            )],
+            h2,
+        ),
+        rule("/response-headers", &[filter("ResponseHeaderModifier", SET_ADD_REMOVE)], h2),
+        rule(
+            "/redirect-edited",
+            &[filter("RequestRedirect", "{hostname: example.org}"), local_edit("redirect")],
+            "",
+        ),
+        rule("/no-backend", &[local_edit("direct")], "[{name: missing, port: 80}]"),
+        rule(
+            "/half-missing",
+            &[local_edit("share")],
+            "[{name: echo, port: 80}, {name: missing, port: 80}]",
+        ),
+        // Each backendRef with its own filters.
+        "\n  - matches: [{path: {type: PathPrefix, value: /backend-headers}}]\n    backendRefs:\n    - name: echo\n      \
+         port: 80\n      filters:\n      - type: RequestHeaderModifier\n        requestHeaderModifier: {set: [{name: \
+         X-Backend, value: echo}]}\n      - type: ResponseHeaderModifier\n        responseHeaderModifier: {add: [{name: \
+         X-Picked, value: echo}]}\n    - name: echo-b\n      port: 80\n      filters:\n      - type: \
+         RequestHeaderModifier\n        requestHeaderModifier: {set: [{name: X-Backend, value: echo-b}]}\n      - type: \
+         ResponseHeaderModifier\n        responseHeaderModifier: {add: [{name: X-Picked, value: echo-b}]}"
+            .to_string(),
+        rewrite(
+            "/prefix/one",
+            "{hostname: one.example.org, path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}",
+            echo,
+        ),
+        rewrite(
+            "/strip-prefix",
+            "{path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}",
+            echo,
+        ),
+        rewrite("/full/one", "{path: {type: ReplaceFullPath, replaceFullPath: /one}}", echo),
+        rewrite(
+            "/anything/rewrite",
+            "{hostname: rewritten.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: /anything}}",
+            h2,
+        ),
+    ]
+    .concat()
+        + "\n"
+}
 
 fn gateway_yaml(port: u16, b: &Backends) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: {NS}\nspec:\n  \
          gatewayClassName: kgateway\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: {port}\n---\n{}{}\
          apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: filters\n  namespace: {NS}\nspec:\n  \
-         parentRefs: [{{name: gw}}]\n  rules:{RULES}",
+         parentRefs: [{{name: gw}}]\n  rules:{}",
         service("echo", b.echo_port, None) + &service("echo-b", b.echo_port, None),
         service("h2", b.h2_port, Some("kubernetes.io/h2c")),
+        rules(),
     )
 }
 
@@ -247,6 +234,15 @@ impl Reply {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of the header `name` (lower case), in order.
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     fn json(&self) -> Value {
@@ -445,17 +441,10 @@ fn response_header_modifier_edits_the_response_on_every_path() {
             &["x-echo-set-header: X-Header-Set:orig,X-Header-Add:orig,X-Header-Remove:gone"],
         );
         assert_eq!(r.status, 200, "{version}");
-        let all = |name: &str| -> Vec<&str> {
-            r.headers
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-                .collect()
-        };
-        assert_eq!(all("x-header-set"), ["set-overwrites-values"], "{version}");
-        assert_eq!(all("x-header-add"), ["orig", "add-appends-values"], "{version}");
-        assert!(all("x-header-remove").is_empty(), "{version}");
-        assert_eq!(all("x-backend-sent"), ["yes"], "{version}");
+        assert_eq!(r.all("x-header-set"), ["set-overwrites-values"], "{version}");
+        assert_eq!(r.all("x-header-add"), ["orig", "add-appends-values"], "{version}");
+        assert!(r.all("x-header-remove").is_empty(), "{version}");
+        assert_eq!(r.all("x-backend-sent"), ["yes"], "{version}");
         // From the HTTP/2 backend.
         let r = curl_with(&gw, version, "/anything/resp", &[]);
         assert_eq!(r.status, 200, "{version}");
@@ -478,16 +467,9 @@ fn response_header_modifier_edits_the_response_on_every_path() {
             &[],
         );
         assert_eq!(r.status, 200, "{version}: {}", r.body);
-        let all = |name: &str| -> Vec<&str> {
-            r.headers
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-                .collect()
-        };
-        assert_eq!(all("x-header-set"), ["set-overwrites-values"], "{version}");
-        assert_eq!(all("x-header-add"), ["orig", "add-appends-values"], "{version}");
-        assert!(all("x-header-remove").is_empty(), "{version}: {:?}", r.headers);
+        assert_eq!(r.all("x-header-set"), ["set-overwrites-values"], "{version}");
+        assert_eq!(r.all("x-header-add"), ["orig", "add-appends-values"], "{version}");
+        assert!(r.all("x-header-remove").is_empty(), "{version}: {:?}", r.headers);
     }
 }
 
