@@ -13,16 +13,6 @@ use common::*;
 
 const NS: &str = "infra";
 
-fn apply(gw: &Gateway, yaml: &str) {
-    let out = gw.kgw(&["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "kgw apply: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
 fn status(gw: &Gateway, kind: &str, name: &str) -> serde_json::Value {
     let out = gw.kgw(&["get", kind, name, "-n", NS, "-o", "json"], "");
     assert!(out.status.success(), "kgw get {kind} {name}: {}", stderr(&out));
@@ -92,15 +82,12 @@ fn invalid_backend_refs_answer_500_for_their_share_and_say_why() {
         ),
     ]
     .concat();
-    apply(
-        &gw,
-        &setup(
-            gw.port,
-            backend_port,
-            "  - {name: http, port: {port}, protocol: HTTP}",
-            &routes,
-        ),
-    );
+    gw.apply(&setup(
+        gw.port,
+        backend_port,
+        "  - {name: http, port: {port}, protocol: HTTP}",
+        &routes,
+    ));
     wait_for("partly.example.com served", Duration::from_secs(15), || {
         (curl(gw.port, "partly.example.com", "/").0 == 200).then_some(())
     });
@@ -133,9 +120,7 @@ fn invalid_backend_refs_answer_500_for_their_share_and_say_why() {
     }
 
     // A ReferenceGrant in `web` lets the route reach Service web: /get is served, the route resolves.
-    apply(
-        &gw,
-        "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: routes-from-infra, \
+    gw.apply("apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: routes-from-infra, \
          namespace: web}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]\n  \
          to: [{group: \"\", kind: Service}]\n",
     );
@@ -163,7 +148,7 @@ fn listeners_with_one_port_and_hostname_conflict_and_neither_is_served() {
         "same.example.com, other.example.com",
         "  - backendRefs: [{name: app, port: 80}]",
     );
-    apply(&gw, &setup(gw.port, backend_port, listeners, &routes));
+    gw.apply(&setup(gw.port, backend_port, listeners, &routes));
     wait_for("other.example.com served", Duration::from_secs(15), || {
         (curl(gw.port, "other.example.com", "/").0 == 200).then_some(())
     });

@@ -59,13 +59,7 @@ fn setup(dir: &Path) -> Setup {
         secret = secret_yaml(NS, "www-cert", &leaf, None),
         gateway = gateway(Some(http_port), https_port),
     );
-    let out = gw.kgw(&["apply", "-f", "-"], &yaml);
-    assert!(
-        out.status.success(),
-        "kgw apply: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    gw.apply(&yaml);
     let setup = Setup {
         gw,
         ca: pki.ca.cert.clone(),
@@ -529,13 +523,7 @@ fn grpc_over_http2_both_ways_keeps_trailers_and_streams_each_way_at_once() {
          ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: grpc\n  namespace: {NS}\nspec:\n  \
          parentRefs:\n  - name: gw\n  hostnames: [\"grpc.example.com\"]\n  rules:\n  - backendRefs:\n    - name: grpc\n      port: 80\n"
     );
-    let out = s.gw.kgw(&["apply", "-f", "-"], &yaml);
-    assert!(
-        out.status.success(),
-        "kgw apply: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    s.gw.apply(&yaml);
     let cluster = format!("cluster.kube_{NS}_grpc_80");
     wait_for("the gRPC route", Duration::from_secs(15), || {
         let seen = s.curl(
@@ -744,13 +732,7 @@ fn a_removed_listener_sends_goaway_and_its_stream_in_flight_finishes() {
         .then_some(())
     });
     // The Gateway without its HTTP listener: the port closes.
-    let out = s.gw.kgw(&["apply", "-f", "-"], &gateway(None, s.https_port));
-    assert!(
-        out.status.success(),
-        "kgw apply: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    s.gw.apply(&gateway(None, s.https_port));
     let events = events(client);
     let goaway = at(&events, "goaway 0");
     assert!(goaway < 1.5, "{events:?}");

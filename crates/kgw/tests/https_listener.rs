@@ -122,16 +122,6 @@ fn gateway(http_port: u16, https: &[Https<'_>], backend: u16) -> String {
     )
 }
 
-fn apply(gw: &Gateway, yaml: &str) {
-    let out = gw.kgw(&["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "kgw apply: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
 /// `curl --cacert CA https://HOST:PORT/PATH` (HOST resolved to 127.0.0.1): status and body.
 fn curl_https(ca: &Path, host: &str, port: u16, path: &str) -> (u16, String) {
     let out = Command::new("curl")
@@ -271,7 +261,7 @@ fn setup(dir: &Path) -> (Setup, Pem, Pem) {
         ),
     ]
     .join("---\n");
-    apply(&gw, &yaml);
+    gw.apply(&yaml);
     let ca = pki.ca_path();
     for host in ["www.example.com", "api.example.com"] {
         wait_for(&format!("https://{host}"), Duration::from_secs(15), || {
@@ -372,7 +362,7 @@ fn a_rotated_secret_reaches_the_next_handshake_and_an_open_connection_keeps_goin
     let socket = open.sock.local_addr().unwrap();
 
     let rotated = s.pki.issue("www.example.com", "www-2");
-    apply(&s.gw, &tls_secret(NS, "www-cert", &rotated));
+    s.gw.apply(&tls_secret(NS, "www-cert", &rotated));
     wait_for("the rotated certificate", Duration::from_secs(15), || {
         let client = connect(&s.pki, "www.example.com", s.https_port).ok()?;
         (leaf(&client) == der(&rotated)).then_some(())
@@ -434,7 +424,7 @@ fn a_missing_or_not_permitted_secret_leaves_its_listener_unprogrammed_and_the_ot
         ),
     ]
     .join("---\n");
-    apply(&gw, &yaml);
+    gw.apply(&yaml);
     let ca = pki.ca_path();
     wait_for("https://www.example.com", Duration::from_secs(15), || {
         (curl_https(&ca, "www.example.com", https_port, "/get").0 == 200).then_some(())
@@ -472,9 +462,7 @@ fn a_missing_or_not_permitted_secret_leaves_its_listener_unprogrammed_and_the_ot
     assert!(connect(&pki, "shared.example.com", https_port).is_err());
 
     // The ReferenceGrant lets the Gateway use the other namespace's Secret.
-    apply(
-        &gw,
-        &format!(
+    gw.apply(&format!(
             "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata:\n  name: gateways-in-web\n  \
              namespace: certs\nspec:\n  from:\n  - group: gateway.networking.k8s.io\n    kind: Gateway\n    namespace: {NS}\n  \
              to:\n  - group: \"\"\n    kind: Secret\n"
@@ -502,7 +490,7 @@ fn listener_policy() -> String {
 fn listener_policy_keepalive_is_on_the_accepted_client_socket() {
     let dir = tempfile::tempdir().unwrap();
     let (s, _, _) = setup(dir.path());
-    apply(&s.gw, &listener_policy());
+    s.gw.apply(&listener_policy());
     let name = format!("listener~{}", s.https_port);
     let listener = wait_for("the policy in the dump", Duration::from_secs(15), || {
         let dump = s.gw.dump("GET", "?resource=dynamic_listeners");

@@ -98,13 +98,7 @@ fn a_host_another_https_listener_owns_gets_421_over_http2_and_http1() {
     let https_port = free_port();
     let gw = GatewayBuilder::run(dir.path(), free_port()).start();
     let yaml = secret_yaml(NS, "cert", &cert, None) + "---\n" + &manifests(https_port, backend_port);
-    let out = gw.kgw(&["apply", "-f", "-"], &yaml);
-    assert!(
-        out.status.success(),
-        "kgw apply: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    gw.apply(&yaml);
     let ca = pki.ca.cert.clone();
     wait_for("the HTTPS listeners", Duration::from_secs(15), || {
         (status(&ca, "--http2", https_port, "example.org", "example.org") == 200).then_some(())

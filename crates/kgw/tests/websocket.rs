@@ -179,16 +179,6 @@ fn gateway(http_port: u16, https_port: Option<u16>, backend: u16) -> String {
     )
 }
 
-fn apply(gw: &Gateway, yaml: &str) {
-    let out = gw.kgw(&["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "kgw apply: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
 /// A stat, 0 when absent.
 fn stat(gw: &Gateway, name: &str) -> u64 {
     gw.stat(name).unwrap_or(0)
@@ -232,7 +222,7 @@ fn start_with(dir: &Path, https: bool, args: &[&str]) -> (Gateway, Proc, u16, Op
 fn a_websocket_echoes_text_binary_and_a_mebibyte_through_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, _server, backend, _) = start(dir.path(), false);
-    apply(&gw, &gateway(gw.port, None, backend));
+    gw.apply(&gateway(gw.port, None, backend));
     let url = format!("ws://127.0.0.1:{}/echo", gw.port);
     assert_eq!(client(&url, "echo", None), "echo ok");
     assert_eq!(client(&url, "echo", None), "echo ok");
@@ -255,7 +245,7 @@ fn a_websocket_echoes_text_binary_and_a_mebibyte_through_the_gateway() {
 fn a_backend_that_closes_mid_stream_ends_the_clients_connection_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, _server, backend, _) = start(dir.path(), false);
-    apply(&gw, &gateway(gw.port, None, backend));
+    gw.apply(&gateway(gw.port, None, backend));
 
     // A close handshake from the backend reaches the client, its code intact.
     let url = format!("ws://127.0.0.1:{}/close-after-one", gw.port);
@@ -282,7 +272,7 @@ fn a_backend_that_closes_mid_stream_ends_the_clients_connection_cleanly() {
 fn an_upgrade_to_another_protocol_is_refused_as_envoy_refuses_it() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, _server, backend, _) = start(dir.path(), false);
-    apply(&gw, &gateway(gw.port, None, backend));
+    gw.apply(&gateway(gw.port, None, backend));
     let answer = raw(
         gw.port,
         "GET /echo HTTP/1.1\r\nHost: ws.example.com\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n\r\n",
@@ -312,7 +302,7 @@ fn a_websocket_upgrade_is_refused_on_a_route_whose_backend_does_not_say_kubernet
     let (gw, _server, backend, _) = start(dir.path(), false);
     // As kgateway renders it: no upgrade on the listener, none on a route to a plain backend.
     let plain = gateway(gw.port, None, backend).replace("    appProtocol: kubernetes.io/ws\n", "");
-    apply(&gw, &plain);
+    gw.apply(&plain);
     let route = wait_for("the route in the dump", Duration::from_secs(5), || {
         let dump = gw.dump("GET", "");
         let routes =
@@ -331,7 +321,7 @@ fn a_websocket_upgrade_is_refused_on_a_route_whose_backend_does_not_say_kubernet
 
     // The backend says kubernetes.io/ws: the route enables WebSocket, in the dump and in the
     // traffic.
-    apply(&gw, &gateway(gw.port, None, backend));
+    gw.apply(&gateway(gw.port, None, backend));
     wait_for("the route's upgrade_configs", Duration::from_secs(5), || {
         let dump = gw.dump("GET", "");
         let route =
@@ -352,7 +342,7 @@ fn the_routes_response_header_modifier_edits_the_101() {
          set: [{name: X-Header-Set, value: set}]\n        add: [{name: X-Header-Add, value: added}]\n    \
          backendRefs:",
     );
-    apply(&gw, &filtered);
+    gw.apply(&filtered);
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(
@@ -381,14 +371,11 @@ fn a_websocket_goes_through_the_https_listener() {
     let pair = pki.leaf("ws", &["ws.example.com"]);
     let (gw, _server, backend, https_port) = start(dir.path(), true);
     let https_port = https_port.unwrap();
-    apply(
-        &gw,
-        &format!(
-            "{}---\n{}",
-            secret_yaml(NS, "cert", &pair, None),
-            gateway(gw.port, Some(https_port), backend)
-        ),
-    );
+    gw.apply(&format!(
+        "{}---\n{}",
+        secret_yaml(NS, "cert", &pair, None),
+        gateway(gw.port, Some(https_port), backend)
+    ));
     wait_for("the HTTPS listener", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", https_port)).ok()
     });
@@ -405,7 +392,7 @@ fn a_tunnel_outlives_the_route_timeout_and_ends_at_the_stream_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--route-timeout", "1s", "--stream-idle-timeout", "2s"];
     let (gw, _server, backend, _) = start_with(dir.path(), false, &args);
-    apply(&gw, &gateway(gw.port, None, backend));
+    gw.apply(&gateway(gw.port, None, backend));
     let url = format!("ws://127.0.0.1:{}/echo", gw.port);
     // Messages for 3 s (past the route timeout, and past the idle timeout in all), then none.
     let seen = client(&url, "chatty-then-idle", None);

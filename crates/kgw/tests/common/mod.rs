@@ -234,6 +234,18 @@ impl Gateway {
         kgw_cli(self.admin, args, stdin)
     }
 
+    /// `kgw apply -f -` with `yaml`, which must be admitted (the test stops with kgw's output
+    /// otherwise).
+    pub fn apply(&self, yaml: &str) {
+        let out = self.kgw(&["apply", "-f", "-"], yaml);
+        assert!(
+            out.status.success(),
+            "kgw apply: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+
     /// A request through the gateway with curl.
     pub fn curl(&self, host: &str, path: &str) -> (u16, String) {
         curl(self.port, host, path)
