@@ -40,28 +40,22 @@ fn manifests(strict_port: u16, fallback_port: u16, backend: u16) -> String {
 /// `curl https://example.org:PORT/headers` with an optional client certificate: the status,
 /// 0 when the handshake failed.
 fn curl(ca: &Path, port: u16, client: Option<&CertFiles>) -> u16 {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "10",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--cacert",
-    ])
-    .arg(ca)
-    .arg("--resolve")
-    .arg(format!("example.org:{port}:127.0.0.1"));
-    if let Some(c) = client {
-        cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
-    }
-    let out = cmd
-        .arg(format!("https://example.org:{port}/headers"))
-        .output()
-        .expect("curl is installed");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    let client_args = client.map(|c| {
+        [
+            "--cert",
+            c.cert.to_str().unwrap(),
+            "--key",
+            c.key.to_str().unwrap(),
+        ]
+    });
+    curl_https(
+        ca,
+        "example.org",
+        port,
+        "/headers",
+        client_args.as_ref().map_or(&[], |a| a),
+    )
+    .0
 }
 
 /// Does the server ask for a client certificate (a CertificateRequest in the handshake)?

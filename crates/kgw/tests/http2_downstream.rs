@@ -143,11 +143,7 @@ impl Setup {
         .args(args);
         match scheme {
             Scheme::Https => {
-                cmd.arg("--cacert")
-                    .arg(&self.ca)
-                    .arg("--resolve")
-                    .arg(format!("{host}:{}:127.0.0.1", self.https_port))
-                    .arg(format!("https://{host}:{}{path}", self.https_port));
+                https_target(&mut cmd, &self.ca, host, self.https_port, path);
             }
             Scheme::Http => {
                 cmd.args(["-H", &format!("host: {host}")])

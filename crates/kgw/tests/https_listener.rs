@@ -122,30 +122,6 @@ fn gateway(http_port: u16, https: &[Https<'_>], backend: u16) -> String {
     )
 }
 
-/// `curl --cacert CA https://HOST:PORT/PATH` (HOST resolved to 127.0.0.1): status and body.
-fn curl_https(ca: &Path, host: &str, port: u16, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "--cacert",
-        ])
-        .arg(ca)
-        .arg("--resolve")
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("https://{host}:{port}{path}"))
-        .output()
-        .expect("curl is installed");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 type Client = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A TLS connection to 127.0.0.1:`port` with SNI `host`, the handshake done; Err when refused.
@@ -265,7 +241,7 @@ fn setup(dir: &Path) -> (Setup, Pem, Pem) {
     let ca = pki.ca_path();
     for host in ["www.example.com", "api.example.com"] {
         wait_for(&format!("https://{host}"), Duration::from_secs(15), || {
-            (curl_https(&ca, host, https_port, "/get").0 == 200).then_some(())
+            (curl_https(&ca, host, https_port, "/get", &[]).0 == 200).then_some(())
         });
     }
     (
@@ -287,7 +263,7 @@ fn https_with_curl_two_hostnames_by_sni_and_envoys_ssl_stats() {
     let ca = s.pki.ca_path();
 
     // curl verifies the chain and the name; the upstream is told the request came over TLS.
-    let (status, body) = curl_https(&ca, "www.example.com", s.https_port, "/headers");
+    let (status, body) = curl_https(&ca, "www.example.com", s.https_port, "/headers", &[]);
     assert_eq!(status, 200, "{body}");
     let headers: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(headers["headers"]["X-Forwarded-Proto"], "https", "{body}");
@@ -427,7 +403,7 @@ fn a_missing_or_not_permitted_secret_leaves_its_listener_unprogrammed_and_the_ot
     gw.apply(&yaml);
     let ca = pki.ca_path();
     wait_for("https://www.example.com", Duration::from_secs(15), || {
-        (curl_https(&ca, "www.example.com", https_port, "/get").0 == 200).then_some(())
+        (curl_https(&ca, "www.example.com", https_port, "/get", &[]).0 == 200).then_some(())
     });
     assert_eq!(curl(http_port, "www.example.com", "/get").0, 200);
 
@@ -469,7 +445,7 @@ fn a_missing_or_not_permitted_secret_leaves_its_listener_unprogrammed_and_the_ot
         ),
     );
     wait_for("https://shared.example.com", Duration::from_secs(15), || {
-        (curl_https(&ca, "shared.example.com", https_port, "/get").0 == 200).then_some(())
+        (curl_https(&ca, "shared.example.com", https_port, "/get", &[]).0 == 200).then_some(())
     });
     let (status, _, _) = listener_condition(&gw, "shared", "ResolvedRefs").unwrap();
     assert_eq!(status, "True");

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::pki::{Pki, secret_yaml};
@@ -59,27 +58,7 @@ fn manifests(port: u16, backend: u16) -> String {
 /// curl over TLS with SNI `sni` (the URL's host, resolved to 127.0.0.1) and Host `host`:
 /// the status (0 when curl failed).
 fn status(ca: &Path, http: &str, port: u16, sni: &str, host: &str) -> u16 {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            http,
-        ])
-        .arg("--cacert")
-        .arg(ca)
-        .arg("--resolve")
-        .arg(format!("{sni}:{port}:127.0.0.1"))
-        .arg("-H")
-        .arg(format!("Host: {host}"))
-        .arg(format!("https://{sni}:{port}/headers"))
-        .output()
-        .expect("curl is installed");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    curl_https(ca, sni, port, "/headers", &[http, "-H", &format!("Host: {host}")]).0
 }
 
 #[test]

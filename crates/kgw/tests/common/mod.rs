@@ -283,6 +283,36 @@ pub fn curl(port: u16, host: &str, path: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// Points curl `cmd` at `https://HOST:PORT/PATH` with HOST resolved to 127.0.0.1 (so the SNI
+/// and the certificate check use HOST), trusting the CA certificate at `ca`.
+pub fn https_target<'a>(
+    cmd: &'a mut Command,
+    ca: &Path,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> &'a mut Command {
+    cmd.arg("--cacert")
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}{path}"))
+}
+
+/// `curl ARGS` to `https://HOST:PORT/PATH` as [`https_target`] says: status (0 when curl
+/// failed, a refused handshake too) and body.
+pub fn curl_https(ca: &Path, host: &str, port: u16, path: &str, args: &[&str]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args);
+    let out = https_target(&mut cmd, ca, host, port, path)
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
