@@ -31,15 +31,7 @@ struct H2Backend {
 }
 
 fn h2_backend() -> H2Backend {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (runtime, listener, port) = backend_runtime();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
     runtime.spawn(async move {

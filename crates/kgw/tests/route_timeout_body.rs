@@ -103,15 +103,7 @@ impl Body for Trickle {
 
 /// An h2c backend (hyper) with the python backend's answers.
 fn h2c_backend() -> (tokio::runtime::Runtime, u16) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (runtime, listener, port) = backend_runtime();
     runtime.spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             tokio::spawn(async move {

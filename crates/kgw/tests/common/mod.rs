@@ -313,6 +313,21 @@ pub fn curl_https(ca: &Path, host: &str, port: u16, path: &str, args: &[&str]) -
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// A one-worker tokio runtime for an in-test backend, and a listener it owns on a free
+/// loopback port (with that port): the backend serves by spawning on the runtime.
+pub fn backend_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListener, u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (runtime, listener, port)
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
