@@ -208,13 +208,7 @@ fn gateway_yaml(port: u16, b: &Backends) -> String {
 fn start(dir: &Path) -> (Gateway, Backends) {
     let b = backends(dir);
     let gw = GatewayBuilder::run(dir, free_port()).start();
-    let out = gw.kgw(&["apply", "-f", "-"], &gateway_yaml(gw.port, &b));
-    assert!(
-        out.status.success(),
-        "kgw apply: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    gw.apply(&gateway_yaml(gw.port, &b));
     wait_for("the routes", Duration::from_secs(10), || {
         (curl_with(&gw, "--http1.1", "/set", &[]).status == 200).then_some(())
     });

@@ -230,13 +230,7 @@ fn a_body_still_trickling_at_the_route_timeout_is_cut_on_all_four_paths() {
     let (_runtime, h2c) = h2c_backend();
     let port = free_port();
     let gw = GatewayBuilder::run(dir.path(), port).start();
-    let out = gw.kgw(&["apply", "-f", "-"], &manifest(port, h1, h2c));
-    assert!(
-        out.status.success(),
-        "kgw apply: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    gw.apply(&manifest(port, h1, h2c));
     wait_for("the routes", Duration::from_secs(10), || {
         (get(port, "/h1/0", false).status == 200 && get(port, "/h2c/0", false).status == 200).then_some(())
     });
