@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::curl_reply::CurlReply as Reply;
 use common::*;
 use serde_json::Value;
 
@@ -215,30 +216,12 @@ fn start(dir: &Path) -> (Gateway, Backends) {
     (gw, b)
 }
 
-struct Reply {
-    status: u16,
-    /// Response header lines, names lower-cased.
-    headers: Vec<(String, String)>,
-    body: String,
+/// The echo backend's answer, parsed.
+trait EchoJson {
+    fn json(&self) -> Value;
 }
 
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every value of the header `name` (lower case), in order.
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
+impl EchoJson for Reply {
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
@@ -255,23 +238,7 @@ fn curl_with(gw: &Gateway, version: &str, path: &str, headers: &[&str]) -> Reply
         .arg(format!("http://127.0.0.1:{}{path}", gw.port))
         .output()
         .expect("curl is installed");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    Reply::parse(&out.stdout)
 }
 
 const VERSIONS: [&str; 2] = ["--http1.1", "--http2-prior-knowledge"];

@@ -9,6 +9,7 @@ mod echo;
 use std::process::Command;
 use std::time::Duration;
 
+use common::curl_reply::CurlReply as Reply;
 use common::*;
 use echo::Echo;
 
@@ -22,35 +23,15 @@ fn gateway_yaml(port: u16) -> String {
     )
 }
 
-fn apply(gw: &Gateway, yaml: &str) {
-    let out = gw.kgw(&["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "kgw apply: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
 /// Request headers a case sends.
 type Headers<'a> = &'a [(&'a str, &'a str)];
 
-/// What a client got: status, headers (lower-case names) and body.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+/// The echo backend that answered, if one did.
+trait AnsweredBy {
+    fn backend(&self) -> Option<String>;
 }
 
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The echo backend that answered, if one did.
+impl AnsweredBy for Reply {
     fn backend(&self) -> Option<String> {
         let v: serde_json::Value = serde_json::from_str(&self.body).ok()?;
         v["backend"].as_str().map(str::to_string)
@@ -72,23 +53,7 @@ fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)], h2: bool)
     }
     cmd.arg(format!("http://127.0.0.1:{port}{path}"));
     let out = cmd.output().expect("curl is installed");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    Reply::parse(&out.stdout)
 }
 
 /// Starts kgw with the echo backends and `routes` applied, once the first request in `ready`
@@ -96,10 +61,7 @@ fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)], h2: bool)
 fn start(dir: &std::path::Path, echo: &Echo, routes: &str) -> Gateway {
     let port = free_port();
     let gw = GatewayBuilder::run(dir, port).start();
-    apply(
-        &gw,
-        &format!("{}{}{routes}", gateway_yaml(port), echo.services(NS)),
-    );
+    gw.apply(&format!("{}{}{routes}", gateway_yaml(port), echo.services(NS)));
     gw
 }
 
@@ -395,10 +357,11 @@ fn rule_timeouts_answer_504_when_the_backend_is_slower_and_0s_turns_them_off() {
         .arg("--route-timeout")
         .arg("700ms")
         .start();
-    apply(
-        &gw,
-        &format!("{}{}{TIMEOUT_ROUTES}", gateway_yaml(port), echo.services(NS)),
-    );
+    gw.apply(&format!(
+        "{}{}{TIMEOUT_ROUTES}",
+        gateway_yaml(port),
+        echo.services(NS)
+    ));
     wait_routed(&gw, "/default");
     for h2 in [false, true] {
         for prefix in ["/request-timeout", "/backend-timeout"] {

@@ -353,6 +353,7 @@ spec:
     keepAliveInterval: 5s
 "#;
 
+pub mod curl_reply;
 pub mod grpc;
 pub mod netns;
 pub mod nginx;
